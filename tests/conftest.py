@@ -1,0 +1,31 @@
+"""Shared fixtures. Every test runs offline against a temporary artifacts folder."""
+from __future__ import annotations
+
+import os
+
+# Set before any hub-aware library is imported: tests never touch the network.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("WANDB_MODE", "disabled")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+from emotion_core import artifacts  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def isolated_artifacts(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Point the artifact store at a fresh temp folder for each test."""
+    root = tmp_path_factory.mktemp("artifacts")
+    monkeypatch.setenv(artifacts.ENV_ROOT, str(root))
+    return root
+
+
+def shared_data_or_skip(name: str) -> Path:
+    """The team's real face set `name`, or skip with a visible reason where it is absent."""
+    path = artifacts.shared_data_dir(name)
+    if not path.is_dir():
+        pytest.skip(f"real dataset {name} not found at {path} (only on the team's machines)")
+    return path
