@@ -1,0 +1,448 @@
+"""Background training jobs started from the app: one at a time, outside the Streamlit process.
+
+Why a separate process: training for minutes inside Streamlit would block every session and die
+with a page reload. A job is a small runner (`python -m emotion_core.jobs run <job_dir>`) started in
+its own session (process group); it runs its steps (normally `python -m scripts.train ...`, with a
+data-generation step first for the demo) one after another, writing everything they print to one
+log file, and records the outcome in `result.json`.
+
+State on disk, under `artifacts.jobs_dir()`, so it survives reloads and app restarts:
+    lock.json           {pid, start_ticks, job_id}: present while a job runs (atomic O_EXCL create)
+    <job_id>/job.json   the steps, the models asked for, when it started
+    <job_id>/log.txt    stdout+stderr of every step (tqdm's carriage returns included)
+    <job_id>/result.json {state, returncode, finished} written by the runner when it ends
+
+A lock is stale when its pid is gone, is a zombie, or belongs to a different process that reused
+the pid (the process start time in /proc differs); a stale lock is removed and a new job may start.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from emotion_core import artifacts
+
+LOCK_NAME = "lock.json"
+LOG_NAME = "log.txt"
+SPEC_NAME = "job.json"
+RESULT_NAME = "result.json"
+CANCEL_GRACE_S = 5.0  # SIGTERM first, SIGKILL after this many seconds
+_PERCENT = re.compile(r"(\d{1,3})%\|")  # tqdm's "  45%|####      |"
+_EPOCH = re.compile(r"[Ee]poch\s+(\d+)\s*/\s*(\d+)")
+
+
+class JobBusyError(RuntimeError):
+    """A second job was asked for while one is still running."""
+
+
+@dataclass
+class JobInfo:
+    """What the app shows about the latest job."""
+
+    job_id: str
+    state: str  # "running" | "succeeded" | "failed" | "cancelled"
+    pid: int | None
+    started: float  # unix time
+    models: list[str] = field(default_factory=list)
+    steps: list[list[str]] = field(default_factory=list)
+    log_path: Path | None = None
+    returncode: int | None = None
+    finished: float | None = None
+    progress: float = 0.0  # 0..1 estimate from the log and the runs written so far
+    message: str = ""  # one line: what it is doing now
+
+    @property
+    def running(self) -> bool:
+        return self.state == "running"
+
+
+# ---------------------------------------------------------------------------------------------
+# Process checks
+
+
+def _start_ticks(pid: int) -> int | None:
+    """The process start time in clock ticks since boot (Linux /proc), None where unavailable."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # the command name (field 2) may contain spaces and parentheses: split after the last ')'
+    rest = stat[stat.rfind(")") + 2:].split()
+    try:
+        return int(rest[19])  # field 22 overall
+    except (IndexError, ValueError):
+        return None
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rfind(")") + 2:].startswith("Z")
+
+
+def pid_alive(pid: int, start_ticks: int | None = None) -> bool:
+    """True when `pid` is a live (non-zombie) process, and the same one when start_ticks is given."""
+    if pid <= 0:
+        return False
+    try:  # reap our own finished child so it does not linger as a zombie
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done == pid:
+            return False
+    except ChildProcessError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # exists, owned by someone else
+    if _is_zombie(pid):
+        return False
+    if start_ticks is not None:
+        now = _start_ticks(pid)
+        if now is not None and now != start_ticks:
+            return False  # the pid was reused by another process
+    return True
+
+
+# ---------------------------------------------------------------------------------------------
+# Lock
+
+
+def lock_path() -> Path:
+    return artifacts.jobs_dir() / LOCK_NAME
+
+
+def _read_lock() -> dict[str, Any] | None:
+    try:
+        return json.loads(lock_path().read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return {}  # unreadable: treated as stale below unless it is brand new
+
+
+def _lock_is_live(lock: dict[str, Any]) -> bool:
+    if not lock:  # unreadable or half-written: live only for a moment (a writer may be mid-way)
+        try:
+            return time.time() - lock_path().stat().st_mtime < 2.0
+        except OSError:
+            return False
+    return pid_alive(int(lock.get("pid", -1)), lock.get("start_ticks"))
+
+
+def _write_lock_exclusive(payload: dict[str, Any]) -> bool:
+    """Create the lock atomically; False if it already exists."""
+    path = lock_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "w") as f:
+        json.dump(payload, f)
+    return True
+
+
+def _replace_lock(payload: dict[str, Any]) -> None:
+    artifacts.write_json(lock_path(), payload)
+
+
+def _release_lock(job_id: str) -> None:
+    lock = _read_lock()
+    if lock is not None and lock.get("job_id") == job_id:
+        lock_path().unlink(missing_ok=True)
+
+
+def acquire_lock(job_id: str) -> None:
+    """Take the one job slot or raise JobBusyError naming the job that holds it."""
+    me = {"pid": os.getpid(), "start_ticks": _start_ticks(os.getpid()), "job_id": job_id}
+    for _ in range(3):
+        if _write_lock_exclusive(me):
+            return
+        lock = _read_lock()
+        if lock is None:
+            continue  # released between our two calls: try again
+        if _lock_is_live(lock):
+            other = lock.get("job_id", "?")
+            spec = _read_spec(other) or {}
+            models = ", ".join(spec.get("models", [])) or "models"
+            raise JobBusyError(f"A training job is already running (job {other}, pid "
+                               f"{lock.get('pid')}, training {models}); wait for it to finish "
+                               f"or cancel it before starting another.")
+        lock_path().unlink(missing_ok=True)  # stale: its process is gone
+    raise JobBusyError("Could not take the job lock (another job is starting); try again.")
+
+
+# ---------------------------------------------------------------------------------------------
+# Starting, status, cancel
+
+
+def _job_dir(job_id: str) -> Path:
+    return artifacts.jobs_dir() / job_id
+
+
+def _read_spec(job_id: str) -> dict[str, Any] | None:
+    try:
+        return json.loads((_job_dir(job_id) / SPEC_NAME).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def train_command(args: list[str]) -> list[str]:
+    """The exact CLI the job runs: `python -m scripts.train <args>` with this interpreter."""
+    return [sys.executable, "-m", "scripts.train", *args]
+
+
+def models_from_args(args: list[str]) -> list[str]:
+    """The model names a `scripts.train` argument list asks for ("all" expanded when possible)."""
+    names: list[str] = []
+    for i, a in enumerate(args):
+        if a == "--models" and i + 1 < len(args):
+            names = [n.strip() for n in args[i + 1].split(",") if n.strip()]
+        elif a.startswith("--models="):
+            names = [n.strip() for n in a.split("=", 1)[1].split(",") if n.strip()]
+    if names == ["all"]:
+        try:
+            from emotion_core import models as models_mod
+            return list(models_mod.REGISTRY)
+        except Exception:  # registry unavailable: keep the literal
+            return names
+    return names
+
+
+def start_job(args: list[str], *, pre_steps: list[list[str]] | None = None,
+              env: dict[str, str] | None = None) -> JobInfo:
+    """Start `python -m scripts.train <args>` in the background; JobBusyError if one is running.
+
+    `pre_steps` are full commands run first (e.g. generating the demo data); the job stops at the
+    first step that fails. Returns at once.
+    """
+    steps = [list(s) for s in (pre_steps or [])] + [train_command(args)]
+    return start_steps(steps, models=models_from_args(args), env=env)
+
+
+def start_steps(steps: list[list[str]], *, models: list[str],
+                env: dict[str, str] | None = None) -> JobInfo:
+    """Run `steps` (commands) one after another in a detached job holding the one job slot."""
+    job_id = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-%f")
+    acquire_lock(job_id)
+    try:
+        jdir = _job_dir(job_id)
+        jdir.mkdir(parents=True, exist_ok=False)
+        spec = {"job_id": job_id, "steps": steps, "models": list(models), "started": time.time()}
+        artifacts.write_json(jdir / SPEC_NAME, spec)
+        (jdir / LOG_NAME).write_text("")
+        child_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "emotion_core.jobs", "run", str(jdir)],
+            cwd=str(artifacts.REPO_ROOT), env=child_env, start_new_session=True,
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # hand the lock to the runner: from now on its pid decides whether the job is alive
+        _replace_lock({"pid": proc.pid, "start_ticks": _wait_ticks(proc.pid), "job_id": job_id})
+    except BaseException:
+        _release_lock(job_id)
+        raise
+    return job_status(job_id) or JobInfo(job_id=job_id, state="running", pid=proc.pid,
+                                         started=spec["started"], models=list(models))
+
+
+def _wait_ticks(pid: int) -> int | None:
+    for _ in range(50):
+        ticks = _start_ticks(pid)
+        if ticks is not None:
+            return ticks
+        time.sleep(0.01)
+    return None
+
+
+def latest_job_id() -> str | None:
+    base = artifacts.jobs_dir()
+    if not base.is_dir():
+        return None
+    ids = sorted(p.name for p in base.iterdir() if p.is_dir() and (p / SPEC_NAME).exists())
+    return ids[-1] if ids else None
+
+
+def read_log(job_id: str, max_chars: int = 20_000) -> str:
+    """The tail of a job's log with tqdm's carriage-return redraws collapsed to the last one."""
+    path = _job_dir(job_id) / LOG_NAME
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - max_chars * 4))
+            raw = f.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+    lines = [line.split("\r")[-1] if "\r" in line.rstrip("\r") else line.rstrip("\r")
+             for line in raw.split("\n")]
+    return "\n".join(lines)[-max_chars:]
+
+
+def estimate_progress(log: str, models: list[str], runs_done: int) -> tuple[float, str]:
+    """(fraction 0..1, one-line status) from finished runs and the last epoch/percent in the log."""
+    n = max(1, len(models))
+    frac_current = 0.0
+    lines = [ln for ln in log.replace("\r", "\n").split("\n") if ln.strip()]
+    for line in reversed(lines):
+        m = _EPOCH.search(line)
+        if m and int(m.group(2)) > 0:
+            frac_current = min(1.0, (int(m.group(1)) - 1) / int(m.group(2)))
+            pm = _PERCENT.search(line)
+            if pm:
+                frac_current += min(1.0, int(pm.group(1)) / 100.0) / int(m.group(2))
+            break
+        pm = _PERCENT.search(line)
+        if pm:
+            frac_current = min(1.0, int(pm.group(1)) / 100.0)
+            break
+    done = min(runs_done, n)
+    progress = min(1.0, (done + (frac_current if done < n else 0.0)) / n)
+    last = lines[-1].strip()[:200] if lines else "starting"
+    return progress, f"{done}/{len(models) or '?'} models done; {last}"
+
+
+def _runs_since(started: float, models: list[str]) -> int:
+    """How many single-model runs were written since the job started (finished models)."""
+    base = artifacts.runs_dir()
+    if not base.is_dir():
+        return 0
+    n = 0
+    for p in base.iterdir():
+        mf = p / "manifest.json"
+        if p.name.startswith(".") or not mf.exists():
+            continue
+        try:
+            if mf.stat().st_mtime < started - 1:
+                continue
+            m = json.loads(mf.read_text())
+        except (OSError, ValueError):
+            continue
+        if m.get("kind", "model") == "model" and (not models or m.get("model") in models):
+            n += 1
+    return n
+
+
+def job_status(job_id: str | None = None) -> JobInfo | None:
+    """The latest (or given) job's state, progress and pid; None when no job ever ran."""
+    job_id = job_id or latest_job_id()
+    if job_id is None:
+        return None
+    spec = _read_spec(job_id)
+    if spec is None:
+        return None
+    jdir = _job_dir(job_id)
+    lock = _read_lock()
+    running = bool(lock) and lock.get("job_id") == job_id and _lock_is_live(lock)
+    result: dict[str, Any] = {}
+    try:
+        result = json.loads((jdir / RESULT_NAME).read_text())
+    except (OSError, ValueError):
+        pass
+    if running:
+        state = "running"
+    elif result:
+        state = str(result.get("state", "failed"))
+    else:
+        state = "failed"  # the runner vanished without writing a result (killed hard)
+        if lock and lock.get("job_id") == job_id:
+            lock_path().unlink(missing_ok=True)  # stale lock recovery
+    log = read_log(job_id)
+    models = list(spec.get("models", []))
+    progress, message = estimate_progress(log, models, _runs_since(spec["started"], models))
+    if state == "succeeded":
+        progress, message = 1.0, "finished"
+    elif state == "cancelled":
+        message = "cancelled"
+    elif state == "failed" and not result:
+        message = "the job process ended without reporting a result (killed?)"
+    elif state == "failed":
+        message = f"failed with exit code {result.get('returncode')}"
+    return JobInfo(job_id=job_id, state=state, pid=(lock or {}).get("pid") if running else None,
+                   started=float(spec["started"]), models=models, steps=spec.get("steps", []),
+                   log_path=jdir / LOG_NAME, returncode=result.get("returncode"),
+                   finished=result.get("finished"), progress=progress, message=message)
+
+
+def cancel_job() -> JobInfo | None:
+    """Stop the running job's whole process group (SIGTERM, then SIGKILL); None if none runs."""
+    lock = _read_lock()
+    if not lock or not _lock_is_live(lock):
+        return None
+    pid, job_id = int(lock["pid"]), str(lock["job_id"])
+    jdir = _job_dir(job_id)
+    artifacts.write_json(jdir / RESULT_NAME, {"state": "cancelled", "returncode": None,
+                                              "finished": time.time()})
+    try:
+        os.killpg(pid, signal.SIGTERM)  # the runner leads its own session: pgid == pid
+    except ProcessLookupError:
+        pass
+    deadline = time.time() + CANCEL_GRACE_S
+    while time.time() < deadline and pid_alive(pid, lock.get("start_ticks")):
+        time.sleep(0.1)
+    if pid_alive(pid, lock.get("start_ticks")):
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        time.sleep(0.2)
+        pid_alive(pid)  # reap if it was our child
+    _release_lock(job_id)
+    return job_status(job_id)
+
+
+# ---------------------------------------------------------------------------------------------
+# The runner (runs in the job's own process)
+
+
+def _run(jdir: Path) -> int:
+    spec = json.loads((jdir / SPEC_NAME).read_text())
+    job_id = spec["job_id"]
+    current: list[subprocess.Popen] = []
+
+    def on_term(signum: int, _frame: Any) -> None:
+        for p in current:
+            if p.poll() is None:
+                p.terminate()
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, on_term)
+    rc = 0
+    try:
+        with open(jdir / LOG_NAME, "ab", buffering=0) as log:
+            for step in spec["steps"]:
+                log.write(f"$ {' '.join(step)}\n".encode())
+                proc = subprocess.Popen(step, cwd=str(artifacts.REPO_ROOT), stdout=log,
+                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                current[:] = [proc]
+                rc = proc.wait()
+                if rc != 0:
+                    log.write(f"step failed with exit code {rc}\n".encode())
+                    break
+        if not (jdir / RESULT_NAME).exists():  # cancel_job writes "cancelled" itself
+            artifacts.write_json(jdir / RESULT_NAME, {
+                "state": "succeeded" if rc == 0 else "failed", "returncode": rc,
+                "finished": time.time()})
+    finally:
+        _release_lock(job_id)
+    return rc
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "run":
+        sys.exit(_run(Path(sys.argv[2])))
+    print("usage: python -m emotion_core.jobs run JOB_DIR (started by emotion_core.jobs.start_job)",
+          file=sys.stderr)
+    sys.exit(2)
