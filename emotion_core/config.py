@@ -1,0 +1,80 @@
+"""Training configuration: every default in one place, and the two profiles as data.
+
+A profile is a `TrainConfig` value, never a code path: `quick` is the CPU setting for the demo
+and CI, `full` the study's GPU setting. Scripts start from a profile and override fields.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyper-parameters of the one training loop (see emotion_core/train.py)."""
+
+    profile: str = "quick"  # name recorded in the manifest
+    image_size: int = 112  # square input side in pixels (the cache is built at this size)
+    epochs: int = 8  # maximum epochs, head-only epochs included
+    batch_size: int = 48  # images per optimisation step (per process under torchrun)
+    lr: float = 1e-3  # peak AdamW learning rate for from-scratch training and the head phase
+    finetune_lr: float = 1e-4  # peak learning rate once a pretrained backbone is unfrozen
+    head_epochs: int = 2  # pretrained models: epochs training the head with the backbone frozen
+    weight_decay: float = 0.05  # AdamW decoupled weight decay
+    warmup_epochs: float = 0.5  # linear warm-up length (in epochs) at the start of each phase
+    min_lr_ratio: float = 0.01  # cosine schedule floor, as a fraction of the peak rate
+    label_smoothing: float = 0.0  # cross-entropy label smoothing
+    class_weighted: bool = True  # weight the loss by inverse class frequency of the train subset
+    patience: int = 3  # early stopping: epochs without a val macro-F1 gain before stopping
+    grad_clip: float = 1.0  # max gradient norm (0 disables clipping)
+    augment: bool = True  # random rotation / brightness / contrast / flip on train batches
+    crop_faces: bool = False  # train on face crops from the prepared face boxes
+    pretrained: bool = False  # ask for pretrained weights (the manifest says what was used)
+    tiny: bool = False  # minimal model configs (tests and --dry-run)
+    max_batches: int = 0  # stop each epoch after this many batches (0 = all; --dry-run uses 1)
+    eval_batch_size: int = 128  # images per evaluation forward pass
+    seed: int = 0  # seeds torch, numpy, python and the loader
+    amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
+    channels_last: bool = True  # channels_last memory format on CUDA (ignored on CPU)
+    checkpoint_every: int = 1  # write a resumable checkpoint every N epochs (0 = never)
+    measure_speed: bool = True  # count FLOPs and time CPU latency for the headline
+    wandb: bool = False  # log to Weights & Biases
+    wandb_mode: str = "offline"  # "online" or "offline" (sync later with `wandb sync`)
+    wandb_project: str = "emotion-bench"  # Weights & Biases project name
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def override(self, **changes: Any) -> TrainConfig:
+        """A copy with `changes` applied; None values are ignored (unset CLI flags)."""
+        known = {f.name for f in fields(self)}
+        unknown = set(changes) - known
+        if unknown:
+            raise ValueError(f"unknown training option(s): {', '.join(sorted(unknown))}")
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+PROFILES: dict[str, TrainConfig] = {
+    # CPU, minutes for every model: the demo, CI and the embedded dataset.
+    "quick": TrainConfig(profile="quick", image_size=112, epochs=8, batch_size=48, lr=1e-3,
+                         finetune_lr=2e-4, head_epochs=2, patience=3),
+    # GPU, the study's setting: 224 px, longer schedule, more patience.
+    "full": TrainConfig(profile="full", image_size=224, epochs=30, batch_size=64, lr=5e-4,
+                        finetune_lr=5e-5, head_epochs=3, patience=6, eval_batch_size=256),
+}
+
+# --dry-run: the real script path, one tiny batch per epoch, one epoch, tiny models.
+DRY_RUN_CHANGES: dict[str, Any] = dict(epochs=1, head_epochs=0, max_batches=1, tiny=True,
+                                       image_size=32, batch_size=8, checkpoint_every=0,
+                                       measure_speed=False)
+
+
+def get_profile(name: str) -> TrainConfig:
+    if name not in PROFILES:
+        raise ValueError(f"unknown profile '{name}'; choose one of {', '.join(PROFILES)}")
+    return PROFILES[name]
