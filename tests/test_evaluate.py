@@ -1,0 +1,99 @@
+"""Metrics math against hand-computed values; cost counters; refusal of mismatched checkpoints."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn.metrics import f1_score
+from torch import nn
+
+from emotion_core import artifacts
+from emotion_core import evaluate as ev
+
+CLASSES = ["angry", "happy", "sad"]
+
+
+def test_ece_of_confident_correct_predictions_is_zero():
+    y = np.array([0, 1, 2, 1])
+    assert ev.ece(np.eye(3)[y], y) == 0.0
+
+
+def test_ece_matches_hand_computation():
+    # confidences 0.9 (right) and 0.6 (wrong) fall in different bins: 0.5*0.1 + 0.5*0.6
+    probs = np.array([[0.9, 0.1], [0.6, 0.4]])
+    assert ev.ece(probs, np.array([0, 1])) == pytest.approx(0.35)
+
+
+def test_top2_recall_precision_and_loss_by_hand():
+    probs = np.array([[0.5, 0.3, 0.2],   # true 0: top-1 right
+                      [0.5, 0.3, 0.2],   # true 1: wrong, in top-2
+                      [0.5, 0.3, 0.2],   # true 2: wrong, not in top-2
+                      [0.1, 0.2, 0.7]])  # true 2: right
+    y = np.array([0, 1, 2, 2])
+    m = ev.compute_metrics(y, probs, CLASSES)
+    assert m["accuracy"] == pytest.approx(0.5)
+    assert m["top2_accuracy"] == pytest.approx(0.75)
+    assert m["per_class"]["sad"]["recall"] == pytest.approx(0.5)
+    assert m["per_class"]["angry"]["precision"] == pytest.approx(1 / 3)
+    assert m["per_class"]["happy"]["f1"] == 0.0
+    assert m["loss"] == pytest.approx(-np.mean(np.log([0.5, 0.3, 0.2, 0.7])))
+    assert m["macro_f1"] == pytest.approx(f1_score(y, probs.argmax(1), average="macro"))
+    assert m["confusion"] == [[1, 0, 0], [1, 0, 0], [1, 0, 1]]
+
+
+def test_bad_shapes_are_refused():
+    with pytest.raises(ValueError, match="do not match"):
+        ev.compute_metrics(np.array([0, 1]), np.ones((2, 2)) / 2, CLASSES)
+
+
+def test_confusion_table_rows_are_true_classes():
+    df = ev.confusion_table(np.array([0, 0, 2]), np.array([1, 0, 2]), CLASSES)
+    assert list(df.columns) == ["true", *CLASSES]
+    assert df.set_index("true").loc["angry", "happy"] == 1
+
+
+def test_params_and_flops_of_a_linear_model():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, 2))
+    assert ev.count_params(model) == 48 * 2 + 2
+    assert ev.count_flops(model, 4) == 2 * 48 * 2
+    assert ev.measure_latency(model, 4, warmup=1, repeats=3) > 0
+
+
+def _store_run(run_id: str, model_name: str, classes: list[str], state: dict) -> None:
+    manifest = {"kind": "model", "model": model_name, "dataset": "t", "classes": classes,
+                "image_size": 32, "mean": [0.5] * 3, "std": [0.5] * 3, "config": {"tiny": True}}
+    empty = pd.DataFrame({"rel": []})
+    artifacts.save_run(run_id, manifest=manifest, metrics={}, history=empty, confusion=empty,
+                       predictions=empty, state_dict=state)
+
+
+def test_load_model_round_trip_and_refusals():
+    from emotion_core import models
+
+    model, _ = models.build_model("vit_scratch", 3, pretrained=False, image_size=32, tiny=True)
+    state = model.state_dict()
+    _store_run("ok", "vit_scratch", CLASSES, state)
+    loaded, manifest = ev.load_model("ok")
+    x = torch.randn(2, 3, 32, 32)
+    model.eval()
+    torch.testing.assert_close(loaded(x), model(x))
+    assert manifest["classes"] == CLASSES
+
+    # manifest claims 4 classes: the head shape disagrees
+    _store_run("wrong_classes", "vit_scratch", CLASSES + ["calm"], state)
+    with pytest.raises(ev.CheckpointMismatchError, match="shape mismatch"):
+        ev.load_model("wrong_classes")
+    # a tensor missing from the checkpoint
+    partial = dict(list(state.items())[1:])
+    _store_run("missing", "vit_scratch", CLASSES, partial)
+    with pytest.raises(ev.CheckpointMismatchError, match="missing"):
+        ev.load_model("missing")
+    # weights saved for one architecture, manifest edited to name another
+    _store_run("edited", "vit_scratch", CLASSES, state)
+    path = artifacts.run_dir("edited") / "manifest.json"
+    m = artifacts.read_json(path)
+    m["model"] = "resnet34"
+    artifacts.write_json(path, m)
+    with pytest.raises(ev.CheckpointMismatchError, match="saved for model 'vit_scratch'"):
+        ev.load_model("edited")
