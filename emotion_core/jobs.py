@@ -258,6 +258,29 @@ def start_steps(steps: list[list[str]], *, models: list[str],
                                          started=spec["started"], models=list(models))
 
 
+DEMO_DATASET = "synthetic"
+
+
+def demo_plan() -> tuple[list[list[str]], list[str]]:
+    """(pre-steps, train args) of the quick demo: make and prepare the synthetic faces if missing,
+    then train every registry model with the quick profile."""
+    data_dir = artifacts.generated_data_dir(DEMO_DATASET)
+    pre: list[list[str]] = []
+    if not data_dir.is_dir() or not any(data_dir.iterdir()):
+        pre.append([sys.executable, "-m", "scripts.get_data", "synthetic", "--out", str(data_dir)])
+    if DEMO_DATASET not in artifacts.list_datasets():
+        pre.append([sys.executable, "-m", "scripts.prepare_data", "--data", str(data_dir),
+                    "--name", DEMO_DATASET])
+    args = ["--data", str(data_dir), "--models", "all", "--profile", "quick"]
+    return pre, args
+
+
+def start_demo() -> JobInfo:
+    """Start the quick demo job (JobBusyError if a job runs)."""
+    pre, args = demo_plan()
+    return start_job(args, pre_steps=pre)
+
+
 def _wait_ticks(pid: int) -> int | None:
     for _ in range(50):
         ticks = _start_ticks(pid)

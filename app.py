@@ -1,0 +1,95 @@
+"""Streamlit entry point: navigation, the shared sidebar, and the Home page.
+
+Run with `streamlit run app.py` (or `make run`, which also starts the quick demo job first).
+Pages hold widgets and charts only; every number comes from emotion_core.
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the app never downloads weights
+
+import plotly.express as px  # noqa: E402
+import streamlit as st  # noqa: E402
+
+from emotion_core import explorer, jobs  # noqa: E402
+from pages import _common as common  # noqa: E402
+
+
+def home() -> None:
+    st.title("Facial-emotion benchmark explorer")
+    st.markdown(
+        "Compare image classifiers (CNNs and Vision Transformers) that tell **angry**, **happy** "
+        "and **sad** faces apart, look inside them (feature maps, Grad-CAM, ViT attention) and try "
+        "them live on your own photos. Every number is labelled with the weights the model really "
+        "started from (`scratch`, `imagenet (offline package)`, ...).")
+    runs, broken = common.all_runs()
+    if not runs:
+        first_run(broken)
+        return
+    ds = common.current_dataset()
+    kind, where = explorer.data_source(ds) if ds else ("unknown", "")
+    c1, c2, c3 = st.columns(3)
+    c1.metric("Dataset", ds or "none")
+    c2.metric("Data source", kind)
+    c3.metric("Runs loaded", len([r for r in runs if r.manifest.get("dataset") == ds]))
+    st.caption(f"Images from `{where}`." if where else "")
+    if broken:
+        st.warning("Broken runs (listed, not loaded; the others work): " + "; ".join(
+            f"`{k}`: {v}" for k, v in broken.items()))
+    table = explorer.comparison_table(common.selected_runs())
+    st.subheader("Leaderboard (validation macro-F1)")
+    view = table[["label", "weights_source", "val_accuracy", "val_macro_f1", "test_accuracy",
+                  "test_macro_f1", "latency_ms", "run_id"]]
+    st.dataframe(view, hide_index=True, width="stretch", column_config={
+        "label": "model [weights source]",
+        "val_accuracy": st.column_config.NumberColumn("val acc", format="%.3f"),
+        "val_macro_f1": st.column_config.NumberColumn("val macro-F1", format="%.3f"),
+        "test_accuracy": st.column_config.NumberColumn("test acc", format="%.3f"),
+        "test_macro_f1": st.column_config.NumberColumn("test macro-F1", format="%.3f"),
+        "latency_ms": st.column_config.NumberColumn("CPU latency (ms)", format="%.1f")})
+    if len(table):
+        fig = px.bar(table, x="label", y="val_macro_f1", color="weights_source",
+                     labels={"label": "model [weights source]", "val_macro_f1": "val macro-F1"})
+        st.plotly_chart(fig, width="stretch")
+    st.caption("Pages: Data (EDA and cleaning), Compare, Confusion, Feature maps, Explain, "
+               "Predict (live), Train (background jobs).")
+
+
+def first_run(broken: dict[str, str]) -> None:
+    """The empty state: say what is missing and offer to start the quick demo job."""
+    st.info("Nothing trained yet. This is what is missing:")
+    for item in explorer.missing_pieces():
+        st.markdown(f"- {item}")
+    if broken:
+        st.warning("Broken runs found (not loaded): " + "; ".join(
+            f"`{k}`: {v}" for k, v in broken.items()))
+    info = jobs.job_status()
+    if info is not None and info.running:
+        st.success("The demo job is running: pages fill in as each model finishes.")
+        return
+    st.markdown("The quick demo generates synthetic faces, then trains every model with the "
+                "quick CPU profile in the background (minutes on 2 cores).")
+    if st.button("Start the quick demo job", type="primary", key="start_demo"):
+        try:
+            job = jobs.start_demo()
+            st.success(f"Started demo job {job.job_id}: progress in the sidebar.")
+        except jobs.JobBusyError as exc:
+            st.error(str(exc))
+
+
+PAGES = [
+    st.Page(home, title="Home", icon=":material/home:", default=True),
+    st.Page("pages/data.py", title="Data", icon=":material/dataset:"),
+    st.Page("pages/compare.py", title="Compare", icon=":material/leaderboard:"),
+    st.Page("pages/confusion.py", title="Confusion", icon=":material/grid_on:"),
+    st.Page("pages/feature_maps.py", title="Feature maps", icon=":material/layers:"),
+    st.Page("pages/explain.py", title="Explain", icon=":material/visibility:"),
+    st.Page("pages/predict.py", title="Predict", icon=":material/photo_camera:"),
+    st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
+]
+
+st.set_page_config(page_title="Emotion benchmark", layout="wide")
+nav = st.navigation(PAGES)
+common.render_sidebar()
+nav.run()

@@ -1,0 +1,149 @@
+"""Probe one stored run on one picture for the app: feature maps, CAMs, ViT attention, faithfulness.
+
+Thin glue over emotion_core.explain so the pages never touch torch: each function takes the model
+and manifest (from a cached loader), an RGB picture, and returns display-ready uint8 images and
+numbers. Preprocessing is the training cache's own recipe (transforms.resize_square + the run's
+mean/std), so what is explained is exactly what the model saw.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from emotion_core import explain
+
+
+@dataclass
+class MapView:
+    """One explanation map ready to show."""
+
+    title: str
+    overlay: np.ndarray  # uint8 RGB at model input size
+    heat: np.ndarray  # float [0, 1] HxW
+    predicted: str
+    faithfulness: dict[str, float]  # e.g. {"mask energy share": 0.71} or {"deletion AUC": ...}
+
+
+def to_input(rgb: np.ndarray, manifest: dict[str, Any]) -> tuple[torch.Tensor, np.ndarray]:
+    """(normalised 1x3xSxS tensor, the resized uint8 picture) as the run's cache prepared it."""
+    from emotion_core.transforms import resize_square
+
+    size = int(manifest["image_size"])
+    small = resize_square(np.asarray(rgb, dtype=np.uint8), size)
+    x = torch.from_numpy(np.ascontiguousarray(small)).permute(2, 0, 1).float().div(255.0)
+    mean = torch.tensor(manifest["mean"], dtype=torch.float32).view(3, 1, 1)
+    std = torch.tensor(manifest["std"], dtype=torch.float32).view(3, 1, 1)
+    return ((x - mean) / std).unsqueeze(0), small
+
+
+def predicted_class(model: torch.nn.Module, x: torch.Tensor, classes: list[str]) -> tuple[int, str]:
+    with torch.no_grad():
+        out = model(x)
+    logits = out if isinstance(out, torch.Tensor) else explain.LogitsModel(model)(x)
+    i = int(logits.argmax(dim=1)[0])
+    return i, classes[i]
+
+
+def spec_for(manifest: dict[str, Any]) -> Any:
+    from emotion_core import models
+
+    return models.get_spec(str(manifest["model"]))
+
+
+def conv_layer_names(model: torch.nn.Module) -> list[str]:
+    return [name for name, _ in explain.conv_layers(model)]
+
+
+def feature_map_grid(model: torch.nn.Module, manifest: dict[str, Any], rgb: np.ndarray,
+                     layer: str, top_k: int = 16) -> tuple[np.ndarray, list[int], np.ndarray]:
+    """(channel grid image, channel ids, the resized input) for one conv layer."""
+    x, small = to_input(rgb, manifest)
+    fm = explain.feature_maps(model, x, layer, top_k=top_k)
+    return explain.feature_grid(fm, cols=4, tile=96), fm.channels, small
+
+
+def _faithfulness(model: torch.nn.Module, x: torch.Tensor, heat: np.ndarray, target: int,
+                  mask: np.ndarray | None) -> dict[str, float]:
+    """Mask energy share when a ground-truth mask exists (synthetic faces), else deletion/insertion."""
+    try:
+        from emotion_core import faithfulness as faith
+    except ImportError:
+        faith = explain  # the functions may live in explain itself
+    out: dict[str, float] = {}
+    try:
+        if mask is not None and hasattr(faith, "mask_energy_share"):
+            out["mask energy share"] = float(faith.mask_energy_share(heat, mask))
+        elif hasattr(faith, "deletion_insertion"):
+            res = faith.deletion_insertion(model, x, heat, target, steps=10)
+            out.update({k: float(v) for k, v in res.items() if np.isscalar(v)})
+    except Exception:  # a score is a nice-to-have beside the map, never a reason to fail it
+        pass
+    return out
+
+
+def load_mask(image_path: Path | None, size: int) -> np.ndarray | None:
+    """The synthetic ground-truth mask beside an image, resized to the model input (or None)."""
+    if image_path is None:
+        return None
+    from emotion_core import images, synthetic
+    from emotion_core.transforms import resize_square
+
+    mp = synthetic.mask_path_for(Path(image_path))
+    if not mp.exists():
+        return None
+    m = images.load_rgb(mp)
+    return resize_square(m, size)[..., 0] > 127
+
+
+def cam_view(model: torch.nn.Module, manifest: dict[str, Any], rgb: np.ndarray, method: str,
+             *, image_path: Path | None = None) -> MapView:
+    """A CAM-family map for the predicted class, its overlay and a faithfulness score."""
+    x, small = to_input(rgb, manifest)
+    classes = list(manifest["classes"])
+    target, name = predicted_class(model, x, classes)
+    heat = explain.compute_cam(model, spec_for(manifest), x, method=method, target=target)
+    mask = load_mask(image_path, small.shape[0])
+    return MapView(f"{manifest['model']} · {method}", explain.overlay(small, heat), heat, name,
+                   _faithfulness(model, x, heat, target, mask))
+
+
+def attention_layout(model: torch.nn.Module, manifest: dict[str, Any], rgb: np.ndarray) -> np.ndarray:
+    """[layers, heads, T, T] attention for the picture (to size the layer/head sliders)."""
+    x, _ = to_input(rgb, manifest)
+    return explain.attention_maps(model, x)
+
+
+def attention_view(model: torch.nn.Module, manifest: dict[str, Any], rgb: np.ndarray, att: np.ndarray,
+                   *, layer: int, head: int | None, image_path: Path | None = None) -> MapView:
+    """CLS-to-patch attention of one layer/head as an overlay, with its faithfulness."""
+    x, small = to_input(rgb, manifest)
+    grid = explain.cls_attention(att, layer, head)
+    heat = explain.to_heatmap(grid, small.shape[:2], nearest=True)
+    target, name = predicted_class(model, x, list(manifest["classes"]))
+    mask = load_mask(image_path, small.shape[0])
+    head_name = "mean of heads" if head is None else f"head {head}"
+    return MapView(f"layer {layer}, {head_name}", explain.overlay(small, heat), heat, name,
+                   _faithfulness(model, x, heat, target, mask))
+
+
+def rollout_view(model: torch.nn.Module, manifest: dict[str, Any], rgb: np.ndarray, att: np.ndarray,
+                 *, discard_ratio: float, head_fusion: str, image_path: Path | None = None) -> MapView:
+    x, small = to_input(rgb, manifest)
+    grid = explain.rollout(att, discard_ratio=discard_ratio, head_fusion=head_fusion)
+    heat = explain.to_heatmap(grid, small.shape[:2])
+    target, name = predicted_class(model, x, list(manifest["classes"]))
+    mask = load_mask(image_path, small.shape[0])
+    return MapView(f"rollout ({head_fusion}, discard {discard_ratio:.2f})",
+                   explain.overlay(small, heat), heat, name,
+                   _faithfulness(model, x, heat, target, mask))
+
+
+def patch_grid(model: torch.nn.Module, manifest: dict[str, Any], rgb: np.ndarray) -> np.ndarray | None:
+    """The picture at input size with the ViT's token grid drawn (None for non-patch models)."""
+    _, small = to_input(rgb, manifest)
+    p = explain.patch_size(model)
+    return explain.patch_grid_overlay(small, p) if p else None

@@ -1,0 +1,243 @@
+"""Shared Streamlit pieces: cached loaders, the sidebar (dataset/run picker, Train controls).
+
+Caches are keyed by plain strings: the artifacts root, the run id and a fingerprint of the files
+on disk, so a retrained run or a run that appears mid-session is picked up without a restart,
+and two artifact folders (tests) never share an entry.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from emotion_core import artifacts, explorer, jobs
+
+MODEL_CACHE_ENTRIES = 12  # models kept in memory at once (quick-profile models are small)
+
+
+def _stamp(path: Path) -> str:
+    try:
+        st_ = path.stat()
+        return f"{st_.st_mtime_ns}-{st_.st_size}"
+    except OSError:
+        return "missing"
+
+
+def runs_fingerprint() -> str:
+    """Changes whenever a run folder appears, disappears or is rewritten."""
+    base = artifacts.runs_dir()
+    if not base.is_dir():
+        return f"{artifacts.root()}|none"
+    parts = [f"{p.name}:{_stamp(p / 'manifest.json')}:{_stamp(p / 'metrics.json')}"
+             for p in sorted(base.iterdir()) if not p.name.startswith(".")]
+    return f"{artifacts.root()}|" + "|".join(parts)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _runs(fingerprint: str) -> tuple[list[artifacts.RunRecord], dict[str, str]]:
+    return artifacts.list_runs()
+
+
+def all_runs() -> tuple[list[artifacts.RunRecord], dict[str, str]]:
+    """(complete runs, {broken run id: reason}) for the current artifacts folder."""
+    return _runs(runs_fingerprint())
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _run_full(root: str, run_id: str, stamp: str) -> artifacts.RunRecord:
+    return artifacts.load_run(run_id, tables=True)
+
+
+def run_record(run_id: str) -> artifacts.RunRecord:
+    """A run with its tables (history, confusion, predictions); BrokenRunError if broken."""
+    return _run_full(str(artifacts.root()), run_id,
+                     _stamp(artifacts.run_dir(run_id) / "predictions.csv"))
+
+
+@st.cache_resource(show_spinner="Loading model...", max_entries=MODEL_CACHE_ENTRIES)
+def _model(root: str, run_id: str, stamp: str) -> tuple[Any, dict[str, Any]]:
+    from emotion_core import evaluate
+
+    return evaluate.load_model(run_id)
+
+
+def load_model(run_id: str) -> tuple[Any, dict[str, Any]]:
+    """A run's model, built once per process (bounded cache) and shared by all sessions."""
+    return _model(str(artifacts.root()), run_id,
+                  _stamp(artifacts.run_dir(run_id) / "weights.safetensors"))
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def dataset_table(root: str, name: str, table: str, stamp: str) -> pd.DataFrame:
+    return artifacts.load_dataset_table(name, table)
+
+
+def table(name: str, which: str) -> pd.DataFrame:
+    """A prepared dataset's index/split/cleaning table (FileNotFoundError if not prepared)."""
+    return dataset_table(str(artifacts.root()), name, which,
+                         _stamp(artifacts.dataset_dir(name) / f"{which}.csv"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Selection shared by every page
+
+
+def current_dataset() -> str | None:
+    names = artifacts.list_datasets()
+    runs, _ = all_runs()
+    names = sorted(set(names) | {str(r.manifest.get("dataset")) for r in runs})
+    if not names:
+        return None
+    chosen = st.session_state.get("dataset")
+    return chosen if chosen in names else names[0]
+
+
+def selected_runs() -> list[artifacts.RunRecord]:
+    """The runs ticked in the sidebar (all runs of the current dataset by default)."""
+    runs, _ = all_runs()
+    ds = current_dataset()
+    mine = [r for r in runs if r.manifest.get("dataset") == ds]
+    ids = st.session_state.get("runs")
+    if ids:
+        chosen = [r for r in mine if r.run_id in ids]
+        if chosen:
+            return chosen
+    return mine
+
+
+def render_sidebar() -> None:
+    """Dataset and run pickers plus the Train controls, on every page."""
+    runs, broken = all_runs()
+    names = sorted(set(artifacts.list_datasets()) | {str(r.manifest.get("dataset")) for r in runs})
+    with st.sidebar:
+        if names:
+            st.selectbox("Dataset", names, key="dataset")
+            ds = current_dataset()
+            mine = [r for r in runs if r.manifest.get("dataset") == ds]
+            labels = {r.run_id: explorer.run_label(r.manifest) for r in mine}
+            st.multiselect("Runs", list(labels), default=list(labels), key="runs",
+                           format_func=lambda rid: labels.get(rid, rid))
+        else:
+            st.caption("No prepared dataset yet.")
+        if broken:
+            st.warning(f"{len(broken)} broken run(s) skipped: " + "; ".join(
+                f"{k} ({v})" for k, v in broken.items()))
+        with st.expander("Train", expanded=False):
+            train_controls(names)
+        job_panel(compact=True)
+
+
+def _model_names() -> list[str]:
+    try:
+        from emotion_core import models
+        return list(models.REGISTRY)
+    except Exception:  # registry not importable: nothing to offer
+        return []
+
+
+def train_controls(datasets: list[str]) -> None:
+    """Choose dataset, models, profile and epochs; start a background job."""
+    sources = {n: explorer.dataset_root(n) for n in datasets}
+    sources = {n: p for n, p in sources.items() if p is not None}
+    if not sources:
+        st.caption("No dataset folder to train on yet: start the quick demo from Home.")
+        return
+    ds = st.selectbox("Train on", list(sources), key="train_dataset")
+    names = _model_names()
+    chosen = st.multiselect("Models", names, default=names[:2], key="train_models")
+    profile = st.selectbox("Profile", ["quick", "full"], key="train_profile")
+    epochs = st.number_input("Epochs (0 = profile default)", 0, 200, 0, key="train_epochs")
+    if st.button("Start training", key="train_start", disabled=not chosen):
+        args = ["--data", str(sources[ds]), "--name", ds, "--models", ",".join(chosen),
+                "--profile", profile]
+        if epochs:
+            args += ["--epochs", str(int(epochs))]
+        try:
+            info = jobs.start_job(args)
+            st.success(f"Started job {info.job_id} ({', '.join(chosen)}).")
+        except jobs.JobBusyError as exc:
+            st.error(str(exc))
+
+
+def _job_body(job_id: str, compact: bool, was_running: bool) -> None:
+    now = jobs.job_status(job_id)
+    if now is None:
+        return
+    label = {"running": "Training job running", "succeeded": "Last job finished",
+             "failed": "Last job failed", "cancelled": "Last job cancelled"}[now.state]
+    st.caption(f"{label} · {now.job_id}")
+    st.progress(min(1.0, max(0.0, now.progress)), text=now.message[:120])
+    if now.running and st.button("Cancel job", key=f"cancel_{'c' if compact else 'f'}"):
+        jobs.cancel_job()
+        st.rerun()
+    lines = jobs.read_log(now.job_id).splitlines()
+    st.code("\n".join(lines[-(8 if compact else 200):]) or "(no output yet)", language=None)
+    if was_running and not now.running:
+        st.rerun()  # the job just ended: rerun the whole app so its new runs appear
+
+
+@st.fragment(run_every=2.0)
+def _live_job(job_id: str, compact: bool) -> None:
+    _job_body(job_id, compact, was_running=True)
+
+
+def job_panel(*, compact: bool) -> None:
+    """Progress, state and log of the latest job; refreshes itself every 2 s while it runs."""
+    info = jobs.job_status()
+    if info is None:
+        if not compact:
+            st.info("No training job has run yet.")
+        return
+    if info.running:
+        _live_job(info.job_id, compact)
+    else:
+        _job_body(info.job_id, compact, was_running=False)
+
+
+def pick_image(key: str, dataset: str | None) -> tuple[Any, Path | None, str]:
+    """Image source widget: a dataset sample or an upload. Returns (rgb or None, path, caption)."""
+    from emotion_core import images, live
+
+    source = st.radio("Image", ["dataset sample", "upload"], horizontal=True, key=f"{key}_src")
+    if source == "upload":
+        up = st.file_uploader("Upload a picture", type=None, key=f"{key}_upload")
+        if up is None:
+            return None, None, ""
+        try:
+            return live.decode_upload(up.getvalue()), None, up.name
+        except live.UploadError as exc:
+            st.error(str(exc))
+            return None, None, ""
+    root = explorer.dataset_root(dataset) if dataset else None
+    if root is None:
+        st.info("The dataset folder is not available here: upload a picture instead.")
+        return None, None, ""
+    try:
+        split = table(dataset, "split")
+    except FileNotFoundError as exc:
+        st.info(str(exc))
+        return None, None, ""
+    pool = split[split["subset"].isin(["val", "test"])].sort_values("rel").head(200)
+    if pool.empty:
+        return None, None, ""
+    rel = st.selectbox("Sample", list(pool["rel"]), key=f"{key}_sample")
+    path = root / rel
+    try:
+        return images.load_rgb(path), path, rel
+    except (images.ImageDecodeError, FileNotFoundError) as exc:
+        st.error(f"Cannot read {rel}: {exc}")
+        return None, None, ""
+
+
+def timed(label: str):
+    """Context manager that shows how long a block took, as a caption."""
+    class _T:
+        def __enter__(self):
+            self.t = time.perf_counter()
+
+        def __exit__(self, *exc):
+            st.caption(f"{label}: {(time.perf_counter() - self.t) * 1000:.0f} ms")
+    return _T()

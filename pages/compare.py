@@ -1,0 +1,56 @@
+"""Compare: the runs side by side, per-class recall, training curves, and the study's numbers."""
+from __future__ import annotations
+
+import plotly.express as px
+import streamlit as st
+
+from emotion_core import artifacts, explorer
+from pages import _common as common
+
+st.title("Compare")
+runs = common.selected_runs()
+if not runs:
+    st.info("No runs for this dataset yet: train some from the sidebar or start the demo on Home.")
+    st.stop()
+table = explorer.comparison_table(runs)
+st.subheader("Comparison table")
+st.caption("Every row names the weights the model started from; test columns are empty when the "
+           "dataset has no test split of its own.")
+st.dataframe(table.drop(columns=["label", "study_val_accuracy"]), hide_index=True, width="stretch",
+             column_config={c: st.column_config.NumberColumn(format="%.3f") for c in
+                            ("val_accuracy", "val_macro_f1", "test_accuracy", "test_macro_f1",
+                             "val_ece")})
+
+metric = st.selectbox("Bar chart metric", ["val_accuracy", "val_macro_f1", "test_accuracy",
+                                           "test_macro_f1", "val_ece", "latency_ms", "params",
+                                           "train_seconds"], key="cmp_metric")
+st.plotly_chart(px.bar(table, x="label", y=metric, color="weights_source",
+                       labels={"label": "model [weights source]"}), width="stretch")
+
+st.subheader("Per-class recall (validation)")
+full = []
+for r in runs:
+    try:
+        full.append(common.run_record(r.run_id))
+    except artifacts.BrokenRunError as exc:
+        st.warning(str(exc))
+per = [explorer.per_class_table(r, "val") for r in full]
+per = [p for p in per if len(p)]
+if per:
+    import pandas as pd
+    st.plotly_chart(px.bar(pd.concat(per), x="class", y="recall", color="run", barmode="group"),
+                    width="stretch")
+
+st.subheader("Training curves")
+hist = explorer.history_long(full)
+ycols = [c for c in ("val_macro_f1", "val_acc", "val_loss", "train_loss", "train_acc", "lr")
+         if c in hist.columns]
+if len(hist) and ycols:
+    y = st.selectbox("Curve", ycols, key="cmp_curve")
+    st.plotly_chart(px.line(hist, x="epoch", y=y, color="run", markers=True), width="stretch")
+else:
+    st.info("No training history (ensembles have none).")
+
+st.subheader("The study's reported numbers (for reference)")
+st.caption(explorer.STUDY_NOTE)
+st.dataframe(explorer.study_table(table), hide_index=True, width="stretch")

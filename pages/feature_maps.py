@@ -1,0 +1,36 @@
+"""Feature maps: a CNN run (VGG-16 by default), an image, a slider through the conv layers."""
+from __future__ import annotations
+
+import streamlit as st
+
+from emotion_core import explorer, probe
+from pages import _common as common
+
+st.title("Feature maps")
+runs = [r for r in common.selected_runs() if r.manifest.get("kind", "model") == "model"]
+if not runs:
+    st.info("No trained model runs for this dataset yet.")
+    st.stop()
+labels = {r.run_id: explorer.run_label(r.manifest) for r in runs}
+ids = list(labels)
+default = next((i for i, r in enumerate(runs) if r.manifest.get("model") == "vgg16"), 0)
+rid = st.selectbox("Run", ids, index=default, format_func=labels.get, key="fm_run")
+try:
+    model, manifest = common.load_model(rid)
+except Exception as exc:  # broken or mismatched checkpoint: say so, keep the page alive
+    st.error(f"Cannot load this run: {exc}")
+    st.stop()
+layers = probe.conv_layer_names(model)
+if not layers:
+    st.info(f"{manifest['model']} has no convolution layers to show (pick a CNN run).")
+    st.stop()
+rgb, path, caption = common.pick_image("fm", common.current_dataset())
+if rgb is None:
+    st.stop()
+layer = st.select_slider("Conv layer", options=layers, value=layers[0], key="fm_layer",
+                         format_func=lambda n: f"{layers.index(n) + 1}/{len(layers)} · {n}")
+top_k = st.slider("Channels shown (top by mean activation)", 4, 32, 16, step=4, key="fm_k")
+grid, channels, small = probe.feature_map_grid(model, manifest, rgb, layer, top_k)
+c1, c2 = st.columns([1, 3])
+c1.image(small, caption=f"input {small.shape[0]} px · {caption}")
+c2.image(grid, caption=f"{layer}: channels {', '.join(map(str, channels))}")

@@ -1,0 +1,57 @@
+"""Predict: upload or webcam snapshot; faces boxed and cropped; every run side by side + ensemble."""
+from __future__ import annotations
+
+import pandas as pd
+import plotly.express as px
+import streamlit as st
+
+from emotion_core import explorer, live
+from pages import _common as common
+
+st.title("Predict")
+runs = common.selected_runs()
+if not runs:
+    st.info("No runs to predict with yet.")
+    st.stop()
+labels = {r.run_id: explorer.run_label(r.manifest) for r in runs}
+chosen = st.multiselect("Runs", list(labels), default=list(labels), format_func=labels.get,
+                        key="pr_runs")
+tab_up, tab_cam = st.tabs(["Upload", "Webcam snapshot"])
+with tab_up:
+    up = st.file_uploader("Photo", key="pr_upload")
+with tab_cam:
+    snap = st.camera_input("Take a snapshot", key="pr_camera")
+source = up if up is not None else snap
+if source is None:
+    st.caption("Upload a photo (processed in memory, never stored) or take a webcam snapshot.")
+    st.stop()
+try:
+    rgb = live.decode_upload(source.getvalue())
+except live.UploadError as exc:
+    st.error(str(exc))
+    st.stop()
+whole = st.checkbox("Use the whole image when no face is found", key="pr_whole")
+result = live.predict_faces(rgb, chosen, loader=common.load_model, whole_image=whole)
+st.image(result.image, caption=f"{result.faces_found} face(s) found · detection "
+                               f"{result.detect_ms:.0f} ms · total {result.total_ms:.0f} ms",
+         width=480)
+if result.note:
+    (st.warning if not result.predictions else st.info)(result.note)
+if not result.predictions:
+    st.stop()
+for i, face in enumerate(result.predictions, start=1):
+    st.subheader(f"Face {i}" if face.box is not None else "Whole image")
+    c1, c2 = st.columns([1, 3])
+    c1.image(face.crop, caption="crop fed to the models", width=160)
+    rows = live.probability_table(face)
+    if rows:
+        fig = px.bar(pd.DataFrame(rows), x="probability", y="run", color="class",
+                     orientation="h", range_x=[0, 1])
+        c2.plotly_chart(fig, width="stretch", key=f"pr_chart_{i}")
+    entries = face.runs + ([face.ensemble] if face.ensemble is not None else [])
+    summary = pd.DataFrame([{"run": f"{p.model} [{p.weights_source}]", "prediction": p.predicted,
+                             "confidence": p.confidence, "latency_ms": p.latency_ms,
+                             "error": p.error or ""} for p in entries])
+    st.dataframe(summary, hide_index=True, width="stretch",
+                 column_config={"confidence": st.column_config.NumberColumn(format="%.2f"),
+                                "latency_ms": st.column_config.NumberColumn(format="%.1f")})
