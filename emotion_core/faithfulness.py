@@ -1,0 +1,255 @@
+"""Faithfulness of saliency maps: can a user trust what a map highlights?
+
+Two scores, because only the synthetic faces have ground truth:
+- `mask_energy_share`: on the synthetic faces, whose expression lives only in brows and mouth,
+  the share of a map's energy inside the ground-truth mask (`<stem>.mask.png`). 1 is perfect;
+  a uniform map scores the mask's area share, which is reported beside it as the chance level.
+- `deletion_insertion` (Petsiuk et al., RISE 2018) on real data: remove (insert) the most salient
+  pixels first, replacing them by a blurred (or mean) baseline, and track the explained class's
+  probability. Lower deletion AUC and higher insertion AUC are better. A random map is scored
+  too, as the reference a map must beat.
+`evaluate_run` computes the scores per method on a run's held-out images and stores them in the
+run's metrics.json under "faithfulness" (keyed by score kind).
+"""
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from torch import nn
+
+from emotion_core import explain as ex
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+BASELINES = ("blur", "mean")
+REFERENCE = "random"  # a seeded uniform-noise map: the level a real map must beat
+
+
+def mask_energy_share(heat: np.ndarray, mask: np.ndarray) -> float:
+    """Share of the map's (non-negative) energy inside the mask; mask resized to the map if needed.
+
+    A map with no energy at all ranks nothing, so it is scored like a uniform map (area share).
+    """
+    h = np.clip(np.nan_to_num(np.asarray(heat, np.float64)), 0.0, None)
+    m = np.asarray(mask)
+    if m.ndim == 3:
+        m = m[..., 0]
+    if m.shape != h.shape:
+        m = cv2.resize(m.astype(np.uint8) * (255 if m.max() <= 1 else 1), h.shape[::-1],
+                       interpolation=cv2.INTER_NEAREST)
+    inside = m > (127 if m.max() > 1 else 0)
+    if not inside.any():
+        raise ValueError("the mask is empty: there is no region to score against")
+    total = h.sum()
+    if total <= 1e-12:
+        return float(inside.mean())
+    return float(h[inside].sum() / total)
+
+
+def baseline_image(x: torch.Tensor, kind: str = "blur") -> torch.Tensor:
+    """What removed pixels become: a heavy Gaussian blur of the image, or the dataset mean (0)."""
+    if kind not in BASELINES:
+        raise ValueError(f"baseline must be one of {', '.join(BASELINES)}")
+    if kind == "mean":
+        return torch.zeros_like(x)
+    from torchvision.transforms.functional import gaussian_blur
+
+    side = min(x.shape[-2:])
+    sigma = max(1.0, side / 16)
+    k = min(2 * int(np.ceil(3 * sigma)) + 1, 2 * ((side - 1) // 2) + 1)
+    return gaussian_blur(x, kernel_size=[k, k], sigma=[sigma, sigma])
+
+
+def deletion_insertion(model: nn.Module, x: torch.Tensor, heat: np.ndarray, target: int,
+                       steps: int = 20, *, baseline: str = "blur", batch_size: int = 32
+                       ) -> dict[str, Any]:
+    """Deletion and insertion curves/AUCs (in [0, 1]) of class `target` for image x[0]."""
+    x = ex.batch_of(x)[:1]
+    h, w = x.shape[-2:]
+    heat = np.asarray(heat, np.float64)
+    if heat.shape != (h, w):
+        raise ValueError(f"heat map {heat.shape} does not match the input size {(h, w)}")
+    if steps < 1:
+        raise ValueError("steps must be at least 1")
+    order = np.argsort(-np.nan_to_num(heat).ravel(), kind="stable")
+    rank = np.empty(h * w, np.int64)
+    rank[order] = np.arange(h * w)
+    counts = np.linspace(0, h * w, steps + 1).round().astype(np.int64)
+    masks = torch.from_numpy(rank[None, :] < counts[:, None]).view(steps + 1, 1, h, w).to(x.dtype)
+    base = baseline_image(x, baseline)
+    curves = {}
+    with ex.explaining(model), torch.no_grad():
+        for name, start, end in (("deletion", x, base), ("insertion", base, x)):
+            probs = []
+            for i in range(0, steps + 1, batch_size):
+                m = masks[i:i + batch_size]
+                out = ex.logits_of(model(start * (1 - m) + end * m))
+                probs.append(torch.softmax(out.float(), dim=-1)[:, target])
+            curves[name] = torch.cat(probs).numpy()
+    auc = {k: float(np.trapezoid(v, dx=1.0 / steps)) for k, v in curves.items()}
+    return {**auc, "deletion_curve": curves["deletion"].tolist(),
+            "insertion_curve": curves["insertion"].tolist()}
+
+
+def heat_batch(model: nn.Module, spec: Any, x: torch.Tensor, method: str,
+               targets: Sequence[int], *, seed: int = 0) -> np.ndarray:
+    """Maps [N, H, W] in [0, 1] for a batch: CAM methods, attention (last layer), rollout, random."""
+    size = tuple(x.shape[-2:])
+    if method == REFERENCE:
+        rng = np.random.default_rng(seed)
+        return rng.random((x.shape[0], *size)).astype(np.float32)
+    if method in ex.CAM_METHODS:
+        return ex.compute_cams(model, spec, x, method=method, target=list(targets))
+    if method in ex.ATTENTION_METHODS:
+        if not getattr(spec, "has_attention", False):
+            raise ex.NotApplicableError(f"model '{spec.name}' has no attention maps")
+        att = ex.attention_batch(model, x).numpy()
+        grids = (ex.rollout(att) if method == "rollout"
+                 else np.stack([ex.cls_attention(a) for a in att]))
+        return np.stack([ex.to_heatmap(g, size) for g in grids])
+    raise ValueError(f"method '{method}' has no saliency map to score")
+
+
+def default_methods(spec: Any) -> list[str]:
+    """Every map worth scoring: all methods but the slow scorecam and the feature-map grid."""
+    return [m for m in ex.methods_for(spec) if m not in ("scorecam", "featuremap")]
+
+
+def sample_images(data_dir: Path, classes: Sequence[str], n: int, *, seed: int = 0,
+                  predictions: Any = None) -> list[tuple[Path, int]]:
+    """Up to n (path, label id) pairs, held-out images first.
+
+    With the run's predictions table (columns rel, subset, label) and its files under data_dir,
+    test then val images are used, never training ones; otherwise every image under data_dir
+    (labels from the parent folder name; -1 when it is not a class: explain the prediction).
+    """
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise FileNotFoundError(f"data folder {data_dir} does not exist")
+    index = {c: i for i, c in enumerate(classes)}
+    rng = np.random.default_rng(seed)
+    if predictions is not None and len(predictions):
+        for subset in ("test", "val"):
+            part = predictions[predictions["subset"] == subset]
+            files = [(data_dir / r, index.get(lbl, -1)) for r, lbl in zip(part["rel"], part["label"], strict=True)]
+            files = [f for f in files if f[0].is_file()]
+            if files:
+                pick = rng.permutation(len(files))[:n]
+                return [files[i] for i in sorted(pick)]
+    files = sorted(p for p in data_dir.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES
+                   and not p.name.endswith(".mask.png"))
+    if not files:
+        raise FileNotFoundError(f"no images found under {data_dir}")
+    pick = sorted(rng.permutation(len(files))[:n])
+    return [(files[i], index.get(files[i].parent.name, -1)) for i in pick]
+
+
+def _mask_for(path: Path) -> Path:
+    return path.with_name(path.name[: -len(path.suffix)] + ".mask.png")
+
+
+def evaluate_model(model: nn.Module, spec: Any, manifest: dict[str, Any], images: Sequence[tuple[Path, int]],
+                   *, methods: Sequence[str] | None = None, kind: str = "auto", steps: int = 20,
+                   baseline: str = "blur", batch_size: int = 8, progress: bool = True) -> dict[str, Any]:
+    """Per-method faithfulness of `model` on `images` (kind: auto | mask | deletion)."""
+    from tqdm import tqdm
+
+    from emotion_core.images import load_rgb
+    from emotion_core.transforms import resize_square
+
+    methods = list(methods or default_methods(spec))
+    unknown = [m for m in methods if m not in (*default_methods(spec), "scorecam", REFERENCE)]
+    if unknown:
+        raise ex.NotApplicableError(f"method(s) {', '.join(unknown)} cannot be scored for model "
+                                    f"'{spec.name}' (choose from {', '.join(default_methods(spec))})")
+    have_masks = all(_mask_for(p).is_file() for p, _ in images)
+    if kind == "auto":
+        kind = "mask" if have_masks else "deletion"
+    if kind == "mask" and not have_masks:
+        raise FileNotFoundError("mask energy share needs a <stem>.mask.png beside every image")
+    methods = [*methods, REFERENCE] if REFERENCE not in methods else methods
+    size, mean, std = int(manifest["image_size"]), manifest["mean"], manifest["std"]
+    xs, masks, labels = [], [], []
+    for path, label in images:
+        x, _ = ex.prepare_image(load_rgb(path), size, mean, std)
+        xs.append(x[0])
+        labels.append(label)
+        if kind == "mask":
+            m = load_rgb(_mask_for(path))  # geometry exactly like the image: same crop and resize
+            masks.append(resize_square(m, size)[..., 0] > 127)
+    x_all = torch.stack(xs)
+    with ex.explaining(model), torch.no_grad():
+        preds = torch.cat([ex.logits_of(model(x_all[i:i + 32])).argmax(-1)
+                           for i in range(0, len(x_all), 32)]).tolist()
+    targets = [lbl if lbl >= 0 else p for lbl, p in zip(labels, preds, strict=True)]
+    scores: dict[str, list[Any]] = {m: [] for m in methods}
+    bar = tqdm(total=len(methods) * len(x_all), desc=f"faithfulness ({kind})", disable=not progress)
+    for method in methods:
+        bs = min(batch_size, ex.SCORECAM_MAX_BATCH) if method == "scorecam" else batch_size
+        for i in range(0, len(x_all), bs):
+            xb, tb = x_all[i:i + bs], targets[i:i + bs]
+            heats = heat_batch(model, spec, xb, method, tb, seed=i)
+            for j, heat in enumerate(heats):
+                if kind == "mask":
+                    scores[method].append(mask_energy_share(heat, masks[i + j]))
+                else:
+                    scores[method].append(deletion_insertion(model, xb[j], heat, tb[j], steps,
+                                                             baseline=baseline))
+            bar.update(len(xb))
+    bar.close()
+    out: dict[str, Any] = {"kind": "mask_energy_share" if kind == "mask" else "deletion_insertion",
+                           "n": len(x_all), "image_size": size, "target": "label (prediction if unlabelled)",
+                           "accuracy_on_sample": float(np.mean([p == t for p, t in zip(preds, labels, strict=True) if t >= 0]))
+                           if any(t >= 0 for t in labels) else None,
+                           "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                           "methods": {}}
+    if kind == "mask":
+        out["chance"] = float(np.mean([m.mean() for m in masks]))
+        for m, v in scores.items():
+            out["methods"][m] = {"mean": float(np.mean(v)), "std": float(np.std(v)), "n": len(v)}
+    else:
+        out.update(steps=steps, baseline=baseline)
+        for m, v in scores.items():
+            out["methods"][m] = {k: float(np.mean([d[k] for d in v])) for k in ("deletion", "insertion")}
+            out["methods"][m]["n"] = len(v)
+    return out
+
+
+def evaluate_run(run_id: str, data_dir: Path, *, n: int = 32, methods: Sequence[str] | None = None,
+                 kind: str = "auto", steps: int = 20, baseline: str = "blur", seed: int = 0,
+                 progress: bool = True, store: bool = True) -> dict[str, Any]:
+    """Score a stored run's maps on its dataset and merge them into its metrics.json."""
+    from emotion_core import artifacts, evaluate, models
+
+    model, manifest = evaluate.load_model(run_id)
+    spec = models.get_spec(manifest["model"])
+    rec = artifacts.load_run(run_id, tables=True)
+    images = sample_images(Path(data_dir), manifest["classes"], n, seed=seed,
+                           predictions=rec.predictions)
+    result = evaluate_model(model, spec, manifest, images, methods=methods, kind=kind, steps=steps,
+                            baseline=baseline, progress=progress)
+    result["data_dir"] = str(data_dir)
+    if store:
+        previous = dict(rec.metrics.get("faithfulness", {}))
+        previous[result["kind"]] = result
+        artifacts.update_run_metrics(run_id, {"faithfulness": previous})
+    return result
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """A plain-text table of one `evaluate_model` result, one row per method."""
+    rows = []
+    if result["kind"] == "mask_energy_share":
+        head = f"{'method':<12} {'mask share':>10} {'std':>7}   (chance = mask area {result['chance']:.3f})"
+        for m, v in result["methods"].items():
+            rows.append(f"{m:<12} {v['mean']:>10.3f} {v['std']:>7.3f}")
+    else:
+        head = f"{'method':<12} {'deletion (lower better)':>24} {'insertion (higher better)':>26}"
+        for m, v in result["methods"].items():
+            rows.append(f"{m:<12} {v['deletion']:>24.3f} {v['insertion']:>26.3f}")
+    return "\n".join([head, *rows])

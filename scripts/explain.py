@@ -1,0 +1,131 @@
+"""Explain a stored run: one picture's map, or the run's faithfulness scores.
+
+    python -m scripts.explain --run RUN_ID --image PATH --method gradcam --out OUT.png
+        [--layer L] [--head H] [--target CLASS] [--discard-ratio R] [--head-fusion mean|max|min]
+    python -m scripts.explain --run RUN_ID --faithfulness --data DIR [--n 32]
+        [--methods gradcam,eigencam,...] [--kind auto|mask|deletion] [--steps 20]
+
+Methods: gradcam, gradcam++, xgradcam, eigencam, scorecam (slow: one forward pass per channel),
+attention and rollout (ViTs), featuremap (a grid of the top channels of a conv layer).
+User mistakes print one sentence and exit with status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+METHODS = ("gradcam", "gradcam++", "xgradcam", "eigencam", "scorecam", "attention", "rollout",
+           "featuremap")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m scripts.explain", description=__doc__.split("\n")[0])
+    p.add_argument("--run", required=True, help="run id under artifacts/runs")
+    p.add_argument("--image", type=Path, help="picture to explain")
+    p.add_argument("--method", choices=METHODS, default="gradcam")
+    p.add_argument("--layer", help="conv layer name (featuremap) or block index (attention)")
+    p.add_argument("--head", type=int, help="attention head (default: mean of heads)")
+    p.add_argument("--target", help="class name or index to explain (default: the prediction)")
+    p.add_argument("--discard-ratio", type=float, default=0.9, help="rollout: lowest share dropped")
+    p.add_argument("--head-fusion", choices=("mean", "max", "min"), default="mean")
+    p.add_argument("--top-k", type=int, default=16, help="featuremap: channels shown")
+    p.add_argument("--alpha", type=float, default=0.5, help="heat map opacity")
+    p.add_argument("--out", type=Path, help="where to write the PNG")
+    p.add_argument("--faithfulness", action="store_true", help="score the run's maps on --data")
+    p.add_argument("--data", type=Path, help="dataset folder for --faithfulness")
+    p.add_argument("--n", type=int, default=32, help="images scored")
+    p.add_argument("--methods", help="comma-separated methods to score (default: all but scorecam)")
+    p.add_argument("--kind", choices=("auto", "mask", "deletion"), default="auto")
+    p.add_argument("--steps", type=int, default=20, help="deletion/insertion steps")
+    p.add_argument("--baseline", choices=("blur", "mean"), default="blur")
+    p.add_argument("--seed", type=int, default=0)
+    return p.parse_args(argv)
+
+
+def fail(msg: str) -> int:
+    print(f"error: {msg}", file=sys.stderr)
+    return 2
+
+
+def _target(value: str | None, classes: list[str]) -> int | None:
+    if value is None:
+        return None
+    if value in classes:
+        return classes.index(value)
+    if value.lstrip("-").isdigit() and 0 <= int(value) < len(classes):
+        return int(value)
+    raise ValueError(f"unknown class '{value}'; the run's classes are {', '.join(classes)}")
+
+
+def run_image(args: argparse.Namespace) -> int:
+    from emotion_core import artifacts, evaluate, explain, images, models
+
+    if args.image is None or args.out is None:
+        return fail("--image and --out are required to explain a picture (or use --faithfulness)")
+    try:
+        rgb = images.load_rgb(args.image)
+    except (OSError, images.ImageDecodeError) as exc:
+        return fail(f"cannot read image {args.image}: {exc}")
+    model, manifest = evaluate.load_model(args.run)
+    spec = models.get_spec(manifest["model"])
+    target = _target(args.target, list(manifest["classes"]))
+    layer: str | int | None = args.layer
+    if args.method == "attention" and layer is not None:
+        if not layer.lstrip("-").isdigit():
+            return fail(f"--layer for attention is a block index, got '{layer}'")
+        layer = int(layer)
+    x, view = explain.prepare_image(rgb, int(manifest["image_size"]), manifest["mean"], manifest["std"])
+    res = explain.explain_image(model, spec, x, view, args.method, layer=layer, head=args.head,
+                                target=target, discard_ratio=args.discard_ratio,
+                                head_fusion=args.head_fusion, top_k=args.top_k, alpha=args.alpha)
+    image = res.image
+    if res.heat is not None and image.shape[0] < 224:  # small inputs: enlarge for viewing
+        import cv2
+
+        k = -(-224 // image.shape[0])
+        image = cv2.resize(image, None, fx=k, fy=k, interpolation=cv2.INTER_NEAREST)
+    artifacts.write_png(args.out, image)
+    cls = manifest["classes"][res.target]
+    extra = ", ".join(f"{k}={v}" for k, v in res.info.items() if k != "channels")
+    print(f"{args.method} of '{manifest['model']}' for class '{cls}' "
+          f"(p={res.probs[res.target]:.3f}{', ' + extra if extra else ''})")
+    print(f"wrote {args.out}")
+    return 0
+
+
+def run_faithfulness(args: argparse.Namespace) -> int:
+    from emotion_core import faithfulness
+
+    if args.data is None:
+        return fail("--faithfulness needs --data DIR (the run's dataset folder)")
+    if args.n < 1 or args.steps < 1:
+        return fail("--n and --steps must be positive")
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
+    res = faithfulness.evaluate_run(args.run, args.data, n=args.n, methods=methods, kind=args.kind,
+                                    steps=args.steps, baseline=args.baseline, seed=args.seed)
+    print(f"faithfulness of run {args.run} on {res['n']} images ({res['kind']}):")
+    print(faithfulness.format_table(res))
+    print(f"stored in {args.run}/metrics.json under faithfulness.{res['kind']}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from emotion_core import artifacts
+    from emotion_core.evaluate import CheckpointMismatchError
+    from emotion_core.explain import NotApplicableError
+
+    try:
+        return run_faithfulness(args) if args.faithfulness else run_image(args)
+    except artifacts.BrokenRunError as exc:
+        return fail(str(exc))
+    except (CheckpointMismatchError, NotApplicableError, FileNotFoundError, ValueError) as exc:
+        return fail(str(exc))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
