@@ -120,15 +120,13 @@ def _default_loader(run_id: str) -> tuple[Any, dict[str, Any]]:
 
 
 def _predict_one(loader: Loader, run_id: str, crop: np.ndarray) -> RunPrediction:
-    from emotion_core import evaluate
-
     try:
         model, manifest = loader(run_id)
     except Exception as exc:  # a broken or mismatched run must not break the others
         return RunPrediction(run_id, run_id, "?", [], None, error=f"cannot load: {exc}")
     t0 = time.perf_counter()
     try:
-        probs = evaluate.predict(model, [crop], manifest)[0]
+        probs = _forward(model, manifest, crop)
     except Exception as exc:
         return RunPrediction(run_id, manifest.get("model", run_id),
                              manifest.get("weights_source", "?"), list(manifest["classes"]), None,
@@ -136,6 +134,19 @@ def _predict_one(loader: Loader, run_id: str, crop: np.ndarray) -> RunPrediction
     ms = (time.perf_counter() - t0) * 1000.0
     return RunPrediction(run_id, manifest["model"], manifest.get("weights_source", "?"),
                          list(manifest["classes"]), np.asarray(probs, dtype=np.float64), ms)
+
+
+def _forward(model: Any, manifest: dict[str, Any], crop: np.ndarray) -> np.ndarray:
+    """Softmax probabilities for one crop, preprocessed with the training cache's recipe."""
+    import torch
+
+    from emotion_core import probe
+
+    x, _ = probe.to_input(crop, manifest)
+    with torch.inference_mode():
+        out = model(x.to(next(model.parameters()).device))
+    logits = out if isinstance(out, torch.Tensor) else getattr(out, "logits", out)
+    return torch.softmax(logits.float(), dim=1)[0].cpu().numpy().astype(np.float64)
 
 
 def _ensemble_of(preds: Sequence[RunPrediction], weights: Sequence[float] | None = None, *,

@@ -1,0 +1,146 @@
+"""Live prediction: bad uploads get clear messages; faces found, cropped and classified by every run."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from emotion_core import live
+from tests.fixtures_runs import face_image, photo_640x480
+
+CLASSES = ["angry", "happy", "sad"]
+
+
+class _Tiny(nn.Module):
+    def __init__(self, bias: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.head = nn.Linear(4, 3)
+        with torch.no_grad():
+            self.head.bias.zero_()
+            self.head.bias[bias] = 5.0  # each fake model prefers a known class
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.conv(x).mean(dim=(2, 3)))
+
+
+def _loader():
+    """Fake loader: run 'r0' prefers angry, 'r1' happy; anything else is broken."""
+    models = {f"r{i}": _Tiny(i) for i in range(2)}
+
+    def load(run_id: str):
+        if run_id not in models:
+            raise FileNotFoundError(f"run '{run_id}' is missing weights.safetensors")
+        return models[run_id], {"model": f"tiny{run_id[1]}", "classes": CLASSES, "image_size": 32,
+                                "mean": [0.5] * 3, "std": [0.25] * 3, "weights_source": "scratch"}
+    return load
+
+
+def _png(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")  # uint16 -> mode I;16, HxWx4 -> RGBA
+    return buf.getvalue()
+
+
+def _jpeg(rgb: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad uploads
+
+
+@pytest.mark.parametrize("data, kind, words", [
+    (b"this is a text file, not a photo", "not_an_image", "not an image"),
+    (b"", "not_an_image", "empty"),
+])
+def test_non_images_are_refused_clearly(data: bytes, kind: str, words: str) -> None:
+    with pytest.raises(live.UploadError, match=words) as err:
+        live.decode_upload(data)
+    assert err.value.kind == kind
+
+
+def test_truncated_jpeg_is_refused_as_damaged() -> None:
+    full = _jpeg(face_image(160))
+    with pytest.raises(live.UploadError, match="damaged or truncated") as err:
+        live.decode_upload(full[: len(full) // 2])
+    assert err.value.kind == "unreadable"
+
+
+def test_decompression_bomb_is_refused_before_decoding() -> None:
+    buf = io.BytesIO()
+    Image.new("1", (6000, 5000)).save(buf, format="PNG")  # 30 Mpx but a few kB on disk
+    assert len(buf.getvalue()) < 200_000
+    with pytest.raises(live.UploadError, match="too large") as err:
+        live.decode_upload(buf.getvalue())
+    assert err.value.kind == "too_large"
+
+
+def test_cmyk_16bit_and_alpha_uploads_become_rgb() -> None:
+    rgb = face_image(96)
+    cmyk = io.BytesIO()
+    Image.fromarray(rgb).convert("CMYK").save(cmyk, format="JPEG")
+    sixteen = (np.linspace(0, 65535, 64 * 64).reshape(64, 64)).astype(np.uint16)
+    rgba = np.dstack([rgb, np.full(rgb.shape[:2], 128, np.uint8)])
+    for data in (cmyk.getvalue(), _png(sixteen), _png(rgba)):
+        out = live.decode_upload(data)
+        assert out.dtype == np.uint8 and out.ndim == 3 and out.shape[2] == 3
+    bright = live.decode_upload(_png(sixteen))
+    assert bright.max() == 255 and bright.min() == 0  # 16-bit scaled, not clipped
+
+
+# ---------------------------------------------------------------------------------------------
+# Faces and predictions
+
+
+def test_one_face_every_run_and_the_ensemble_predict() -> None:
+    res = live.predict_faces(photo_640x480(1), ["r0", "r1"], loader=_loader())
+    assert res.faces_found == 1 and len(res.predictions) == 1
+    face = res.predictions[0]
+    assert [p.predicted for p in face.runs] == ["angry", "happy"]
+    for p in face.runs:
+        assert p.probs.sum() == pytest.approx(1.0) and p.latency_ms > 0
+    ens = face.ensemble
+    assert ens is not None
+    np.testing.assert_allclose(ens.probs, (face.runs[0].probs + face.runs[1].probs) / 2)
+    rows = live.probability_table(face)
+    assert len(rows) == 3 * 3 and {r["class"] for r in rows} == set(CLASSES)
+    assert res.image.shape == (480, 640, 3)
+    assert not np.array_equal(res.image, photo_640x480(1))  # the face box is drawn
+
+
+def test_several_faces_are_each_cropped_and_classified() -> None:
+    res = live.predict_faces(photo_640x480(2), ["r0"], loader=_loader())
+    assert res.faces_found == 2 and len(res.predictions) == 2
+    xs = sorted(f.box.x for f in res.predictions)
+    assert xs[1] - xs[0] > 150  # two different faces, not one found twice
+    assert all(f.crop.shape[0] == f.crop.shape[1] for f in res.predictions)
+
+
+def test_max_faces_limits_and_says_so() -> None:
+    res = live.predict_faces(photo_640x480(2), ["r0"], loader=_loader(), max_faces=1)
+    assert res.faces_found == 2 and len(res.predictions) == 1
+    assert "largest" in res.note
+
+
+def test_no_face_offers_the_whole_image() -> None:
+    blank = np.full((480, 640, 3), 90, np.uint8)
+    res = live.predict_faces(blank, ["r0"], loader=_loader())
+    assert res.faces_found == 0 and res.predictions == [] and "No face" in res.note
+    res = live.predict_faces(blank, ["r0"], loader=_loader(), whole_image=True)
+    assert len(res.predictions) == 1 and res.predictions[0].box is None
+    assert res.predictions[0].crop.shape == blank.shape
+
+
+def test_a_broken_run_does_not_break_the_others() -> None:
+    res = live.predict_faces(photo_640x480(1), ["r0", "gone"], loader=_loader())
+    ok, bad = res.predictions[0].runs
+    assert ok.predicted == "angry" and bad.probs is None and "cannot load" in bad.error
+    assert res.predictions[0].ensemble is None  # one member left: no ensemble to show
+
