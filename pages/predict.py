@@ -49,6 +49,12 @@ for i, face in enumerate(result.predictions, start=1):
                      orientation="h", range_x=[0, 1])
         c2.plotly_chart(fig, width="stretch", key=f"pr_chart_{i}")
     entries = face.runs + ([face.ensemble] if face.ensemble is not None else [])
+    for p in entries:
+        if p.probs is not None:
+            st.markdown(f"**{p.model}** [{p.weights_source}] → **{p.predicted}** "
+                        f"({p.confidence:.2f}) · {p.latency_ms:.1f} ms")
+        else:
+            st.markdown(f"**{p.model}** [{p.weights_source}] → unavailable: {p.error}")
     summary = pd.DataFrame([{"run": f"{p.model} [{p.weights_source}]", "prediction": p.predicted,
                              "confidence": p.confidence, "latency_ms": p.latency_ms,
                              "error": p.error or ""} for p in entries])

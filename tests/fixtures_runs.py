@@ -51,6 +51,17 @@ def build_tiny_runs(root: Path) -> dict[str, str]:
     return ids
 
 
+_MEMO: dict[str, tuple[Path, dict[str, str]]] = {}
+
+
+def tiny_store(tmp_path_factory) -> tuple[Path, dict[str, str]]:
+    """The session's one tiny store (built on first use; shared by every test module)."""
+    if "store" not in _MEMO:
+        root = tmp_path_factory.mktemp("app_store")
+        _MEMO["store"] = (root, build_tiny_runs(root))
+    return _MEMO["store"]
+
+
 def _save_eda(ds: object) -> None:
     """EDA tables/images when the EDA module is present (the Data page shows them)."""
     try:

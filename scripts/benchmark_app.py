@@ -1,0 +1,116 @@
+"""Benchmark the app: per-page render time with AppTest, and live side-by-side prediction latency.
+
+    python -m scripts.benchmark_app [--repeats 3] [--image PHOTO]
+
+Uses the artifacts already on disk (EMOTION_ARTIFACTS or artifacts/). Each page is rendered once
+to warm the caches (models, tables), then `--repeats` more times; the warm median is the number
+the issue's 2-second target refers to. Live prediction runs every stored run (ensembles included)
+on one 640x480 picture, detection included, after one warm-up call.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+REPO = Path(__file__).resolve().parent.parent
+PAGES = [None, "data", "compare", "confusion", "feature_maps", "explain", "predict", "train"]
+
+
+def photo(path: str | None):
+    """The given picture resized to 640x480, or a synthetic face pasted on a 640x480 canvas."""
+    import cv2
+    import numpy as np
+
+    from emotion_core import faces, images, synthetic
+
+    if path:
+        return cv2.resize(images.load_rgb(path), (640, 480), interpolation=cv2.INTER_AREA)
+    rng = np.random.default_rng(0)
+    canvas = rng.normal(120, 20, (480, 640, 3)).clip(0, 255).astype(np.uint8)
+    for i in range(200):
+        face, _ = synthetic.draw_face(rng, ("angry", "happy", "sad")[i % 3], size=220)
+        if faces.detect_faces(face):
+            canvas[130:350, 210:430] = face
+            return canvas
+    return canvas
+
+
+def bench_pages(repeats: int) -> list[tuple[str, float, float]]:
+    from streamlit.testing.v1 import AppTest
+
+    out = []
+    for page in PAGES:
+        at = AppTest.from_file(str(REPO / "app.py"), default_timeout=300)
+        at.run()
+        t0 = time.perf_counter()
+        if page:
+            at.switch_page(f"pages/{page}.py")
+        at.run()
+        cold = time.perf_counter() - t0
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            at.run()
+            times.append(time.perf_counter() - t0)
+        if at.exception:
+            print(f"warning: page {page or 'home'} raised: {at.exception[0].value}", file=sys.stderr)
+        out.append((page or "home", cold, statistics.median(times)))
+    return out
+
+
+def bench_live(image: str | None, repeats: int) -> tuple[list[str], float, float, list[tuple[str, float]]]:
+    from emotion_core import artifacts, evaluate, live
+
+    runs, _ = artifacts.list_runs()
+    ids = [r.run_id for r in runs]
+    cache: dict[str, tuple] = {}
+
+    def loader(rid: str):
+        if rid not in cache:
+            cache[rid] = evaluate.load_model(rid)
+        return cache[rid]
+
+    rgb = photo(image)
+    live.predict_faces(rgb, ids, loader=loader, whole_image=True)  # warm-up: loads every model
+    totals, last = [], None
+    for _ in range(repeats):
+        last = live.predict_faces(rgb, ids, loader=loader, whole_image=True)
+        totals.append(last.total_ms)
+    per_run = [(f"{p.model} [{p.weights_source}]", p.latency_ms)
+               for p in (last.predictions[0].runs if last and last.predictions else [])]
+    return ids, statistics.median(totals), last.detect_ms if last else 0.0, per_run
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--repeats", type=int, default=3, help="warm renders / predictions per item")
+    p.add_argument("--image", default=None, help="a photo to predict on (resized to 640x480)")
+    p.add_argument("--skip-pages", action="store_true", help="only the live prediction benchmark")
+    args = p.parse_args(argv)
+    from emotion_core import artifacts
+
+    runs, broken = artifacts.list_runs()
+    print(f"artifacts: {artifacts.root()} ({len(runs)} runs, {len(broken)} broken)")
+    if not args.skip_pages:
+        print(f"{'page':<14}{'first render s':>16}{'warm median s':>15}")
+        for page, cold, warm in bench_pages(max(1, args.repeats)):
+            print(f"{page:<14}{cold:>16.2f}{warm:>15.2f}")
+    if not runs:
+        print("no runs: live prediction benchmark skipped")
+        return 0
+    ids, total, detect, per_run = bench_live(args.image, max(1, args.repeats))
+    for name, ms in per_run:
+        print(f"  {name:<50}{ms:>8.1f} ms")
+    print(f"live: {len(ids)} runs on one 640x480 photo: detection {detect:.0f} ms, "
+          f"total {total:.0f} ms (median of {args.repeats})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

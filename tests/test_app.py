@@ -1,0 +1,213 @@
+"""AppTest for every page: against a tiny real run store, the empty store, and a broken run."""
+from __future__ import annotations
+
+import io
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from emotion_core import artifacts, explorer, jobs
+from tests.fixtures_runs import DATASET, MODELS, copy_store, photo_640x480, tiny_store
+
+pytest.importorskip("streamlit.testing.v1")
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+APP = str(Path(__file__).resolve().parent.parent / "app.py")
+TIMEOUT = 120  # model loads and CAMs on 2 shared cores
+PAGES = ["data", "compare", "confusion", "feature_maps", "explain", "predict", "train"]
+
+
+@pytest.fixture(scope="session")
+def store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
+    """Dataset + two tiny trained runs + their ensemble, built once with the real code."""
+    return tiny_store(tmp_path_factory)
+
+
+@pytest.fixture
+def at_store(store, monkeypatch: pytest.MonkeyPatch) -> tuple[AppTest, dict[str, str]]:
+    root, ids = store
+    monkeypatch.setenv(artifacts.ENV_ROOT, str(root))
+    return AppTest.from_file(APP, default_timeout=TIMEOUT), ids
+
+
+def _open(at: AppTest, page: str | None = None) -> AppTest:
+    at.run()
+    if page:
+        at.switch_page(f"pages/{page}.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def _texts(at: AppTest) -> str:
+    parts = [m.value for m in at.markdown] + [c.value for c in at.caption]
+    parts += [x.value for kind in ("info", "warning", "error", "success") for x in at.get(kind)]
+    return "\n".join(str(p) for p in parts)
+
+
+def _face_png() -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(photo_640x480(1)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def test_empty_store_explains_what_is_missing_and_offers_the_demo(monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv(artifacts.ENV_ROOT, str(tmp_path / "empty"))
+    at = _open(AppTest.from_file(APP, default_timeout=TIMEOUT))
+    text = _texts(at)
+    assert "no trained runs" in text and "no prepared dataset" in text
+    assert at.button(key="start_demo").label == "Start the quick demo job"
+    for page in PAGES:
+        at.switch_page(f"pages/{page}.py").run()
+        assert not at.exception, (page, [e.value for e in at.exception])
+        assert at.title[0].value  # the page still renders its title and a hint
+
+
+def test_home_shows_dataset_source_and_leaderboard_with_weights(at_store) -> None:
+    at, ids = at_store
+    _open(at)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Dataset"] == DATASET and metrics["Data source"] == "synthetic demo"
+    assert metrics["Runs loaded"] == str(len(ids))
+    board = at.dataframe[0].value
+    assert set(board["run_id"]) == set(ids.values())
+    assert all("[" in label and "]" in label for label in board["label"])  # source beside name
+    assert (board["weights_source"].astype(str) != "").all()
+    assert len(at.get("plotly_chart")) == 1
+
+
+def test_data_page(at_store) -> None:
+    at, _ = at_store
+    _open(at, "data")
+    assert "Cleaning report" in [s.value for s in at.subheader]
+    assert len(at.get("plotly_chart")) >= 1  # class distribution per split
+
+
+def test_compare_page_shows_table_and_the_studys_numbers(at_store) -> None:
+    at, ids = at_store
+    _open(at, "compare")
+    table = at.dataframe[0].value
+    assert set(table["run_id"]) == set(ids.values())
+    study = at.dataframe[-1].value
+    assert list(study["model"]) == list(explorer.STUDY_ACCURACY)
+    assert "the study's" in " ".join(study.columns)
+    assert any("ambiguous" in c.value for c in at.caption)
+    assert len(at.get("plotly_chart")) >= 2  # metric bars + curves (+ per-class recall)
+
+
+def test_confusion_page_cell_drilldown(at_store) -> None:
+    at, ids = at_store
+    _open(at, "confusion")
+    at.selectbox(key="cm_run").set_value(ids[MODELS[0]]).run()
+    rec = artifacts.load_run(ids[MODELS[0]])
+    true_cls = rec.predictions["label"].iloc[0]
+    pred_cls = rec.predictions["pred"].iloc[0]
+    subset = rec.predictions["subset"].iloc[0]
+    at.radio(key="cm_subset").set_value(subset)
+    at.selectbox(key="cm_true").set_value(true_cls)
+    at.selectbox(key="cm_pred").set_value(pred_cls).run()
+    assert not at.exception
+    expected = len(explorer.cell_examples(rec, subset, true_cls, pred_cls))
+    assert expected >= 1
+    assert any(f"{expected} image(s) shown" in c.value for c in at.caption)
+    assert len(at.image) >= 1  # the images behind the cell, with probabilities in captions
+
+
+def test_feature_maps_page_walks_the_conv_layers(at_store) -> None:
+    at, ids = at_store
+    _open(at, "feature_maps")
+    assert at.selectbox(key="fm_run").value == ids[MODELS[1]]  # the CNN (no VGG-16 run here)
+    slider = at.select_slider(key="fm_layer")
+    layers = slider.options
+    assert len(layers) > 3
+    slider.set_value(slider.options[-1]).run()
+    assert not at.exception
+    assert any(layers[-1].split(" · ")[-1] in i for img in at.image for i in img.captions)
+
+
+def test_explain_page_cams_side_by_side_and_vit_attention(at_store) -> None:
+    at, ids = at_store
+    _open(at, "explain")
+    captions = [c for img in at.image for c in img.captions]
+    assert sum("→" in c for c in captions) == 2  # both runs' Grad-CAM overlays
+    assert any("rollout" in c for c in captions) and any("patch grid" in c for c in captions)
+    assert any(m.label == "mask energy share" for m in at.metric)  # faithfulness beside maps
+    at.slider(key="ex_layer").set_value(0)
+    at.slider(key="ex_head").set_value(0).run()
+    assert not at.exception
+    assert any("layer 0, head 0" in c for img in at.image for c in img.captions)
+
+
+def test_predict_page_every_run_and_the_ensemble(at_store) -> None:
+    at, ids = at_store
+    _open(at, "predict")
+    at.file_uploader(key="pr_upload").set_value(("face.png", _face_png(), "image/png")).run()
+    assert not at.exception, [e.value for e in at.exception]
+    summary = at.dataframe[0].value
+    models = " ".join(summary["run"])
+    for name in MODELS:
+        assert name in models
+    assert "ensemble" in models
+    assert summary["prediction"].notna().all() and (summary["latency_ms"] >= 0).all()
+
+
+def test_predict_page_bad_upload_gets_a_message_not_a_traceback(at_store) -> None:
+    at, _ = at_store
+    _open(at, "predict")
+    at.file_uploader(key="pr_upload").set_value(("notes.jpg", b"not an image", "image/jpeg")).run()
+    assert not at.exception
+    assert any("not an image" in e.value for e in at.error)
+
+
+def test_predict_page_no_face_offers_the_whole_image(at_store) -> None:
+    at, _ = at_store
+    _open(at, "predict")
+    buf = io.BytesIO()
+    Image.fromarray(np.full((240, 320, 3), 100, np.uint8)).save(buf, format="PNG")
+    at.file_uploader(key="pr_upload").set_value(("wall.png", buf.getvalue(), "image/png")).run()
+    assert any("No face" in w.value for w in at.warning)
+    at.checkbox(key="pr_whole").check().run()
+    assert not at.exception and "Whole image" in [s.value for s in at.subheader]
+
+
+def test_train_page_lists_runs(at_store) -> None:
+    at, ids = at_store
+    _open(at, "train")
+    assert set(at.dataframe[0].value["run_id"]) == set(ids.values())
+
+
+def test_broken_run_is_listed_and_the_others_still_work(store, monkeypatch, tmp_path) -> None:
+    root = copy_store(store[0], tmp_path / "store")
+    ids = store[1]
+    (root / "runs" / ids[MODELS[0]] / "weights.safetensors").unlink()
+    monkeypatch.setenv(artifacts.ENV_ROOT, str(root))
+    at = _open(AppTest.from_file(APP, default_timeout=TIMEOUT))
+    assert ids[MODELS[0]] in _texts(at) and "weights.safetensors" in _texts(at)
+    assert ids[MODELS[0]] not in set(at.dataframe[0].value["run_id"])
+    at.switch_page("pages/predict.py").run()
+    at.file_uploader(key="pr_upload").set_value(("face.png", _face_png(), "image/png")).run()
+    assert not at.exception
+    summary = at.dataframe[0].value
+    assert any(MODELS[1] in r for r in summary["run"])
+    # the ensemble whose member lost its weights says so instead of failing the page
+    assert summary["error"].str.contains("missing|unavailable").any()
+
+
+def test_second_training_job_is_refused(store, monkeypatch, tmp_path) -> None:
+    root = copy_store(store[0], tmp_path / "store")
+    monkeypatch.setenv(artifacts.ENV_ROOT, str(root))
+    holder = jobs.start_steps([[sys.executable, "-c", "import time; time.sleep(60)"]],
+                              models=["vgg16"])
+    try:
+        at = _open(AppTest.from_file(APP, default_timeout=TIMEOUT))
+        at.button(key="train_start").click().run()
+        assert not at.exception
+        assert any("already running" in e.value for e in at.error)
+        assert jobs.job_status().job_id == holder.job_id  # no second job was started
+    finally:
+        jobs.cancel_job()
