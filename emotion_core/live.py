@@ -199,7 +199,7 @@ def predict_crop(crop: np.ndarray, run_ids: Sequence[str], *, loader: Loader | N
             if rid not in cache:
                 cache[rid] = _predict_one(loader, rid, crop)
             out.append(cache[rid])
-    singles = [p for rid, p in zip(run_ids, out) if kinds.get(rid) != "ensemble"]
+    singles = [p for rid, p in zip(run_ids, out, strict=True) if kinds.get(rid) != "ensemble"]
     return FacePrediction(box=box, crop=crop, runs=out, ensemble=_ensemble_of(singles))
 
 
@@ -252,7 +252,7 @@ def probability_table(pred: FacePrediction) -> list[dict[str, Any]]:
         if p.probs is None:
             continue
         label = f"{p.model} [{p.weights_source}]"
-        for c, v in zip(p.classes, p.probs):
+        for c, v in zip(p.classes, p.probs, strict=True):
             rows.append({"run": label, "run_id": p.run_id, "class": c, "probability": float(v),
                          "latency_ms": p.latency_ms})
     return rows

@@ -22,7 +22,7 @@ chosen = st.multiselect("Runs", list(labels), default=list(labels)[:3], format_f
                         key="ex_runs")
 method = st.selectbox("Method", list(ex.CAM_METHODS), key="ex_method")
 cols = st.columns(max(1, len(chosen)))
-for col, rid in zip(cols, chosen):
+for col, rid in zip(cols, chosen, strict=False):
     with col:
         try:
             model, manifest = common.load_model(rid)
@@ -64,7 +64,7 @@ r = probe.rollout_view(model, manifest, rgb, att, discard_ratio=ratio, head_fusi
                        image_path=path)
 grid = probe.patch_grid(model, manifest, rgb)
 cols = st.columns(3)
-for col, view in zip(cols[:2], (a, r)):
+for col, view in zip(cols[:2], (a, r), strict=True):
     with col:
         st.image(view.overlay, caption=view.title)
         for k, v in view.faithfulness.items():

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import time
+
 import pytest
 
 from emotion_core import artifacts, jobs
@@ -65,7 +66,7 @@ def test_second_job_is_refused_while_one_runs_then_cancel_frees_the_slot() -> No
 def test_lock_survives_the_starting_process() -> None:
     """A job started by another process (an app that was reloaded) still blocks a new one."""
     code = ("import sys; from emotion_core import jobs; "
-            f"jobs.start_steps([[sys.executable,'-c','import time; time.sleep(60)']], models=['m'])")
+            "jobs.start_steps([[sys.executable,'-c','import time; time.sleep(60)']], models=['m'])")
     subprocess.run([PY, "-c", code], check=True, cwd=artifacts.REPO_ROOT, env=os.environ.copy())
     try:
         st = jobs.job_status()
