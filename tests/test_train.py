@@ -1,0 +1,141 @@
+"""The one training loop: a step lowers the loss, fit writes a loadable run, resume, DDP."""
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from emotion_core import artifacts, train
+from emotion_core import evaluate as ev
+from emotion_core.config import PROFILES
+from tests import tiny_shapes
+
+MODEL = "vit_scratch"  # tiny config: fast on 2 cores
+CFG = PROFILES["quick"].override(image_size=32, batch_size=8, epochs=2, tiny=True, patience=10,
+                                 eval_batch_size=32, warmup_epochs=0.5)
+
+
+@pytest.fixture
+def tiny_ds(tmp_path: Path):
+    return tiny_shapes.prepared(tiny_shapes.make_folder(tmp_path / "tiny"))
+
+
+def test_schedule_warms_up_then_decays_to_floor():
+    f = train.warmup_cosine(total_steps=100, warmup_steps=10, min_ratio=0.01)
+    assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
+    assert f(10) == pytest.approx(1.0) and f(100) == pytest.approx(0.01)
+    assert all(f(s) >= f(s + 1) for s in range(10, 100))
+
+
+def test_pretrained_recipe_freezes_the_backbone_first():
+    phases = train.plan_phases(CFG.override(epochs=5, head_epochs=2), pretrained_used=True)
+    assert [(p.name, p.epochs) for p in phases] == [("head", 2), ("finetune", 3)]
+    assert phases[1].lr < phases[0].lr
+    assert [p.name for p in train.plan_phases(CFG, pretrained_used=False)] == ["train"]
+
+
+def test_one_optimisation_step_lowers_the_loss():
+    from emotion_core import models
+
+    torch.manual_seed(0)
+    model, _ = models.build_model(MODEL, 3, pretrained=False, image_size=32, tiny=True)
+    x, y = torch.randn(8, 3, 32, 32), torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
+    loss_fn = nn.CrossEntropyLoss()
+
+    def loss_now() -> float:
+        model.eval()
+        with torch.no_grad():
+            return loss_fn(model(x), y).item()
+
+    before = loss_now()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    sums = train.train_one_epoch(model, loss_fn, opt, [(x, y)], torch.device("cpu"), sched, show=False)
+    assert sums["n"] == 8
+    assert loss_now() < before
+
+
+def test_fit_writes_a_complete_run_that_loads_and_reproduces(tiny_ds):
+    run_id = train.fit(MODEL, tiny_ds, CFG, progress=False)
+    rec = artifacts.load_run(run_id)
+    m = rec.manifest
+    for key in ("kind", "model", "dataset", "dataset_root", "classes", "split_hash",
+                "weights_source", "pretrained_requested", "profile", "config", "image_size",
+                "mean", "std", "git_commit", "created", "timings", "headline"):
+        assert key in m, key
+    assert m["weights_source"] == "scratch" and m["classes"] == list(tiny_shapes.CLASSES)
+    assert list(rec.history.columns) == train.HISTORY_COLUMNS and len(rec.history) == 2
+    assert set(rec.predictions["subset"]) == {"val", "test"} and len(rec.predictions) == 24
+    assert m["headline"]["params"] > 0 and m["headline"]["flops"] > 0
+    assert rec.metrics["val"]["accuracy"] == pytest.approx(m["headline"]["val_accuracy"])
+    # the stored weights reproduce the stored probabilities from the raw images
+    model, manifest = ev.load_model(run_id)
+    val = rec.predictions[rec.predictions["subset"] == "val"]
+    from PIL import Image
+
+    images = [np.asarray(Image.open(tiny_ds.root / r).convert("RGB")) for r in val["rel"]]
+    probs = ev.predict(model, images, manifest)
+    np.testing.assert_allclose(probs, ev.probs_from_predictions(val, manifest["classes"]), atol=1e-5)
+    assert not any(artifacts.root().glob("work/*/state.json"))  # checkpoint cleared
+
+
+def test_resume_continues_from_the_saved_epoch(tiny_ds, monkeypatch):
+    cfg = CFG.override(epochs=3)
+    reference = artifacts.load_run(train.fit(MODEL, tiny_ds, cfg, progress=False)).history
+    real = train.train_one_epoch
+    calls = {"n": 0}
+
+    def crashing(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt("simulated crash")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train, "train_one_epoch", crashing)
+    with pytest.raises(KeyboardInterrupt):
+        train.fit(MODEL, tiny_ds, cfg, progress=False)
+    calls["n"] = 10  # no more crashes; count the epochs the resumed run trains
+    run_id = train.fit(MODEL, tiny_ds, cfg, resume=True, progress=False)
+    assert calls["n"] == 11  # only epoch 3 was trained again
+    hist = artifacts.load_run(run_id).history
+    assert hist["epoch"].tolist() == [1, 2, 3]
+    np.testing.assert_allclose(hist["train_loss"], reference["train_loss"], rtol=1e-5)
+    np.testing.assert_allclose(hist["val_macro_f1"], reference["val_macro_f1"], rtol=1e-5)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank: int, world: int, port: int, ds, cfg, out: str) -> None:
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    from emotion_core import distributed
+
+    run_id = train.fit(MODEL, ds, cfg, progress=False)
+    Path(out, f"rank{rank}.txt").write_text(run_id)
+    distributed.cleanup(distributed.init_distributed())
+
+
+@pytest.mark.slow
+def test_two_process_data_parallel_run_is_written_once(tiny_ds, tmp_path):
+    import torch.multiprocessing as mp
+
+    from emotion_core import cache as cache_mod
+
+    cfg = CFG.override(epochs=1, measure_speed=False)
+    cache_mod.build_cache(tiny_ds, cfg.image_size, progress=False)  # built once, reused by both
+    mp.spawn(_ddp_worker, args=(2, _free_port(), tiny_ds, cfg, str(tmp_path)), nprocs=2, join=True)
+    ids = {(tmp_path / f"rank{r}.txt").read_text() for r in range(2)}
+    assert len(ids) == 1  # both ranks agree on the run id
+    runs, broken = artifacts.list_runs()
+    assert [r.run_id for r in runs] == list(ids) and not broken
+    assert runs[0].manifest["timings"]["world_size"] == 2
