@@ -67,7 +67,7 @@ def warmup_cosine(total_steps: int, warmup_steps: int, min_ratio: float):
 
 def split_hash(rels: Iterable[str], labels: Iterable[str], subsets: Iterable[str]) -> str:
     """Identity of a split: runs (and ensemble members) are comparable only when this matches."""
-    rows = sorted(f"{r}\t{lab}\t{s}" for r, lab, s in zip(rels, labels, subsets))
+    rows = sorted(f"{r}\t{lab}\t{s}" for r, lab, s in zip(rels, labels, subsets, strict=True))
     return hashlib.sha256("\n".join(rows).encode()).hexdigest()[:16]
 
 
@@ -172,7 +172,6 @@ def fit(model_name: str, ds: Any, config: TrainConfig, *, run_id: str | None = N
         raise ValueError(f"the cache holds {cache.size}px images but the config asks for {size}px")
     classes = list(cache.classes)
     train_idx, val_idx = cache.indices("train"), cache.indices("val")
-    test_idx = cache.indices("test")
     if len(train_idx) == 0 or len(val_idx) == 0:
         raise ValueError(f"dataset '{ds.name}' needs non-empty train and val subsets to train "
                          f"(got {len(train_idx)} train, {len(val_idx)} val images)")
@@ -184,7 +183,8 @@ def fit(model_name: str, ds: Any, config: TrainConfig, *, run_id: str | None = N
     if chl:
         model.to(memory_format=torch.channels_last)
     phases = plan_phases(config, pretrained_used)
-    weights = data.class_weights(cache.labels[train_idx], classes) if config.class_weighted else None
+    train_labels = [classes[i] for i in cache.labels[train_idx]]  # data.class_weights takes names
+    weights = data.class_weights(train_labels, classes) if config.class_weighted else None
     criterion = nn.CrossEntropyLoss(
         weight=None if weights is None else torch.as_tensor(weights, dtype=torch.float32, device=device),
         label_smoothing=config.label_smoothing)

@@ -1,0 +1,136 @@
+"""Train-step and inference throughput per model: optimised path vs a plain fp32 eager loop.
+
+    python -m scripts.benchmark [--models all|NAME,NAME] [--image-size N] [--batch-size N]
+        [--steps N] [--tiny] [--compile]
+
+Both loops run on the same model, same device, same run, so the ratio isolates the optimisation:
+CUDA: channels_last + bf16 autocast (train and inference); CPU: channels_last for training,
+channels_last + torch.inference_mode (+ torch.compile with --compile) for inference.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+import time
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_loop(step: Callable[[], None], device: torch.device, steps: int, warmup: int) -> float:
+    """Seconds for `steps` calls of `step` after `warmup` untimed calls."""
+    for _ in range(warmup):
+        step()
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    _sync(device)
+    return time.perf_counter() - t0
+
+
+def train_throughput(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, optimised: bool,
+                     steps: int, warmup: int) -> float:
+    model = copy.deepcopy(model).train()
+    device = x.device
+    cuda = device.type == "cuda"
+    if optimised:
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    loss_fn = nn.CrossEntropyLoss()
+
+    def step() -> None:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=optimised and cuda):
+            loss = loss_fn(model(x).float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return steps * len(x) / time_loop(step, device, steps, warmup)
+
+
+def infer_throughput(model: nn.Module, x: torch.Tensor, *, optimised: bool, steps: int,
+                     warmup: int, compile_model: bool) -> float:
+    model = copy.deepcopy(model).eval()
+    device = x.device
+    cuda = device.type == "cuda"
+    if optimised:
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+        if compile_model:
+            model = torch.compile(model)
+
+    def step() -> None:
+        if optimised:
+            with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
+                model(x)
+        else:
+            with torch.no_grad():
+                model(x)
+
+    return steps * len(x) / time_loop(step, device, steps, warmup)
+
+
+def main(argv: list[str] | None = None) -> int:
+    cuda = torch.cuda.is_available()
+    p = argparse.ArgumentParser(prog="python -m scripts.benchmark", description=__doc__.split("\n")[0])
+    p.add_argument("--models", default="all", help="'all' or comma-separated registry names")
+    p.add_argument("--image-size", type=int, default=224 if cuda else 112)
+    p.add_argument("--batch-size", type=int, default=64 if cuda else 16)
+    p.add_argument("--steps", type=int, default=20 if cuda else 3, help="timed steps per loop")
+    p.add_argument("--warmup", type=int, default=5 if cuda else 1, help="untimed steps per loop")
+    p.add_argument("--tiny", action="store_true", help="tiny model configs (tests)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the inference model")
+    args = p.parse_args(argv)
+
+    import pandas as pd
+
+    from emotion_core import models
+    from scripts.train import resolve_models
+
+    try:
+        names = resolve_models(args.models)
+        if min(args.image_size, args.batch_size, args.steps) < 1:
+            raise ValueError("--image-size, --batch-size and --steps must be positive")
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    device = torch.device("cuda" if cuda else "cpu")
+    dev_name = torch.cuda.get_device_name(device) if cuda else f"CPU ({torch.get_num_threads()} threads)"
+    print(f"device: {dev_name}; batch {args.batch_size}, {args.image_size}px, {args.steps} steps")
+    torch.manual_seed(0)
+    rows = []
+    for name in names:
+        model, _ = models.build_model(name, 3, pretrained=False, image_size=args.image_size, tiny=args.tiny)
+        model.to(device)
+        x = torch.randn(args.batch_size, 3, args.image_size, args.image_size, device=device)
+        y = torch.randint(0, 3, (args.batch_size,), device=device)
+        kw = dict(steps=args.steps, warmup=args.warmup)
+        row = {"model": name,
+               "train_eager": train_throughput(model, x, y, optimised=False, **kw),
+               "train_opt": train_throughput(model, x, y, optimised=True, **kw),
+               "infer_eager": infer_throughput(model, x, optimised=False, compile_model=False, **kw),
+               "infer_opt": infer_throughput(model, x, optimised=True,
+                                             compile_model=args.compile, **kw)}
+        row["train_ratio"] = row["train_opt"] / row["train_eager"]
+        row["infer_ratio"] = row["infer_opt"] / row["infer_eager"]
+        rows.append(row)
+        print(f"{name:<18} train {row['train_eager']:8.1f} -> {row['train_opt']:8.1f} img/s "
+              f"(x{row['train_ratio']:.2f})  infer {row['infer_eager']:8.1f} -> "
+              f"{row['infer_opt']:8.1f} img/s (x{row['infer_ratio']:.2f})", flush=True)
+        del model
+    df = pd.DataFrame(rows)
+    print("\n" + df.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

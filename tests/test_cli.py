@@ -1,0 +1,65 @@
+"""The real CLIs: train --dry-run end to end as a subprocess, evaluate, leaderboard, errors."""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from emotion_core import artifacts
+from scripts import evaluate as evaluate_cli
+from scripts import leaderboard as leaderboard_cli
+from scripts import train as train_cli
+from tests import tiny_shapes
+
+
+@pytest.mark.slow
+def test_train_dry_run_end_to_end_then_evaluate_and_leaderboard(tmp_path, capsys):
+    data = tiny_shapes.make_folder(tmp_path / "shapes")
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.run([sys.executable, "-m", "scripts.train", "--data", str(data), "--models",
+                           "resnet34,efficientnet_b4", "--profile", "quick", "--dry-run", "--quiet"],
+                          cwd=artifacts.REPO_ROOT, env=env, capture_output=True, text=True,
+                          timeout=240)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "[1/2] resnet34" in proc.stdout and "[2/2] efficientnet_b4" in proc.stdout
+    assert "ensemble: wrote" in proc.stdout and "leaderboard" in proc.stdout
+    runs, broken = artifacts.list_runs()
+    assert not broken
+    kinds = sorted(r.manifest["kind"] for r in runs)
+    assert kinds == ["ensemble", "model", "model"]
+    assert all(r.manifest["headline"]["epochs_run"] == 1 for r in runs if r.manifest["kind"] == "model")
+
+    # cross-dataset evaluation of one stored run on another folder with the same classes
+    other = tiny_shapes.make_folder(tmp_path / "other", seed=5,
+                                    per_class={"train": 3, "valid": 2})
+    run_id = next(r.run_id for r in runs if r.manifest["model"] == "resnet34")
+    assert evaluate_cli.main(["--run", run_id, "--data", str(other), "--quiet"]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert re.fullmatch(r"accuracy: [01]\.\d{4} macro_f1: [01]\.\d{4}", last), last
+    assert "other:all" in artifacts.load_run(run_id).metrics["cross_dataset"]
+
+    assert leaderboard_cli.main([]) == 0
+    out = capsys.readouterr().out
+    assert run_id in out and "ensemble(resnet34+efficientnet_b4)" in out
+
+
+def test_user_mistakes_exit_2_with_one_sentence(tmp_path, capsys):
+    assert train_cli.main(["--data", str(tmp_path / "nope"), "--models", "resnet34"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "no such folder" in err and "Traceback" not in err
+    data = tiny_shapes.make_folder(tmp_path / "d", per_class={"train": 1})
+    assert train_cli.main(["--data", str(data), "--models", "resnet99"]) == 2
+    assert "unknown model(s) resnet99" in capsys.readouterr().err
+    assert train_cli.main(["--data", str(data), "--profile", "huge"]) == 2
+    assert "unknown profile" in capsys.readouterr().err
+    assert evaluate_cli.main(["--run", "no-such-run", "--data", str(data)]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_leaderboard_without_runs(capsys):
+    assert leaderboard_cli.main([]) == 0
+    assert "no runs yet" in capsys.readouterr().out
+    assert leaderboard_cli.main(["--dataset", "x"]) == 2
