@@ -27,8 +27,9 @@ if not layers:
 rgb, path, caption = common.pick_image("fm", common.current_dataset())
 if rgb is None:
     st.stop()
-layer = st.select_slider("Conv layer", options=layers, value=layers[0], key="fm_layer",
-                         format_func=lambda n: f"{layers.index(n) + 1}/{len(layers)} · {n}")
+layer = st.select_slider("Conv layer (forward order)", options=layers, value=layers[0],
+                         key="fm_layer")
+st.caption(f"Layer {layers.index(layer) + 1} of {len(layers)} convolution layers")
 top_k = st.slider("Channels shown (top by mean activation)", 4, 32, 16, step=4, key="fm_k")
 grid, channels, small = probe.feature_map_grid(model, manifest, rgb, layer, top_k)
 c1, c2 = st.columns([1, 3])

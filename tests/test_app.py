@@ -127,7 +127,8 @@ def test_feature_maps_page_walks_the_conv_layers(at_store) -> None:
     assert len(layers) > 3
     slider.set_value(slider.options[-1]).run()
     assert not at.exception
-    assert any(layers[-1].split(" · ")[-1] in i for img in at.image for i in img.captions)
+    assert any(f"Layer {len(layers)} of {len(layers)}" in c.value for c in at.caption)
+    assert any(c.startswith(layers[-1]) for img in at.image for c in img.captions)
 
 
 def test_explain_page_cams_side_by_side_and_vit_attention(at_store) -> None:
