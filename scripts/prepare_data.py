@@ -1,0 +1,69 @@
+"""Index, clean and split an image-folder dataset into artifacts/datasets/<name>/.
+
+    python -m scripts.prepare_data --data DIR [--name NAME] [--detect-faces] [--drop-no-face]
+                                   [--val-fraction F] [--seed S] [--min-side PX]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from emotion_core import artifacts
+from emotion_core.data import prepare_dataset
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m scripts.prepare_data", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", required=True, type=Path,
+                   help="dataset folder: <root>/<class>/* or <root>/<split>/<class>/*")
+    p.add_argument("--name", default=None, help="report name (default: the folder's name)")
+    p.add_argument("--detect-faces", action="store_true",
+                   help="find the largest face per image (OpenCV Haar) and flag images without one")
+    p.add_argument("--drop-no-face", action="store_true",
+                   help="with --detect-faces, drop train/val images without a face")
+    p.add_argument("--val-fraction", type=float, default=0.2,
+                   help="share of train carved out for validation when the dataset has no val split")
+    p.add_argument("--seed", type=int, default=0, help="seed of the stratified validation carve")
+    p.add_argument("--min-side", type=int, default=32, help="images smaller than this are dropped")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def summarise(report: dict) -> str:
+    lines = [f"dataset {report['name']}: classes {', '.join(report['classes'])}"]
+    for split, counts in report["counts"].items():
+        lines.append(f"  source {split:5s}: " + ", ".join(f"{c} {n}" for c, n in counts.items())
+                     + " (readable images)")
+    for subset, counts in report["subset_counts"].items():
+        lines.append(f"  subset {subset:5s}: " + ", ".join(f"{c} {n}" for c, n in counts.items()))
+    found = {k: v for k, v in report["issues"].items() if v}
+    lines.append("  issues: " + (", ".join(f"{k} {v}" for k, v in found.items()) or "none")
+                 + f"; {report['dropped']} files dropped")
+    lines.append("  class weights: " + ", ".join(f"{c} {w:.3f}"
+                                                 for c, w in report["class_weights"].items()))
+    lines.append(f"  written to {artifacts.dataset_dir(report['name'])} "
+                 f"in {report['timings']['total_s']:.1f} s")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.drop_no_face and not args.detect_faces:
+        print("error: --drop-no-face needs --detect-faces", file=sys.stderr)
+        return 2
+    try:
+        ds = prepare_dataset(args.data, args.name, detect_faces=args.detect_faces,
+                             val_fraction=args.val_fraction, seed=args.seed,
+                             min_side=args.min_side, progress=not args.quiet,
+                             drop_no_face=args.drop_no_face)
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(summarise(ds.report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
