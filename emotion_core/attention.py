@@ -67,18 +67,32 @@ def _eager_attention(model: nn.Module) -> Iterator[None]:
             m.set_attn_implementation(impl)
 
 
-def attention_batch(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Attention probabilities of every layer: tensor [N, layers, heads, T, T]."""
-    mods = _attention_modules(model)
+def _capture(model: nn.Module, mods: list[nn.Module], x: torch.Tensor) -> list[torch.Tensor | None]:
     captured: list[torch.Tensor | None] = []
     handles = [m.register_forward_hook(lambda mod, i, o: captured.append(_probs_from(o)))
                for m in mods]
     try:
-        with explaining(model), _eager_attention(model), torch.no_grad():
-            model(batch_of(x))
+        with torch.no_grad():
+            model(x)
     finally:
         for h in handles:
             h.remove()
+    return captured
+
+
+def attention_batch(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Attention probabilities of every layer: tensor [N, layers, heads, T, T].
+
+    If the hooked modules saw no probabilities (a transformers model on SDPA), the pass is
+    repeated with eager attention switched on for it.
+    """
+    mods = _attention_modules(model)
+    x = batch_of(x)
+    with explaining(model):
+        captured = _capture(model, mods, x)
+        if len(captured) != len(mods) or any(c is None for c in captured):
+            with _eager_attention(model):
+                captured = _capture(model, mods, x)
     if len(captured) != len(mods) or any(c is None for c in captured):
         raise NotApplicableError("attention layers did not expose their probabilities")
     return torch.stack([c.float() for c in captured], dim=1)  # type: ignore[union-attr]
@@ -125,7 +139,7 @@ def rollout(att: np.ndarray | torch.Tensor, discard_ratio: float = 0.9, head_fus
         raise ValueError(f"head_fusion must be one of {', '.join(HEAD_FUSIONS)}")
     if not 0.0 <= discard_ratio < 1.0:
         raise ValueError("discard_ratio must be in [0, 1)")
-    a = torch.as_tensor(np.asarray(att), dtype=torch.float64)
+    a = torch.tensor(np.asarray(att), dtype=torch.float64)  # a copy: the input stays untouched
     single = a.ndim == 4
     a = a.unsqueeze(0) if single else a
     n, _, _, t, _ = a.shape
@@ -149,7 +163,13 @@ def rollout(att: np.ndarray | torch.Tensor, discard_ratio: float = 0.9, head_fus
 
 
 def patch_size(model: nn.Module) -> int | None:
-    """Side of the ViT's patches: the first conv whose stride equals its kernel (the embedding)."""
+    """Side of a ViT's patches: the registry's answer, else the first conv whose stride equals
+    its kernel (the patch embedding); None for CNNs."""
+    if getattr(model, "registry_name", None) is not None:
+        from emotion_core import models
+
+        if hasattr(models, "patch_size"):
+            return models.patch_size(model)
     for m in model.modules():
         if isinstance(m, nn.Conv2d) and m.kernel_size[0] > 1 and m.stride == m.kernel_size:
             return int(m.kernel_size[0])
@@ -164,8 +184,9 @@ def patch_grid_overlay(rgb: np.ndarray, patch: int, color: tuple[int, int, int] 
     out = np.array(rgb, dtype=np.uint8, copy=True)
     h, w = out.shape[:2]
     gh, gw = (h // patch) * patch, (w // patch) * patch
-    out[gh:, :] //= 3
-    out[:, gw:] //= 3
+    uncovered = np.ones((h, w), bool)
+    uncovered[:gh, :gw] = False
+    out[uncovered] //= 3
     for y in range(0, gh + 1, patch):
         out[min(y, h - 1), :gw] = color
     for x in range(0, gw + 1, patch):

@@ -66,6 +66,7 @@ def run_image(args: argparse.Namespace) -> int:
 
     if args.image is None or args.out is None:
         return fail("--image and --out are required to explain a picture (or use --faithfulness)")
+    artifacts.load_run(args.run, tables=False)  # an unknown run is named before the image is read
     try:
         rgb = images.load_rgb(args.image)
     except (OSError, images.ImageDecodeError) as exc:

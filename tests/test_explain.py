@@ -1,0 +1,252 @@
+"""The interpretability engine over the whole registry (tiny configs), plus the explain CLI."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from emotion_core import artifacts, explain, models
+
+SIZE = 64  # every tiny registry model takes it (patches 8/16/14 are not all needed: tiny ViTs use 8)
+NAMES = list(models.REGISTRY)
+_BUILT: dict[str, torch.nn.Module] = {}
+
+
+def built(name: str) -> torch.nn.Module:
+    """Each tiny model once per session (VGG-16 and EfficientNet-B4 keep their real convs)."""
+    if name not in _BUILT:
+        torch.manual_seed(0)
+        _BUILT[name] = models.build_model(name, 3, pretrained=False, image_size=SIZE, tiny=True)[0]
+    return _BUILT[name]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Many processes share 2 cores: oversubscribed intra-op threads make torch 10x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def image(seed: int = 0) -> torch.Tensor:
+    return torch.randn(1, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(seed))
+
+
+def no_hooks(model: torch.nn.Module) -> bool:
+    return all(not (m._forward_hooks or m._forward_pre_hooks or m._backward_hooks
+                    or m._backward_pre_hooks) for m in model.modules())
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_applicable_method_gives_a_finite_map_and_leaves_the_model_untouched(name):
+    model, spec = built(name), models.get_spec(name)
+    model.eval()
+    x = image()
+    with torch.no_grad():
+        before = model(x)
+    flags = [p.requires_grad for p in model.parameters()]
+    methods = [m for m in explain.methods_for(spec) if m != "scorecam"]
+    assert set(explain.CAM_METHODS) - {"scorecam"} <= set(methods)  # Grad-CAM for every model
+    assert ("rollout" in methods) == (spec.family == "vit")
+    view = np.zeros((SIZE, SIZE, 3), np.uint8)
+    for method in methods:
+        res = explain.explain_image(model, spec, x, view, method)
+        assert res.image.dtype == np.uint8 and res.image.ndim == 3, method
+        if method != "featuremap":
+            assert res.heat.shape == (SIZE, SIZE), method
+            assert np.isfinite(res.heat).all() and res.heat.min() >= 0 and res.heat.max() <= 1, method
+    assert no_hooks(model)
+    assert [p.requires_grad for p in model.parameters()] == flags
+    with torch.no_grad():
+        assert torch.equal(model(x), before)
+
+
+def test_scorecam_on_one_model_and_its_batch_limit():
+    model, spec = built("vit_scratch"), models.get_spec("vit_scratch")
+    heat = explain.compute_cam(model, spec, image(), method="scorecam")
+    assert heat.shape == (SIZE, SIZE) and np.isfinite(heat).all()
+    assert no_hooks(model)
+    with pytest.raises(ValueError, match="at most"):
+        explain.compute_cams(model, spec, torch.randn(explain.SCORECAM_MAX_BATCH + 1, 3, SIZE, SIZE),
+                             method="scorecam")
+
+
+def test_cam_targets_a_chosen_class_and_restores_training_mode():
+    model, spec = built("resnet34"), models.get_spec("resnet34")
+    model.train()
+    try:
+        x = torch.cat([image(1), image(2)])
+        maps = [explain.compute_cams(model, spec, x, method="gradcam", target=c) for c in range(3)]
+        assert all(m.shape == (2, SIZE, SIZE) for m in maps)
+        assert not np.allclose(maps[0], maps[1])  # a different class, a different explanation
+        assert all(m.training for m in model.modules())
+    finally:
+        model.eval()
+
+
+def test_cam_works_inside_inference_mode():
+    """The app may call explanations under inference_mode; Grad-CAM still needs autograd."""
+    model, spec = built("vit_scratch"), models.get_spec("vit_scratch")
+    with torch.inference_mode():
+        x = image()
+        heat = explain.compute_cam(model, spec, x, method="gradcam")
+    assert heat.shape == (SIZE, SIZE) and np.isfinite(heat).all()
+
+
+def test_vgg16_lists_13_conv_layers_in_forward_order():
+    model = built("vgg16")
+    layers = explain.conv_layers(model)
+    assert len(layers) == 13
+    assert [n for n, _ in layers] == [n for n, _ in explain.conv_layers(model, image())]
+    assert all(n.startswith("features.") for n, _ in layers)
+
+
+def test_feature_maps_top_k_and_chosen_channels():
+    model = built("vgg16")
+    name = explain.conv_layers(model)[2][0]
+    fm = explain.feature_maps(model, image(), name, top_k=5)
+    assert fm.maps.shape[0] == 5 and fm.maps.shape[1:] == (SIZE // 2, SIZE // 2)  # after pool 1
+    assert fm.mean_activation == sorted(fm.mean_activation, reverse=True)
+    assert fm.maps.min() >= 0 and fm.maps.max() <= 1
+    chosen = explain.feature_maps(model, image(), name, channels=[3, 0])
+    assert chosen.channels == [3, 0]
+    grid = explain.feature_grid(fm, cols=4, tile=16)
+    assert grid.dtype == np.uint8 and grid.shape == (2 * 18, 4 * 18, 3)
+    with pytest.raises(ValueError, match="unknown layer"):
+        explain.feature_maps(model, image(), "features.999")
+    with pytest.raises(ValueError, match="channels"):
+        explain.feature_maps(model, image(), name, channels=[10_000])
+    assert no_hooks(model)
+
+
+def test_vit_scratch_attention_shape_and_rows():
+    model = built("vit_scratch")
+    att = explain.attention_maps(model, image())
+    cfg = model.config
+    t = 1 + (SIZE // cfg.patch_size) ** 2
+    assert att.shape == (cfg.depth, cfg.heads, t, t)
+    np.testing.assert_allclose(att.sum(-1), 1.0, atol=1e-5)
+    assert no_hooks(model)
+    grid = explain.cls_attention(att, layer=0, head=1)
+    np.testing.assert_allclose(grid.ravel(), att[0, 1, 0, 1:], rtol=1e-6)
+    with pytest.raises(ValueError, match="head"):
+        explain.cls_attention(att, layer=0, head=cfg.heads)
+
+
+@pytest.mark.parametrize("name", ["vit_hf", "dinov2_small"])
+def test_transformers_vits_expose_attention(name):
+    model = built(name)
+    att = explain.attention_maps(model, image())
+    assert att.ndim == 4 and att.shape[2] == att.shape[3]
+    np.testing.assert_allclose(att.sum(-1), 1.0, atol=1e-4)
+    assert explain.patch_size(model) == SIZE // int(np.sqrt(att.shape[-1] - 1))
+    assert no_hooks(model)
+
+
+def test_attention_of_a_plain_transformers_model_switches_sdpa_off_and_back():
+    from transformers import ViTConfig, ViTForImageClassification
+
+    cfg = ViTConfig(image_size=32, patch_size=8, hidden_size=16, num_hidden_layers=2,
+                    num_attention_heads=2, intermediate_size=32, num_labels=3)
+    model = ViTForImageClassification(cfg).eval()
+    model.set_attn_implementation("sdpa")  # the fused kernel never materialises probabilities
+    att = explain.attention_batch(model, torch.randn(2, 3, 32, 32))
+    assert att.shape == (2, 2, 2, 17, 17)
+    assert model.config._attn_implementation == "sdpa"
+    assert no_hooks(model)
+
+
+def test_rollout_of_identity_attention_is_uniform():
+    layers, heads, g = 3, 2, 4
+    t = 1 + g * g
+    eye = np.broadcast_to(np.eye(t), (layers, heads, t, t))
+    for fusion in explain.HEAD_FUSIONS:
+        grid = explain.rollout(eye, discard_ratio=0.9, head_fusion=fusion)
+        assert grid.shape == (g, g) and np.ptp(grid) == pytest.approx(0.0)
+    uniform = np.full((layers, heads, t, t), 1.0 / t)
+    grid = explain.rollout(uniform, discard_ratio=0.0)
+    assert np.ptp(grid) == pytest.approx(0.0, abs=1e-12) and grid[0, 0] > 0
+
+
+def test_rollout_follows_attention_to_one_patch():
+    layers, heads, g, k = 2, 2, 3, 5  # every token looks at patch token k
+    t = 1 + g * g
+    att = np.full((layers, heads, t, t), 0.01 / (t - 1))
+    att[..., k] = 0.99
+    grid = explain.rollout(att, discard_ratio=0.5)
+    assert np.unravel_index(grid.argmax(), grid.shape) == divmod(k - 1, g)
+    batched = explain.rollout(np.stack([att, att]), discard_ratio=0.5)
+    np.testing.assert_allclose(batched[1], grid)
+    with pytest.raises(ValueError, match="head_fusion"):
+        explain.rollout(att, head_fusion="median")
+
+
+def test_overlay_and_patch_grid():
+    rgb = np.full((32, 32, 3), 100, np.uint8)
+    heat = np.linspace(0, 1, 16 * 16, dtype=np.float32).reshape(16, 16)  # resized to the image
+    assert np.array_equal(explain.overlay(rgb, heat, alpha=0.0), rgb)
+    full = explain.overlay(rgb, heat, alpha=1.0)
+    assert full.dtype == np.uint8 and full.shape == rgb.shape
+    assert not np.array_equal(full[0, 0], full[-1, -1])  # cold corner vs hot corner
+    grid = explain.patch_grid_overlay(np.full((30, 30, 3), 90, np.uint8), 8)
+    assert (grid[8, :24] == 255).all() and (grid[:24, 16] == 255).all()
+    assert (grid[26:, :] == 30).all()  # the strip no patch covers is darkened
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI
+
+
+def _store_run(run_id: str, name: str = "vit_scratch") -> None:
+    model = built(name)
+    classes = ["angry", "happy", "sad"]
+    spec = models.get_spec(name)
+    manifest = {"kind": "model", "model": name, "classes": classes, "image_size": SIZE,
+                "mean": list(spec.mean), "std": list(spec.std), "config": {"tiny": True}}
+    empty = pd.DataFrame({"a": [0]})
+    artifacts.save_run(run_id, manifest=manifest, metrics={"accuracy": 0.5}, history=empty,
+                       confusion=empty, predictions=empty, state_dict=model.state_dict())
+
+
+def test_cli_writes_overlays(tmp_path, capsys):
+    from PIL import Image
+
+    from scripts import explain as cli
+
+    _store_run("r1")
+    src = tmp_path / "face.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (80, 70, 3), np.uint8)).save(src)
+    for method, extra in [("gradcam", ["--target", "sad"]), ("rollout", []),
+                          ("attention", ["--layer", "0", "--head", "1"]), ("featuremap", [])]:
+        out = tmp_path / f"{method}.png"
+        assert cli.main(["--run", "r1", "--image", str(src), "--method", method,
+                         "--out", str(out), *extra]) == 0
+        assert str(out) in capsys.readouterr().out
+        assert np.asarray(Image.open(out)).ndim == 3
+
+
+def test_cli_user_mistakes_exit_2(tmp_path, capsys):
+    from scripts import explain as cli
+
+    _store_run("r2", "resnet34")
+    bad = tmp_path / "x.png"
+    bad.write_bytes(b"not an image")
+    out = str(tmp_path / "o.png")
+    cases = [(["--run", "nope", "--image", str(bad)], "does not exist"),
+             (["--run", "r2", "--image", str(bad)], "cannot read image"),
+             (["--run", "r2", "--image", str(tmp_path / "missing.png")], "cannot read image")]
+    for args, msg in cases:
+        assert cli.main([*args, "--out", out]) == 2
+        assert msg in capsys.readouterr().err
+    from PIL import Image
+
+    good = tmp_path / "g.png"
+    Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(good)
+    assert cli.main(["--run", "r2", "--image", str(good), "--method", "rollout", "--out", out]) == 2
+    assert "does not apply" in capsys.readouterr().err
+    assert cli.main(["--run", "r2", "--image", str(good), "--target", "bored", "--out", out]) == 2
+    assert "unknown class" in capsys.readouterr().err
+    assert cli.main(["--run", "r2", "--faithfulness"]) == 2
+    assert "--data" in capsys.readouterr().err
