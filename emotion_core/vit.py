@@ -8,7 +8,7 @@ a second copy of the model; `ViT.attention_modules()` lists them in depth order.
 Sizing (the defaults of `ViTConfig`): faces of 96-224 px carry their expression in a few small
 regions (brows, eyes, mouth), so tokens must be small: patch 8 at the quick profile's 112 px and
 patch 16 at 224 px both give a 14x14 grid (196 tokens), like ViT-B/16 at 224. Width 192, depth 6
-and 3 heads of 64 (ViT-Tiny's width at half its depth, ~2.7 M parameters) keep it trainable from
+and 3 heads of 64 (ViT-Tiny's width at half its depth, MLP ratio 2: ~1.9 M parameters) keep it trainable from
 scratch on small data and on 2 CPU cores; dropout 0.1 because small data overfits quickly.
 """
 from __future__ import annotations
