@@ -279,7 +279,7 @@ def fit(model_name: str, ds: Any, config: TrainConfig, *, run_id: str | None = N
             if show:
                 print(f"  epoch {epoch:>3} {phase.name:<8} loss {row['train_loss']:.4f} "
                       f"acc {row['train_acc']:.3f} | val loss {val_loss:.4f} acc {val_acc:.3f} "
-                      f"macro-F1 {val_f1:.3f}{' *' if improved else ''} ({seconds:.1f}s)")
+                      f"macro-F1 {val_f1:.3f}{' *' if improved else ''} ({seconds:.1f}s)", flush=True)
             if wb is not None:
                 wb.log(row)
             if info.is_main and config.checkpoint_every and epoch % config.checkpoint_every == 0:
@@ -362,4 +362,4 @@ def _write_run(run_id: str, model: nn.Module, ds: Any, cache: Any, config: Train
                        predictions=pd.concat(pred_parts, ignore_index=True), state_dict=weights)
     if show:
         print(f"  wrote run {run_id}: val acc {headline['val_accuracy']:.4f} "
-              f"macro-F1 {headline['val_macro_f1']:.4f}")
+              f"macro-F1 {headline['val_macro_f1']:.4f}", flush=True)
