@@ -232,6 +232,42 @@ def pick_image(key: str, dataset: str | None) -> tuple[Any, Path | None, str]:
         return None, None, ""
 
 
+def image_key(rgb: Any) -> str:
+    """A content hash of a picture, so cached maps follow the image, not the widget."""
+    import hashlib
+
+    return hashlib.sha1(rgb.tobytes()).hexdigest() + str(rgb.shape)
+
+
+@st.cache_data(show_spinner="Computing...", max_entries=128)
+def _explained(root: str, run_id: str, stamp: str, kind: str, key: str, params: tuple,
+               _rgb: Any, _path: Path | None) -> Any:
+    from emotion_core import probe
+
+    model, manifest = load_model(run_id)
+    if kind == "cam":
+        return probe.cam_view(model, manifest, _rgb, params[0], image_path=_path)
+    if kind == "layout":
+        return probe.attention_layout(model, manifest, _rgb)
+    if kind == "featuremap":
+        return probe.feature_map_grid(model, manifest, _rgb, params[0], params[1])
+    att = _explained(root, run_id, stamp, "layout", key, (), _rgb, _path)
+    if kind == "attention":
+        return probe.attention_view(model, manifest, _rgb, att, layer=params[0], head=params[1],
+                                    image_path=_path)
+    if kind == "rollout":
+        return probe.rollout_view(model, manifest, _rgb, att, discard_ratio=params[0],
+                                  head_fusion=params[1], image_path=_path)
+    raise ValueError(f"unknown explanation kind {kind!r}")
+
+
+def explained(run_id: str, kind: str, rgb: Any, path: Path | None, *params: Any) -> Any:
+    """A probe result (CAM view, attention, rollout, feature-map grid), cached per run+image."""
+    return _explained(str(artifacts.root()), run_id,
+                      _stamp(artifacts.run_dir(run_id) / "weights.safetensors"), kind,
+                      image_key(rgb), tuple(params), rgb, path)
+
+
 def timed(label: str):
     """Context manager that shows how long a block took, as a caption."""
     class _T:

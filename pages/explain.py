@@ -25,8 +25,7 @@ cols = st.columns(max(1, len(chosen)))
 for col, rid in zip(cols, chosen, strict=False):
     with col:
         try:
-            model, manifest = common.load_model(rid)
-            view = probe.cam_view(model, manifest, rgb, method, image_path=path)
+            view = common.explained(rid, "cam", rgb, path, method)
         except ex.NotApplicableError as exc:
             st.info(f"{labels[rid]}: {exc}")
             continue
@@ -47,7 +46,7 @@ if not vits:
 vid = st.selectbox("ViT run", vits, format_func=labels.get, key="ex_vit")
 try:
     model, manifest = common.load_model(vid)
-    att = probe.attention_layout(model, manifest, rgb)
+    att = common.explained(vid, "layout", rgb, path)
 except Exception as exc:
     st.warning(f"Attention unavailable: {exc}")
     st.stop()
@@ -58,10 +57,8 @@ head = c2.slider("Head (-1 = mean of heads)", -1, n_heads - 1, -1, key="ex_head"
 c3, c4 = st.columns(2)
 ratio = c3.slider("Rollout discard ratio", 0.0, 0.99, 0.9, key="ex_discard")
 fusion = c4.selectbox("Head fusion", list(ex.HEAD_FUSIONS), key="ex_fusion")
-a = probe.attention_view(model, manifest, rgb, att, layer=layer, head=None if head < 0 else head,
-                         image_path=path)
-r = probe.rollout_view(model, manifest, rgb, att, discard_ratio=ratio, head_fusion=fusion,
-                       image_path=path)
+a = common.explained(vid, "attention", rgb, path, layer, None if head < 0 else head)
+r = common.explained(vid, "rollout", rgb, path, float(ratio), fusion)
 grid = probe.patch_grid(model, manifest, rgb)
 cols = st.columns(3)
 for col, view in zip(cols[:2], (a, r), strict=True):

@@ -31,7 +31,7 @@ layer = st.select_slider("Conv layer (forward order)", options=layers, value=lay
                          key="fm_layer")
 st.caption(f"Layer {layers.index(layer) + 1} of {len(layers)} convolution layers")
 top_k = st.slider("Channels shown (top by mean activation)", 4, 32, 16, step=4, key="fm_k")
-grid, channels, small = probe.feature_map_grid(model, manifest, rgb, layer, top_k)
+grid, channels, small = common.explained(rid, "featuremap", rgb, path, layer, int(top_k))
 c1, c2 = st.columns([1, 3])
 c1.image(small, caption=f"input {small.shape[0]} px · {caption}")
 c2.image(grid, caption=f"{layer}: channels {', '.join(map(str, channels))}")

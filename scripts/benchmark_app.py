@@ -87,13 +87,53 @@ def bench_live(image: str | None, repeats: int) -> tuple[list[str], float, float
     return ids, statistics.median(totals), last.detect_ms if last else 0.0, per_run
 
 
+def bench_registry(image: str | None, repeats: int, profile: str) -> tuple[float, float, list[tuple[str, float]]]:
+    """Every registry model at the profile's input size (untrained: speed does not depend on the
+    weights), side by side through the same live path, detection included."""
+    from emotion_core import live, models
+    from emotion_core.config import get_profile
+    from emotion_core.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+    size = get_profile(profile).image_size
+    built: dict[str, tuple] = {}
+    for name in models.REGISTRY:
+        try:
+            spec = models.get_spec(name)
+            model, _ = models.build_model(name, 3, pretrained=False, image_size=size)
+        except Exception as exc:  # a model that cannot be built offline is reported, not fatal
+            print(f"  {name}: skipped ({exc})", file=sys.stderr)
+            continue
+        built[name] = (model.eval(), {"model": name, "classes": ["angry", "happy", "sad"],
+                                      "image_size": size, "weights_source": "untrained",
+                                      "mean": list(getattr(spec, "mean", IMAGENET_MEAN)),
+                                      "std": list(getattr(spec, "std", IMAGENET_STD))})
+    rgb = photo(image)
+    loader = built.__getitem__
+    live.predict_faces(rgb, list(built), loader=loader, whole_image=True)
+    totals, last = [], None
+    for _ in range(repeats):
+        last = live.predict_faces(rgb, list(built), loader=loader, whole_image=True)
+        totals.append(last.total_ms)
+    per_run = [(p.model, p.latency_ms) for p in last.predictions[0].runs]
+    return statistics.median(totals), last.detect_ms, per_run
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--repeats", type=int, default=3, help="warm renders / predictions per item")
     p.add_argument("--image", default=None, help="a photo to predict on (resized to 640x480)")
     p.add_argument("--skip-pages", action="store_true", help="only the live prediction benchmark")
+    p.add_argument("--registry", default=None, metavar="PROFILE",
+                   help="also time every registry model at PROFILE's input size (untrained)")
+    p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = default)")
     args = p.parse_args(argv)
     from emotion_core import artifacts
+
+    if args.threads:
+        import torch
+        torch.set_num_threads(args.threads)
+    import torch
+    print(f"torch threads: {torch.get_num_threads()}; load average: {os.getloadavg()[0]:.1f}")
 
     runs, broken = artifacts.list_runs()
     print(f"artifacts: {artifacts.root()} ({len(runs)} runs, {len(broken)} broken)")
@@ -101,8 +141,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{'page':<14}{'first render s':>16}{'warm median s':>15}")
         for page, cold, warm in bench_pages(max(1, args.repeats)):
             print(f"{page:<14}{cold:>16.2f}{warm:>15.2f}")
+    if args.registry:
+        total, detect, per_run = bench_registry(args.image, max(1, args.repeats), args.registry)
+        for name, ms in per_run:
+            print(f"  {name:<50}{ms:>8.1f} ms")
+        print(f"live (registry, {args.registry} profile sizes): {len(per_run)} models on one "
+              f"640x480 photo: detection {detect:.0f} ms, total {total:.0f} ms")
     if not runs:
-        print("no runs: live prediction benchmark skipped")
+        print("no runs: live prediction benchmark of stored runs skipped")
         return 0
     ids, total, detect, per_run = bench_live(args.image, max(1, args.repeats))
     for name, ms in per_run:
