@@ -1,0 +1,162 @@
+"""Augmentations: the per-sample (torchvision v2) and batched kernels agree, and behave."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from torchvision.transforms.v2 import functional as TF
+
+from emotion_core.transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    AugmentConfig,
+    AugmentParams,
+    apply_augment,
+    augment_batch,
+    augment_normalize,
+    augment_normalize_hwc,
+    denormalize,
+    eval_transform,
+    normalize_batch,
+    resize_square,
+    sample_params,
+    train_transform,
+)
+
+STD_LEVEL = 255 * np.asarray(IMAGENET_STD)  # one normalised unit in grey levels, per channel
+
+
+def smooth_images(n: int, h: int = 24, w: int = 24, seed: int = 0) -> np.ndarray:
+    """Random but smooth uint8 NHWC pictures (sharp noise would magnify sub-pixel differences)."""
+    rng = np.random.default_rng(seed)
+    raw = rng.integers(0, 256, (n * h, w * 3)).astype(np.uint8)
+    return cv2.GaussianBlur(raw, (5, 5), 1.5).reshape(n, h, w, 3)
+
+
+def fixed_params(n: int) -> AugmentParams:
+    return AugmentParams(angles_deg=torch.tensor([7.5, -9.0, 0.0, 3.0])[:n],
+                         brightness=torch.tensor([0.85, 1.1, 1.0, 1.2])[:n],
+                         contrast=torch.tensor([1.15, 0.9, 1.0, 0.8])[:n],
+                         flip=torch.tensor([True, False, True, False])[:n])
+
+
+def test_config_rejects_negative_ranges():
+    with pytest.raises(ValueError, match="rotation_deg"):
+        AugmentConfig(rotation_deg=-1)
+    assert not AugmentConfig(enabled=False).active
+    assert not AugmentConfig(rotation_deg=0, brightness=0, contrast=0, hflip=False).active
+
+
+def test_resize_square_takes_the_centre_and_validates():
+    img = np.zeros((10, 30, 3), np.uint8)
+    img[:, 10:20] = 200  # the centre square of a wide picture
+    out = resize_square(img, 10)
+    assert out.shape == (10, 10, 3) and out.dtype == np.uint8 and (out == 200).all()
+    assert out.flags.writeable
+    tall = np.zeros((40, 20, 3), np.uint8)
+    tall[10:30] = 90
+    assert (resize_square(tall, 5) == 90).all()
+    with pytest.raises(ValueError, match="HxWx3 uint8"):
+        resize_square(np.zeros((5, 5), np.uint8), 4)
+    with pytest.raises(ValueError, match="positive"):
+        resize_square(img, 0)
+
+
+def test_tensor_kernel_matches_torchvision_per_sample():
+    """Same parameters -> the batched tensor kernel equals torchvision's functional ops."""
+    x = torch.from_numpy(smooth_images(4, 20, 26)).permute(0, 3, 1, 2).float() / 255
+    p = fixed_params(4)
+    out = apply_augment(x, p)
+    for i in range(4):
+        y = x[i]
+        if p.angles_deg[i] != 0:
+            y = TF.rotate(y, float(p.angles_deg[i]), interpolation=TF.InterpolationMode.BILINEAR,
+                          fill=None)
+        y = TF.adjust_contrast(TF.adjust_brightness(y, float(p.brightness[i])), float(p.contrast[i]))
+        if p.flip[i]:
+            y = TF.horizontal_flip(y)
+        torch.testing.assert_close(out[i], y, atol=1e-5, rtol=0)
+
+
+def test_cpu_kernel_matches_tensor_kernel_within_rounding():
+    imgs = smooth_images(4, 24, 24, seed=1)
+    p = fixed_params(4)
+    cpu = augment_normalize_hwc(imgs, p)
+    ref = normalize_batch(apply_augment(torch.from_numpy(imgs).permute(0, 3, 1, 2).float() / 255, p))
+    diff = np.abs(cpu - ref.permute(0, 2, 3, 1).numpy()) * STD_LEVEL  # in grey levels
+    assert diff.mean() < 0.6 and diff.max() < 6.0
+    flat = fixed_params(4)
+    flat.angles_deg = torch.zeros(4)  # no resampling: only float rounding is left
+    cpu0 = augment_normalize_hwc(imgs, flat)
+    ref0 = normalize_batch(apply_augment(torch.from_numpy(imgs).permute(0, 3, 1, 2).float() / 255, flat))
+    np.testing.assert_allclose(cpu0, ref0.permute(0, 2, 3, 1).numpy(), atol=1e-5)
+
+
+def test_augmentation_off_is_deterministic_and_equals_eval_path():
+    imgs = smooth_images(3, 16, 16)
+    off = augment_normalize(imgs, AugmentConfig(enabled=False), torch.Generator().manual_seed(1))
+    none = augment_normalize(imgs, None)
+    torch.testing.assert_close(off, none, atol=0, rtol=0)
+    per_sample = torch.stack([eval_transform(16)(im) for im in imgs])
+    torch.testing.assert_close(off, per_sample, atol=1e-5, rtol=0)
+    assert off.shape == (3, 3, 16, 16) and off.dtype == torch.float32
+
+
+def test_flip_and_rotation_change_pixels_when_on():
+    imgs = smooth_images(32, 16, 16, seed=2)
+    plain = augment_normalize(imgs, None)
+    flip_only = AugmentConfig(rotation_deg=0, brightness=0, contrast=0, hflip=True)
+    out = augment_normalize(imgs, flip_only, torch.Generator().manual_seed(0))
+    same = [torch.allclose(out[i], plain[i], atol=1e-6) for i in range(32)]
+    mirrored = [torch.allclose(out[i], plain[i].flip(-1), atol=1e-6) for i in range(32)]
+    assert all(s or m for s, m in zip(same, mirrored, strict=True))
+    assert 4 < sum(mirrored) < 28  # about half, never all or none
+    rot_only = AugmentConfig(rotation_deg=15, brightness=0, contrast=0, hflip=False)
+    rotated = augment_normalize(imgs, rot_only, torch.Generator().manual_seed(0))
+    per_image = (rotated - plain).abs().mean(dim=(1, 2, 3))
+    assert (per_image > 1e-3).sum() >= 30
+
+
+def test_same_seed_same_batch_and_params_within_ranges():
+    imgs = smooth_images(8)
+    aug = AugmentConfig(rotation_deg=12, brightness=0.3, contrast=0.1)
+    a = augment_normalize(imgs, aug, torch.Generator().manual_seed(5))
+    b = augment_normalize(imgs, aug, torch.Generator().manual_seed(5))
+    c = augment_normalize(imgs, aug, torch.Generator().manual_seed(6))
+    torch.testing.assert_close(a, b, atol=0, rtol=0)
+    assert not torch.allclose(a, c)
+    p = sample_params(4000, aug, torch.Generator().manual_seed(0))
+    assert p.angles_deg.abs().max() <= 12 and p.angles_deg.abs().max() > 11.5
+    assert 0.7 <= p.brightness.min() < 0.72 and 1.28 < p.brightness.max() <= 1.3
+    assert 0.9 <= p.contrast.min() and p.contrast.max() <= 1.1
+    assert 0.45 < p.flip.float().mean() < 0.55
+
+
+def test_slow_and_batched_paths_draw_the_same_brightness_distribution():
+    """Statistical equivalence: on a flat grey picture only brightness changes the mean."""
+    grey = np.full((8, 8, 3), 128, np.uint8)
+    aug = AugmentConfig(rotation_deg=0, brightness=0.25, contrast=0, hflip=False)
+    torch.manual_seed(0)
+    slow_tf = train_transform(8, (0, 0, 0), (1, 1, 1), aug)
+    slow = np.array([float(slow_tf(grey).mean()) for _ in range(400)])
+    fast = augment_normalize(np.repeat(grey[None], 400, 0), aug, torch.Generator().manual_seed(0),
+                             (0, 0, 0), (1, 1, 1)).mean(dim=(1, 2, 3)).numpy()
+    lo, hi = 0.75 * 128 / 255, 1.25 * 128 / 255
+    for values in (slow, fast):
+        assert values.min() >= lo - 1e-4 and values.max() <= hi + 1e-4
+        assert abs(values.mean() - 128 / 255) < 0.01  # uniform around the original level
+        assert values.std() == pytest.approx((hi - lo) / np.sqrt(12), rel=0.15)
+
+
+def test_augment_batch_contract_and_normalisation_round_trip():
+    x = torch.from_numpy(smooth_images(2)).permute(0, 3, 1, 2).contiguous()
+    out = augment_batch(x, None)
+    torch.testing.assert_close(out, x.float() / 255)
+    assert 0 <= float(augment_batch(x, AugmentConfig(), torch.Generator().manual_seed(0)).min())
+    norm = normalize_batch(out, IMAGENET_MEAN, IMAGENET_STD)
+    torch.testing.assert_close(denormalize(norm), out, atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match="uint8"):
+        augment_batch(x.float(), None)
+    with pytest.raises(ValueError, match="std"):
+        normalize_batch(out, (0, 0, 0), (1, 0, 1))
