@@ -1,8 +1,8 @@
 """Background training jobs started from the app: one at a time, outside the Streamlit process.
 
 Why a separate process: training for minutes inside Streamlit would block every session and die
-with a page reload. A job is a small runner (`python -m emotion_core.jobs run <job_dir>`) started in
-its own session (process group); it runs its steps (normally `python -m scripts.train ...`, with a
+with a page reload. A job is a small runner (`python -m emotion_core.jobrunner <job_dir>`) started in
+its own session (process group; see emotion_core/jobrunner.py); it runs its steps (normally `python -m scripts.train ...`, with a
 data-generation step first for the demo) one after another, writing everything they print to one
 log file, and records the outcome in `result.json`.
 
@@ -246,7 +246,7 @@ def start_steps(steps: list[list[str]], *, models: list[str],
         (jdir / LOG_NAME).write_text("")
         child_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         proc = subprocess.Popen(
-            [sys.executable, "-m", "emotion_core.jobs", "run", str(jdir)],
+            [sys.executable, "-m", "emotion_core.jobrunner", str(jdir)],
             cwd=str(artifacts.REPO_ROOT), env=child_env, start_new_session=True,
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         # hand the lock to the runner: from now on its pid decides whether the job is alive
@@ -319,6 +319,10 @@ def estimate_progress(log: str, models: list[str], runs_done: int) -> tuple[floa
     n = max(1, len(models))
     frac_current = 0.0
     lines = [ln for ln in log.replace("\r", "\n").split("\n") if ln.strip()]
+    starts = [i for i, ln in enumerate(lines) if ln.startswith("$ ")]
+    if starts and "scripts.train" not in lines[starts[-1]]:  # still generating/preparing data
+        return 0.0, f"preparing data; {lines[-1].strip()[:200]}"
+    lines = lines[starts[-1] + 1:] if starts else lines
     for line in reversed(lines):
         m = _EPOCH.search(line)
         if m and int(m.group(2)) > 0:
@@ -424,48 +428,3 @@ def cancel_job() -> JobInfo | None:
         pid_alive(pid)  # reap if it was our child
     _release_lock(job_id)
     return job_status(job_id)
-
-
-# ---------------------------------------------------------------------------------------------
-# The runner (runs in the job's own process)
-
-
-def _run(jdir: Path) -> int:
-    spec = json.loads((jdir / SPEC_NAME).read_text())
-    job_id = spec["job_id"]
-    current: list[subprocess.Popen] = []
-
-    def on_term(signum: int, _frame: Any) -> None:
-        for p in current:
-            if p.poll() is None:
-                p.terminate()
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, on_term)
-    rc = 0
-    try:
-        with open(jdir / LOG_NAME, "ab", buffering=0) as log:
-            for step in spec["steps"]:
-                log.write(f"$ {' '.join(step)}\n".encode())
-                proc = subprocess.Popen(step, cwd=str(artifacts.REPO_ROOT), stdout=log,
-                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-                current[:] = [proc]
-                rc = proc.wait()
-                if rc != 0:
-                    log.write(f"step failed with exit code {rc}\n".encode())
-                    break
-        if not (jdir / RESULT_NAME).exists():  # cancel_job writes "cancelled" itself
-            artifacts.write_json(jdir / RESULT_NAME, {
-                "state": "succeeded" if rc == 0 else "failed", "returncode": rc,
-                "finished": time.time()})
-    finally:
-        _release_lock(job_id)
-    return rc
-
-
-if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "run":
-        sys.exit(_run(Path(sys.argv[2])))
-    print("usage: python -m emotion_core.jobs run JOB_DIR (started by emotion_core.jobs.start_job)",
-          file=sys.stderr)
-    sys.exit(2)

@@ -86,6 +86,8 @@ def test_data_page(at_store) -> None:
     _open(at, "data")
     assert "Cleaning report" in [s.value for s in at.subheader]
     assert len(at.get("plotly_chart")) >= 1  # class distribution per split
+    captions = [c for img in at.image for c in img.captions]
+    assert any("mean face" in c for c in captions) and any("sample grid" in c for c in captions)
 
 
 def test_compare_page_shows_table_and_the_studys_numbers(at_store) -> None:

@@ -108,6 +108,11 @@ def test_progress_estimate_combines_finished_runs_and_epochs() -> None:
     assert p == pytest.approx((1 + 1.5 / 4) / 2)
     assert msg.startswith("1/2 models done")
     assert jobs.estimate_progress("", ["a"], 0)[0] == 0.0
+    # a data-preparation step's own progress bar is not training progress
+    prep = "$ python -m scripts.get_data synthetic\nfaces: 100%|#####|\n"
+    assert jobs.estimate_progress(prep, ["a"], 0) == (0.0, "preparing data; faces: 100%|#####|")
+    assert jobs.estimate_progress(prep + "$ python -m scripts.train\nEpoch 1/2 50%|\n", ["a"], 0)[0] \
+        == pytest.approx(0.25)
 
 
 def test_train_command_and_models_from_args() -> None:
