@@ -185,6 +185,8 @@ def compute_cams(model: nn.Module, spec: Any, x: torch.Tensor, *, method: str = 
     targets = None
     if target is not None:
         ids = [int(target)] * x.shape[0] if np.isscalar(target) else [int(t) for t in target]
+        if len(ids) != x.shape[0] or min(ids) < 0:
+            raise ValueError(f"need one non-negative class id per image ({x.shape[0]}), got {ids}")
         targets = [ClassifierOutputTarget(t) for t in ids]
     params = list(model.parameters())
     flags = [p.requires_grad for p in params]
@@ -201,7 +203,7 @@ def compute_cams(model: nn.Module, spec: Any, x: torch.Tensor, *, method: str = 
                 grayscale = cam(input_tensor=inp, targets=targets)
             if grayscale is None:  # the library's __exit__ swallows IndexError
                 raise RuntimeError(f"{method} failed on '{getattr(spec, 'name', '?')}' "
-                                   "(index error inside pytorch-grad-cam)")
+                                   "(index error inside pytorch-grad-cam: is the target class in range?)")
         finally:
             for p, f in zip(params, flags, strict=True):
                 p.requires_grad_(f)

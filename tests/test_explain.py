@@ -82,6 +82,8 @@ def test_cam_targets_a_chosen_class_and_restores_training_mode():
         assert all(m.shape == (2, SIZE, SIZE) for m in maps)
         assert not np.allclose(maps[0], maps[1])  # a different class, a different explanation
         assert all(m.training for m in model.modules())
+        with pytest.raises(ValueError, match="one non-negative class id per image"):
+            explain.compute_cams(model, spec, x, target=[0])
     finally:
         model.eval()
 
