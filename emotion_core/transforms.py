@@ -21,6 +21,7 @@ parameters they agree to float rounding (tested against torchvision's functional
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -306,8 +307,10 @@ def augment_normalize_hwc(images: np.ndarray, p: AugmentParams | None, mean=IMAG
         cv2.LUT(images.reshape(n * h, w, 3), lut, dst=out.reshape(n * h, w, 3))
         return out
     angles, flips = p.angles_deg.double().numpy(), p.flip.numpy()
-    rotated, hists = [], np.empty((n, 3, 256))
-    for i in range(n):
+    rotated: list[np.ndarray] = [images[i] for i in range(n)]
+    hists = np.empty((n, 3, 256))
+
+    def geometry(i: int) -> None:
         img = images[i]
         if angles[i] != 0:
             img = cv2.warpAffine(img, _cv2_rotation_matrix(angles[i], flips[i], h, w), (w, h),
@@ -315,9 +318,11 @@ def augment_normalize_hwc(images: np.ndarray, p: AugmentParams | None, mean=IMAG
                                  borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
         elif flips[i]:
             img = cv2.flip(img, 1)
-        rotated.append(img)
+        rotated[i] = np.ascontiguousarray(img)
         for c in range(3):
             hists[i, c] = cv2.calcHist([img], [c], None, [256], [0, 256])[:, 0]
+
+    _for_each(geometry, n)
     # Per image: value of each grey level after brightness (clamped), the grey mean of that
     # image (torchvision's contrast reference), then contrast and normalisation: (n, 256, 3).
     bright = p.brightness.double().numpy()[:, None]
@@ -326,9 +331,26 @@ def augment_normalize_hwc(images: np.ndarray, p: AugmentParams | None, mean=IMAG
     gray_mean = np.einsum("c,ncl,nl->n", np.asarray(_GRAY_WEIGHTS), hists, after_b)[:, None] / (h * w)
     after_c = np.clip(con * after_b + (1 - con) * gray_mean, 0.0, 1.0)
     luts = ((after_c[:, :, None] - m) / s).astype(np.float32)
-    for i in range(n):
-        cv2.LUT(rotated[i], luts[i].reshape(1, 256, 3), dst=out[i])
+    _for_each(lambda i: cv2.LUT(rotated[i], luts[i].reshape(1, 256, 3), dst=out[i]), n)
     return out
+
+
+_POOL: ThreadPoolExecutor | None = None
+
+
+def _for_each(fn: Callable[[int], Any], n: int) -> None:
+    """fn(i) for i < n, split over torch's intra-op thread count (OpenCV releases the GIL)."""
+    global _POOL
+    k = min(torch.get_num_threads(), n)
+    if k <= 1:
+        for i in range(n):
+            fn(i)
+        return
+    if _POOL is None or _POOL._max_workers < k:
+        _POOL = ThreadPoolExecutor(max(k, 2), thread_name_prefix="augment")
+    chunks = np.array_split(np.arange(n), k)
+    for f in [_POOL.submit(lambda idx: [fn(int(i)) for i in idx], c) for c in chunks]:
+        f.result()
 
 
 def augment_normalize(images: np.ndarray, aug: AugmentConfig | None,
