@@ -26,6 +26,7 @@ class TrainConfig:
     label_smoothing: float = 0.0  # cross-entropy label smoothing
     class_weighted: bool = True  # weight the loss by inverse class frequency of the train subset
     patience: int = 3  # early stopping: epochs without a val macro-F1 gain before stopping
+    time_budget_s: float = 0.0  # stop after this many training seconds, keeping the best epoch (0 = none)
     grad_clip: float = 1.0  # max gradient norm (0 disables clipping)
     augment: bool = True  # random rotation / brightness / contrast / flip on train batches
     crop_faces: bool = False  # train on face crops from the prepared face boxes

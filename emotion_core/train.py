@@ -159,6 +159,7 @@ def fit(model_name: str, ds: Any, config: TrainConfig, *, run_id: str | None = N
     show = progress and info.is_main
     on_cuda = device.type == "cuda"
     amp, chl = config.amp and on_cuda, config.channels_last and on_cuda
+    aug_device = device if on_cuda else None  # augment uint8 batches on the GPU: CPU stays free
     spec = models.get_spec(model_name)
     mean, std = list(spec.mean), list(spec.std)
     size = config.image_size
@@ -217,7 +218,8 @@ def fit(model_name: str, ds: Any, config: TrainConfig, *, run_id: str | None = N
     wb = _wandb_start(config, run_id, {"model": model_name, "dataset": ds.name}) if info.is_main else None
 
     val_loader = cache_mod.CachedLoader(cache, val_idx, config.eval_batch_size, shuffle=False,
-                                        aug=None, mean=mean, std=std, seed=config.seed)
+                                        aug=None, mean=mean, std=std, seed=config.seed,
+                                        device=aug_device)
     aug = AugmentConfig(enabled=config.augment)
     drop_last = len(train_idx) // info.world_size > config.batch_size
     net: nn.Module = model
@@ -246,7 +248,8 @@ def fit(model_name: str, ds: Any, config: TrainConfig, *, run_id: str | None = N
             shard = distributed.shard_indices(train_idx, info, epoch=epoch, seed=config.seed)
             loader = cache_mod.CachedLoader(
                 cache, shard, config.batch_size, shuffle=not info.enabled, aug=aug, mean=mean,
-                std=std, seed=config.seed + 1000 * info.rank, drop_last=drop_last)
+                std=std, seed=config.seed + 1000 * info.rank, drop_last=drop_last,
+                device=aug_device)
             loader.set_epoch(epoch)
             sums = train_one_epoch(net, criterion, optimizer, loader, device, sched, amp=amp,
                                    channels_last=chl, max_batches=config.max_batches,
@@ -276,6 +279,9 @@ def fit(model_name: str, ds: Any, config: TrainConfig, *, run_id: str | None = N
             last_phase = pi == len(phases) - 1
             if last_phase and state["stale"] >= config.patience:
                 state["done"] = True
+            if config.time_budget_s and state["train_seconds"] >= config.time_budget_s:
+                state["done"] = True  # keep the best epoch so far; every rank saw the same flag below
+            state["done"] = bool(distributed.broadcast_floats([float(state["done"])], info, device)[0])
             if show:
                 print(f"  epoch {epoch:>3} {phase.name:<8} loss {row['train_loss']:.4f} "
                       f"acc {row['train_acc']:.3f} | val loss {val_loss:.4f} acc {val_acc:.3f} "
@@ -320,7 +326,8 @@ def _write_run(run_id: str, model: nn.Module, ds: Any, cache: Any, config: Train
         if len(idx) == 0:
             continue
         loader = cache_mod.CachedLoader(cache, idx, config.eval_batch_size, shuffle=False,
-                                        aug=None, mean=mean, std=std, seed=config.seed)
+                                        aug=None, mean=mean, std=std, seed=config.seed,
+                                        device=device if device.type == "cuda" else None)
         m, probs, y = evaluate_loader(model, loader, device, classes, amp=amp, channels_last=chl)
         metrics[subset] = m
         pred_parts.append(ev.predictions_table([cache.rels[i] for i in idx], [subset] * len(idx),

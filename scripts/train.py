@@ -41,6 +41,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--profile", default="quick", help="quick (CPU) or full (GPU, 224 px)")
     p.add_argument("--epochs", type=int, default=None, help="override the profile's epochs")
     p.add_argument("--pretrained", action="store_true", help="start from pretrained weights")
+    p.add_argument("--time-budget", type=float, default=None, dest="time_budget_s",
+                   help="seconds of training per model before stopping at the best epoch so far")
+    p.add_argument("--image-size", type=int, default=None, dest="image_size",
+                   help="override the profile's input size in pixels")
     p.add_argument("--dry-run", action="store_true", help="tiny models, one batch, one epoch")
     p.add_argument("--resume", action="store_true", help="continue interrupted runs")
     p.add_argument("--wandb", action="store_true", help="log to Weights & Biases")
@@ -72,10 +76,9 @@ def load_data(path: str, name: str | None, config: Any, info: Any, progress: boo
     if not folder.is_dir():
         raise FileNotFoundError(f"--data {path}: no such folder")
     if (folder / "cache.npz").exists() and (folder / "meta.json").exists():  # export_cache output
-        cache = cache_mod.load_exported_cache(folder, progress=progress and info.is_main)
-        if cache.size != config.image_size:
-            print(f"note: the exported cache is {cache.size}px; training at {cache.size}px "
-                  f"instead of the profile's {config.image_size}px")
+        # A compact export (e.g. 112 px to fit a transfer limit) is resized to the profile's size.
+        cache = cache_mod.load_exported_cache(folder, size=config.image_size,
+                                              progress=progress and info.is_main)
         ds = CacheOnlyDataset(name=name or str(cache.meta.get("name", folder.name)),
                               root=Path(str(cache.meta.get("root", folder))),
                               classes=list(cache.classes), split=cache.split_table())
@@ -156,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = get_profile(args.profile).override(
             epochs=args.epochs, pretrained=args.pretrained or None, wandb=args.wandb or None,
-            wandb_mode=args.wandb_mode)
+            wandb_mode=args.wandb_mode, time_budget_s=args.time_budget_s,
+            image_size=args.image_size)
         if args.dry_run:
             config = config.override(**DRY_RUN_CHANGES)
         if config.epochs < 1:

@@ -84,6 +84,12 @@ def test_fit_writes_a_complete_run_that_loads_and_reproduces(tiny_ds):
     assert not any(artifacts.root().glob("work/*/state.json"))  # checkpoint cleared
 
 
+def test_time_budget_stops_after_the_epoch_that_spends_it(tiny_ds):
+    run_id = train.fit(MODEL, tiny_ds, CFG.override(epochs=4, time_budget_s=1e-6), progress=False)
+    rec = artifacts.load_run(run_id)
+    assert len(rec.history) == 1 and rec.manifest["headline"]["epochs_run"] == 1
+
+
 def test_resume_continues_from_the_saved_epoch(tiny_ds, monkeypatch):
     cfg = CFG.override(epochs=3)
     reference = artifacts.load_run(train.fit(MODEL, tiny_ds, cfg, progress=False)).history
