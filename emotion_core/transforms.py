@@ -219,10 +219,10 @@ def _augment_normalize(x: torch.Tensor, p: AugmentParams | None, unit: float,
     gain, the flip on the rotation grid, and normalisation on the last in-place ops.
     """
     n, dev, dt = x.shape[0], x.device, x.dtype
+    if min(float(v) for v in std) <= 0:  # checked on the host: no device sync per batch
+        raise ValueError(f"normalisation std must be positive, got {tuple(std)}")
     m = torch.as_tensor(mean, dtype=dt, device=dev).view(1, -1, 1, 1)
     s = torch.as_tensor(std, dtype=dt, device=dev).view(1, -1, 1, 1)
-    if bool((s <= 0).any()):
-        raise ValueError(f"normalisation std must be positive, got {tuple(std)}")
     if p is None:
         return x.mul(unit / s).sub_(m / s)
     gain = p.brightness.to(dev, dt).view(n, 1, 1, 1) * unit
@@ -233,9 +233,8 @@ def _augment_normalize(x: torch.Tensor, p: AugmentParams | None, unit: float,
         x = x.mul_(gain)
     else:
         x = x.mul(gain)
-        flip = p.flip.to(dev).view(n, 1, 1, 1)
-        if bool(flip.any()):
-            x = torch.where(flip, x.flip(-1), x)
+        if bool(p.flip.any()):  # parameters live on the host
+            x = torch.where(p.flip.to(dev).view(n, 1, 1, 1), x.flip(-1), x)
     x = x.clamp_(0.0, 1.0)
     con = p.contrast.to(dev, dt).view(n, 1, 1, 1)
     gray = torch.as_tensor(_GRAY_WEIGHTS, dtype=dt, device=dev)
