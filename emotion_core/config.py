@@ -30,7 +30,7 @@ class TrainConfig:
     grad_clip: float = 1.0  # max gradient norm (0 disables clipping)
     augment: bool = True  # random rotation / brightness / contrast / flip on train batches
     crop_faces: bool = False  # train on face crops from the prepared face boxes
-    pretrained: bool = False  # ask for pretrained weights (the manifest says what was used)
+    pretrained: bool = True  # ask for pretrained weights; offline, models without any get scratch (warned, in the manifest)
     tiny: bool = False  # minimal model configs (tests and --dry-run)
     max_batches: int = 0  # stop each epoch after this many batches (0 = all; --dry-run uses 1)
     eval_batch_size: int = 128  # images per evaluation forward pass

@@ -51,9 +51,10 @@ def image_stats(index: Any) -> pd.DataFrame:
         raise ValueError(f"index table lacks columns {sorted(need - set(index.columns))}")
     split_col = "source_split" if "source_split" in index.columns else "split"
     df = index.copy()
-    err = df["error"].fillna("").astype(str) if "error" in df.columns else pd.Series("", df.index)
-    df["readable"] = err == ""
-    df["mode"] = df["mode"].fillna("").astype(str)
+    # CSV round trips turn empty text columns into float NaN: test for missing values instead.
+    df["readable"] = (df["error"].isna() | (df["error"].astype(object) == "")) if "error" in df.columns \
+        else True
+    df["mode"] = df["mode"].astype(object).where(df["mode"].notna(), "").astype(str)
     groups = [(("all", "all"), df)]
     groups += [((str(s), str(lab)), g) for (s, lab), g in df.groupby([split_col, "label"])]
     modes = sorted(m for m in df.loc[df["readable"], "mode"].unique() if m)

@@ -315,7 +315,9 @@ def build_model(name: str, num_classes: int, *, pretrained: bool, image_size: in
     model = spec.builder(num_classes, image_size, tiny)
     model.registry_name = name
     label = W.SCRATCH
-    if pretrained and tiny and spec.family == "vit":
+    if spec.weight_sources == (W.SCRATCH,):
+        pass  # scratch by design (vit_scratch): nothing to resolve, nothing to warn about
+    elif pretrained and tiny and spec.family == "vit":
         msg = f"{name}: tiny config cannot take pretrained weights; starting from scratch"
         log.warning(msg)
         warnings.warn(msg, W.PretrainedUnavailableWarning, stacklevel=2)

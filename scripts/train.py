@@ -1,7 +1,7 @@
 """Train and evaluate models on one dataset, then the ensembles, then print the leaderboard.
 
     python -m scripts.train --data DIR --models all|NAME,NAME --profile quick|full
-        [--epochs N] [--pretrained] [--dry-run] [--resume] [--wandb]
+        [--epochs N] [--pretrained|--scratch] [--dry-run] [--resume] [--wandb]
         [--ensemble default|greedy|none] [--name DATASET_NAME]
 
 `--data` is an image folder (prepared on first use) or an exported cache folder
@@ -40,7 +40,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--models", default="all", help="'all' or comma-separated registry names")
     p.add_argument("--profile", default="quick", help="quick (CPU) or full (GPU, 224 px)")
     p.add_argument("--epochs", type=int, default=None, help="override the profile's epochs")
-    p.add_argument("--pretrained", action="store_true", help="start from pretrained weights")
+    weights = p.add_mutually_exclusive_group()
+    weights.add_argument("--pretrained", dest="pretrained", action="store_true", default=None,
+                         help="start from pretrained weights where any resolve (the default)")
+    weights.add_argument("--scratch", dest="pretrained", action="store_false",
+                         help="random initialisation for every model (the from-scratch baselines)")
     p.add_argument("--time-budget", type=float, default=None, dest="time_budget_s",
                    help="seconds of training per model before stopping at the best epoch so far")
     p.add_argument("--image-size", type=int, default=None, dest="image_size",
@@ -158,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     progress = not args.quiet
     try:
         config = get_profile(args.profile).override(
-            epochs=args.epochs, pretrained=args.pretrained or None, wandb=args.wandb or None,
+            epochs=args.epochs, pretrained=args.pretrained, wandb=args.wandb or None,
             wandb_mode=args.wandb_mode, time_budget_s=args.time_budget_s,
             image_size=args.image_size)
         if args.dry_run:

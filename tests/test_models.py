@@ -160,6 +160,15 @@ def test_tiny_vit_cannot_be_pretrained_and_says_so() -> None:
     assert label == W.SCRATCH
 
 
+def test_scratch_by_design_models_do_not_warn_when_pretrained_is_asked() -> None:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", W.PretrainedUnavailableWarning)
+        _, label = M.build_model("vit_scratch", 3, pretrained=True, image_size=SIZE, tiny=True)
+    assert label == W.SCRATCH
+
+
 # ---------------------------------------------------------------------------------------------
 # Weight resolution (never touches the network)
 
