@@ -63,7 +63,7 @@ class TrainConfig:
 PROFILES: dict[str, TrainConfig] = {
     # CPU, minutes for every model: the demo, CI and the embedded dataset.
     "quick": TrainConfig(profile="quick", image_size=112, epochs=8, batch_size=48, lr=1e-3,
-                         finetune_lr=2e-4, head_epochs=2, patience=3),
+                         finetune_lr=2e-4, head_epochs=2, patience=3, time_budget_s=85),
     # GPU, the study's setting: 224 px, longer schedule, more patience.
     "full": TrainConfig(profile="full", image_size=224, epochs=30, batch_size=64, lr=5e-4,
                         finetune_lr=5e-5, head_epochs=3, patience=6, eval_batch_size=256),

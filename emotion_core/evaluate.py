@@ -156,18 +156,15 @@ def collect_probs(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.
 def predict(model: nn.Module, images_rgb: Sequence[np.ndarray], manifest: dict[str, Any],
             batch_size: int = 32) -> np.ndarray:
     """Class probabilities for RGB uint8 arrays, preprocessed exactly like the training cache."""
-    from emotion_core.transforms import normalize_batch, resize_square
+    from emotion_core.transforms import model_input
 
-    size = int(manifest["image_size"])
-    mean, std = manifest["mean"], manifest["std"]
-    arr = np.stack([resize_square(np.asarray(im, dtype=np.uint8), size) for im in images_rgb])
-    x = torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()
+    size, mean, std = int(manifest["image_size"]), manifest["mean"], manifest["std"]
     device = next(model.parameters()).device
     out = []
     model.eval()
     with torch.inference_mode():
-        for i in range(0, len(x), batch_size):
-            xb = normalize_batch(x[i:i + batch_size].float().div_(255.0), mean, std)
+        for i in range(0, len(images_rgb), batch_size):
+            xb = torch.cat([model_input(im, size, mean, std)[0] for im in images_rgb[i:i + batch_size]])
             out.append(torch.softmax(model(xb.to(device)).float(), dim=1).cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, len(manifest["classes"])))
 

@@ -236,12 +236,9 @@ class Explanation:
 def prepare_image(rgb: np.ndarray, image_size: int, mean: Sequence[float], std: Sequence[float]
                   ) -> tuple[torch.Tensor, np.ndarray]:
     """The model's view of an RGB uint8 image, exactly as training saw it: (1,3,S,S) + uint8 view."""
-    from emotion_core.transforms import resize_square
+    from emotion_core.transforms import model_input
 
-    view = resize_square(np.ascontiguousarray(rgb, dtype=np.uint8), int(image_size))
-    x = torch.from_numpy(view).permute(2, 0, 1).float().div(255.0)
-    x = (x - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
-    return x.unsqueeze(0).contiguous(), view
+    return model_input(rgb, image_size, mean, std)
 
 
 def explain_image(model: nn.Module, spec: Any, x: torch.Tensor, view: np.ndarray, method: str, *,

@@ -30,14 +30,9 @@ class MapView:
 
 def to_input(rgb: np.ndarray, manifest: dict[str, Any]) -> tuple[torch.Tensor, np.ndarray]:
     """(normalised 1x3xSxS tensor, the resized uint8 picture) as the run's cache prepared it."""
-    from emotion_core.transforms import resize_square
+    from emotion_core.transforms import model_input
 
-    size = int(manifest["image_size"])
-    small = resize_square(np.asarray(rgb, dtype=np.uint8), size)
-    x = torch.from_numpy(np.ascontiguousarray(small)).permute(2, 0, 1).float().div(255.0)
-    mean = torch.tensor(manifest["mean"], dtype=torch.float32).view(3, 1, 1)
-    std = torch.tensor(manifest["std"], dtype=torch.float32).view(3, 1, 1)
-    return ((x - mean) / std).unsqueeze(0), small
+    return model_input(rgb, int(manifest["image_size"]), manifest["mean"], manifest["std"])
 
 
 def predicted_class(model: torch.nn.Module, x: torch.Tensor, classes: list[str]) -> tuple[int, str]:

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from emotion_core import artifacts, checkpoint, distributed
+from emotion_core import artifacts, budget, checkpoint, distributed
 from emotion_core import evaluate as ev
 from emotion_core.config import PROFILES, TrainConfig, get_profile  # noqa: F401 (re-exported)
 
@@ -183,7 +183,6 @@ def fit(model_name: str, ds: Any, config: TrainConfig, *, run_id: str | None = N
     model.to(device)
     if chl:
         model.to(memory_format=torch.channels_last)
-    phases = plan_phases(config, pretrained_used)
     train_labels = [classes[i] for i in cache.labels[train_idx]]  # data.class_weights takes names
     weights = data.class_weights(train_labels, classes) if config.class_weighted else None
     criterion = nn.CrossEntropyLoss(
@@ -216,11 +215,26 @@ def fit(model_name: str, ds: Any, config: TrainConfig, *, run_id: str | None = N
     if not resume and info.is_main:
         checkpoint.clear(work)
     wb = _wandb_start(config, run_id, {"model": model_name, "dataset": ds.name}) if info.is_main else None
+    aug = AugmentConfig(enabled=config.augment)
+    if "planned_epochs" not in state:  # fixed once, so a resumed run keeps the same schedule
+        planned = config.epochs
+        if config.time_budget_s:
+            probe = cache_mod.CachedLoader(cache, train_idx, config.batch_size, shuffle=True, aug=aug,
+                                           mean=mean, std=std, seed=config.seed, device=aug_device)
+            per_image = budget.seconds_per_image(model, criterion, budget.probe_batches(probe), device,
+                                                 amp=amp, channels_last=chl)
+            planned = budget.epochs_within_budget(config, per_image, len(train_idx) // info.world_size,
+                                                  len(val_idx))
+        state["planned_epochs"] = int(distributed.broadcast_floats([float(planned)], info, device)[0])
+        if show and planned < config.epochs:
+            print(f"  {planned} of {config.epochs} epochs fit the {config.time_budget_s:.0f}s budget",
+                  flush=True)
+    run_config = budget.budgeted_config(config, state["planned_epochs"])
+    phases = plan_phases(run_config, pretrained_used)
 
     val_loader = cache_mod.CachedLoader(cache, val_idx, config.eval_batch_size, shuffle=False,
                                         aug=None, mean=mean, std=std, seed=config.seed,
                                         device=aug_device)
-    aug = AugmentConfig(enabled=config.augment)
     drop_last = len(train_idx) // info.world_size > config.batch_size
     net: nn.Module = model
     for pi, phase in enumerate(phases):
@@ -254,7 +268,7 @@ def fit(model_name: str, ds: Any, config: TrainConfig, *, run_id: str | None = N
             sums = train_one_epoch(net, criterion, optimizer, loader, device, sched, amp=amp,
                                    channels_last=chl, max_batches=config.max_batches,
                                    grad_clip=config.grad_clip, show=show,
-                                   desc=f"{model_name} {phase.name} epoch {epoch}/{config.epochs}")
+                                   desc=f"{model_name} {phase.name} epoch {epoch}/{run_config.epochs}")
             loss_sum, correct, n = distributed.all_reduce_sums(
                 [sums["loss_sum"], sums["correct"], sums["n"]], info, device)
             vals = [0.0, 0.0, 0.0]
@@ -347,7 +361,7 @@ def _write_run(run_id: str, model: nn.Module, ds: Any, cache: Any, config: Train
     headline = {"val_accuracy": val.get("accuracy"), "val_macro_f1": val.get("macro_f1"),
                 "test_accuracy": test.get("accuracy"), "test_macro_f1": test.get("macro_f1"),
                 "val_ece": val.get("ece"), **cost, "train_seconds": round(state["train_seconds"], 2),
-                "epochs_run": state["epoch"]}
+                "epochs_run": state["epoch"], "epochs_planned": state.get("planned_epochs")}
     manifest = {
         "kind": "model", "run_id": run_id, "model": model_name, "dataset": ds.name,
         "dataset_root": str(getattr(ds, "root", "")), "classes": classes,

@@ -277,6 +277,15 @@ def normalize_batch(x: torch.Tensor, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> to
     return _augment_normalize(x, None, 1.0, mean, std)
 
 
+def model_input(rgb: np.ndarray, size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD
+                ) -> tuple[torch.Tensor, np.ndarray]:
+    """A model's view of one RGB uint8 image, exactly as the training cache prepared it:
+    (normalised 1x3xSxS float tensor, the resized uint8 picture)."""
+    view = resize_square(np.ascontiguousarray(rgb, dtype=np.uint8), int(size))
+    x = torch.from_numpy(view).permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
+    return normalize_batch(x, mean, std).contiguous(), view
+
+
 def _cv2_rotation_matrix(angle_deg: float, flip: bool, h: int, w: int) -> np.ndarray:
     """Inverse map (output pixel -> input pixel) of rotate-then-flip, as `_rotation_grid`."""
     a = np.deg2rad(angle_deg)

@@ -1,0 +1,80 @@
+"""Fit a training schedule to a time budget, so the quick profile trains every model in minutes.
+
+Cutting training off when the clock runs out would stop mid-schedule at a high learning rate.
+Instead we time a few real training steps first and plan only as many epochs as fit, so the
+warm-up and cosine decay complete inside the budget. `TrainConfig.time_budget_s` still stops a
+run that overruns its estimate (emotion_core/train.py).
+"""
+from __future__ import annotations
+
+import copy
+import statistics
+import time
+from typing import Any
+
+import torch
+from torch import nn
+
+from emotion_core.config import TrainConfig
+
+PROBE_STEPS = 3  # timed steps after one untimed warm-up step
+EVAL_COST = 1 / 3  # an evaluation forward pass costs about a third of a training step per image
+
+
+def seconds_per_image(model: nn.Module, criterion: nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]],
+                      device: torch.device, *, amp: bool = False, channels_last: bool = False) -> float:
+    """Median wall time of one forward+backward per image; the model's weights are left unchanged."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    snapshot = copy.deepcopy(model.state_dict())  # batch-norm statistics move in train mode
+    rng = torch.get_rng_state()  # dropout draws must not shift the seeded run that follows
+    was_training = model.training
+    model.train()
+    times = []
+    try:
+        for i, (x, y) in enumerate(batches):
+            t0 = time.perf_counter()
+            x, y = x.to(device), y.to(device)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                loss = criterion(model(x).float(), y)
+            loss.backward()
+            for p in params:
+                p.grad = None
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            if i:  # the first step pays one-off costs (allocations, kernel selection)
+                times.append((time.perf_counter() - t0) / len(y))
+    finally:
+        model.load_state_dict(snapshot)
+        torch.set_rng_state(rng)
+        model.train(was_training)
+    if not times:
+        raise ValueError("need at least two batches to time a training step")
+    return statistics.median(times)
+
+
+def epochs_within_budget(config: TrainConfig, per_image_s: float, n_train: int, n_val: int) -> int:
+    """How many epochs (at least 1, at most config.epochs) fit config.time_budget_s."""
+    if not config.time_budget_s:
+        return config.epochs
+    epoch_s = per_image_s * (n_train + EVAL_COST * n_val)
+    return max(1, min(config.epochs, int(config.time_budget_s // max(epoch_s, 1e-9))))
+
+
+def budgeted_config(config: TrainConfig, epochs: int) -> TrainConfig:
+    """`config` with `epochs`, keeping about a third of them for the frozen-backbone head phase."""
+    if epochs >= config.epochs:
+        return config
+    head = min(config.head_epochs, epochs // 3)
+    return config.override(epochs=epochs, head_epochs=head)
+
+
+def probe_batches(loader: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The first 1 + PROBE_STEPS batches of a loader."""
+    out = []
+    for batch in loader:
+        out.append(batch)
+        if len(out) > PROBE_STEPS:
+            break
+    return out
