@@ -8,7 +8,6 @@ STAMP := $(VENV)/.installed
 PORT ?= 8501
 DEMO_DATA := artifacts/data/synthetic
 
-export HF_HUB_OFFLINE ?= 0
 export PYTHONUNBUFFERED := 1
 
 .PHONY: setup data demo-train run app test lint clean-cache
@@ -29,8 +28,9 @@ data: setup
 	$(PY) -m scripts.get_data synthetic --out $(DEMO_DATA)
 	$(PY) -m scripts.prepare_data --data $(DEMO_DATA) --name synthetic
 
-# The quick demo job, started in the background so the app opens at once and fills in.
-demo-train: data
+# The quick demo job (makes and prepares the synthetic faces if missing, then trains every model),
+# started in the background so the app opens at once and fills in as runs finish.
+demo-train: setup
 	$(PY) -m scripts.start_demo
 
 run: demo-train app

@@ -4,8 +4,8 @@ from __future__ import annotations
 import os
 
 # Set before any hub-aware library is imported: tests never touch the network.
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("WANDB_MODE", "disabled")
 
 from pathlib import Path  # noqa: E402
