@@ -17,7 +17,8 @@ from torch import nn
 
 from emotion_core.config import TrainConfig
 
-PROBE_STEPS = 3  # timed steps after one untimed warm-up step
+PROBE_STEPS = 2  # timed steps after one untimed warm-up step
+PROBE_BATCH = 8  # images per probe step: enough for a stable time, cheap on big models
 EVAL_COST = 1 / 3  # an evaluation forward pass costs about a third of a training step per image
 
 
@@ -66,8 +67,27 @@ def epochs_within_budget(config: TrainConfig, per_image_s: float, n_train: int, 
     return max(1, min(config.epochs, int(config.time_budget_s // max(epoch_s, 1e-9))))
 
 
-def budgeted_config(config: TrainConfig, epochs: int) -> TrainConfig:
-    """`config` with `epochs`, keeping about a third of them for the frozen-backbone head phase."""
+def batches_within_budget(config: TrainConfig, per_image_s: float, n_train: int, n_val: int) -> int:
+    """Batches per epoch when not even one whole epoch fits the budget (0 = the whole epoch).
+
+    Large models on 2 CPU cores (VGG-16, ViT-B/16) need minutes an epoch; the quick profile then
+    trains on part of one epoch rather than overrunning the budget several times over.
+    """
+    if not config.time_budget_s:
+        return config.max_batches
+    batch_s = per_image_s * config.batch_size
+    left = config.time_budget_s - per_image_s * EVAL_COST * n_val
+    if batch_s * -(-n_train // config.batch_size) <= left:
+        return config.max_batches
+    fit = max(1, int(left // max(batch_s, 1e-9)))
+    return min(fit, config.max_batches) if config.max_batches else fit
+
+
+def budgeted_config(config: TrainConfig, epochs: int, max_batches: int | None = None) -> TrainConfig:
+    """`config` with `epochs` (about a third kept for the frozen-backbone head phase) and, when
+    given, `max_batches` per epoch."""
+    if max_batches is not None and max_batches != config.max_batches:
+        config = config.override(max_batches=max_batches)
     if epochs >= config.epochs:
         return config
     head = min(config.head_epochs, epochs // 3)
@@ -75,7 +95,7 @@ def budgeted_config(config: TrainConfig, epochs: int) -> TrainConfig:
 
 
 def probe_batches(loader: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """The first 1 + PROBE_STEPS batches of a loader."""
+    """The first 1 + PROBE_STEPS batches of a loader (use a small batch size: big models are slow)."""
     out = []
     for batch in loader:
         out.append(batch)

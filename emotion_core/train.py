@@ -217,19 +217,23 @@ def fit(model_name: str, ds: Any, config: TrainConfig, *, run_id: str | None = N
     wb = _wandb_start(config, run_id, {"model": model_name, "dataset": ds.name}) if info.is_main else None
     aug = AugmentConfig(enabled=config.augment)
     if "planned_epochs" not in state:  # fixed once, so a resumed run keeps the same schedule
-        planned = config.epochs
+        planned, batches = config.epochs, config.max_batches
         if config.time_budget_s:
-            probe = cache_mod.CachedLoader(cache, train_idx, config.batch_size, shuffle=True, aug=aug,
+            probe = cache_mod.CachedLoader(cache, train_idx, budget.PROBE_BATCH, shuffle=True, aug=aug,
                                            mean=mean, std=std, seed=config.seed, device=aug_device)
             per_image = budget.seconds_per_image(model, criterion, budget.probe_batches(probe), device,
                                                  amp=amp, channels_last=chl)
-            planned = budget.epochs_within_budget(config, per_image, len(train_idx) // info.world_size,
-                                                  len(val_idx))
-        state["planned_epochs"] = int(distributed.broadcast_floats([float(planned)], info, device)[0])
-        if show and planned < config.epochs:
-            print(f"  {planned} of {config.epochs} epochs fit the {config.time_budget_s:.0f}s budget",
-                  flush=True)
-    run_config = budget.budgeted_config(config, state["planned_epochs"])
+            n_train = len(train_idx) // info.world_size
+            planned = budget.epochs_within_budget(config, per_image, n_train, len(val_idx))
+            batches = budget.batches_within_budget(config, per_image, n_train, len(val_idx))
+        planned, batches = distributed.broadcast_floats([float(planned), float(batches)], info, device)
+        state.update(planned_epochs=int(planned), planned_batches=int(batches))
+        if show and (planned < config.epochs or batches != config.max_batches):
+            part = f" of {int(batches)} batches each" if batches else ""
+            print(f"  {int(planned)} of {config.epochs} epochs{part} fit the "
+                  f"{config.time_budget_s:.0f}s budget", flush=True)
+    run_config = budget.budgeted_config(config, state["planned_epochs"],
+                                        state.get("planned_batches", config.max_batches))
     phases = plan_phases(run_config, pretrained_used)
 
     val_loader = cache_mod.CachedLoader(cache, val_idx, config.eval_batch_size, shuffle=False,
@@ -246,7 +250,7 @@ def fit(model_name: str, ds: Any, config: TrainConfig, *, run_id: str | None = N
                 model, device_ids=[device.index] if on_cuda else None)
         shard_len = len(distributed.shard_indices(train_idx, info, epoch=0, seed=config.seed))
         steps = shard_len // config.batch_size if drop_last else -(-shard_len // config.batch_size)
-        steps = min(steps, config.max_batches) if config.max_batches else steps
+        steps = min(steps, run_config.max_batches) if run_config.max_batches else steps
         optimizer = torch.optim.AdamW(params, lr=phase.lr, weight_decay=config.weight_decay)
         sched = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(
             steps * phase.epochs, int(config.warmup_epochs * steps), config.min_lr_ratio))
@@ -266,7 +270,7 @@ def fit(model_name: str, ds: Any, config: TrainConfig, *, run_id: str | None = N
                 device=aug_device)
             loader.set_epoch(epoch)
             sums = train_one_epoch(net, criterion, optimizer, loader, device, sched, amp=amp,
-                                   channels_last=chl, max_batches=config.max_batches,
+                                   channels_last=chl, max_batches=run_config.max_batches,
                                    grad_clip=config.grad_clip, show=show,
                                    desc=f"{model_name} {phase.name} epoch {epoch}/{run_config.epochs}")
             loss_sum, correct, n = distributed.all_reduce_sums(

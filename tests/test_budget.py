@@ -38,6 +38,15 @@ def test_epochs_fit_the_budget_and_keep_a_head_phase():
     assert budget.budgeted_config(cfg, 8) is cfg
 
 
+def test_part_of_an_epoch_when_one_epoch_does_not_fit():
+    cfg = PROFILES["quick"].override(batch_size=10, time_budget_s=100, max_batches=0)
+    # 1 s per image: 10 s a batch; 30 val images cost 10 s, so 9 of the 10 batches fit
+    assert budget.batches_within_budget(cfg, 1.0, 100, 30) == 9
+    assert budget.batches_within_budget(cfg, 0.01, 100, 30) == 0  # the whole epoch fits
+    assert budget.batches_within_budget(cfg, 100.0, 100, 30) == 1  # never fewer than one
+    assert budget.budgeted_config(cfg, 1, 9).max_batches == 9
+
+
 def test_fit_plans_fewer_epochs_when_the_budget_is_short(tmp_path, monkeypatch):
     ds = tiny_shapes.prepared(tiny_shapes.make_folder(tmp_path / "tiny"))
     monkeypatch.setattr(budget, "seconds_per_image", lambda *a, **k: 1.0)  # 36 train + 12 val: 40 s/epoch
