@@ -18,7 +18,7 @@ from torch import nn
 from emotion_core.config import TrainConfig
 
 PROBE_STEPS = 2  # timed steps after one untimed warm-up step
-PROBE_BATCH = 8  # images per probe step: enough for a stable time, cheap on big models
+PROBE_BATCH = 16  # images per probe step: enough for a stable time, cheap on big models
 EVAL_COST = 1 / 3  # an evaluation forward pass costs about a third of a training step per image
 
 
@@ -59,12 +59,22 @@ def seconds_per_image(model: nn.Module, criterion: nn.Module, batches: list[tupl
     return statistics.median(times)
 
 
-def epochs_within_budget(config: TrainConfig, per_image_s: float, n_train: int, n_val: int) -> int:
-    """How many epochs (at least 1, at most config.epochs) fit config.time_budget_s."""
+def epochs_within_budget(config: TrainConfig, per_image_s: float, n_train: int, n_val: int,
+                         pretrained: bool = False) -> int:
+    """How many epochs (at least 1, at most config.epochs) fit config.time_budget_s.
+
+    For a pretrained model the head epochs (frozen backbone, no backbone gradients) cost about a
+    forward pass, so they are counted at EVAL_COST of a training step.
+    """
     if not config.time_budget_s:
         return config.epochs
-    epoch_s = per_image_s * (n_train + EVAL_COST * n_val)
-    return max(1, min(config.epochs, int(config.time_budget_s // max(epoch_s, 1e-9))))
+    full = per_image_s * (n_train + EVAL_COST * n_val)
+    head = per_image_s * EVAL_COST * (n_train + n_val)
+    for epochs in range(config.epochs, 0, -1):
+        h = budgeted_config(config, epochs).head_epochs if pretrained else 0
+        if h * head + (epochs - h) * full <= config.time_budget_s:
+            return epochs
+    return 1
 
 
 def batches_within_budget(config: TrainConfig, per_image_s: float, n_train: int, n_val: int) -> int:

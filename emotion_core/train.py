@@ -224,7 +224,8 @@ def fit(model_name: str, ds: Any, config: TrainConfig, *, run_id: str | None = N
             per_image = budget.seconds_per_image(model, criterion, budget.probe_batches(probe), device,
                                                  amp=amp, channels_last=chl)
             n_train = len(train_idx) // info.world_size
-            planned = budget.epochs_within_budget(config, per_image, n_train, len(val_idx))
+            planned = budget.epochs_within_budget(config, per_image, n_train, len(val_idx),
+                                                  pretrained=pretrained_used)
             batches = budget.batches_within_budget(config, per_image, n_train, len(val_idx))
         planned, batches = distributed.broadcast_floats([float(planned), float(batches)], info, device)
         state.update(planned_epochs=int(planned), planned_batches=int(batches))

@@ -31,6 +31,9 @@ def test_epochs_fit_the_budget_and_keep_a_head_phase():
     assert budget.epochs_within_budget(cfg, 0.5, 100, 30) == 1  # 55 s an epoch
     assert budget.epochs_within_budget(cfg, 10.0, 100, 30) == 1  # never fewer than one
     assert budget.epochs_within_budget(cfg.override(time_budget_s=0), 10.0, 100, 30) == 8
+    # pretrained: head epochs cost a forward pass (1/3), so more epochs fit the same budget
+    assert budget.epochs_within_budget(cfg, 0.2, 100, 30) == 4  # 22 s an epoch
+    assert budget.epochs_within_budget(cfg, 0.2, 100, 30, pretrained=True) == 5  # 1 head + 4
     small = budget.budgeted_config(cfg, 3)
     assert (small.epochs, small.head_epochs) == (3, 1)
     phases = train.plan_phases(small, pretrained_used=True)
