@@ -8,7 +8,6 @@ run that overruns its estimate (emotion_core/train.py).
 from __future__ import annotations
 
 import copy
-import statistics
 import time
 from typing import Any
 
@@ -17,7 +16,8 @@ from torch import nn
 
 from emotion_core.config import TrainConfig
 
-PROBE_STEPS = 2  # timed steps after one untimed warm-up step
+PROBE_WARMUP = 2  # untimed steps: CPU kernels and the allocator settle over the first few steps
+PROBE_STEPS = 3  # timed steps; the fastest one is the estimate (timing noise only adds time)
 PROBE_BATCH = 16  # images per probe step: enough for a stable time, cheap on big models
 EVAL_COST = 1 / 3  # an evaluation forward pass costs about a third of a training step per image
 
@@ -34,6 +34,7 @@ def seconds_per_image(model: nn.Module, criterion: nn.Module, batches: list[tupl
     rng = torch.get_rng_state()  # dropout draws must not shift the seeded run that follows
     was_training = model.training
     model.train()
+    warmup = min(PROBE_WARMUP, len(batches) - 1)  # tiny datasets: time what there is
     times = []
     try:
         for i, (x, y) in enumerate(batches):
@@ -48,15 +49,15 @@ def seconds_per_image(model: nn.Module, criterion: nn.Module, batches: list[tupl
             optimizer.zero_grad(set_to_none=True)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
-            if i:  # the first step pays one-off costs (allocations, kernel selection)
+            if i >= warmup:  # the first steps pay one-off costs (allocations, kernel choice)
                 times.append((time.perf_counter() - t0) / len(y))
     finally:
         model.load_state_dict(snapshot)
         torch.set_rng_state(rng)
         model.train(was_training)
     if not times:
-        raise ValueError("need at least two batches to time a training step")
-    return statistics.median(times)
+        raise ValueError("need at least one batch to time a training step")
+    return min(times)
 
 
 def epochs_within_budget(config: TrainConfig, per_image_s: float, n_train: int, n_val: int,
@@ -105,10 +106,10 @@ def budgeted_config(config: TrainConfig, epochs: int, max_batches: int | None = 
 
 
 def probe_batches(loader: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """The first 1 + PROBE_STEPS batches of a loader (use a small batch size: big models are slow)."""
+    """The first PROBE_WARMUP + PROBE_STEPS batches of a loader (use a small batch size: big models are slow)."""
     out = []
     for batch in loader:
         out.append(batch)
-        if len(out) > PROBE_STEPS:
+        if len(out) >= PROBE_WARMUP + PROBE_STEPS:
             break
     return out
