@@ -16,9 +16,10 @@ from torch import nn
 
 from emotion_core.config import TrainConfig
 
-PROBE_WARMUP = 2  # untimed steps: CPU kernels and the allocator settle over the first few steps
-PROBE_STEPS = 3  # timed steps; the fastest one is the estimate (timing noise only adds time)
-PROBE_BATCH = 16  # images per probe step: enough for a stable time, cheap on big models
+PROBE_WARMUP = 1  # untimed steps: the first pays for allocations and kernel selection
+PROBE_STEPS = 2  # timed steps; the fastest one is the estimate (timing noise only adds time)
+# The probe runs at the training batch size: on CPU a step of 16 images costs about twice as
+# much per image as one of 48, which made smaller probes plan half the epochs that fit.
 EVAL_COST = 1 / 3  # an evaluation forward pass costs about a third of a training step per image
 
 
@@ -60,53 +61,42 @@ def seconds_per_image(model: nn.Module, criterion: nn.Module, batches: list[tupl
     return min(times)
 
 
-def epochs_within_budget(config: TrainConfig, per_image_s: float, n_train: int, n_val: int,
-                         pretrained: bool = False) -> int:
-    """How many epochs (at least 1, at most config.epochs) fit config.time_budget_s.
+def plan_within_budget(config: TrainConfig, per_image_s: float, n_train: int, n_val: int,
+                       pretrained: bool = False) -> TrainConfig:
+    """`config` cut to what fits config.time_budget_s: fewer epochs (about a third of them for the
+    frozen-backbone head phase of a pretrained model), a linear probe (head only) for a pretrained
+    model with no room for head + fine-tune, or part of one epoch when not even one fits.
 
-    For a pretrained model the head epochs (frozen backbone, no backbone gradients) cost about a
-    forward pass, so they are counted at EVAL_COST of a training step.
+    Head epochs compute no backbone gradients, so they are counted at EVAL_COST of a training step.
     """
     if not config.time_budget_s:
-        return config.epochs
+        return config
+    budget_s = config.time_budget_s
     full = per_image_s * (n_train + EVAL_COST * n_val)
     head = per_image_s * EVAL_COST * (n_train + n_val)
     for epochs in range(config.epochs, 0, -1):
-        h = budgeted_config(config, epochs).head_epochs if pretrained else 0
-        if h * head + (epochs - h) * full <= config.time_budget_s:
-            return epochs
-    return 1
-
-
-def batches_within_budget(config: TrainConfig, per_image_s: float, n_train: int, n_val: int) -> int:
-    """Batches per epoch when not even one whole epoch fits the budget (0 = the whole epoch).
-
-    Large models on 2 CPU cores (VGG-16, ViT-B/16) need minutes an epoch; the quick profile then
-    trains on part of one epoch rather than overrunning the budget several times over.
-    """
-    if not config.time_budget_s:
-        return config.max_batches
+        cut = _with_epochs(config, epochs)
+        h = cut.head_epochs if pretrained else 0
+        if h * head + (epochs - h) * full <= budget_s:
+            if pretrained and config.head_epochs and h == 0 and epochs < config.epochs:
+                break  # too short to fine-tune well from a head trained in no time: probe instead
+            return cut
+    if pretrained and config.head_epochs:
+        n = max(1, min(config.epochs, int(budget_s // max(head, 1e-9))))
+        return config.override(epochs=n, head_epochs=n)
     batch_s = per_image_s * config.batch_size
-    left = config.time_budget_s - per_image_s * EVAL_COST * n_val
-    if batch_s * -(-n_train // config.batch_size) <= left:
-        return config.max_batches
-    fit = max(1, int(left // max(batch_s, 1e-9)))
-    return min(fit, config.max_batches) if config.max_batches else fit
+    fit = max(1, int((budget_s - per_image_s * EVAL_COST * n_val) // max(batch_s, 1e-9)))
+    return config.override(epochs=1, max_batches=min(fit, config.max_batches or fit))
 
 
-def budgeted_config(config: TrainConfig, epochs: int, max_batches: int | None = None) -> TrainConfig:
-    """`config` with `epochs` (about a third kept for the frozen-backbone head phase) and, when
-    given, `max_batches` per epoch."""
-    if max_batches is not None and max_batches != config.max_batches:
-        config = config.override(max_batches=max_batches)
+def _with_epochs(config: TrainConfig, epochs: int) -> TrainConfig:
     if epochs >= config.epochs:
         return config
-    head = min(config.head_epochs, epochs // 3)
-    return config.override(epochs=epochs, head_epochs=head)
+    return config.override(epochs=epochs, head_epochs=min(config.head_epochs, epochs // 3))
 
 
 def probe_batches(loader: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """The first PROBE_WARMUP + PROBE_STEPS batches of a loader (use a small batch size: big models are slow)."""
+    """The first PROBE_WARMUP + PROBE_STEPS batches of a loader."""
     out = []
     for batch in loader:
         out.append(batch)

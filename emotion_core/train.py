@@ -48,7 +48,9 @@ def seed_everything(seed: int) -> None:
 
 def plan_phases(config: TrainConfig, pretrained_used: bool) -> list[Phase]:
     """The study's recipe for pretrained backbones, a single phase otherwise."""
-    if pretrained_used and config.head_epochs > 0 and config.epochs > config.head_epochs:
+    if pretrained_used and config.head_epochs > 0:
+        if config.epochs <= config.head_epochs:  # a linear probe: the backbone stays frozen
+            return [Phase("head", config.epochs, config.lr)]
         return [Phase("head", config.head_epochs, config.lr),
                 Phase("finetune", config.epochs - config.head_epochs, config.finetune_lr)]
     lr = config.finetune_lr if pretrained_used else config.lr
@@ -216,25 +218,24 @@ def fit(model_name: str, ds: Any, config: TrainConfig, *, run_id: str | None = N
         checkpoint.clear(work)
     wb = _wandb_start(config, run_id, {"model": model_name, "dataset": ds.name}) if info.is_main else None
     aug = AugmentConfig(enabled=config.augment)
-    if "planned_epochs" not in state:  # fixed once, so a resumed run keeps the same schedule
-        planned, batches = config.epochs, config.max_batches
+    if "plan" not in state:  # fixed once, so a resumed run keeps the same schedule
+        plan = [config.epochs, config.head_epochs, config.max_batches]
         if config.time_budget_s:
-            probe = cache_mod.CachedLoader(cache, train_idx, budget.PROBE_BATCH, shuffle=True, aug=aug,
+            probe = cache_mod.CachedLoader(cache, train_idx, config.batch_size, shuffle=True, aug=aug,
                                            mean=mean, std=std, seed=config.seed, device=aug_device)
             per_image = budget.seconds_per_image(model, criterion, budget.probe_batches(probe), device,
                                                  amp=amp, channels_last=chl)
-            n_train = len(train_idx) // info.world_size
-            planned = budget.epochs_within_budget(config, per_image, n_train, len(val_idx),
-                                                  pretrained=pretrained_used)
-            batches = budget.batches_within_budget(config, per_image, n_train, len(val_idx))
-        planned, batches = distributed.broadcast_floats([float(planned), float(batches)], info, device)
-        state.update(planned_epochs=int(planned), planned_batches=int(batches))
-        if show and (planned < config.epochs or batches != config.max_batches):
-            part = f" of {int(batches)} batches each" if batches else ""
-            print(f"  {int(planned)} of {config.epochs} epochs{part} fit the "
+            cut = budget.plan_within_budget(config, per_image, len(train_idx) // info.world_size,
+                                            len(val_idx), pretrained=pretrained_used)
+            plan = [cut.epochs, cut.head_epochs, cut.max_batches]
+        plan = [int(v) for v in distributed.broadcast_floats([float(v) for v in plan], info, device)]
+        state["plan"] = dict(zip(("epochs", "head_epochs", "max_batches"), plan, strict=True))
+        if show and plan != [config.epochs, config.head_epochs, config.max_batches]:
+            part = f" of {plan[2]} batches" if plan[2] else ""
+            head = f", {plan[1]} of them head-only" if pretrained_used and plan[1] else ""
+            print(f"  {plan[0]} of {config.epochs} epochs{part}{head} fit the "
                   f"{config.time_budget_s:.0f}s budget", flush=True)
-    run_config = budget.budgeted_config(config, state["planned_epochs"],
-                                        state.get("planned_batches", config.max_batches))
+    run_config = config.override(**state["plan"])
     phases = plan_phases(run_config, pretrained_used)
 
     val_loader = cache_mod.CachedLoader(cache, val_idx, config.eval_batch_size, shuffle=False,
@@ -366,7 +367,7 @@ def _write_run(run_id: str, model: nn.Module, ds: Any, cache: Any, config: Train
     headline = {"val_accuracy": val.get("accuracy"), "val_macro_f1": val.get("macro_f1"),
                 "test_accuracy": test.get("accuracy"), "test_macro_f1": test.get("macro_f1"),
                 "val_ece": val.get("ece"), **cost, "train_seconds": round(state["train_seconds"], 2),
-                "epochs_run": state["epoch"], "epochs_planned": state.get("planned_epochs")}
+                "epochs_run": state["epoch"], "epochs_planned": state["plan"]["epochs"]}
     manifest = {
         "kind": "model", "run_id": run_id, "model": model_name, "dataset": ds.name,
         "dataset_root": str(getattr(ds, "root", "")), "classes": classes,

@@ -24,30 +24,25 @@ def test_timing_steps_leaves_weights_statistics_and_rng_unchanged():
     assert all(p.grad is None for p in model.parameters())
 
 
-def test_epochs_fit_the_budget_and_keep_a_head_phase():
-    cfg = PROFILES["quick"].override(epochs=8, head_epochs=2, time_budget_s=100)
-    # 0.1 s per image, 100 train + 30 val images -> 11 s an epoch -> 9 fit, capped at 8
-    assert budget.epochs_within_budget(cfg, 0.1, 100, 30) == 8
-    assert budget.epochs_within_budget(cfg, 0.5, 100, 30) == 1  # 55 s an epoch
-    assert budget.epochs_within_budget(cfg, 10.0, 100, 30) == 1  # never fewer than one
-    assert budget.epochs_within_budget(cfg.override(time_budget_s=0), 10.0, 100, 30) == 8
-    # pretrained: head epochs cost a forward pass (1/3), so more epochs fit the same budget
-    assert budget.epochs_within_budget(cfg, 0.2, 100, 30) == 4  # 22 s an epoch
-    assert budget.epochs_within_budget(cfg, 0.2, 100, 30, pretrained=True) == 5  # 1 head + 4
-    small = budget.budgeted_config(cfg, 3)
-    assert (small.epochs, small.head_epochs) == (3, 1)
-    phases = train.plan_phases(small, pretrained_used=True)
-    assert [(p.name, p.epochs) for p in phases] == [("head", 1), ("finetune", 2)]
-    assert budget.budgeted_config(cfg, 8) is cfg
-
-
-def test_part_of_an_epoch_when_one_epoch_does_not_fit():
-    cfg = PROFILES["quick"].override(batch_size=10, time_budget_s=100, max_batches=0)
-    # 1 s per image: 10 s a batch; 30 val images cost 10 s, so 9 of the 10 batches fit
-    assert budget.batches_within_budget(cfg, 1.0, 100, 30) == 9
-    assert budget.batches_within_budget(cfg, 0.01, 100, 30) == 0  # the whole epoch fits
-    assert budget.batches_within_budget(cfg, 100.0, 100, 30) == 1  # never fewer than one
-    assert budget.budgeted_config(cfg, 1, 9).max_batches == 9
+def test_plans_fit_the_budget():
+    cfg = PROFILES["quick"].override(epochs=8, head_epochs=2, batch_size=10, time_budget_s=100)
+    plan = budget.plan_within_budget
+    # scratch, 100 train + 30 val images: 0.1 s/image -> 11 s an epoch -> all 8 fit
+    assert plan(cfg, 0.1, 100, 30) is cfg
+    assert plan(cfg, 0.2, 100, 30).epochs == 4  # 22 s an epoch
+    # not one epoch fits: part of one (val costs 10 s, then 10 s a batch of 10 -> 9 batches)
+    part = plan(cfg, 1.0, 100, 30)
+    assert (part.epochs, part.max_batches) == (1, 9)
+    assert plan(cfg, 100.0, 100, 30).max_batches == 1  # never fewer than one batch
+    # pretrained: head epochs cost a forward pass (1/3), so 1 head + 4 fine-tune epochs fit
+    five = plan(cfg, 0.2, 100, 30, pretrained=True)
+    assert (five.epochs, five.head_epochs) == (5, 1)
+    assert [(p.name, p.epochs) for p in train.plan_phases(five, True)] == [("head", 1), ("finetune", 4)]
+    # no room for head + fine-tune: a linear probe of the frozen backbone (43 s a head epoch)
+    probe = plan(cfg, 1.0, 100, 30, pretrained=True)
+    assert (probe.epochs, probe.head_epochs) == (2, 2)
+    assert [(p.name, p.epochs) for p in train.plan_phases(probe, True)] == [("head", 2)]
+    assert plan(cfg.override(time_budget_s=0), 10.0, 100, 30) == cfg.override(time_budget_s=0)
 
 
 def test_fit_plans_fewer_epochs_when_the_budget_is_short(tmp_path, monkeypatch):
