@@ -99,6 +99,8 @@ def probe_batches(loader: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """The first PROBE_WARMUP + PROBE_STEPS batches of a loader."""
     out = []
     for batch in loader:
+        if len(batch[1]) < 2:  # a one-image remainder: batch norm cannot train on it
+            continue
         out.append(batch)
         if len(out) >= PROBE_WARMUP + PROBE_STEPS:
             break

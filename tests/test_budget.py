@@ -54,3 +54,9 @@ def test_fit_plans_fewer_epochs_when_the_budget_is_short(tmp_path, monkeypatch):
     rec = artifacts.load_run(run_id)
     assert rec.manifest["headline"]["epochs_planned"] == 2 and len(rec.history) == 2
     assert models.get_spec("vit_scratch")  # registry untouched
+
+
+def test_probe_skips_a_one_image_remainder_batch():
+    batches = [(torch.zeros(4, 3, 8, 8), torch.zeros(4)), (torch.zeros(1, 3, 8, 8), torch.zeros(1)),
+               (torch.zeros(4, 3, 8, 8), torch.zeros(4))]
+    assert [len(y) for _, y in budget.probe_batches(batches)] == [4, 4]
