@@ -20,8 +20,6 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
-import socket
-import threading
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from emotion_core import artifacts
+from emotion_core import artifacts, network
 
 log = logging.getLogger(__name__)
 
@@ -66,19 +64,7 @@ def offline_flag_set() -> bool:
 
 @lru_cache(maxsize=8)
 def _host_answers(host: str, timeout: float) -> bool:
-    result: list[bool] = []
-
-    def probe() -> None:  # DNS has no timeout of its own: run it in a thread we stop waiting for
-        try:
-            with socket.create_connection((host, 443), timeout=timeout):
-                result.append(True)
-        except OSError:
-            result.append(False)
-
-    t = threading.Thread(target=probe, daemon=True)
-    t.start()
-    t.join(timeout + 0.5)
-    return bool(result and result[0])
+    return network.host_answers(host, 443, timeout)
 
 
 def hub_reachable(host: str = "huggingface.co", timeout: float = 1.0) -> bool:

@@ -14,9 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import socket
 import sys
-import threading
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -72,19 +70,10 @@ def kaggle_reachable(timeout: float = 3.0) -> bool:
 
     Runs in a daemon thread so a hanging DNS lookup cannot stretch the wait past the timeout.
     """
-    result: list[bool] = []
+    from emotion_core import network
 
-    def attempt() -> None:
-        try:
-            with socket.create_connection(_probe_target(), timeout=timeout):
-                result.append(True)
-        except OSError:
-            result.append(False)
-
-    worker = threading.Thread(target=attempt, daemon=True)
-    worker.start()
-    worker.join(timeout + 0.5)
-    return bool(result and result[0])
+    host, port = _probe_target()
+    return network.host_answers(host, port, timeout)
 
 
 def cached_hes() -> Path | None:

@@ -29,3 +29,15 @@ def shared_data_or_skip(name: str) -> Path:
     if not path.is_dir():
         pytest.skip(f"real dataset {name} not found at {path} (only on the team's machines)")
     return path
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op thread for a module: on a shared 2-core machine two OpenMP threads per
+    process oversubscribe the cores and make small torch ops ~10x slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

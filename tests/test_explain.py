@@ -21,13 +21,7 @@ def built(name: str) -> torch.nn.Module:
     return _BUILT[name]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Many processes share 2 cores: oversubscribed intra-op threads make torch 10x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def image(seed: int = 0) -> torch.Tensor:

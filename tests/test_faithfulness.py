@@ -13,14 +13,7 @@ from emotion_core import faithfulness as fa
 from emotion_core import synthetic
 from tests.conftest import shared_data_or_skip
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Many processes share 2 cores: oversubscribed intra-op threads make torch 10x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _mask(size: int = 32) -> np.ndarray:
