@@ -97,6 +97,19 @@ def atomic_path(path: Path) -> Iterator[Path]:
         raise
 
 
+def publish_dir(tmp: Path, final: Path) -> None:
+    """Move a fully written folder `tmp` to `final`, replacing any old one only once the new one
+    is complete, so readers see the old folder or the new one, never a half-written one."""
+    if final.exists():
+        old = final.with_name(f".{final.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, final)
+
+
 def write_json(path: Path, obj: Any) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
@@ -227,14 +240,7 @@ def save_run(run_id: str, *, manifest: Mapping[str, Any], metrics: Mapping[str, 
             save_file(tensors, str(tmp / "weights.safetensors"),
                       metadata={"model": str(manifest.get("model", "")),
                                 "classes": ",".join(manifest.get("classes", []))})
-        if final.exists():
-            old = final.with_name(f".{run_id}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(final, old)
-            os.replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
+        publish_dir(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

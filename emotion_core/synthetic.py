@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-import os
 import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -22,6 +21,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from emotion_core import artifacts
 from emotion_core.cartoon import (
     SUPPORTED_CLASSES,
     Expression,
@@ -190,14 +190,7 @@ def generate_dataset(out_dir: Path, n: int = 1500, size: int = 128, seed: int = 
         meta = describe(n, size, seed, classes, splits)
         meta.update(counts=counts, created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
         (tmp / METADATA_FILE).write_text(json.dumps(meta, indent=2) + "\n")
-        if out_dir.exists():
-            old = out_dir.with_name(f".{out_dir.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(out_dir, old)
-            os.replace(tmp, out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out_dir)
+        artifacts.publish_dir(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
