@@ -108,6 +108,19 @@ def selected_runs() -> list[artifacts.RunRecord]:
     return mine
 
 
+def runs_or_stop(empty_message: str, *, models_only: bool = False
+                 ) -> tuple[list[artifacts.RunRecord], dict[str, str]]:
+    """The selected runs (trained models only if asked) and their labels; stops the page with
+    `empty_message` when there are none."""
+    runs = selected_runs()
+    if models_only:
+        runs = [r for r in runs if r.manifest.get("kind", "model") == "model"]
+    if not runs:
+        st.info(empty_message)
+        st.stop()
+    return runs, {r.run_id: explorer.run_label(r.manifest) for r in runs}
+
+
 def render_sidebar() -> None:
     """Dataset and run pickers plus the Train controls, on every page."""
     runs, broken = all_runs()

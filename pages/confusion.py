@@ -8,11 +8,7 @@ from emotion_core import artifacts, explorer, images
 from pages import _common as common
 
 st.title("Confusion")
-runs = common.selected_runs()
-if not runs:
-    st.info("No runs for this dataset yet.")
-    st.stop()
-labels = {r.run_id: explorer.run_label(r.manifest) for r in runs}
+runs, labels = common.runs_or_stop("No runs for this dataset yet.")
 rid = st.selectbox("Run", list(labels), format_func=labels.get, key="cm_run")
 try:
     rec = common.run_record(rid)

@@ -4,15 +4,11 @@ from __future__ import annotations
 import streamlit as st
 
 from emotion_core import explain as ex
-from emotion_core import explorer, probe
+from emotion_core import probe
 from pages import _common as common
 
 st.title("Explain")
-runs = [r for r in common.selected_runs() if r.manifest.get("kind", "model") == "model"]
-if not runs:
-    st.info("No trained model runs for this dataset yet.")
-    st.stop()
-labels = {r.run_id: explorer.run_label(r.manifest) for r in runs}
+runs, labels = common.runs_or_stop("No trained model runs for this dataset yet.", models_only=True)
 rgb, path, caption = common.pick_image("ex", common.current_dataset())
 if rgb is None:
     st.stop()

@@ -3,15 +3,11 @@ from __future__ import annotations
 
 import streamlit as st
 
-from emotion_core import explorer, probe
+from emotion_core import probe
 from pages import _common as common
 
 st.title("Feature maps")
-runs = [r for r in common.selected_runs() if r.manifest.get("kind", "model") == "model"]
-if not runs:
-    st.info("No trained model runs for this dataset yet.")
-    st.stop()
-labels = {r.run_id: explorer.run_label(r.manifest) for r in runs}
+runs, labels = common.runs_or_stop("No trained model runs for this dataset yet.", models_only=True)
 ids = list(labels)
 default = next((i for i, r in enumerate(runs) if r.manifest.get("model") == "vgg16"), 0)
 rid = st.selectbox("Run", ids, index=default, format_func=labels.get, key="fm_run")

@@ -5,15 +5,11 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from emotion_core import explorer, live
+from emotion_core import live
 from pages import _common as common
 
 st.title("Predict")
-runs = common.selected_runs()
-if not runs:
-    st.info("No runs to predict with yet.")
-    st.stop()
-labels = {r.run_id: explorer.run_label(r.manifest) for r in runs}
+runs, labels = common.runs_or_stop("No runs to predict with yet.")
 chosen = st.multiselect("Runs", list(labels), default=list(labels), format_func=labels.get,
                         key="pr_runs")
 tab_up, tab_cam = st.tabs(["Upload", "Webcam snapshot"])
