@@ -92,4 +92,5 @@ PAGES = [
 st.set_page_config(page_title="Emotion benchmark", layout="wide")
 nav = st.navigation(PAGES)
 common.render_sidebar()
+common.warm_up_models()
 nav.run()

@@ -185,3 +185,68 @@ def missing_pieces() -> list[str]:
         out.append("no trained runs under artifacts/runs/ (`python -m scripts.train ...`)"
                    + (f"; {len(broken)} broken run folder(s) found" if broken else ""))
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Which runs the explanation pages show first (also the order the app warms its model cache in)
+
+VIT_MODELS = ("vit_scratch", "vit_hf", "dinov2_small")
+EXPLAIN_DEFAULT_RUNS = 3  # Grad-CAM columns shown before the user picks others
+
+
+def model_runs(records: list[artifacts.RunRecord]) -> list[artifacts.RunRecord]:
+    """Runs with weights of their own (ensembles have none to explain)."""
+    return [r for r in records if r.manifest.get("kind", "model") == "model"]
+
+
+def feature_map_default(records: list[artifacts.RunRecord]) -> str | None:
+    """The study's showcase, VGG-16, when there is a run of it; else the first model run."""
+    runs = model_runs(records)
+    vgg = [r for r in runs if r.manifest.get("model") == "vgg16"]
+    return (vgg or runs)[0].run_id if runs else None
+
+
+def explain_defaults(records: list[artifacts.RunRecord]) -> list[str]:
+    """The runs whose Grad-CAMs the Explain page shows side by side before any choice."""
+    return [r.run_id for r in model_runs(records)[:EXPLAIN_DEFAULT_RUNS]]
+
+
+def vit_runs(records: list[artifacts.RunRecord]) -> list[str]:
+    """Runs whose model has attention maps (the ViT section of Explain)."""
+    return [r.run_id for r in model_runs(records) if r.manifest.get("model") in VIT_MODELS]
+
+
+def warm_up_order(records: list[artifacts.RunRecord]) -> list[str]:
+    """Model runs in the order the pages first need them: Feature maps' default, Explain's
+    defaults and first ViT, then the rest (Predict runs them all)."""
+    first = [feature_map_default(records), *explain_defaults(records), *vit_runs(records)[:1]]
+    order = [r for r in first if r]
+    order += [r.run_id for r in model_runs(records)]
+    return list(dict.fromkeys(order))
+
+
+def stored_faithfulness(metrics: dict[str, Any], method: str) -> list[tuple[str, float, str]]:
+    """A run's stored faithfulness of one map method, as (label, value, explanation) rows.
+
+    Written by `python -m scripts.explain --run ID --faithfulness`: the mean over held-out images
+    of the mask energy share (synthetic faces) or the deletion/insertion AUCs (real faces),
+    explained beside the level a random map reaches.
+    """
+    scores = metrics.get("faithfulness", {}) if isinstance(metrics, dict) else {}
+    rows: list[tuple[str, float, str]] = []
+    mask = scores.get("mask_energy_share", {})
+    entry = mask.get("methods", {}).get(method)
+    if entry:
+        chance = mask.get("chance", float("nan"))
+        rows.append(("run mask share", float(entry["mean"]),
+                     f"mean over {entry.get('n', '?')} held-out synthetic faces; a uniform map "
+                     f"scores the mask's area, {chance:.3f}"))
+    di = scores.get("deletion_insertion", {})
+    entry = di.get("methods", {}).get(method)
+    if entry:
+        rnd = di.get("methods", {}).get("random", {})
+        for key, better in (("deletion", "lower"), ("insertion", "higher")):
+            ref = f"; a random map: {rnd[key]:.3f}" if key in rnd else ""
+            rows.append((f"run {key} AUC", float(entry[key]),
+                         f"mean over {entry.get('n', '?')} held-out images, {better} is better{ref}"))
+    return rows

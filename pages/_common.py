@@ -6,6 +6,8 @@ and two artifact folders (tests) never share an entry.
 """
 from __future__ import annotations
 
+import os
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,8 @@ import streamlit as st
 from emotion_core import artifacts, explorer, jobs
 
 MODEL_CACHE_ENTRIES = 12  # models kept in memory at once (quick-profile models are small)
+WARM_UP_ENV = "EMOTION_APP_WARMUP"  # "0" turns the background model warm-up off (the tests do)
+WARM_UP_IMPORTS = ("timm", "pytorch_grad_cam")  # slow first imports the explanation pages need
 
 
 def _stamp(path: Path) -> str:
@@ -68,6 +72,44 @@ def load_model(run_id: str) -> tuple[Any, dict[str, Any]]:
     """A run's model, built once per process (bounded cache) and shared by all sessions."""
     return _model(str(artifacts.root()), run_id,
                   _stamp(artifacts.run_dir(run_id) / "weights.safetensors"))
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _warm_up(root: str, run_ids: tuple[str, ...]) -> threading.Thread:
+    """One daemon thread per process and run set that loads models into the cache above.
+
+    Why: building a model from its checkpoint takes 0.2-5 s on 2 cores, so the first visit to
+    Feature maps or Explain would wait for it. The thread stops as soon as the artifacts folder
+    changes (tests switch it), so it never caches a model under another folder's key.
+    """
+    import importlib
+
+    def work() -> None:
+        for name in WARM_UP_IMPORTS:
+            try:
+                importlib.import_module(name)
+            except ImportError:
+                pass
+        for rid in run_ids:
+            if str(artifacts.root()) != root:
+                return
+            try:
+                _model(root, rid, _stamp(artifacts.run_dir(rid) / "weights.safetensors"))
+            except Exception:  # a broken run is reported by the page that opens it
+                continue
+
+    thread = threading.Thread(target=work, name="model-warm-up", daemon=True)
+    thread.start()
+    return thread
+
+
+def warm_up_models() -> threading.Thread | None:
+    """Start loading the current dataset's models in the background, in the order the pages
+    need them (at most as many as the model cache holds); None when switched off or no runs."""
+    if os.environ.get(WARM_UP_ENV, "1") == "0":
+        return None
+    order = explorer.warm_up_order(selected_runs())[:MODEL_CACHE_ENTRIES]
+    return _warm_up(str(artifacts.root()), tuple(order)) if order else None
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
@@ -259,7 +301,7 @@ def _explained(root: str, run_id: str, stamp: str, kind: str, key: str, params: 
 
     model, manifest = load_model(run_id)
     if kind == "cam":
-        return probe.cam_view(model, manifest, _rgb, params[0], image_path=_path)
+        return probe.cam_view(model, manifest, _rgb, params[0], image_path=_path, score=params[1])
     if kind == "layout":
         return probe.attention_layout(model, manifest, _rgb)
     if kind == "featuremap":
@@ -267,10 +309,10 @@ def _explained(root: str, run_id: str, stamp: str, kind: str, key: str, params: 
     att = _explained(root, run_id, stamp, "layout", key, (), _rgb, _path)
     if kind == "attention":
         return probe.attention_view(model, manifest, _rgb, att, layer=params[0], head=params[1],
-                                    image_path=_path)
+                                    image_path=_path, score=params[2])
     if kind == "rollout":
         return probe.rollout_view(model, manifest, _rgb, att, discard_ratio=params[0],
-                                  head_fusion=params[1], image_path=_path)
+                                  head_fusion=params[1], image_path=_path, score=params[2])
     raise ValueError(f"unknown explanation kind {kind!r}")
 
 

@@ -4,24 +4,39 @@ from __future__ import annotations
 import streamlit as st
 
 from emotion_core import explain as ex
-from emotion_core import probe
+from emotion_core import explorer, probe
 from pages import _common as common
+
+
+def show_scores(view: probe.MapView, metrics: dict, method: str) -> None:
+    """This map's score on this picture, then the run's stored mean for the same method."""
+    for k, v in view.faithfulness.items():
+        st.metric(k, f"{v:.3f}")
+    for label, value, why in explorer.stored_faithfulness(metrics, method):
+        st.metric(label, f"{value:.3f}", help=why)
+    if not view.faithfulness and not explorer.stored_faithfulness(metrics, method):
+        st.caption("No faithfulness score yet: tick the box above, or run "
+                   "`python -m scripts.explain --run RUN_ID --faithfulness --data DIR`.")
+
 
 st.title("Explain")
 runs, labels = common.runs_or_stop("No trained model runs for this dataset yet.", models_only=True)
+metrics = {r.run_id: r.metrics for r in runs}
 rgb, path, caption = common.pick_image("ex", common.current_dataset())
 if rgb is None:
     st.stop()
+score = st.checkbox("Score every map on this picture (deletion/insertion AUC: about 20 extra "
+                    "forward passes per map)", value=False, key="ex_score")
 
 st.subheader("Grad-CAM side by side")
-chosen = st.multiselect("Runs", list(labels), default=list(labels)[:3], format_func=labels.get,
-                        key="ex_runs")
+chosen = st.multiselect("Runs", list(labels), default=explorer.explain_defaults(runs),
+                        format_func=labels.get, key="ex_runs")
 method = st.selectbox("Method", list(ex.CAM_METHODS), key="ex_method")
 cols = st.columns(max(1, len(chosen)))
 for col, rid in zip(cols, chosen, strict=False):
     with col:
         try:
-            view = common.explained(rid, "cam", rgb, path, method)
+            view = common.explained(rid, "cam", rgb, path, method, score)
         except ex.NotApplicableError as exc:
             st.info(f"{labels[rid]}: {exc}")
             continue
@@ -29,13 +44,10 @@ for col, rid in zip(cols, chosen, strict=False):
             st.warning(f"{labels[rid]}: {exc}")
             continue
         st.image(view.overlay, caption=f"{labels[rid]} → {view.predicted}")
-        for k, v in view.faithfulness.items():
-            st.metric(k, f"{v:.3f}")
-        if not view.faithfulness:
-            st.caption("faithfulness: not available for this map")
+        show_scores(view, metrics[rid], method)
 
 st.subheader("ViT attention")
-vits = [r.run_id for r in runs if r.manifest.get("model") in ("vit_scratch", "vit_hf", "dinov2_small")]
+vits = explorer.vit_runs(runs)
 if not vits:
     st.info("No ViT run selected (vit_scratch, vit_hf or dinov2_small).")
     st.stop()
@@ -53,14 +65,13 @@ head = c2.slider("Head (-1 = mean of heads)", -1, n_heads - 1, -1, key="ex_head"
 c3, c4 = st.columns(2)
 ratio = c3.slider("Rollout discard ratio", 0.0, 0.99, 0.9, key="ex_discard")
 fusion = c4.selectbox("Head fusion", list(ex.HEAD_FUSIONS), key="ex_fusion")
-a = common.explained(vid, "attention", rgb, path, layer, None if head < 0 else head)
-r = common.explained(vid, "rollout", rgb, path, float(ratio), fusion)
+a = common.explained(vid, "attention", rgb, path, layer, None if head < 0 else head, score)
+r = common.explained(vid, "rollout", rgb, path, float(ratio), fusion, score)
 grid = probe.patch_grid(model, manifest, rgb)
 cols = st.columns(3)
-for col, view in zip(cols[:2], (a, r), strict=True):
+for col, view, kind in zip(cols[:2], (a, r), ("attention", "rollout"), strict=True):
     with col:
         st.image(view.overlay, caption=view.title)
-        for k, v in view.faithfulness.items():
-            st.metric(k, f"{v:.3f}")
+        show_scores(view, metrics[vid], kind)
 if grid is not None:
     cols[2].image(grid, caption="patch grid (each cell became one token)")

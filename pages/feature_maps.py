@@ -3,14 +3,14 @@ from __future__ import annotations
 
 import streamlit as st
 
-from emotion_core import probe
+from emotion_core import explorer, probe
 from pages import _common as common
 
 st.title("Feature maps")
 runs, labels = common.runs_or_stop("No trained model runs for this dataset yet.", models_only=True)
 ids = list(labels)
-default = next((i for i, r in enumerate(runs) if r.manifest.get("model") == "vgg16"), 0)
-rid = st.selectbox("Run", ids, index=default, format_func=labels.get, key="fm_run")
+rid = st.selectbox("Run", ids, index=ids.index(explorer.feature_map_default(runs)),
+                   format_func=labels.get, key="fm_run")
 try:
     model, manifest = common.load_model(rid)
 except Exception as exc:  # broken or mismatched checkpoint: say so, keep the page alive

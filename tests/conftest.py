@@ -7,6 +7,9 @@ import os
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("WANDB_MODE", "disabled")
+# AppTests switch the artifacts folder between tests: no background model warm-up across them
+# (test_app enables it where it is the behaviour under test; the browser test runs it for real).
+os.environ["EMOTION_APP_WARMUP"] = "0"
 
 from pathlib import Path  # noqa: E402
 

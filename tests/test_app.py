@@ -146,6 +146,54 @@ def test_explain_page_cams_side_by_side_and_vit_attention(at_store) -> None:
     assert any("layer 0, head 0" in c for img in at.image for c in img.captions)
 
 
+def test_explain_page_scores_on_demand_and_shows_the_runs_stored_scores(store, monkeypatch,
+                                                                       tmp_path) -> None:
+    from emotion_core import faithfulness
+
+    root = copy_store(store[0], tmp_path / "store")
+    ids = store[1]
+    monkeypatch.setenv(artifacts.ENV_ROOT, str(root))
+    stored = faithfulness.evaluate_run(ids[MODELS[1]], root / "data" / DATASET, n=3,
+                                       methods=["gradcam"], progress=False)
+    at = _open(AppTest.from_file(APP, default_timeout=TIMEOUT), "explain")
+    run_share = [m for m in at.metric if m.label == "run mask share"]
+    assert len(run_share) == 1  # only the run that was scored, beside its Grad-CAM
+    assert run_share[0].value == f"{stored['methods']['gradcam']['mean']:.3f}"
+    # an upload has no mask: deletion/insertion only when asked for
+    at.radio(key="ex_src").set_value("upload").run()
+    at.file_uploader(key="ex_upload").set_value(("face.png", _face_png(), "image/png")).run()
+    assert not any(m.label.endswith(" AUC") for m in at.metric)
+    at.checkbox(key="ex_score").check().run()
+    assert not at.exception, [e.value for e in at.exception]
+    aucs = [float(m.value) for m in at.metric if m.label in ("deletion AUC", "insertion AUC")]
+    assert len(aucs) == 2 * 4  # two CAM columns + attention + rollout, two AUCs each
+    assert all(0.0 <= v <= 1.0 for v in aucs)
+
+
+def test_app_start_warms_the_model_cache_for_the_pages(at_store, monkeypatch) -> None:
+    import threading
+
+    from emotion_core import evaluate
+    from pages import _common as common
+
+    at, ids = at_store
+    monkeypatch.setenv(common.WARM_UP_ENV, "1")
+    common._model.clear()
+    common._warm_up.clear()
+    loads: list[str] = []
+    real = evaluate.load_model
+    monkeypatch.setattr(evaluate, "load_model", lambda rid, **kw: (loads.append(rid), real(rid, **kw))[1])
+    _open(at)  # Home only: no page needs a model yet
+    for t in threading.enumerate():
+        if t.name == "model-warm-up":
+            t.join(timeout=TIMEOUT)
+    assert sorted(loads) == sorted(ids[m] for m in MODELS)  # every model run, each once
+    at.switch_page("pages/explain.py").run()
+    at.switch_page("pages/feature_maps.py").run()
+    assert not at.exception
+    assert len(loads) == len(MODELS)  # the pages found every model already loaded
+
+
 def test_predict_page_every_run_and_the_ensemble(at_store) -> None:
     at, ids = at_store
     _open(at, "predict")

@@ -1,0 +1,50 @@
+"""Which runs the explanation pages show first, and the stored faithfulness shown beside maps."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from emotion_core import explorer
+from emotion_core.artifacts import RunRecord
+
+
+def _rec(run_id: str, model: str, kind: str = "model", metrics: dict | None = None) -> RunRecord:
+    return RunRecord(run_id, Path(run_id), {"model": model, "kind": kind}, metrics or {})
+
+
+RUNS = [_rec("ens", "ensemble", kind="ensemble"), _rec("r34", "resnet34"), _rec("mnv2", "mobilenet_v2"),
+        _rec("vit", "vit_scratch"), _rec("vgg", "vgg16"), _rec("dino", "dinov2_small")]
+
+
+def test_feature_maps_default_to_vgg16_else_the_first_model_run() -> None:
+    assert explorer.feature_map_default(RUNS) == "vgg"
+    no_vgg = [r for r in RUNS if r.run_id != "vgg"]
+    assert explorer.feature_map_default(no_vgg) == "r34"  # the ensemble has no weights to show
+    assert explorer.feature_map_default(RUNS[:1]) is None
+
+
+def test_warm_up_follows_the_pages_first_needs_without_repeats() -> None:
+    order = explorer.warm_up_order(RUNS)
+    # Feature maps' VGG-16, Explain's first three model runs, its first ViT, then the rest
+    assert order == ["vgg", "r34", "mnv2", "vit", "dino"]
+    assert explorer.explain_defaults(RUNS) == ["r34", "mnv2", "vit"]
+    assert explorer.vit_runs(RUNS) == ["vit", "dino"]
+
+
+def test_stored_faithfulness_rows_for_each_kind_of_score() -> None:
+    metrics = {"faithfulness": {
+        "mask_energy_share": {"chance": 0.08, "methods": {"gradcam": {"mean": 0.4, "n": 32}}},
+        "deletion_insertion": {"methods": {"gradcam": {"deletion": 0.2, "insertion": 0.7, "n": 16},
+                                           "random": {"deletion": 0.5, "insertion": 0.5}}}}}
+    rows = explorer.stored_faithfulness(metrics, "gradcam")
+    assert [(label, value) for label, value, _ in rows] == [
+        ("run mask share", 0.4), ("run deletion AUC", 0.2), ("run insertion AUC", 0.7)]
+    assert "0.080" in rows[0][2] and "random map: 0.500" in rows[1][2]
+    assert explorer.stored_faithfulness(metrics, "eigencam") == []
+    assert explorer.stored_faithfulness({}, "gradcam") == []
+
+
+@pytest.mark.parametrize("bad", [None, [], "x"])
+def test_stored_faithfulness_tolerates_metrics_without_scores(bad) -> None:
+    assert explorer.stored_faithfulness(bad, "gradcam") == []
