@@ -6,6 +6,7 @@ and two artifact folders (tests) never share an entry.
 """
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -74,6 +75,18 @@ def load_model(run_id: str) -> tuple[Any, dict[str, Any]]:
                   _stamp(artifacts.run_dir(run_id) / "weights.safetensors"))
 
 
+class _QuietWarmUp(logging.Filter):
+    """Drop Streamlit's "missing ScriptRunContext" warning for the warm-up thread: it has no
+    session on purpose (it only fills the process-wide model cache, never draws)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.threadName != WARM_UP_THREAD
+
+
+WARM_UP_THREAD = "model-warm-up"
+logging.getLogger("streamlit.runtime.scriptrunner_utils.script_run_context").addFilter(_QuietWarmUp())
+
+
 @st.cache_resource(show_spinner=False, max_entries=4)
 def _warm_up(root: str, run_ids: tuple[str, ...]) -> threading.Thread:
     """One daemon thread per process and run set that loads models into the cache above.
@@ -98,7 +111,7 @@ def _warm_up(root: str, run_ids: tuple[str, ...]) -> threading.Thread:
             except Exception:  # a broken run is reported by the page that opens it
                 continue
 
-    thread = threading.Thread(target=work, name="model-warm-up", daemon=True)
+    thread = threading.Thread(target=work, name=WARM_UP_THREAD, daemon=True)
     thread.start()
     return thread
 

@@ -185,7 +185,7 @@ def test_app_start_warms_the_model_cache_for_the_pages(at_store, monkeypatch) ->
     monkeypatch.setattr(evaluate, "load_model", lambda rid, **kw: (loads.append(rid), real(rid, **kw))[1])
     _open(at)  # Home only: no page needs a model yet
     for t in threading.enumerate():
-        if t.name == "model-warm-up":
+        if t.name == common.WARM_UP_THREAD:
             t.join(timeout=TIMEOUT)
     assert sorted(loads) == sorted(ids[m] for m in MODELS)  # every model run, each once
     at.switch_page("pages/explain.py").run()
