@@ -29,6 +29,7 @@ from emotion_core.attention import (  # noqa: F401
     patch_size,
     rollout,
 )
+from emotion_core.cam_layers import CamLayer, cam_layer_choices, resolve_cam_layer  # noqa: F401
 from emotion_core.explain_base import (  # noqa: F401
     HEAD_FUSIONS,
     LogitsModel,
@@ -41,7 +42,9 @@ from emotion_core.explain_base import (  # noqa: F401
     to_heatmap,
 )
 
-CAM_METHODS = ("gradcam", "gradcam++", "xgradcam", "eigencam", "scorecam")
+# LayerCAM weighs each position by its own positive gradient, so it stays sharp on the finer
+# layers of cam_layers.cam_layer_choices (Jiang et al., 2021)
+CAM_METHODS = ("gradcam", "gradcam++", "xgradcam", "layercam", "eigencam", "scorecam")
 ATTENTION_METHODS = ("attention", "rollout")
 ALL_METHODS = (*CAM_METHODS, *ATTENTION_METHODS, "featuremap")
 SCORECAM_MAX_BATCH = 4  # ScoreCAM runs one forward pass per channel and image: keep batches tiny
@@ -152,18 +155,20 @@ def tokens_to_grid(tokens: torch.Tensor) -> torch.Tensor:
 
 
 def _cam_class(method: str) -> type:
-    from pytorch_grad_cam import EigenCAM, GradCAM, GradCAMPlusPlus, ScoreCAM, XGradCAM
+    from pytorch_grad_cam import EigenCAM, GradCAM, GradCAMPlusPlus, LayerCAM, ScoreCAM, XGradCAM
 
     classes = {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus, "xgradcam": XGradCAM,
-               "eigencam": EigenCAM, "scorecam": ScoreCAM}
+               "layercam": LayerCAM, "eigencam": EigenCAM, "scorecam": ScoreCAM}
     if method not in classes:
         raise ValueError(f"unknown CAM method '{method}'; choose one of {', '.join(CAM_METHODS)}")
     return classes[method]
 
 
 def compute_cams(model: nn.Module, spec: Any, x: torch.Tensor, *, method: str = "gradcam",
-                 target: int | Sequence[int] | None = None) -> np.ndarray:
+                 target: int | Sequence[int] | None = None, layer: str | None = None) -> np.ndarray:
     """CAM maps [N, H, W] in [0, 1] for a batch; target = class id(s), None = predicted class.
+
+    `layer`: a module name to target (see cam_layers.cam_layer_choices), None = the registry's.
 
     Parameters are frozen for the pass (gradients are needed only w.r.t. activations, which also
     makes it faster) and restored after; the input gets requires_grad so activations always
@@ -178,7 +183,7 @@ def compute_cams(model: nn.Module, spec: Any, x: torch.Tensor, *, method: str = 
     if method == "scorecam" and x.shape[0] > SCORECAM_MAX_BATCH:
         raise ValueError(f"scorecam runs one forward pass per channel: use at most "
                          f"{SCORECAM_MAX_BATCH} images per call (got {x.shape[0]})")
-    layers = list(spec.cam_target(model))
+    layers = resolve_cam_layer(model, spec, layer)
     reshape = spec.reshape_transform
     if reshape is None and getattr(spec, "family", "cnn") == "vit":
         reshape = tokens_to_grid
@@ -212,9 +217,9 @@ def compute_cams(model: nn.Module, spec: Any, x: torch.Tensor, *, method: str = 
 
 
 def compute_cam(model: nn.Module, spec: Any, x: torch.Tensor, *, method: str = "gradcam",
-                target: int | None = None) -> np.ndarray:
+                target: int | None = None, layer: str | None = None) -> np.ndarray:
     """One image's CAM map, HxW float in [0, 1] at the input size."""
-    return compute_cams(model, spec, batch_of(x)[:1], method=method, target=target)[0]
+    return compute_cams(model, spec, batch_of(x)[:1], method=method, target=target, layer=layer)[0]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -247,7 +252,8 @@ def explain_image(model: nn.Module, spec: Any, x: torch.Tensor, view: np.ndarray
             alpha: float = 0.5) -> Explanation:
     """Compute `method` for image x[0] and render it over `view` (its uint8 RGB at input size).
 
-    `layer`: a conv layer name for featuremap, a block index for attention (default: last).
+    `layer`: a conv layer name for featuremap, a module name for CAMs (default: the registry's
+    target), a block index for attention (default: last).
     `head`: attention head (default: mean of heads). Raises NotApplicableError for a method the
     model does not support and ValueError for a bad layer, head or class.
     """
@@ -266,8 +272,11 @@ def explain_image(model: nn.Module, spec: Any, x: torch.Tensor, view: np.ndarray
     size = tuple(x.shape[-2:])
     info: dict[str, Any] = {}
     if method in CAM_METHODS:
-        heat = compute_cam(model, spec, x, method=method, target=cls)
+        heat = compute_cam(model, spec, x, method=method, target=cls,
+                           layer=None if layer is None else str(layer))
         image = overlay(view, heat, alpha)
+        if layer is not None:
+            info["layer"] = str(layer)
     elif method in ATTENTION_METHODS:
         att = attention_maps(model, x)
         if method == "attention":

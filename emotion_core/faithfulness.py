@@ -51,6 +51,25 @@ def mask_energy_share(heat: np.ndarray, mask: np.ndarray) -> float:
     return float(h[inside].sum() / total)
 
 
+def ideal_share(mask: np.ndarray, grid: tuple[int, int]) -> float:
+    """The mask energy share of a perfectly localised map on a `grid` of cells: the mask pooled
+    to the grid (area average) and resized back bilinearly, as CAMs are.
+
+    Why: a CAM cannot be sharper than its feature grid. On the 4x4 grid of a 112-px CNN even
+    this ideal map spends most of its energy outside thin brow and mouth regions, so a CAM's
+    share is read against this level (its ceiling, in practice), not against 1.
+    """
+    m = np.asarray(mask)
+    if m.ndim == 3:
+        m = m[..., 0]
+    inside = m > (127 if m.max() > 1 else 0)
+    gh, gw = int(grid[0]), int(grid[1])
+    if gh < 1 or gw < 1:
+        raise ValueError(f"grid must have at least one cell per side, got {grid}")
+    cells = cv2.resize(inside.astype(np.float32), (gw, gh), interpolation=cv2.INTER_AREA)
+    return mask_energy_share(ex.to_heatmap(cells, inside.shape), inside)
+
+
 def baseline_image(x: torch.Tensor, kind: str = "blur") -> torch.Tensor:
     """What removed pixels become: a heavy Gaussian blur of the image, or the dataset mean (0)."""
     if kind not in BASELINES:
@@ -97,14 +116,15 @@ def deletion_insertion(model: nn.Module, x: torch.Tensor, heat: np.ndarray, targ
 
 
 def heat_batch(model: nn.Module, spec: Any, x: torch.Tensor, method: str,
-               targets: Sequence[int], *, seed: int = 0) -> np.ndarray:
-    """Maps [N, H, W] in [0, 1] for a batch: CAM methods, attention (last layer), rollout, random."""
+               targets: Sequence[int], *, seed: int = 0, cam_layer: str | None = None) -> np.ndarray:
+    """Maps [N, H, W] in [0, 1] for a batch: CAM methods (at `cam_layer`, None = the registry's
+    target), attention (last layer), rollout, random."""
     size = tuple(x.shape[-2:])
     if method == REFERENCE:
         rng = np.random.default_rng(seed)
         return rng.random((x.shape[0], *size)).astype(np.float32)
     if method in ex.CAM_METHODS:
-        return ex.compute_cams(model, spec, x, method=method, target=list(targets))
+        return ex.compute_cams(model, spec, x, method=method, target=list(targets), layer=cam_layer)
     if method in ex.ATTENTION_METHODS:
         if not getattr(spec, "has_attention", False):
             raise ex.NotApplicableError(f"model '{spec.name}' has no attention maps")
@@ -155,8 +175,10 @@ def _mask_for(path: Path) -> Path:
 
 def evaluate_model(model: nn.Module, spec: Any, manifest: dict[str, Any], images: Sequence[tuple[Path, int]],
                    *, methods: Sequence[str] | None = None, kind: str = "auto", steps: int = 20,
-                   baseline: str = "blur", batch_size: int = 8, progress: bool = True) -> dict[str, Any]:
-    """Per-method faithfulness of `model` on `images` (kind: auto | mask | deletion)."""
+                   baseline: str = "blur", batch_size: int = 8, progress: bool = True,
+                   cam_layer: str | None = None) -> dict[str, Any]:
+    """Per-method faithfulness of `model` on `images` (kind: auto | mask | deletion); CAM
+    methods at `cam_layer` (a module name, None = the registry's target)."""
     from tqdm import tqdm
 
     from emotion_core.images import load_rgb
@@ -193,7 +215,7 @@ def evaluate_model(model: nn.Module, spec: Any, manifest: dict[str, Any], images
         bs = min(batch_size, ex.SCORECAM_MAX_BATCH) if method == "scorecam" else batch_size
         for i in range(0, len(x_all), bs):
             xb, tb = x_all[i:i + bs], targets[i:i + bs]
-            heats = heat_batch(model, spec, xb, method, tb, seed=i)
+            heats = heat_batch(model, spec, xb, method, tb, seed=i, cam_layer=cam_layer)
             for j, heat in enumerate(heats):
                 if kind == "mask":
                     scores[method].append(mask_energy_share(heat, masks[i + j]))
@@ -202,14 +224,20 @@ def evaluate_model(model: nn.Module, spec: Any, manifest: dict[str, Any], images
                                                              baseline=baseline))
             bar.update(len(xb))
     bar.close()
+    choices = ex.cam_layer_choices(model, spec, size) if ex.cam_methods(spec) else []
+    layer_name = cam_layer or next((c.name for c in choices if c.default), None)
     out: dict[str, Any] = {"kind": "mask_energy_share" if kind == "mask" else "deletion_insertion",
-                           "n": len(x_all), "image_size": size, "target": "label (prediction if unlabelled)",
+                           "n": len(x_all), "image_size": size, "cam_layer": layer_name, "target": "label (prediction if unlabelled)",
                            "accuracy_on_sample": float(np.mean([p == t for p, t in zip(preds, labels, strict=True) if t >= 0]))
                            if any(t >= 0 for t in labels) else None,
                            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                            "methods": {}}
     if kind == "mask":
         out["chance"] = float(np.mean([m.mean() for m in masks]))
+        grid = next((c.grid for c in choices if c.name == layer_name), None)
+        if grid and all(grid):
+            out["cam_grid"] = list(grid)
+            out["ideal"] = float(np.mean([ideal_share(m, grid) for m in masks]))
         for m, v in scores.items():
             out["methods"][m] = {"mean": float(np.mean(v)), "std": float(np.std(v)), "n": len(v)}
     else:
@@ -222,8 +250,13 @@ def evaluate_model(model: nn.Module, spec: Any, manifest: dict[str, Any], images
 
 def evaluate_run(run_id: str, data_dir: Path, *, n: int = 32, methods: Sequence[str] | None = None,
                  kind: str = "auto", steps: int = 20, baseline: str = "blur", seed: int = 0,
-                 progress: bool = True, store: bool = True) -> dict[str, Any]:
-    """Score a stored run's maps on its dataset and merge them into its metrics.json."""
+                 progress: bool = True, store: bool = True,
+                 cam_layers: Sequence[str] | str | None = None) -> dict[str, Any]:
+    """Score a stored run's maps on its dataset and merge them into its metrics.json.
+
+    `cam_layers`: also score the CAM methods at these layers ("stages": one per resolution, see
+    cam_layers.cam_layer_choices); the results go under "by_layer", with each layer's grid.
+    """
     from emotion_core import artifacts, evaluate, models
 
     model, manifest = evaluate.load_model(run_id)
@@ -233,6 +266,10 @@ def evaluate_run(run_id: str, data_dir: Path, *, n: int = 32, methods: Sequence[
                            predictions=rec.predictions)
     result = evaluate_model(model, spec, manifest, images, methods=methods, kind=kind, steps=steps,
                             baseline=baseline, progress=progress)
+    if cam_layers:
+        result["by_layer"] = sweep_cam_layers(model, spec, manifest, images, cam_layers,
+                                              methods=methods, kind=kind, steps=steps,
+                                              baseline=baseline, progress=progress)
     result["data_dir"] = str(data_dir)
     if store:
         previous = dict(rec.metrics.get("faithfulness", {}))
@@ -241,11 +278,37 @@ def evaluate_run(run_id: str, data_dir: Path, *, n: int = 32, methods: Sequence[
     return result
 
 
+def sweep_cam_layers(model: nn.Module, spec: Any, manifest: dict[str, Any],
+                     images: Sequence[tuple[Path, int]], cam_layers: Sequence[str] | str,
+                     *, methods: Sequence[str] | None = None, **kwargs: Any) -> dict[str, Any]:
+    """{layer: {"grid": [h, w], "default": bool, "methods": {...}}} for the CAM methods only
+    (attention maps do not depend on a CAM layer)."""
+    size = int(manifest["image_size"])
+    choices = {c.name: c for c in ex.cam_layer_choices(model, spec, size)}
+    names = list(choices) if cam_layers == "stages" else list(cam_layers)
+    cams = [m for m in (methods or default_methods(spec)) if m in ex.CAM_METHODS]
+    if not cams:
+        raise ex.NotApplicableError(f"no CAM method to score per layer for model '{spec.name}'")
+    out: dict[str, Any] = {}
+    for name in names:
+        ex.resolve_cam_layer(model, spec, name)  # an unknown name fails before any work
+        res = evaluate_model(model, spec, manifest, images, methods=cams, cam_layer=name, **kwargs)
+        grid = choices[name].grid if name in choices else None
+        out[name] = {"grid": list(grid) if grid else None,
+                     "default": bool(name in choices and choices[name].default),
+                     "methods": res["methods"],
+                     **{k: res[k] for k in ("chance", "ideal") if k in res}}
+    return out
+
+
 def format_table(result: dict[str, Any]) -> str:
     """A plain-text table of one `evaluate_model` result, one row per method."""
     rows = []
     if result["kind"] == "mask_energy_share":
-        head = f"{'method':<12} {'mask share':>10} {'std':>7}   (chance = mask area {result['chance']:.3f})"
+        ideal = (f", ideal map on the {'x'.join(map(str, result['cam_grid']))} CAM grid = "
+                 f"{result['ideal']:.3f}" if "ideal" in result else "")
+        head = (f"{'method':<12} {'mask share':>10} {'std':>7}   (chance = mask area "
+                f"{result['chance']:.3f}{ideal})")
         for m, v in result["methods"].items():
             rows.append(f"{m:<12} {v['mean']:>10.3f} {v['std']:>7.3f}")
     else:
@@ -253,3 +316,27 @@ def format_table(result: dict[str, Any]) -> str:
         for m, v in result["methods"].items():
             rows.append(f"{m:<12} {v['deletion']:>24.3f} {v['insertion']:>26.3f}")
     return "\n".join([head, *rows])
+
+
+def format_layer_table(result: dict[str, Any]) -> str:
+    """The per-layer sweep of `evaluate_run(..., cam_layers=...)`: one row per layer, one column
+    per CAM method (mask share, or deletion/insertion AUCs), the registry's layer marked *."""
+    by_layer = result.get("by_layer") or {}
+    if not by_layer:
+        return ""
+    methods = list(next(iter(by_layer.values()))["methods"])
+    mask = result["kind"] == "mask_energy_share"
+    width = 10 if mask else 13
+    ideal = mask and any("ideal" in e for e in by_layer.values())
+    head = f"{'CAM layer':<18} {'grid':>7} " + " ".join(f"{m:>{width}}" for m in methods)
+    head += f" {'ideal':>{width}}" if ideal else ""
+    rows = [head + ("   (mask share)" if mask else "   (deletion/insertion AUC)")]
+    for name, entry in by_layer.items():
+        grid = "x".join(map(str, entry["grid"])) if entry.get("grid") else "?"
+        cells = [f"{v['mean']:.3f}" if mask else f"{v['deletion']:.3f}/{v['insertion']:.3f}"
+                 for v in entry["methods"].values()]
+        if ideal:
+            cells.append(f"{entry['ideal']:.3f}" if "ideal" in entry else "-")
+        star = "*" if entry.get("default") else ""
+        rows.append(f"{name + star:<18} {grid:>7} " + " ".join(f"{c:>{width}}" for c in cells))
+    return "\n".join(rows)

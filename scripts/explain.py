@@ -4,8 +4,10 @@
         [--layer L] [--head H] [--target CLASS] [--discard-ratio R] [--head-fusion mean|max|min]
     python -m scripts.explain --run RUN_ID --faithfulness --data DIR [--n 32]
         [--methods gradcam,eigencam,...] [--kind auto|mask|deletion] [--steps 20]
+        [--cam-layers stages|NAME,NAME]
+    python -m scripts.explain --run RUN_ID --list-cam-layers
 
-Methods: gradcam, gradcam++, xgradcam, eigencam, scorecam (slow: one forward pass per channel),
+Methods: gradcam, gradcam++, xgradcam, layercam, eigencam, scorecam (slow: one forward pass per channel),
 attention and rollout (ViTs), featuremap (a grid of the top channels of a conv layer).
 User mistakes print one sentence and exit with status 2.
 """
@@ -18,8 +20,8 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-METHODS = ("gradcam", "gradcam++", "xgradcam", "eigencam", "scorecam", "attention", "rollout",
-           "featuremap")
+METHODS = ("gradcam", "gradcam++", "xgradcam", "layercam", "eigencam", "scorecam", "attention",
+           "rollout", "featuremap")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -27,7 +29,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--run", required=True, help="run id under artifacts/runs")
     p.add_argument("--image", type=Path, help="picture to explain")
     p.add_argument("--method", choices=METHODS, default="gradcam")
-    p.add_argument("--layer", help="conv layer name (featuremap) or block index (attention)")
+    p.add_argument("--layer", help="conv layer name (featuremap), CAM target module (CAM methods; "
+                   "see --list-cam-layers) or block index (attention)")
+    p.add_argument("--list-cam-layers", action="store_true",
+                   help="print the run's CAM target layers, one per feature-grid resolution")
     p.add_argument("--head", type=int, help="attention head (default: mean of heads)")
     p.add_argument("--target", help="class name or index to explain (default: the prediction)")
     p.add_argument("--discard-ratio", type=float, default=0.9, help="rollout: lowest share dropped")
@@ -43,6 +48,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=20, help="deletion/insertion steps")
     p.add_argument("--baseline", choices=("blur", "mean"), default="blur")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cam-layers", help="--faithfulness: also score CAMs per layer ('stages' = one "
+                   "per resolution, or comma-separated module names)")
     return p.parse_args(argv)
 
 
@@ -98,6 +105,17 @@ def run_image(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_list_layers(args: argparse.Namespace) -> int:
+    from emotion_core import evaluate, explain, models
+
+    model, manifest = evaluate.load_model(args.run)
+    size = int(manifest["image_size"])
+    for c in explain.cam_layer_choices(model, models.get_spec(manifest["model"]), size):
+        grid = "x".join(map(str, c.grid)) if any(c.grid) else "tokens"
+        print(f"{c.name:<24} {grid:>7} at {size} px{'  (default)' if c.default else ''}")
+    return 0
+
+
 def run_faithfulness(args: argparse.Namespace) -> int:
     from emotion_core import faithfulness
 
@@ -106,10 +124,18 @@ def run_faithfulness(args: argparse.Namespace) -> int:
     if args.n < 1 or args.steps < 1:
         return fail("--n and --steps must be positive")
     methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
+    layers = None
+    if args.cam_layers:
+        layers = "stages" if args.cam_layers == "stages" else [
+            x.strip() for x in args.cam_layers.split(",") if x.strip()]
     res = faithfulness.evaluate_run(args.run, args.data, n=args.n, methods=methods, kind=args.kind,
-                                    steps=args.steps, baseline=args.baseline, seed=args.seed)
-    print(f"faithfulness of run {args.run} on {res['n']} images ({res['kind']}):")
+                                    steps=args.steps, baseline=args.baseline, seed=args.seed,
+                                    cam_layers=layers)
+    print(f"faithfulness of run {args.run} on {res['n']} images ({res['kind']}, CAM layer "
+          f"{res['cam_layer']}):")
     print(faithfulness.format_table(res))
+    if layers:
+        print(faithfulness.format_layer_table(res))
     print(f"stored in {args.run}/metrics.json under faithfulness.{res['kind']}")
     return 0
 
@@ -121,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     from emotion_core.explain import NotApplicableError
 
     try:
+        if args.list_cam_layers:
+            return run_list_layers(args)
         return run_faithfulness(args) if args.faithfulness else run_image(args)
     except artifacts.BrokenRunError as exc:
         return fail(str(exc))

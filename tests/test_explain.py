@@ -191,6 +191,33 @@ def test_overlay_and_patch_grid():
     assert (grid[26:, :] == 30).all()  # the strip no patch covers is darkened
 
 
+@pytest.mark.parametrize("name", [n for n in NAMES if models.get_spec(n).family == "cnn"])
+def test_cam_layer_choices_go_from_fine_to_the_default_grid(name):
+    model, spec = built(name), models.get_spec(name)
+    choices = explain.cam_layer_choices(model, spec, SIZE)
+    assert no_hooks(model)
+    grids = [c.grid[0] for c in choices]
+    assert len(choices) >= 3 and grids == sorted(grids, reverse=True) and len(set(grids)) == len(grids)
+    assert [c.default for c in choices] == [False] * (len(choices) - 1) + [True]
+    modules = dict(model.named_modules())
+    assert modules[choices[-1].name] is spec.cam_target(model)[-1]
+    x = image()
+    fine = explain.compute_cam(model, spec, x, layer=choices[0].name, target=0)
+    coarse = explain.compute_cam(model, spec, x, target=0)
+    assert fine.shape == coarse.shape == (SIZE, SIZE) and np.isfinite(fine).all()
+    assert not np.allclose(fine, coarse)  # another layer, another map
+    assert no_hooks(model)
+    with pytest.raises(ValueError, match=choices[0].name):  # the error lists the choices
+        explain.compute_cam(model, spec, x, layer="no_such_layer")
+
+
+def test_vit_cam_layer_is_its_token_grid():
+    model, spec = built("vit_scratch"), models.get_spec("vit_scratch")
+    (only,) = explain.cam_layer_choices(model, spec, SIZE)
+    side = SIZE // explain.patch_size(model)
+    assert only.default and only.grid == (side, side)
+
+
 # ---------------------------------------------------------------------------------------------
 # CLI
 
@@ -246,3 +273,23 @@ def test_cli_user_mistakes_exit_2(tmp_path, capsys):
     assert "unknown class" in capsys.readouterr().err
     assert cli.main(["--run", "r2", "--faithfulness"]) == 2
     assert "--data" in capsys.readouterr().err
+    assert cli.main(["--run", "r2", "--image", str(good), "--layer", "nope", "--out", out]) == 2
+    assert "has no layer 'nope'" in capsys.readouterr().err
+
+
+def test_cli_lists_cam_layers_and_explains_at_a_finer_one(tmp_path, capsys):
+    from PIL import Image
+
+    from scripts import explain as cli
+
+    _store_run("r3", "resnet34")
+    assert cli.main(["--run", "r3", "--list-cam-layers"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-1].startswith("layer4.2") and "(default)" in lines[-1]
+    finer = lines[0].split()[0]
+    src = tmp_path / "face.png"
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (64, 64, 3), np.uint8)).save(src)
+    out = tmp_path / "fine.png"
+    assert cli.main(["--run", "r3", "--image", str(src), "--method", "layercam", "--layer", finer,
+                     "--out", str(out)]) == 0
+    assert f"layer={finer}" in capsys.readouterr().out and out.is_file()

@@ -153,6 +153,47 @@ def test_evaluate_model_scores_masks_on_synthetic_faces(tmp_path):
     assert "gradcam" in fa.format_table(res)
 
 
+def test_ideal_share_grows_with_the_grid_and_is_one_at_full_resolution():
+    m = _mask(32)
+    shares = [fa.ideal_share(m, (g, g)) for g in (2, 4, 8, 16)]
+    assert shares == sorted(shares) and shares[0] < 0.6 < shares[-1]
+    assert fa.ideal_share(m, (32, 32)) == pytest.approx(1.0)
+    assert fa.ideal_share(m, (1, 1)) == pytest.approx((m > 0).mean())  # one cell: uniform
+    with pytest.raises(ValueError, match="grid"):
+        fa.ideal_share(m, (0, 4))
+
+
+def _strided_cnn() -> tuple[nn.Module, Any]:
+    """Three resolutions (32, 16, 8 px grids at 32 px) before the default CAM layer."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(),
+                          nn.Conv2d(8, 8, 3, stride=2, padding=1), nn.ReLU(),
+                          nn.Conv2d(8, 8, 3, stride=2, padding=1), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 3))
+    return model, _Spec(cam_target=lambda m: [m[5]])
+
+
+def test_sweep_scores_every_cam_layer_against_its_grids_ideal(tmp_path):
+    images = _synthetic_faces(tmp_path)
+    manifest = {"image_size": 32, "mean": [0.5] * 3, "std": [0.25] * 3}
+    model, spec = _strided_cnn()
+    res = fa.evaluate_model(model, spec, manifest, images, methods=["gradcam"], progress=False)
+    assert res["cam_layer"] == "5" and res["cam_grid"] == [8, 8]
+    assert res["chance"] < res["ideal"] < 1.0
+    by = fa.sweep_cam_layers(model, spec, manifest, images, "stages", methods=["gradcam"],
+                             progress=False)
+    assert list(by) == ["1", "3", "5"] and [e["grid"] for e in by.values()] == [[32, 32], [16, 16], [8, 8]]
+    assert [e["default"] for e in by.values()] == [False, False, True]
+    ideals = [e["ideal"] for e in by.values()]
+    assert ideals == sorted(ideals, reverse=True)  # finer grids can localise better
+    assert by["5"]["methods"]["gradcam"]["mean"] == pytest.approx(res["methods"]["gradcam"]["mean"])
+    assert by["1"]["methods"]["gradcam"]["mean"] != pytest.approx(by["5"]["methods"]["gradcam"]["mean"])
+    table = fa.format_layer_table({**res, "by_layer": by})
+    assert "5*" in table and "ideal" in table and "16x16" in table
+    with pytest.raises(ValueError, match="no layer"):
+        fa.sweep_cam_layers(model, spec, manifest, images, ["nope"], methods=["gradcam"], progress=False)
+
+
 def test_evaluate_model_falls_back_to_deletion_without_masks(tmp_path):
     images = _synthetic_faces(tmp_path, n=2)
     for p, _ in images:
@@ -206,3 +247,8 @@ def test_cli_scores_a_stored_run_and_stores_the_result(tmp_path, capsys):
     assert set(res["methods"]) == {"gradcam", "rollout", fa.REFERENCE}
     assert cli.main([*args[:-2], "--methods", "featuremap"]) == 2
     assert "cannot be scored" in capsys.readouterr().err
+    assert cli.main([*args[:-2], "--methods", "gradcam", "--cam-layers", "stages"]) == 0
+    assert "CAM layer" in capsys.readouterr().out
+    by = artifacts.load_run("tiny", tables=False).metrics["faithfulness"]["mask_energy_share"]["by_layer"]
+    (entry,) = by.values()  # a ViT has one token grid: one layer to score
+    assert entry["default"] and entry["grid"] == [32 // 8, 32 // 8]
