@@ -1,7 +1,11 @@
 """Train-step and inference throughput per model: optimised path vs a plain fp32 eager loop.
 
     python -m scripts.benchmark [--models all|NAME,NAME] [--image-size N] [--batch-size N]
-        [--steps N] [--tiny] [--compile]
+        [--steps N] [--tiny] [--compile] [--section throughput|explain|all] [--scorecam]
+
+`--section explain` times one explanation map per model and method instead (seconds per map for
+one image at the quick profile's size unless --image-size is given; the target is <= 1 s on
+2 CPU cores): every Grad-CAM-family method, ViT attention and rollout, and the feature-map grid.
 
 Both loops run on the same model, same device, same run, so the ratio isolates the optimisation:
 CUDA: channels_last + bf16 autocast (train and inference); CPU: channels_last for training,
@@ -79,16 +83,48 @@ def infer_throughput(model: nn.Module, x: torch.Tensor, *, optimised: bool, step
     return steps * len(x) / time_loop(step, device, steps, warmup)
 
 
+def explain_section(names: list[str], image_size: int | None, tiny: bool, scorecam: bool) -> None:
+    """Seconds per explanation map, per model and method, on this machine's CPU threads."""
+    import os
+
+    import pandas as pd
+
+    from emotion_core import explain, models
+
+    methods = None
+    if scorecam:
+        methods = sorted({m for n in names for m in explain.methods_for(models.get_spec(n))},
+                         key=explain.ALL_METHODS.index)
+    rows = explain.time_explanations(names, image_size=image_size, methods=methods, tiny=tiny)
+    df = pd.DataFrame(rows)
+    size = int(df["image_size"].iloc[0]) if len(df) else 0
+    print(f"explanations: seconds per map, one image at {size}px, {torch.get_num_threads()} torch "
+          f"threads, load average {os.getloadavg()[0]:.1f} (median of 3 after a warm-up)")
+    table = df.pivot(index="model", columns="method", values="seconds").reindex(names)
+    cols = [m for m in explain.ALL_METHODS if m in table.columns]
+    print(table[cols].to_string(float_format=lambda v: f"{v:.2f}", na_rep="-"))
+    slow = df[df["seconds"] > 1.0]
+    print(f"maps over 1 s: {len(slow)} of {df['seconds'].notna().sum()}"
+          + (": " + ", ".join(f"{r.model}/{r.method} {r.seconds:.2f}s" for r in slow.itertuples())
+             if len(slow) else ""))
+    for r in df[df["error"].astype(bool)].itertuples():
+        print(f"  {r.model}/{r.method}: {r.error}")
+
+
 def main(argv: list[str] | None = None) -> int:
     cuda = torch.cuda.is_available()
     p = argparse.ArgumentParser(prog="python -m scripts.benchmark", description=__doc__.split("\n")[0])
     p.add_argument("--models", default="all", help="'all' or comma-separated registry names")
-    p.add_argument("--image-size", type=int, default=224 if cuda else 112)
+    p.add_argument("--image-size", type=int, default=None,
+                   help="default: 224 on CUDA, else 112 (explain section: the quick profile's)")
     p.add_argument("--batch-size", type=int, default=64 if cuda else 16)
     p.add_argument("--steps", type=int, default=20 if cuda else 3, help="timed steps per loop")
     p.add_argument("--warmup", type=int, default=5 if cuda else 1, help="untimed steps per loop")
     p.add_argument("--tiny", action="store_true", help="tiny model configs (tests)")
     p.add_argument("--compile", action="store_true", help="torch.compile the inference model")
+    p.add_argument("--section", choices=("throughput", "explain", "all"), default="throughput")
+    p.add_argument("--scorecam", action="store_true",
+                   help="explain section: time ScoreCAM too (one forward pass per channel)")
     args = p.parse_args(argv)
 
     import pandas as pd
@@ -98,11 +134,16 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         names = resolve_models(args.models)
-        if min(args.image_size, args.batch_size, args.steps) < 1:
+        if min(args.image_size or 1, args.batch_size, args.steps) < 1:
             raise ValueError("--image-size, --batch-size and --steps must be positive")
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if args.section in ("explain", "all"):
+        explain_section(names, args.image_size, args.tiny, args.scorecam)
+    if args.section == "explain":
+        return 0
+    args.image_size = args.image_size or (224 if cuda else 112)
     device = torch.device("cuda" if cuda else "cpu")
     dev_name = torch.cuda.get_device_name(device) if cuda else f"CPU ({torch.get_num_threads()} threads)"
     print(f"device: {dev_name}; batch {args.batch_size}, {args.image_size}px, {args.steps} steps")
