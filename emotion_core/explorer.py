@@ -238,9 +238,15 @@ def stored_faithfulness(metrics: dict[str, Any], method: str) -> list[tuple[str,
     entry = mask.get("methods", {}).get(method)
     if entry:
         chance = mask.get("chance", float("nan"))
+        ideal = (f", a perfectly localised map on the model's {'x'.join(map(str, mask['cam_grid']))}"
+                 f" CAM grid {mask['ideal']:.3f}" if "ideal" in mask and "cam_grid" in mask else "")
         rows.append(("run mask share", float(entry["mean"]),
                      f"mean over {entry.get('n', '?')} held-out synthetic faces; a uniform map "
-                     f"scores the mask's area, {chance:.3f}"))
+                     f"scores the mask's area, {chance:.3f}{ideal}"))
+        if "pointing" in entry:
+            rows.append(("run pointing hit rate", float(entry["pointing"]),
+                         f"share of those faces whose map peaks inside the brow/mouth mask; a "
+                         f"random map: {chance:.3f}"))
     di = scores.get("deletion_insertion", {})
     entry = di.get("methods", {}).get(method)
     if entry:

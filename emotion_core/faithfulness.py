@@ -4,6 +4,8 @@ Two scores, because only the synthetic faces have ground truth:
 - `mask_energy_share`: on the synthetic faces, whose expression lives only in brows and mouth,
   the share of a map's energy inside the ground-truth mask (`<stem>.mask.png`). 1 is perfect;
   a uniform map scores the mask's area share, which is reported beside it as the chance level.
+  Beside it, the pointing game (Zhang et al., 2016): how often the map's peak lies inside the
+  mask (a random map hits at the area share).
 - `deletion_insertion` (Petsiuk et al., RISE 2018) on real data: remove (insert) the most salient
   pixels first, replacing them by a blurred (or mean) baseline, and track the explained class's
   probability. Lower deletion AUC and higher insertion AUC are better. A random map is scored
@@ -49,6 +51,17 @@ def mask_energy_share(heat: np.ndarray, mask: np.ndarray) -> float:
     if total <= 1e-12:
         return float(inside.mean())
     return float(h[inside].sum() / total)
+
+
+def pointing_hit(heat: np.ndarray, mask: np.ndarray) -> bool:
+    """Pointing game: does the map's maximum fall inside the mask? (ties: the first maximum)"""
+    h = np.nan_to_num(np.asarray(heat, np.float64), nan=-np.inf)
+    m = np.asarray(mask)
+    if m.ndim == 3:
+        m = m[..., 0]
+    if m.shape != h.shape:
+        raise ValueError(f"mask {m.shape} and map {h.shape} differ in size")
+    return bool(m.flat[int(np.argmax(h))] > 0)
 
 
 def ideal_share(mask: np.ndarray, grid: tuple[int, int]) -> float:
@@ -218,7 +231,8 @@ def evaluate_model(model: nn.Module, spec: Any, manifest: dict[str, Any], images
             heats = heat_batch(model, spec, xb, method, tb, seed=i, cam_layer=cam_layer)
             for j, heat in enumerate(heats):
                 if kind == "mask":
-                    scores[method].append(mask_energy_share(heat, masks[i + j]))
+                    scores[method].append((mask_energy_share(heat, masks[i + j]),
+                                           pointing_hit(heat, masks[i + j])))
                 else:
                     scores[method].append(deletion_insertion(model, xb[j], heat, tb[j], steps,
                                                              baseline=baseline))
@@ -239,7 +253,9 @@ def evaluate_model(model: nn.Module, spec: Any, manifest: dict[str, Any], images
             out["cam_grid"] = list(grid)
             out["ideal"] = float(np.mean([ideal_share(m, grid) for m in masks]))
         for m, v in scores.items():
-            out["methods"][m] = {"mean": float(np.mean(v)), "std": float(np.std(v)), "n": len(v)}
+            share = [a for a, _ in v]
+            out["methods"][m] = {"mean": float(np.mean(share)), "std": float(np.std(share)),
+                                 "pointing": float(np.mean([hit for _, hit in v])), "n": len(v)}
     else:
         out.update(steps=steps, baseline=baseline)
         for m, v in scores.items():
@@ -307,10 +323,11 @@ def format_table(result: dict[str, Any]) -> str:
     if result["kind"] == "mask_energy_share":
         ideal = (f", ideal map on the {'x'.join(map(str, result['cam_grid']))} CAM grid = "
                  f"{result['ideal']:.3f}" if "ideal" in result else "")
-        head = (f"{'method':<12} {'mask share':>10} {'std':>7}   (chance = mask area "
-                f"{result['chance']:.3f}{ideal})")
+        head = (f"{'method':<12} {'mask share':>10} {'std':>7} {'pointing':>9}   (chance = mask "
+                f"area {result['chance']:.3f}{ideal})")
         for m, v in result["methods"].items():
-            rows.append(f"{m:<12} {v['mean']:>10.3f} {v['std']:>7.3f}")
+            hits = f"{v['pointing']:.3f}" if "pointing" in v else "-"
+            rows.append(f"{m:<12} {v['mean']:>10.3f} {v['std']:>7.3f} {hits:>9}")
     else:
         head = f"{'method':<12} {'deletion (lower better)':>24} {'insertion (higher better)':>26}"
         for m, v in result["methods"].items():
@@ -326,15 +343,15 @@ def format_layer_table(result: dict[str, Any]) -> str:
         return ""
     methods = list(next(iter(by_layer.values()))["methods"])
     mask = result["kind"] == "mask_energy_share"
-    width = 10 if mask else 13
+    width = 13
     ideal = mask and any("ideal" in e for e in by_layer.values())
     head = f"{'CAM layer':<18} {'grid':>7} " + " ".join(f"{m:>{width}}" for m in methods)
     head += f" {'ideal':>{width}}" if ideal else ""
-    rows = [head + ("   (mask share)" if mask else "   (deletion/insertion AUC)")]
+    rows = [head + ("   (mask share/pointing hit rate)" if mask else "   (deletion/insertion AUC)")]
     for name, entry in by_layer.items():
         grid = "x".join(map(str, entry["grid"])) if entry.get("grid") else "?"
-        cells = [f"{v['mean']:.3f}" if mask else f"{v['deletion']:.3f}/{v['insertion']:.3f}"
-                 for v in entry["methods"].values()]
+        cells = [f"{v['mean']:.3f}/{v.get('pointing', float('nan')):.2f}" if mask
+                 else f"{v['deletion']:.3f}/{v['insertion']:.3f}" for v in entry["methods"].values()]
         if ideal:
             cells.append(f"{entry['ideal']:.3f}" if "ideal" in entry else "-")
         star = "*" if entry.get("default") else ""

@@ -148,9 +148,21 @@ def test_evaluate_model_scores_masks_on_synthetic_faces(tmp_path):
     assert 0.0 < res["chance"] < 1.0
     for v in res["methods"].values():
         assert 0.0 <= v["mean"] <= 1.0 and v["n"] == 4
+        assert v["pointing"] in (0.0, 0.25, 0.5, 0.75, 1.0)  # a hit rate over 4 images
     # a random map's energy share is close to the chance level (the mask's area share)
     assert abs(res["methods"][fa.REFERENCE]["mean"] - res["chance"]) < 0.05
     assert "gradcam" in fa.format_table(res)
+
+
+def test_pointing_game_asks_whether_the_peak_is_inside_the_mask():
+    m = _mask(32)
+    heat = np.zeros(m.shape)
+    heat[24, 15] = 1.0  # in the "mouth"
+    assert fa.pointing_hit(heat, m)
+    heat[0, 0] = 2.0  # a stronger peak in a corner
+    assert not fa.pointing_hit(heat, m)
+    with pytest.raises(ValueError, match="differ"):
+        fa.pointing_hit(heat, m[:16])
 
 
 def test_ideal_share_grows_with_the_grid_and_is_one_at_full_resolution():
