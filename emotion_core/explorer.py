@@ -225,21 +225,27 @@ def warm_up_order(records: list[artifacts.RunRecord]) -> list[str]:
     return list(dict.fromkeys(order))
 
 
-def stored_faithfulness(metrics: dict[str, Any], method: str) -> list[tuple[str, float, str]]:
+def stored_faithfulness(metrics: dict[str, Any], method: str, layer: str | None = None
+                        ) -> list[tuple[str, float, str]]:
     """A run's stored faithfulness of one map method, as (label, value, explanation) rows.
 
-    Written by `python -m scripts.explain --run ID --faithfulness`: the mean over held-out images
-    of the mask energy share (synthetic faces) or the deletion/insertion AUCs (real faces),
-    explained beside the level a random map reaches.
+    Written by `python -m scripts.explain --run ID --faithfulness [--cam-layers stages]`: the
+    mean over held-out images of the mask energy share (synthetic faces) or the
+    deletion/insertion AUCs (real faces), explained beside the level a random map reaches.
+    `layer`: a CAM layer other than the default (scores from the per-layer sweep).
     """
     scores = metrics.get("faithfulness", {}) if isinstance(metrics, dict) else {}
+    if layer:  # the sweep stores each layer like a result of its own
+        scores = {k: {**v, **v.get("by_layer", {}).get(layer, {"methods": {}}),
+                      "cam_grid": (v.get("by_layer", {}).get(layer) or {}).get("grid")}
+                  for k, v in scores.items() if isinstance(v, dict)}
     rows: list[tuple[str, float, str]] = []
     mask = scores.get("mask_energy_share", {})
     entry = mask.get("methods", {}).get(method)
     if entry:
         chance = mask.get("chance", float("nan"))
-        ideal = (f", a perfectly localised map on the model's {'x'.join(map(str, mask['cam_grid']))}"
-                 f" CAM grid {mask['ideal']:.3f}" if "ideal" in mask and "cam_grid" in mask else "")
+        ideal = (f", a perfectly localised map on the {'x'.join(map(str, mask['cam_grid']))}"
+                 f" CAM grid {mask['ideal']:.3f}" if "ideal" in mask and mask.get("cam_grid") else "")
         rows.append(("run mask share", float(entry["mean"]),
                      f"mean over {entry.get('n', '?')} held-out synthetic faces; a uniform map "
                      f"scores the mask's area, {chance:.3f}{ideal}"))

@@ -26,6 +26,7 @@ class MapView:
     heat: np.ndarray  # float [0, 1] HxW
     predicted: str
     faithfulness: dict[str, float]  # e.g. {"mask energy share": 0.71} or {"deletion AUC": ...}
+    layer: str | None = None  # the CAM layer when it is not the registry's default
 
 
 def to_input(rgb: np.ndarray, manifest: dict[str, Any]) -> tuple[torch.Tensor, np.ndarray]:
@@ -93,15 +94,26 @@ def load_mask(image_path: Path | None, size: int) -> np.ndarray | None:
 
 
 def cam_view(model: torch.nn.Module, manifest: dict[str, Any], rgb: np.ndarray, method: str,
-             *, image_path: Path | None = None, score: bool = False) -> MapView:
-    """A CAM-family map for the predicted class, its overlay and a faithfulness score."""
+             *, image_path: Path | None = None, score: bool = False, finer: int = 0) -> MapView:
+    """A CAM-family map for the predicted class, its overlay and a faithfulness score.
+
+    `finer`: 0 = the registry's CAM layer; k = the layer k feature-grid resolutions finer
+    (clamped to the finest one the model has), see cam_layers.cam_layer_choices.
+    """
     x, small = to_input(rgb, manifest)
     classes = list(manifest["classes"])
     target, name = predicted_class(model, x, classes)
-    heat = explain.compute_cam(model, spec_for(manifest), x, method=method, target=target)
+    spec = spec_for(manifest)
+    choices = explain.cam_layer_choices(model, spec, small.shape[0])
+    layer = choices[max(0, len(choices) - 1 - max(0, int(finer)))]
+    heat = explain.compute_cam(model, spec, x, method=method, target=target,
+                               layer=None if layer.default else layer.name)
     mask = load_mask(image_path, small.shape[0])
-    return MapView(f"{manifest['model']} · {method}", explain.overlay(small, heat), heat, name,
-                   _faithfulness(model, x, heat, target, mask, score))
+    grid = "x".join(map(str, layer.grid)) if all(layer.grid) else "?"
+    return MapView(f"{manifest['model']} · {method} · {layer.name} ({grid})",
+                   explain.overlay(small, heat), heat, name,
+                   _faithfulness(model, x, heat, target, mask, score),
+                   None if layer.default else layer.name)
 
 
 def attention_layout(model: torch.nn.Module, manifest: dict[str, Any], rgb: np.ndarray) -> np.ndarray:

@@ -314,7 +314,8 @@ def _explained(root: str, run_id: str, stamp: str, kind: str, key: str, params: 
 
     model, manifest = load_model(run_id)
     if kind == "cam":
-        return probe.cam_view(model, manifest, _rgb, params[0], image_path=_path, score=params[1])
+        return probe.cam_view(model, manifest, _rgb, params[0], image_path=_path, score=params[1],
+                              finer=params[2])
     if kind == "layout":
         return probe.attention_layout(model, manifest, _rgb)
     if kind == "featuremap":

@@ -9,14 +9,16 @@ from pages import _common as common
 
 
 def show_scores(view: probe.MapView, metrics: dict, method: str) -> None:
-    """This map's score on this picture, then the run's stored mean for the same method."""
+    """This map's score on this picture, then the run's stored mean for the same method/layer."""
     for k, v in view.faithfulness.items():
         st.metric(k, f"{v:.3f}")
-    for label, value, why in explorer.stored_faithfulness(metrics, method):
+    stored = explorer.stored_faithfulness(metrics, method, view.layer)
+    for label, value, why in stored:
         st.metric(label, f"{value:.3f}", help=why)
-    if not view.faithfulness and not explorer.stored_faithfulness(metrics, method):
+    if not view.faithfulness and not stored:
         st.caption("No faithfulness score yet: tick the box above, or run "
-                   "`python -m scripts.explain --run RUN_ID --faithfulness --data DIR`.")
+                   "`python -m scripts.explain --run RUN_ID --faithfulness --data DIR "
+                   "--cam-layers stages`.")
 
 
 st.title("Explain")
@@ -31,12 +33,17 @@ score = st.checkbox("Score every map on this picture (deletion/insertion AUC: ab
 st.subheader("Grad-CAM side by side")
 chosen = st.multiselect("Runs", list(labels), default=explorer.explain_defaults(runs),
                         format_func=labels.get, key="ex_runs")
-method = st.selectbox("Method", list(ex.CAM_METHODS), key="ex_method")
+c1, c2 = st.columns(2)
+method = c1.selectbox("Method", list(ex.CAM_METHODS), key="ex_method")
+finer = c2.select_slider("CAM layer", options=list(range(5)), value=0, key="ex_finer",
+                         format_func=lambda k: "last (default)" if k == 0 else f"{k} finer",
+                         help="Earlier layers have finer feature grids (sharper maps) but less "
+                              "class-specific features; each column's caption names the layer.")
 cols = st.columns(max(1, len(chosen)))
 for col, rid in zip(cols, chosen, strict=False):
     with col:
         try:
-            view = common.explained(rid, "cam", rgb, path, method, score)
+            view = common.explained(rid, "cam", rgb, path, method, score, finer)
         except ex.NotApplicableError as exc:
             st.info(f"{labels[rid]}: {exc}")
             continue
@@ -44,6 +51,7 @@ for col, rid in zip(cols, chosen, strict=False):
             st.warning(f"{labels[rid]}: {exc}")
             continue
         st.image(view.overlay, caption=f"{labels[rid]} → {view.predicted}")
+        st.caption(view.title)
         show_scores(view, metrics[rid], method)
 
 st.subheader("ViT attention")

@@ -144,6 +144,14 @@ def test_explain_page_cams_side_by_side_and_vit_attention(at_store) -> None:
     at.slider(key="ex_head").set_value(0).run()
     assert not at.exception
     assert any("layer 0, head 0" in c for img in at.image for c in img.captions)
+    default_layers = {c.value.split(" · ")[-1] for c in at.caption if " · gradcam · " in c.value}
+    at.select_slider(key="ex_finer").set_value(1).run()
+    assert not at.exception
+    finer_layers = {c.value.split(" · ")[-1] for c in at.caption if " · gradcam · " in c.value}
+    # the CNN moves to a finer grid; the ViT has one token grid at every depth and keeps it
+    assert len(finer_layers) == 2 and len(finer_layers & default_layers) == 1
+    (moved,) = finer_layers - default_layers
+    assert moved.startswith("features.")
 
 
 def test_explain_page_scores_on_demand_and_shows_the_runs_stored_scores(store, monkeypatch,

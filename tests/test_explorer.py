@@ -51,3 +51,17 @@ def test_stored_faithfulness_rows_for_each_kind_of_score() -> None:
 @pytest.mark.parametrize("bad", [None, [], "x"])
 def test_stored_faithfulness_tolerates_metrics_without_scores(bad) -> None:
     assert explorer.stored_faithfulness(bad, "gradcam") == []
+
+
+def test_stored_faithfulness_of_a_finer_cam_layer_comes_from_the_sweep() -> None:
+    metrics = {"faithfulness": {"mask_energy_share": {
+        "chance": 0.08, "ideal": 0.25, "cam_grid": [4, 4],
+        "methods": {"gradcam": {"mean": 0.1, "pointing": 0.2, "n": 32}},
+        "by_layer": {"features.13": {"grid": [7, 7], "default": False, "ideal": 0.39,
+                                     "methods": {"gradcam": {"mean": 0.17, "pointing": 0.4, "n": 32}}}}}}}
+    rows = explorer.stored_faithfulness(metrics, "gradcam", "features.13")
+    assert [(label, value) for label, value, _ in rows] == [("run mask share", 0.17),
+                                                           ("run pointing hit rate", 0.4)]
+    assert "7x7 CAM grid 0.390" in rows[0][2]
+    assert explorer.stored_faithfulness(metrics, "gradcam", "features.3") == []  # not swept
+    assert explorer.stored_faithfulness(metrics, "gradcam")[0][1] == 0.1  # the default layer
