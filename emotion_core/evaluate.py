@@ -240,7 +240,6 @@ def load_model(run_id: str, *, device: str | torch.device = "cpu") -> tuple[nn.M
     Refuses, with a CheckpointMismatchError naming the difference, a checkpoint whose model name,
     classes, parameter names or shapes disagree with the manifest.
     """
-    from emotion_core import models
 
     rec = artifacts.load_run(run_id, tables=False)
     m = rec.manifest
@@ -256,8 +255,7 @@ def load_model(run_id: str, *, device: str | torch.device = "cpu") -> tuple[nn.M
         raise CheckpointMismatchError(f"run '{run_id}': weights were saved for classes "
                                       f"[{meta['classes']}] but the manifest lists {classes}")
     cfg = m.get("config", {})
-    model, _ = models.build_model(m["model"], len(classes), pretrained=False,
-                                  image_size=int(m["image_size"]), tiny=bool(cfg.get("tiny", False)))
+    model = _build_empty(m["model"], len(classes), int(m["image_size"]), bool(cfg.get("tiny", False)))
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -274,8 +272,32 @@ def load_model(run_id: str, *, device: str | torch.device = "cpu") -> tuple[nn.M
         raise CheckpointMismatchError(
             f"run '{run_id}': checkpoint does not match architecture '{m['model']}' with "
             f"{len(classes)} classes ({'; '.join(parts)}); refusing to load it")
-    model.load_state_dict(state, strict=True)
+    on_meta = any(t.is_meta for t in expected.values())
+    model.load_state_dict(state, strict=True, assign=on_meta)
+    if any(t.is_meta for t in [*model.parameters(), *model.buffers()]):
+        raise CheckpointMismatchError(f"run '{run_id}': some tensors of '{m['model']}' are not "
+                                      "in its checkpoint; refusing a half-loaded model")
     return model.to(device).eval(), m
+
+
+def _build_empty(name: str, num_classes: int, image_size: int, tiny: bool) -> nn.Module:
+    """The architecture without paying for a random initialisation the checkpoint overwrites.
+
+    Built on the meta device (no memory, no init: VGG-16 2.5 s -> ~0.1 s on 2 cores) and filled
+    by `load_state_dict(assign=True)`; an architecture whose construction needs real tensors
+    falls back to an ordinary build.
+    """
+    from emotion_core import models
+
+    try:
+        with torch.device("meta"):
+            model, _ = models.build_model(name, num_classes, pretrained=False,
+                                          image_size=image_size, tiny=tiny)
+        return model
+    except Exception:  # construction computed something a meta tensor cannot give
+        model, _ = models.build_model(name, num_classes, pretrained=False,
+                                      image_size=image_size, tiny=tiny)
+        return model
 
 
 # ---------------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ and two artifact folders (tests) never share an entry.
 """
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import threading
@@ -84,6 +85,19 @@ class _QuietWarmUp(logging.Filter):
 
 
 WARM_UP_THREAD = "model-warm-up"
+_WARM_UP_STOP = threading.Event()
+
+
+@atexit.register
+def _stop_warm_up() -> None:
+    """Let a running warm-up finish its current model before the interpreter goes: a daemon
+    thread killed inside torch's C++ code aborts the process ("terminate called ...")."""
+    _WARM_UP_STOP.set()
+    for t in threading.enumerate():
+        if t.name == WARM_UP_THREAD:
+            t.join(timeout=60)
+
+
 logging.getLogger("streamlit.runtime.scriptrunner_utils.script_run_context").addFilter(_QuietWarmUp())
 
 
@@ -104,7 +118,7 @@ def _warm_up(root: str, run_ids: tuple[str, ...]) -> threading.Thread:
             except ImportError:
                 pass
         for rid in run_ids:
-            if str(artifacts.root()) != root:
+            if _WARM_UP_STOP.is_set() or str(artifacts.root()) != root:
                 return
             try:
                 _model(root, rid, _stamp(artifacts.run_dir(rid) / "weights.safetensors"))

@@ -97,3 +97,46 @@ def test_load_model_round_trip_and_refusals():
     artifacts.write_json(path, m)
     with pytest.raises(ev.CheckpointMismatchError, match="saved for model 'vit_scratch'"):
         ev.load_model("edited")
+
+
+@pytest.mark.parametrize("name", ["resnet34", "vgg16", "vit_hf", "dinov2_small", "efficientnet_b4"])
+def test_load_model_skips_the_random_init_and_gives_the_same_model(name):
+    from emotion_core import models
+
+    torch.manual_seed(0)
+    model, _ = models.build_model(name, 3, pretrained=False, image_size=32, tiny=True)
+    _store_run(f"m_{name}", name, CLASSES, model.state_dict())
+    loaded, _ = ev.load_model(f"m_{name}")
+    tensors = [*loaded.parameters(), *loaded.buffers()]
+    assert tensors and not any(t.is_meta for t in tensors)
+    x = torch.randn(2, 3, 32, 32)
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(ev_logits(loaded(x)), ev_logits(model(x)), rtol=0, atol=0)
+
+
+def ev_logits(out):
+    return out if isinstance(out, torch.Tensor) else out.logits
+
+
+def test_load_model_falls_back_when_an_architecture_cannot_be_built_on_meta(monkeypatch):
+    from emotion_core import models
+
+    model, _ = models.build_model("vit_scratch", 3, pretrained=False, image_size=32, tiny=True)
+    _store_run("nometa", "vit_scratch", CLASSES, model.state_dict())
+    real = models.build_model
+    calls = []
+
+    def picky(*args, **kwargs):
+        calls.append(torch.empty(0).is_meta)
+        if calls[-1]:
+            raise RuntimeError("this builder needs real tensors")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(models, "build_model", picky)
+    loaded, _ = ev.load_model("nometa")
+    assert calls == [True, False]  # tried without the init, then built normally
+    x = torch.randn(1, 3, 32, 32)
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x))
