@@ -2,6 +2,7 @@
 
     python -m scripts.benchmark [--models all|NAME,NAME] [--image-size N] [--batch-size N]
         [--steps N] [--tiny] [--compile] [--section throughput|explain|all] [--scorecam]
+        [--threads N]
 
 `--section explain` times one explanation map per model and method instead (seconds per map for
 one image at the quick profile's size unless --image-size is given; the target is <= 1 s on
@@ -123,9 +124,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tiny", action="store_true", help="tiny model configs (tests)")
     p.add_argument("--compile", action="store_true", help="torch.compile the inference model")
     p.add_argument("--section", choices=("throughput", "explain", "all"), default="throughput")
+    p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = default)")
     p.add_argument("--scorecam", action="store_true",
                    help="explain section: time ScoreCAM too (one forward pass per channel)")
     args = p.parse_args(argv)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
 
     import pandas as pd
 

@@ -9,7 +9,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_explain_section_times_every_applicable_method(capsys) -> None:
-    assert benchmark.main(["--section", "explain", "--tiny", "--models", "mobilenet_v2,vit_scratch",
+    assert benchmark.main(["--section", "explain", "--tiny", "--threads", "1", "--models", "mobilenet_v2,vit_scratch",
                            "--image-size", "32"]) == 0
     out = capsys.readouterr().out
     table = out[out.index("method"):out.index("maps over 1 s")].splitlines()
@@ -21,7 +21,7 @@ def test_explain_section_times_every_applicable_method(capsys) -> None:
     vit = next(line for line in table if line.startswith("vit_scratch")).split()[1:]
     assert cnn[header.index("attention")] == "-"  # a CNN has no attention maps
     assert all(float(v) >= 0 for v in vit)
-    assert "at 32px" in out
+    assert "at 32px, 1 torch threads" in out
 
 
 def test_throughput_section_reports_both_loops(capsys) -> None:
