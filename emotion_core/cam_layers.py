@@ -7,11 +7,14 @@ layer per resolution lets the CLI, the app and the faithfulness sweep compare th
 """
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
+
+from emotion_core.explain_base import explaining
 
 
 @dataclass(frozen=True)
@@ -46,17 +49,15 @@ def _record_grids(model: nn.Module, default: nn.Module, image_size: int
         if mod is default:
             stop["hit"] = True  # later modules (pooling, head) are no CAM targets
 
-    handles = [m.register_forward_hook(hook) for m in model.modules()]
-    was_training = model.training
-    try:
-        model.eval()
-        device = next(model.parameters()).device
-        with torch.no_grad():
-            model(torch.zeros(1, 3, image_size, image_size, device=device))
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
+    with explaining(model):  # the app shares models between sessions: one probe at a time
+        handles = [m.register_forward_hook(hook) for m in model.modules()]
+        try:
+            device = next(model.parameters()).device
+            with torch.no_grad():
+                model(torch.zeros(1, 3, image_size, image_size, device=device))
+        finally:
+            for h in handles:
+                h.remove()
     return order, grids
 
 
@@ -84,7 +85,17 @@ def _stage_pool(model: nn.Module, default: nn.Module, grids: dict[int, tuple[int
 def cam_layer_choices(model: nn.Module, spec: Any, image_size: int) -> list[CamLayer]:
     """The default target plus, for CNNs, the block that ends each finer resolution before it
     (forward order, finest first). ViTs keep one token grid at every depth, so they offer only
-    their default (their finer view is the attention map)."""
+    their default (their finer view is the attention map). Probed once per model and size."""
+    known = _CHOICES.setdefault(model, {})
+    if image_size not in known:
+        known[image_size] = _probe_choices(model, spec, image_size)
+    return list(known[image_size])
+
+
+_CHOICES: weakref.WeakKeyDictionary[nn.Module, dict[int, list[CamLayer]]] = weakref.WeakKeyDictionary()
+
+
+def _probe_choices(model: nn.Module, spec: Any, image_size: int) -> list[CamLayer]:
     default = spec.cam_target(model)[-1]
     names = _module_names(model)
     if getattr(spec, "family", "cnn") != "cnn":
