@@ -14,6 +14,7 @@ import streamlit as st  # noqa: E402
 
 from emotion_core import explorer, jobs  # noqa: E402
 from pages import _common as common  # noqa: E402
+from pages import _warmup  # noqa: E402
 
 
 def home() -> None:
@@ -92,5 +93,5 @@ PAGES = [
 st.set_page_config(page_title="Emotion benchmark", layout="wide")
 nav = st.navigation(PAGES)
 common.render_sidebar()
-common.warm_up_models()
+_warmup.start()
 nav.run()

@@ -6,9 +6,6 @@ and two artifact folders (tests) never share an entry.
 """
 from __future__ import annotations
 
-import atexit
-import logging
-import os
 import threading
 import time
 from pathlib import Path
@@ -20,8 +17,6 @@ import streamlit as st
 from emotion_core import artifacts, explorer, jobs
 
 MODEL_CACHE_ENTRIES = 12  # models kept in memory at once (quick-profile models are small)
-WARM_UP_ENV = "EMOTION_APP_WARMUP"  # "0" turns the background model warm-up off (the tests do)
-WARM_UP_IMPORTS = ("timm", "pytorch_grad_cam")  # slow first imports the explanation pages need
 
 
 def _stamp(path: Path) -> str:
@@ -63,80 +58,34 @@ def run_record(run_id: str) -> artifacts.RunRecord:
                      _stamp(artifacts.run_dir(run_id) / "predictions.csv"))
 
 
+_LOADED: set[tuple[str, str, str]] = set()  # (root, run id, stamp) built by _model so far
+_LOADED_LOCK = threading.Lock()
+
+
 @st.cache_resource(show_spinner="Loading model...", max_entries=MODEL_CACHE_ENTRIES)
 def _model(root: str, run_id: str, stamp: str) -> tuple[Any, dict[str, Any]]:
     from emotion_core import evaluate
 
-    return evaluate.load_model(run_id)
+    out = evaluate.load_model(run_id)
+    with _LOADED_LOCK:
+        _LOADED.add((root, run_id, stamp))
+    return out
+
+
+def model_key(run_id: str) -> tuple[str, str, str]:
+    """The model cache's key for a run: artifacts root, run id, weights file stamp."""
+    return (str(artifacts.root()), run_id, _stamp(artifacts.run_dir(run_id) / "weights.safetensors"))
+
+
+def model_loaded(run_id: str) -> bool:
+    """Whether this process has built the run's current model (it may since have been evicted)."""
+    with _LOADED_LOCK:
+        return model_key(run_id) in _LOADED
 
 
 def load_model(run_id: str) -> tuple[Any, dict[str, Any]]:
     """A run's model, built once per process (bounded cache) and shared by all sessions."""
-    return _model(str(artifacts.root()), run_id,
-                  _stamp(artifacts.run_dir(run_id) / "weights.safetensors"))
-
-
-class _QuietWarmUp(logging.Filter):
-    """Drop Streamlit's "missing ScriptRunContext" warning for the warm-up thread: it has no
-    session on purpose (it only fills the process-wide model cache, never draws)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.threadName != WARM_UP_THREAD
-
-
-WARM_UP_THREAD = "model-warm-up"
-_WARM_UP_STOP = threading.Event()
-
-
-@atexit.register
-def _stop_warm_up() -> None:
-    """Let a running warm-up finish its current model before the interpreter goes: a daemon
-    thread killed inside torch's C++ code aborts the process ("terminate called ...")."""
-    _WARM_UP_STOP.set()
-    for t in threading.enumerate():
-        if t.name == WARM_UP_THREAD:
-            t.join(timeout=60)
-
-
-logging.getLogger("streamlit.runtime.scriptrunner_utils.script_run_context").addFilter(_QuietWarmUp())
-
-
-@st.cache_resource(show_spinner=False, max_entries=4)
-def _warm_up(root: str, run_ids: tuple[str, ...]) -> threading.Thread:
-    """One daemon thread per process and run set that loads models into the cache above.
-
-    Why: building a model from its checkpoint takes 0.2-5 s on 2 cores, so the first visit to
-    Feature maps or Explain would wait for it. The thread stops as soon as the artifacts folder
-    changes (tests switch it), so it never caches a model under another folder's key.
-    """
-    import importlib
-
-    def work() -> None:
-        for name in WARM_UP_IMPORTS:
-            try:
-                importlib.import_module(name)
-            except ImportError:
-                pass
-        for rid in run_ids:
-            if _WARM_UP_STOP.is_set() or str(artifacts.root()) != root:
-                return
-            try:
-                _model(root, rid, _stamp(artifacts.run_dir(rid) / "weights.safetensors"))
-            except Exception:  # a broken run is reported by the page that opens it
-                continue
-
-    thread = threading.Thread(target=work, name=WARM_UP_THREAD, daemon=True)
-    thread.start()
-    return thread
-
-
-def warm_up_models() -> threading.Thread | None:
-    """Start loading the current dataset's models in the background, in the order the pages
-    need them (at most as many as the model cache holds); None when switched off or no runs."""
-    if os.environ.get(WARM_UP_ENV, "1") == "0":
-        return None
-    order = explorer.warm_up_order(selected_runs())[:MODEL_CACHE_ENTRIES]
-    return _warm_up(str(artifacts.root()), tuple(order)) if order else None
+    return _model(*model_key(run_id))
 
 
 @st.cache_data(show_spinner=False, max_entries=32)

@@ -6,6 +6,7 @@ import streamlit as st
 from emotion_core import explain as ex
 from emotion_core import explorer, probe
 from pages import _common as common
+from pages import _warmup
 
 
 def show_scores(view: probe.MapView, metrics: dict, method: str) -> None:
@@ -39,6 +40,7 @@ finer = c2.select_slider("CAM layer", options=list(range(5)), value=0, key="ex_f
                          format_func=lambda k: "last (default)" if k == 0 else f"{k} finer",
                          help="Earlier layers have finer feature grids (sharper maps) but less "
                               "class-specific features; each column's caption names the layer.")
+_warmup.wait_for([*chosen, *explorer.vit_runs(runs)[:1]], "the maps")
 cols = st.columns(max(1, len(chosen)))
 for col, rid in zip(cols, chosen, strict=False):
     with col:

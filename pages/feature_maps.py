@@ -5,12 +5,14 @@ import streamlit as st
 
 from emotion_core import explorer, probe
 from pages import _common as common
+from pages import _warmup
 
 st.title("Feature maps")
 runs, labels = common.runs_or_stop("No trained model runs for this dataset yet.", models_only=True)
 ids = list(labels)
 rid = st.selectbox("Run", ids, index=ids.index(explorer.feature_map_default(runs)),
                    format_func=labels.get, key="fm_run")
+_warmup.wait_for([rid], "the feature maps")
 try:
     model, manifest = common.load_model(rid)
 except Exception as exc:  # broken or mismatched checkpoint: say so, keep the page alive

@@ -178,28 +178,71 @@ def test_explain_page_scores_on_demand_and_shows_the_runs_stored_scores(store, m
     assert all(0.0 <= v <= 1.0 for v in aucs)
 
 
-def test_app_start_warms_the_model_cache_for_the_pages(at_store, monkeypatch) -> None:
+def _fresh_warm_up(monkeypatch) -> tuple[list[str], object]:
+    """Warm-up on, empty model cache, load_model counted; returns (loads, gate to hold loads)."""
     import threading
 
     from emotion_core import evaluate
     from pages import _common as common
+    from pages import _warmup
 
-    at, ids = at_store
-    monkeypatch.setenv(common.WARM_UP_ENV, "1")
+    monkeypatch.setenv(_warmup.WARM_UP_ENV, "1")
     common._model.clear()
-    common._warm_up.clear()
+    _warmup._started.clear()
+    with common._LOADED_LOCK:
+        common._LOADED.clear()
     loads: list[str] = []
+    gate = threading.Event()
+    gate.set()
     real = evaluate.load_model
-    monkeypatch.setattr(evaluate, "load_model", lambda rid, **kw: (loads.append(rid), real(rid, **kw))[1])
-    _open(at)  # Home only: no page needs a model yet
+
+    def counted(rid, **kw):
+        gate.wait(TIMEOUT)
+        loads.append(rid)
+        return real(rid, **kw)
+
+    monkeypatch.setattr(evaluate, "load_model", counted)
+    return loads, gate
+
+
+def _join_warm_up() -> None:
+    import threading
+
+    from pages import _warmup
+
     for t in threading.enumerate():
-        if t.name == common.WARM_UP_THREAD:
+        if t.name == _warmup.WARM_UP_THREAD:
             t.join(timeout=TIMEOUT)
+
+
+def test_app_start_warms_the_model_cache_for_the_pages(at_store, monkeypatch) -> None:
+    at, ids = at_store
+    loads, _ = _fresh_warm_up(monkeypatch)
+    _open(at)  # Home only: no page needs a model yet
+    _join_warm_up()
     assert sorted(loads) == sorted(ids[m] for m in MODELS)  # every model run, each once
     at.switch_page("pages/explain.py").run()
     at.switch_page("pages/feature_maps.py").run()
     assert not at.exception
     assert len(loads) == len(MODELS)  # the pages found every model already loaded
+
+
+def test_explain_page_waits_for_the_warm_up_instead_of_blocking(at_store, monkeypatch) -> None:
+    at, ids = at_store
+    loads, gate = _fresh_warm_up(monkeypatch)
+    gate.clear()  # the warm-up thread is stuck on its first model
+    _open(at)
+    at.switch_page("pages/explain.py").run()
+    assert not at.exception
+    assert any("in the background" in i.value for i in at.info)
+    assert not any("→" in c for img in at.image for c in img.captions)  # no map yet
+    gate.set()
+    _join_warm_up()
+    at.run()
+    assert not at.exception
+    assert not any("in the background" in i.value for i in at.info)
+    assert sum("→" in c for img in at.image for c in img.captions) == 2
+    assert sorted(loads) == sorted(ids[m] for m in MODELS)  # loaded by the thread, once each
 
 
 def test_predict_page_every_run_and_the_ensemble(at_store) -> None:

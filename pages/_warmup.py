@@ -1,0 +1,111 @@
+"""Background model warm-up: load the current dataset's models before a page asks for them.
+
+Why: importing timm and pytorch-grad-cam and building a model from its checkpoint take seconds on
+2 cores, so without this the first visit to Feature maps or Explain would freeze on them. When
+the app starts, one daemon thread per process and run set imports those libraries and fills the
+model cache of `_common` in the order the pages need the models. A page that needs a model the
+thread has not reached yet shows a short note and reruns itself when the model is there, instead
+of blocking.
+"""
+from __future__ import annotations
+
+import atexit
+import importlib
+import logging
+import os
+import threading
+from collections.abc import Sequence
+
+import streamlit as st
+
+from emotion_core import artifacts, explorer
+from pages import _common as common
+
+WARM_UP_ENV = "EMOTION_APP_WARMUP"  # "0" turns the background model warm-up off (the tests do)
+WARM_UP_IMPORTS = ("timm", "pytorch_grad_cam")  # slow first imports the explanation pages need
+WARM_UP_THREAD = "model-warm-up"
+_STOP = threading.Event()
+
+
+class _Quiet(logging.Filter):
+    """Drop Streamlit's "missing ScriptRunContext" warning for the warm-up thread: it has no
+    session on purpose (it only fills the process-wide model cache, never draws)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.threadName != WARM_UP_THREAD
+
+
+logging.getLogger("streamlit.runtime.scriptrunner_utils.script_run_context").addFilter(_Quiet())
+
+
+@atexit.register
+def _stop() -> None:
+    """Let a running warm-up finish its current model before the interpreter goes: a daemon
+    thread killed inside torch's C++ code aborts the process ("terminate called ...")."""
+    _STOP.set()
+    for t in threading.enumerate():
+        if t.name == WARM_UP_THREAD:
+            t.join(timeout=60)
+
+
+class _WarmUp(threading.Thread):
+    def __init__(self, root: str, run_ids: tuple[str, ...]) -> None:
+        super().__init__(name=WARM_UP_THREAD, daemon=True)
+        self.root, self.run_ids = root, run_ids
+
+    def run(self) -> None:
+        for name in WARM_UP_IMPORTS:
+            try:
+                importlib.import_module(name)
+            except ImportError:
+                pass
+        for rid in self.run_ids:
+            # a changed artifacts folder (tests switch it) must not be cached under this key
+            if _STOP.is_set() or str(artifacts.root()) != self.root:
+                return
+            try:
+                common.load_model(rid)
+            except Exception:  # a broken run is reported by the page that opens it
+                continue
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _started(root: str, run_ids: tuple[str, ...]) -> _WarmUp:
+    thread = _WarmUp(root, run_ids)
+    thread.start()
+    return thread
+
+
+def start() -> threading.Thread | None:
+    """Start loading the current dataset's models in the background (once per process and run
+    set; at most as many as the model cache holds); None when switched off or no runs."""
+    if os.environ.get(WARM_UP_ENV, "1") == "0":
+        return None
+    order = explorer.warm_up_order(common.selected_runs())[:common.MODEL_CACHE_ENTRIES]
+    return _started(str(artifacts.root()), tuple(order)) if order else None
+
+
+def pending(run_ids: Sequence[str]) -> list[str]:
+    """Those of `run_ids` that a running warm-up has still to load (none when none runs)."""
+    root = str(artifacts.root())
+    queued: set[str] = set()
+    for t in threading.enumerate():
+        if isinstance(t, _WarmUp) and t.is_alive() and t.root == root:
+            queued.update(t.run_ids)
+    return [rid for rid in run_ids if rid in queued and not common.model_loaded(rid)]
+
+
+def wait_for(run_ids: Sequence[str], what: str) -> None:
+    """Stop the page with a note while the warm-up still loads `run_ids`; rerun it when done."""
+    waiting = pending(run_ids)
+    if not waiting:
+        return
+    st.info(f"Loading {len(waiting)} model(s) in the background; {what} appear in a few seconds.")
+    _poll(tuple(run_ids))
+    st.stop()
+
+
+@st.fragment(run_every=1.0)
+def _poll(run_ids: tuple[str, ...]) -> None:
+    if not pending(run_ids):
+        st.rerun(scope="app")
