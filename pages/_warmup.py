@@ -54,19 +54,26 @@ class _WarmUp(threading.Thread):
         self.root, self.run_ids = root, run_ids
 
     def run(self) -> None:
-        for name in WARM_UP_IMPORTS:
-            try:
-                importlib.import_module(name)
-            except ImportError:
-                pass
-        for rid in self.run_ids:
+        for i, rid in enumerate(self.run_ids):
             # a changed artifacts folder (tests switch it) must not be cached under this key
             if _STOP.is_set() or str(artifacts.root()) != self.root:
                 return
             try:
                 common.load_model(rid)
             except Exception:  # a broken run is reported by the page that opens it
-                continue
+                pass
+            if i == 0:  # Feature maps' model first (no CAM library needed), then the imports
+                _import_slow_libraries()
+
+
+def _import_slow_libraries() -> None:
+    for name in WARM_UP_IMPORTS:
+        if _STOP.is_set():
+            return
+        try:
+            importlib.import_module(name)
+        except Exception:  # missing, or the interpreter is shutting down: the pages import it
+            pass
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)
