@@ -20,8 +20,7 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-METHODS = ("gradcam", "gradcam++", "xgradcam", "layercam", "eigencam", "scorecam", "attention",
-           "rollout", "featuremap")
+from emotion_core.explain import ALL_METHODS as METHODS  # noqa: E402  (one list of methods)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
