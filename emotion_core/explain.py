@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import cv2
@@ -154,11 +155,44 @@ def tokens_to_grid(tokens: torch.Tensor) -> torch.Tensor:
     return tokens[:, prefix:].reshape(tokens.shape[0], side, side, -1).permute(0, 3, 1, 2)
 
 
+def eigen_projection(activations: np.ndarray) -> np.ndarray:
+    """EigenCAM's map [N, H, W]: each image's centred activations projected on their first
+    principal component, exactly as pytorch-grad-cam's `get_2d_projection`.
+
+    Why our own: the library's SVD uses full_matrices=True, which builds an (H*W) x (H*W) matrix
+    nobody reads: 10 GB for a 224x224 feature grid (VGG-16's first block at 224 px), enough to
+    kill the app's process. The thin SVD has the same first right-singular vector, sign included.
+    """
+    batch = np.array(activations, dtype=np.float32)
+    batch[np.isnan(batch)] = 0
+    out = []
+    for act in batch:
+        flat = act.reshape(act.shape[0], -1).T
+        flat = flat - flat.mean(axis=0)
+        _, _, vt = np.linalg.svd(flat, full_matrices=False)
+        out.append((flat @ vt[0]).reshape(act.shape[1:]))
+    return np.asarray(out, dtype=np.float32)
+
+
+@lru_cache(maxsize=1)
+def _thin_eigen_cam() -> type:
+    from pytorch_grad_cam import EigenCAM
+
+    class ThinEigenCAM(EigenCAM):
+        """EigenCAM with `eigen_projection` (bounded memory on fine feature grids)."""
+
+        def get_cam_image(self, input_tensor, target_layer, target_category, activations, grads,
+                          eigen_smooth):
+            return eigen_projection(activations)
+
+    return ThinEigenCAM
+
+
 def _cam_class(method: str) -> type:
-    from pytorch_grad_cam import EigenCAM, GradCAM, GradCAMPlusPlus, LayerCAM, ScoreCAM, XGradCAM
+    from pytorch_grad_cam import GradCAM, GradCAMPlusPlus, LayerCAM, ScoreCAM, XGradCAM
 
     classes = {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus, "xgradcam": XGradCAM,
-               "layercam": LayerCAM, "eigencam": EigenCAM, "scorecam": ScoreCAM}
+               "layercam": LayerCAM, "eigencam": _thin_eigen_cam(), "scorecam": ScoreCAM}
     if method not in classes:
         raise ValueError(f"unknown CAM method '{method}'; choose one of {', '.join(CAM_METHODS)}")
     return classes[method]
