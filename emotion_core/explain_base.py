@@ -74,6 +74,10 @@ def to_heatmap(grid: np.ndarray, size: tuple[int, int], *, nearest: bool = False
     """Resize a 2-D map to (H, W) and min-max it into [0, 1] (a constant map becomes zeros)."""
     g = np.nan_to_num(np.asarray(grid, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
     h, w = size
+    # Constant within float32 rounding: resizing a 1x1 grid leaves ~1e-7 ripples that min-max
+    # would stretch into a full-range noise map.
+    if float(g.max()) - float(g.min()) <= 1e-6 * max(float(np.abs(g).max()), 1e-30):
+        return np.zeros((h, w), np.float32)
     interp = cv2.INTER_NEAREST if nearest else cv2.INTER_LINEAR
     g = cv2.resize(g, (w, h), interpolation=interp) if g.shape != (h, w) else g
     lo, hi = float(g.min()), float(g.max())
