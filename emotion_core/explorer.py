@@ -244,8 +244,11 @@ def stored_faithfulness(metrics: dict[str, Any], method: str, layer: str | None 
     entry = mask.get("methods", {}).get(method)
     if entry:
         chance = mask.get("chance", float("nan"))
-        ideal = (f", a perfectly localised map on the {'x'.join(map(str, mask['cam_grid']))}"
-                 f" CAM grid {mask['ideal']:.3f}" if "ideal" in mask and mask.get("cam_grid") else "")
+        grid = "x".join(map(str, mask.get("cam_grid") or []))
+        levels = [f"{name} {mask[k]:.3f}" for k, name in (("ideal", "a mask-shaped map"),
+                                                           ("ceiling", "the best possible map"))
+                  if k in mask]
+        ideal = f"; on the {grid} CAM grid {' and '.join(levels)}" if grid and levels else ""
         rows.append(("run mask share", float(entry["mean"]),
                      f"mean over {entry.get('n', '?')} held-out synthetic faces; a uniform map "
                      f"scores the mask's area, {chance:.3f}{ideal}"))

@@ -179,6 +179,13 @@ def test_rollout_follows_attention_to_one_patch():
         explain.rollout(att, head_fusion="median")
 
 
+def test_to_heatmap_keeps_constant_maps_blank_and_stretches_real_ones():
+    for grid in (np.full((1, 1), 0.7), np.full((3, 3), 0.1234567), np.full((7, 7), 5e-9)):
+        assert not explain.to_heatmap(grid, (32, 32)).any()  # no float ripples blown up to noise
+    heat = explain.to_heatmap(np.array([[0.0, 1e-8], [2e-8, 4e-8]]), (16, 16))
+    assert heat.min() == 0.0 and heat.max() == pytest.approx(1.0)  # tiny but real contrast
+
+
 def test_overlay_and_patch_grid():
     rgb = np.full((32, 32, 3), 100, np.uint8)
     heat = np.linspace(0, 1, 16 * 16, dtype=np.float32).reshape(16, 16)  # resized to the image

@@ -34,7 +34,7 @@ def test_warm_up_follows_the_pages_first_needs_without_repeats() -> None:
 
 def test_stored_faithfulness_rows_for_each_kind_of_score() -> None:
     metrics = {"faithfulness": {
-        "mask_energy_share": {"chance": 0.08, "ideal": 0.39, "cam_grid": [7, 7],
+        "mask_energy_share": {"chance": 0.08, "ideal": 0.39, "ceiling": 0.54, "cam_grid": [7, 7],
                               "methods": {"gradcam": {"mean": 0.4, "pointing": 0.6, "n": 32}}},
         "deletion_insertion": {"methods": {"gradcam": {"deletion": 0.2, "insertion": 0.7, "n": 16},
                                            "random": {"deletion": 0.5, "insertion": 0.5}}}}}
@@ -42,7 +42,8 @@ def test_stored_faithfulness_rows_for_each_kind_of_score() -> None:
     assert [(label, value) for label, value, _ in rows] == [
         ("run mask share", 0.4), ("run pointing hit rate", 0.6), ("run deletion AUC", 0.2),
         ("run insertion AUC", 0.7)]
-    assert "0.080" in rows[0][2] and "7x7 CAM grid 0.390" in rows[0][2]
+    assert "0.080" in rows[0][2] and "7x7 CAM grid a mask-shaped map 0.390" in rows[0][2]
+    assert "the best possible map 0.540" in rows[0][2]
     assert "random map: 0.500" in rows[2][2]
     assert explorer.stored_faithfulness(metrics, "eigencam") == []
     assert explorer.stored_faithfulness({}, "gradcam") == []
@@ -62,6 +63,7 @@ def test_stored_faithfulness_of_a_finer_cam_layer_comes_from_the_sweep() -> None
     rows = explorer.stored_faithfulness(metrics, "gradcam", "features.13")
     assert [(label, value) for label, value, _ in rows] == [("run mask share", 0.17),
                                                            ("run pointing hit rate", 0.4)]
-    assert "7x7 CAM grid 0.390" in rows[0][2]
+    assert "7x7 CAM grid a mask-shaped map 0.390" in rows[0][2]
+    assert "best possible" not in rows[0][2]  # an older sweep without the ceiling
     assert explorer.stored_faithfulness(metrics, "gradcam", "features.3") == []  # not swept
     assert explorer.stored_faithfulness(metrics, "gradcam")[0][1] == 0.1  # the default layer

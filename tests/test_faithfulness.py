@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
+from emotion_core import explain, synthetic
 from emotion_core import faithfulness as fa
-from emotion_core import synthetic
 from tests.conftest import shared_data_or_skip
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -175,6 +175,29 @@ def test_ideal_share_grows_with_the_grid_and_is_one_at_full_resolution():
         fa.ideal_share(m, (0, 4))
 
 
+def test_ceiling_share_is_the_most_any_map_on_the_grid_can_score():
+    m = _mask(32)
+    rng = np.random.default_rng(0)
+    for g in [(1, 1), (2, 2), (4, 4), (3, 5), (8, 8)]:
+        ceiling = fa.ceiling_share(m, g)
+        # no map on that grid beats it: random ones, sparse ones, and the mask-shaped one
+        grids = [rng.random(g) ** p for p in (1, 4, 16)] + [
+            np.where(rng.random(g) < 0.3, rng.random(g), 0) + 1e-9 for _ in range(20)]
+        shares = [fa.mask_energy_share(explain.to_heatmap(c, m.shape), m) for c in grids]
+        assert max(shares) <= ceiling + 1e-6
+        assert fa.ideal_share(m, g) <= ceiling + 1e-6
+        # and one map reaches it: the single best cell lit
+        best = max(fa.mask_energy_share(explain.to_heatmap(np.eye(1, g[0] * g[1], k).reshape(g), m.shape), m)
+                   for k in range(g[0] * g[1]))
+        assert ceiling == pytest.approx(best, abs=1e-6)
+    assert fa.ceiling_share(m, (1, 1)) == pytest.approx((m > 0).mean())  # one cell: uniform
+    assert fa.ceiling_share(m, (32, 32)) == pytest.approx(1.0)  # a pixel inside the mask
+    with pytest.raises(ValueError, match="grid"):
+        fa.ceiling_share(m, (4, 0))
+    with pytest.raises(ValueError, match="empty"):
+        fa.ceiling_share(np.zeros_like(m), (4, 4))
+
+
 def _strided_cnn() -> tuple[nn.Module, Any]:
     """Three resolutions (32, 16, 8 px grids at 32 px) before the default CAM layer."""
     torch.manual_seed(0)
@@ -191,7 +214,7 @@ def test_sweep_scores_every_cam_layer_against_its_grids_ideal(tmp_path):
     model, spec = _strided_cnn()
     res = fa.evaluate_model(model, spec, manifest, images, methods=["gradcam"], progress=False)
     assert res["cam_layer"] == "5" and res["cam_grid"] == [8, 8]
-    assert res["chance"] < res["ideal"] < 1.0
+    assert res["chance"] < res["ideal"] <= res["ceiling"] <= 1.0
     by = fa.sweep_cam_layers(model, spec, manifest, images, "stages", methods=["gradcam"],
                              progress=False)
     assert list(by) == ["1", "3", "5"] and [e["grid"] for e in by.values()] == [[32, 32], [16, 16], [8, 8]]
@@ -201,7 +224,8 @@ def test_sweep_scores_every_cam_layer_against_its_grids_ideal(tmp_path):
     assert by["5"]["methods"]["gradcam"]["mean"] == pytest.approx(res["methods"]["gradcam"]["mean"])
     assert by["1"]["methods"]["gradcam"]["mean"] != pytest.approx(by["5"]["methods"]["gradcam"]["mean"])
     table = fa.format_layer_table({**res, "by_layer": by})
-    assert "5*" in table and "ideal" in table and "16x16" in table
+    assert "5*" in table and "ideal" in table and "ceiling" in table and "16x16" in table
+    assert all(e["ideal"] <= e["ceiling"] for e in by.values())
     with pytest.raises(ValueError, match="no layer"):
         fa.sweep_cam_layers(model, spec, manifest, images, ["nope"], methods=["gradcam"], progress=False)
 
