@@ -66,6 +66,21 @@ def pointing_hit(heat: np.ndarray, mask: np.ndarray) -> bool:
     return bool(m.flat[int(np.argmax(h))] > 0)
 
 
+def _inside(mask: np.ndarray) -> np.ndarray:
+    """A mask (0/1, 0/255, bool; HxW or HxWx3) as a boolean HxW array."""
+    m = np.asarray(mask)
+    if m.ndim == 3:
+        m = m[..., 0]
+    return m > (127 if m.max() > 1 else 0)
+
+
+def _cells(grid: tuple[int, int]) -> tuple[int, int]:
+    gh, gw = int(grid[0]), int(grid[1])
+    if gh < 1 or gw < 1:
+        raise ValueError(f"grid must have at least one cell per side, got {grid}")
+    return gh, gw
+
+
 def ideal_share(mask: np.ndarray, grid: tuple[int, int]) -> float:
     """The mask energy share of a mask-shaped map on a `grid` of cells: the mask pooled to the
     grid (area average) and resized back bilinearly, as CAMs are.
@@ -74,13 +89,7 @@ def ideal_share(mask: np.ndarray, grid: tuple[int, int]) -> float:
     the brows and mouth, at the grid's resolution, scores. It is a reference, not an upper bound:
     a map lighting only the cell most inside the mask scores higher (see `ceiling_share`).
     """
-    m = np.asarray(mask)
-    if m.ndim == 3:
-        m = m[..., 0]
-    inside = m > (127 if m.max() > 1 else 0)
-    gh, gw = int(grid[0]), int(grid[1])
-    if gh < 1 or gw < 1:
-        raise ValueError(f"grid must have at least one cell per side, got {grid}")
+    inside, (gh, gw) = _inside(mask), _cells(grid)
     cells = cv2.resize(inside.astype(np.float32), (gw, gh), interpolation=cv2.INTER_AREA)
     return mask_energy_share(ex.to_heatmap(cells, inside.shape), inside)
 
@@ -94,15 +103,9 @@ def ceiling_share(mask: np.ndarray, grid: tuple[int, int]) -> float:
     of two 1-D footprints and all cells are scored at once. Unlike `ideal_share` (a mask-shaped
     map), this is a true upper bound: a map above it cannot exist on that grid.
     """
-    m = np.asarray(mask)
-    if m.ndim == 3:
-        m = m[..., 0]
-    inside = (m > (127 if m.max() > 1 else 0)).astype(np.float64)
+    inside, (gh, gw) = _inside(mask).astype(np.float64), _cells(grid)
     if not inside.any():
         raise ValueError("the mask is empty: there is no region to score against")
-    gh, gw = int(grid[0]), int(grid[1])
-    if gh < 1 or gw < 1:
-        raise ValueError(f"grid must have at least one cell per side, got {grid}")
     h, w = inside.shape
     # column i of `rows` is cell-row i's footprint along the height (the 1-D resize of e_i)
     rows = cv2.resize(np.eye(gh, dtype=np.float32), (gh, h), interpolation=cv2.INTER_LINEAR)
