@@ -18,7 +18,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from emotion_core.explain_base import HEAD_FUSIONS, NotApplicableError, batch_of, explaining
+from emotion_core.explain_base import (
+    HEAD_FUSIONS,
+    NotApplicableError,
+    batch_of,
+    explaining,
+    to_model_device,
+)
 
 
 def _attention_modules(model: nn.Module) -> list[nn.Module]:
@@ -87,7 +93,7 @@ def attention_batch(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     repeated with eager attention switched on for it.
     """
     mods = _attention_modules(model)
-    x = batch_of(x)
+    x = to_model_device(model, batch_of(x))
     with explaining(model):
         captured = _capture(model, mods, x)
         if len(captured) != len(mods) or any(c is None for c in captured):
@@ -95,7 +101,7 @@ def attention_batch(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
                 captured = _capture(model, mods, x)
     if len(captured) != len(mods) or any(c is None for c in captured):
         raise NotApplicableError("attention layers did not expose their probabilities")
-    return torch.stack([c.float() for c in captured], dim=1)  # type: ignore[union-attr]
+    return torch.stack([c.float().cpu() for c in captured], dim=1)  # type: ignore[union-attr]
 
 
 def attention_maps(model: nn.Module, x: torch.Tensor) -> np.ndarray:

@@ -40,7 +40,9 @@ from emotion_core.explain_base import (  # noqa: F401
     explaining,
     logits_of,
     overlay,
+    resolve_device,
     to_heatmap,
+    to_model_device,
 )
 
 # LayerCAM weighs each position by its own positive gradient, so it stays sharp on the finer
@@ -65,7 +67,7 @@ def conv_layers(model: nn.Module, x: torch.Tensor | None = None) -> list[tuple[s
     handles = [m.register_forward_hook(lambda mod, i, o: order.append(mod)) for _, m in convs]
     try:
         with explaining(model), torch.no_grad():
-            model(batch_of(x)[:1])
+            model(to_model_device(model, batch_of(x)[:1]))
     finally:
         for h in handles:
             h.remove()
@@ -95,7 +97,7 @@ def feature_maps(model: nn.Module, x: torch.Tensor, layer: str, *, top_k: int = 
     handle = modules[layer].register_forward_hook(lambda m, i, o: captured.append(o.detach()))
     try:
         with explaining(model), torch.no_grad():
-            model(batch_of(x)[:1])
+            model(to_model_device(model, batch_of(x)[:1]))
     finally:
         handle.remove()
     act = captured[0][0].float()
@@ -113,7 +115,7 @@ def feature_maps(model: nn.Module, x: torch.Tensor, layer: str, *, top_k: int = 
     sel = act[ids]
     lo = sel.amin(dim=(1, 2), keepdim=True)
     span = (sel.amax(dim=(1, 2), keepdim=True) - lo).clamp_min(1e-12)
-    maps = ((sel - lo) / span).numpy().astype(np.float32)
+    maps = ((sel - lo) / span).cpu().numpy().astype(np.float32)
     return FeatureMaps(layer, maps, ids, [float(means[i]) for i in ids])
 
 
@@ -213,7 +215,7 @@ def compute_cams(model: nn.Module, spec: Any, x: torch.Tensor, *, method: str = 
     cam_cls = _cam_class(method)
     if not cam_methods(spec):
         raise NotApplicableError(f"model '{getattr(spec, 'name', '?')}' has no CAM target layer")
-    x = batch_of(x)
+    x = to_model_device(model, batch_of(x))
     if method == "scorecam" and x.shape[0] > SCORECAM_MAX_BATCH:
         raise ValueError(f"scorecam runs one forward pass per channel: use at most "
                          f"{SCORECAM_MAX_BATCH} images per call (got {x.shape[0]})")
@@ -297,9 +299,9 @@ def explain_image(model: nn.Module, spec: Any, x: torch.Tensor, view: np.ndarray
     if method not in methods_for(spec):
         raise NotApplicableError(f"method '{method}' does not apply to model '{name}' "
                                  f"(it supports {', '.join(methods_for(spec))})")
-    x = batch_of(x)[:1]
+    x = to_model_device(model, batch_of(x)[:1])
     with explaining(model), torch.no_grad():
-        probs = torch.softmax(logits_of(model(x)).float(), dim=-1)[0].numpy()
+        probs = torch.softmax(logits_of(model(x)).float(), dim=-1)[0].cpu().numpy()
     if target is not None and not 0 <= int(target) < probs.shape[0]:
         raise ValueError(f"class index {target} out of range: the model has {probs.shape[0]} classes")
     cls = int(probs.argmax()) if target is None else int(target)

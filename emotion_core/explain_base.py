@@ -54,6 +54,25 @@ def batch_of(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
+def to_model_device(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """`x` on the device of the model's weights (explanations run wherever the model was loaded)."""
+    p = next(model.parameters(), None)
+    return x if p is None else x.to(p.device)
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """'auto' = the GPU when there is one, else the CPU; 'cpu' / 'cuda' / 'cuda:1' as given."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise ValueError(f"unknown device '{name}' (use auto, cpu, cuda or cuda:N)") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device '{name}' asked for, but torch sees no CUDA GPU")
+    return device
+
+
 def logits_of(out: Any) -> torch.Tensor:
     """Models of the registry return logits; transformers models return an object with .logits."""
     return out if isinstance(out, torch.Tensor) else out.logits

@@ -134,7 +134,7 @@ def deletion_insertion(model: nn.Module, x: torch.Tensor, heat: np.ndarray, targ
                        steps: int = 20, *, baseline: str = "blur", batch_size: int = 32
                        ) -> dict[str, Any]:
     """Deletion and insertion curves/AUCs (in [0, 1]) of class `target` for image x[0]."""
-    x = ex.batch_of(x)[:1]
+    x = ex.to_model_device(model, ex.batch_of(x)[:1])
     h, w = x.shape[-2:]
     heat = np.asarray(heat, np.float64)
     if heat.shape != (h, w):
@@ -145,7 +145,7 @@ def deletion_insertion(model: nn.Module, x: torch.Tensor, heat: np.ndarray, targ
     rank = np.empty(h * w, np.int64)
     rank[order] = np.arange(h * w)
     counts = np.linspace(0, h * w, steps + 1).round().astype(np.int64)
-    masks = torch.from_numpy(rank[None, :] < counts[:, None]).view(steps + 1, 1, h, w).to(x.dtype)
+    masks = torch.from_numpy(rank[None, :] < counts[:, None]).view(steps + 1, 1, h, w).to(x.device, x.dtype)
     base = baseline_image(x, baseline)
     curves = {}
     with ex.explaining(model), torch.no_grad():
@@ -155,7 +155,7 @@ def deletion_insertion(model: nn.Module, x: torch.Tensor, heat: np.ndarray, targ
                 m = masks[i:i + batch_size]
                 out = ex.logits_of(model(start * (1 - m) + end * m))
                 probs.append(torch.softmax(out.float(), dim=-1)[:, target])
-            curves[name] = torch.cat(probs).numpy()
+            curves[name] = torch.cat(probs).cpu().numpy()
     auc = {k: float(np.trapezoid(v, dx=1.0 / steps)) for k, v in curves.items()}
     return {**auc, "deletion_curve": curves["deletion"].tolist(),
             "insertion_curve": curves["insertion"].tolist()}
@@ -250,7 +250,7 @@ def evaluate_model(model: nn.Module, spec: Any, manifest: dict[str, Any], images
         if kind == "mask":
             m = load_rgb(_mask_for(path))  # geometry exactly like the image: same crop and resize
             masks.append(resize_square(m, size)[..., 0] > 127)
-    x_all = torch.stack(xs)
+    x_all = ex.to_model_device(model, torch.stack(xs))
     with ex.explaining(model), torch.no_grad():
         preds = torch.cat([ex.logits_of(model(x_all[i:i + 32])).argmax(-1)
                            for i in range(0, len(x_all), 32)]).tolist()
@@ -301,15 +301,16 @@ def evaluate_model(model: nn.Module, spec: Any, manifest: dict[str, Any], images
 def evaluate_run(run_id: str, data_dir: Path, *, n: int = 32, methods: Sequence[str] | None = None,
                  kind: str = "auto", steps: int = 20, baseline: str = "blur", seed: int = 0,
                  progress: bool = True, store: bool = True,
-                 cam_layers: Sequence[str] | str | None = None) -> dict[str, Any]:
+                 cam_layers: Sequence[str] | str | None = None, device: str = "cpu") -> dict[str, Any]:
     """Score a stored run's maps on its dataset and merge them into its metrics.json.
 
     `cam_layers`: also score the CAM methods at these layers ("stages": one per resolution, see
     cam_layers.cam_layer_choices); the results go under "by_layer", with each layer's grid.
+    `device`: where the model runs ("auto" = the GPU if there is one); the scores do not depend on it.
     """
     from emotion_core import artifacts, evaluate, models
 
-    model, manifest = evaluate.load_model(run_id)
+    model, manifest = evaluate.load_model(run_id, device=ex.resolve_device(device))
     spec = models.get_spec(manifest["model"])
     rec = artifacts.load_run(run_id, tables=True)
     images = sample_images(Path(data_dir), manifest["classes"], n, seed=seed,

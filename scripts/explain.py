@@ -4,7 +4,7 @@
         [--layer L] [--head H] [--target CLASS] [--discard-ratio R] [--head-fusion mean|max|min]
     python -m scripts.explain --run RUN_ID --faithfulness --data DIR [--n 32]
         [--methods gradcam,eigencam,...] [--kind auto|mask|deletion] [--steps 20]
-        [--cam-layers stages|NAME,NAME]
+        [--cam-layers stages|NAME,NAME] [--device auto|cpu|cuda]
     python -m scripts.explain --run RUN_ID --list-cam-layers
 
 Methods: gradcam, gradcam++, xgradcam, layercam, eigencam, scorecam (slow: one forward pass per channel),
@@ -47,6 +47,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=20, help="deletion/insertion steps")
     p.add_argument("--baseline", choices=("blur", "mean"), default="blur")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="where the model runs: auto (the GPU if there "
+                   "is one), cpu, cuda, cuda:N")
     p.add_argument("--cam-layers", help="--faithfulness: also score CAMs per layer ('stages' = one "
                    "per resolution, or comma-separated module names)")
     return p.parse_args(argv)
@@ -77,7 +79,7 @@ def run_image(args: argparse.Namespace) -> int:
         rgb = images.load_rgb(args.image)
     except (OSError, images.ImageDecodeError) as exc:
         return fail(f"cannot read image {args.image}: {exc}")
-    model, manifest = evaluate.load_model(args.run)
+    model, manifest = evaluate.load_model(args.run, device=explain.resolve_device(args.device))
     spec = models.get_spec(manifest["model"])
     target = _target(args.target, list(manifest["classes"]))
     layer: str | int | None = args.layer
@@ -129,7 +131,7 @@ def run_faithfulness(args: argparse.Namespace) -> int:
             x.strip() for x in args.cam_layers.split(",") if x.strip()]
     res = faithfulness.evaluate_run(args.run, args.data, n=args.n, methods=methods, kind=args.kind,
                                     steps=args.steps, baseline=args.baseline, seed=args.seed,
-                                    cam_layers=layers)
+                                    cam_layers=layers, device=args.device)
     print(f"faithfulness of run {args.run} on {res['n']} images ({res['kind']}, CAM layer "
           f"{res['cam_layer']}):")
     print(faithfulness.format_table(res))

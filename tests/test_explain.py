@@ -318,6 +318,11 @@ def test_cli_user_mistakes_exit_2(tmp_path, capsys):
     assert "--data" in capsys.readouterr().err
     assert cli.main(["--run", "r2", "--image", str(good), "--layer", "nope", "--out", out]) == 2
     assert "has no layer 'nope'" in capsys.readouterr().err
+    assert cli.main(["--run", "r2", "--image", str(good), "--device", "tpu9", "--out", out]) == 2
+    assert "unknown device 'tpu9'" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert cli.main(["--run", "r2", "--image", str(good), "--device", "cuda", "--out", out]) == 2
+        assert "no CUDA GPU" in capsys.readouterr().err
 
 
 def test_cli_lists_cam_layers_and_explains_at_a_finer_one(tmp_path, capsys):
@@ -336,3 +341,35 @@ def test_cli_lists_cam_layers_and_explains_at_a_finer_one(tmp_path, capsys):
     assert cli.main(["--run", "r3", "--image", str(src), "--method", "layercam", "--layer", finer,
                      "--out", str(out)]) == 0
     assert f"layer={finer}" in capsys.readouterr().out and out.is_file()
+
+
+def test_resolve_device_picks_the_gpu_only_when_there_is_one():
+    assert explain.resolve_device("cpu") == torch.device("cpu")
+    assert explain.resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(ValueError, match="unknown device"):
+        explain.resolve_device("gpu please")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on a GPU machine)")
+@pytest.mark.parametrize("name", NAMES)
+def test_maps_on_the_gpu_match_the_cpu(name):
+    """Every method on a model moved to the GPU gives the CPU's map (inputs may stay on the CPU)."""
+    import copy
+
+    from emotion_core import faithfulness
+
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    cpu_model, spec = built(name), models.get_spec(name)
+    gpu_model = copy.deepcopy(cpu_model).cuda()
+    x, view = image(3), np.zeros((SIZE, SIZE, 3), np.uint8)
+    for method in [m for m in explain.methods_for(spec) if m != "scorecam"]:
+        a = explain.explain_image(cpu_model, spec, x, view, method, target=1)
+        b = explain.explain_image(gpu_model, spec, x, view, method, target=1)
+        np.testing.assert_allclose(b.probs, a.probs, atol=1e-4, err_msg=method)
+        if a.heat is not None:
+            np.testing.assert_allclose(b.heat, a.heat, atol=2e-3, err_msg=method)
+    heat = explain.compute_cam(cpu_model, spec, x, target=1)
+    d_cpu = faithfulness.deletion_insertion(cpu_model, x, heat, 1, steps=8)
+    d_gpu = faithfulness.deletion_insertion(gpu_model, x, heat, 1, steps=8)
+    assert d_gpu["deletion"] == pytest.approx(d_cpu["deletion"], abs=1e-4)
+    assert d_gpu["insertion"] == pytest.approx(d_cpu["insertion"], abs=1e-4)
