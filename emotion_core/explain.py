@@ -159,11 +159,15 @@ def tokens_to_grid(tokens: torch.Tensor) -> torch.Tensor:
 
 def eigen_projection(activations: np.ndarray) -> np.ndarray:
     """EigenCAM's map [N, H, W]: each image's centred activations projected on their first
-    principal component, exactly as pytorch-grad-cam's `get_2d_projection`.
+    principal component, as pytorch-grad-cam's `get_2d_projection`, with its sign fixed.
 
     Why our own: the library's SVD uses full_matrices=True, which builds an (H*W) x (H*W) matrix
     nobody reads: 10 GB for a 224x224 feature grid (VGG-16's first block at 224 px), enough to
-    kill the app's process. The thin SVD has the same first right-singular vector, sign included.
+    kill the app's process. The thin SVD has the same first right-singular vector.
+    Why the sign: SVD leaves a component's sign arbitrary, and LAPACK builds differ, so the
+    library can show the negative of the map, whose positive part (all a CAM keeps) is then the
+    background (jacobgil/pytorch-grad-cam#315). Each map is oriented so that its largest-magnitude
+    location is positive, as sklearn's svd_flip does.
     """
     batch = np.array(activations, dtype=np.float32)
     batch[np.isnan(batch)] = 0
@@ -172,7 +176,10 @@ def eigen_projection(activations: np.ndarray) -> np.ndarray:
         flat = act.reshape(act.shape[0], -1).T
         flat = flat - flat.mean(axis=0)
         _, _, vt = np.linalg.svd(flat, full_matrices=False)
-        out.append((flat @ vt[0]).reshape(act.shape[1:]))
+        proj = flat @ vt[0]
+        if proj.size and proj[np.argmax(np.abs(proj))] < 0:
+            proj = -proj
+        out.append(proj.reshape(act.shape[1:]))
     return np.asarray(out, dtype=np.float32)
 
 

@@ -218,15 +218,37 @@ def test_cam_layer_choices_go_from_fine_to_the_default_grid(name):
         explain.compute_cam(model, spec, x, layer="no_such_layer")
 
 
-def test_eigencam_projection_matches_the_library():
+def test_eigencam_projection_matches_the_library_up_to_its_arbitrary_sign():
     from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection
 
     rng = np.random.default_rng(0)
     for shape in [(2, 16, 7, 7), (1, 64, 3, 3), (1, 4, 12, 10)]:  # tall, wide, not square
         a = (rng.standard_normal(shape) ** 2).astype(np.float32)
         a[0, 0, 0, 0] = np.nan
-        np.testing.assert_allclose(explain.eigen_projection(a), get_2d_projection(a),
-                                   rtol=1e-4, atol=1e-5)
+        ours, lib = explain.eigen_projection(a), get_2d_projection(a)
+        for o, ref in zip(ours, lib, strict=True):
+            flat = o.ravel()
+            assert flat[np.abs(flat).argmax()] > 0  # the strongest location is shown
+            sign = np.sign(np.vdot(o, ref))
+            np.testing.assert_allclose(o, sign * ref, rtol=1e-4, atol=1e-5)
+
+
+def test_eigencam_map_does_not_depend_on_the_svd_sign(monkeypatch):
+    """LAPACK builds may return either sign of a singular vector: the map must not flip
+    (with the library's own projection, the flipped map showed the background instead)."""
+    rng = np.random.default_rng(1)
+    a = rng.standard_normal((1, 8, 6, 6)).astype(np.float32)
+    a[0, :, 2, 3] += 6.0  # one location dominates the first component
+    before = explain.eigen_projection(a)
+    assert np.unravel_index(before[0].argmax(), (6, 6)) == (2, 3)
+    svd = np.linalg.svd
+
+    def flipped(m, full_matrices=True):
+        u, s, vt = svd(m, full_matrices=full_matrices)
+        return -u, s, -vt
+
+    monkeypatch.setattr(np.linalg, "svd", flipped)
+    np.testing.assert_array_equal(explain.eigen_projection(a), before)
 
 
 def test_eigencam_on_a_fine_grid_stays_within_bounded_memory():
