@@ -177,7 +177,7 @@ def eigen_projection(activations: np.ndarray) -> np.ndarray:
         flat = flat - flat.mean(axis=0)
         _, _, vt = np.linalg.svd(flat, full_matrices=False)
         proj = flat @ vt[0]
-        if proj.size and proj[np.argmax(np.abs(proj))] < 0:
+        if proj[np.argmax(np.abs(proj))] < 0:
             proj = -proj
         out.append(proj.reshape(act.shape[1:]))
     return np.asarray(out, dtype=np.float32)

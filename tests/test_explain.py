@@ -372,15 +372,23 @@ def test_resolve_device_picks_the_gpu_only_when_there_is_one():
         explain.resolve_device("gpu please")
 
 
+@pytest.fixture
+def full_fp32_on_gpu():
+    """TF32 off for the test, restored after (cuBLAS flags cannot be monkeypatched: no real attrs)."""
+    before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on a GPU machine)")
 @pytest.mark.parametrize("name", NAMES)
-def test_maps_on_the_gpu_match_the_cpu(name):
+def test_maps_on_the_gpu_match_the_cpu(name, full_fp32_on_gpu):
     """Every method on a model moved to the GPU gives the CPU's map (inputs may stay on the CPU)."""
     import copy
 
     from emotion_core import faithfulness
 
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     cpu_model, spec = built(name), models.get_spec(name)
     gpu_model = copy.deepcopy(cpu_model).cuda()
     x, view = image(3), np.zeros((SIZE, SIZE, 3), np.uint8)
