@@ -5,16 +5,13 @@ Pages hold widgets and charts only; every number comes from emotion_core.
 """
 from __future__ import annotations
 
-import os
+import plotly.express as px
+import streamlit as st
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the app never downloads weights
-
-import plotly.express as px  # noqa: E402
-import streamlit as st  # noqa: E402
-
-from emotion_core import explorer, jobs  # noqa: E402
-from pages import _common as common  # noqa: E402
-from pages import _warmup  # noqa: E402
+from emotion_core import jobs
+from emotion_core.views import tables
+from pages import _common as common
+from pages import _warmup
 
 
 def home() -> None:
@@ -29,7 +26,7 @@ def home() -> None:
         first_run(broken)
         return
     ds = common.current_dataset()
-    kind, where = explorer.data_source(ds) if ds else ("unknown", "")
+    kind, where = tables.data_source(ds) if ds else ("unknown", "")
     c1, c2, c3 = st.columns(3)
     c1.metric("Dataset", ds or "none")
     c2.metric("Data source", kind)
@@ -38,7 +35,7 @@ def home() -> None:
     if broken:
         st.warning("Broken runs (listed, not loaded; the others work): " + "; ".join(
             f"`{k}`: {v}" for k, v in broken.items()))
-    table = explorer.comparison_table(common.selected_runs())
+    table = tables.comparison_table(common.selected_runs())
     st.subheader("Leaderboard (validation macro-F1)")
     view = table[["label", "weights_source", "val_accuracy", "val_macro_f1", "test_accuracy",
                   "test_macro_f1", "latency_ms", "run_id"]]
@@ -60,7 +57,7 @@ def home() -> None:
 def first_run(broken: dict[str, str]) -> None:
     """The empty state: say what is missing and offer to start the quick demo job."""
     st.info("Nothing trained yet. This is what is missing:")
-    for item in explorer.missing_pieces():
+    for item in tables.missing_pieces():
         st.markdown(f"- {item}")
     if broken:
         st.warning("Broken runs found (not loaded): " + "; ".join(

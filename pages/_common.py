@@ -14,7 +14,9 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from emotion_core import artifacts, explorer, jobs
+from emotion_core import jobs, store
+from emotion_core.models import REGISTRY
+from emotion_core.views import tables
 
 MODEL_CACHE_ENTRIES = 12  # models kept in memory at once (quick-profile models are small)
 
@@ -29,33 +31,33 @@ def _stamp(path: Path) -> str:
 
 def runs_fingerprint() -> str:
     """Changes whenever a run folder appears, disappears or is rewritten."""
-    base = artifacts.runs_dir()
+    base = store.paths.runs_dir()
     if not base.is_dir():
-        return f"{artifacts.root()}|none"
-    parts = [f"{p.name}:{_stamp(p / 'manifest.json')}:{_stamp(p / 'metrics.json')}"
+        return f"{store.paths.root()}|none"
+    parts = [f"{p.name}:{_stamp(p / store.paths.MANIFEST)}:{_stamp(p / store.paths.METRICS)}"
              for p in sorted(base.iterdir()) if not p.name.startswith(".")]
-    return f"{artifacts.root()}|" + "|".join(parts)
+    return f"{store.paths.root()}|" + "|".join(parts)
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
-def _runs(fingerprint: str) -> tuple[list[artifacts.RunRecord], dict[str, str]]:
-    return artifacts.list_runs()
+def _runs(fingerprint: str) -> tuple[list[store.RunRecord], dict[str, str]]:
+    return store.list_runs()
 
 
-def all_runs() -> tuple[list[artifacts.RunRecord], dict[str, str]]:
+def all_runs() -> tuple[list[store.RunRecord], dict[str, str]]:
     """(complete runs, {broken run id: reason}) for the current artifacts folder."""
     return _runs(runs_fingerprint())
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def _run_full(root: str, run_id: str, stamp: str) -> artifacts.RunRecord:
-    return artifacts.load_run(run_id, tables=True)
+def _run_full(root: str, run_id: str, stamp: str) -> store.RunRecord:
+    return store.load_run(run_id, tables=True)
 
 
-def run_record(run_id: str) -> artifacts.RunRecord:
+def run_record(run_id: str) -> store.RunRecord:
     """A run with its tables (history, confusion, predictions); BrokenRunError if broken."""
-    return _run_full(str(artifacts.root()), run_id,
-                     _stamp(artifacts.run_dir(run_id) / "predictions.csv"))
+    return _run_full(str(store.paths.root()), run_id,
+                     _stamp(store.paths.run_file(run_id, store.paths.PREDICTIONS)))
 
 
 _LOADED: set[tuple[str, str, str]] = set()  # (root, run id, stamp) built by _model so far
@@ -64,7 +66,7 @@ _LOADED_LOCK = threading.Lock()
 
 @st.cache_resource(show_spinner="Loading model...", max_entries=MODEL_CACHE_ENTRIES)
 def _model(root: str, run_id: str, stamp: str) -> tuple[Any, dict[str, Any]]:
-    from emotion_core import evaluate
+    from emotion_core import evaluation as evaluate
 
     out = evaluate.load_model(run_id)
     with _LOADED_LOCK:
@@ -74,7 +76,7 @@ def _model(root: str, run_id: str, stamp: str) -> tuple[Any, dict[str, Any]]:
 
 def model_key(run_id: str) -> tuple[str, str, str]:
     """The model cache's key for a run: artifacts root, run id, weights file stamp."""
-    return (str(artifacts.root()), run_id, _stamp(artifacts.run_dir(run_id) / "weights.safetensors"))
+    return (str(store.paths.root()), run_id, _stamp(store.paths.run_file(run_id, store.paths.WEIGHTS)))
 
 
 def model_loaded(run_id: str) -> bool:
@@ -90,13 +92,13 @@ def load_model(run_id: str) -> tuple[Any, dict[str, Any]]:
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def dataset_table(root: str, name: str, table: str, stamp: str) -> pd.DataFrame:
-    return artifacts.load_dataset_table(name, table)
+    return store.load_dataset_table(name, table)
 
 
 def table(name: str, which: str) -> pd.DataFrame:
     """A prepared dataset's index/split/cleaning table (FileNotFoundError if not prepared)."""
-    return dataset_table(str(artifacts.root()), name, which,
-                         _stamp(artifacts.dataset_dir(name) / f"{which}.csv"))
+    return dataset_table(str(store.paths.root()), name, which,
+                         _stamp(store.paths.dataset_table_path(name, which)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -104,7 +106,7 @@ def table(name: str, which: str) -> pd.DataFrame:
 
 
 def current_dataset() -> str | None:
-    names = artifacts.list_datasets()
+    names = store.list_datasets()
     runs, _ = all_runs()
     names = sorted(set(names) | {str(r.manifest.get("dataset")) for r in runs})
     if not names:
@@ -113,7 +115,7 @@ def current_dataset() -> str | None:
     return chosen if chosen in names else names[0]
 
 
-def selected_runs() -> list[artifacts.RunRecord]:
+def selected_runs() -> list[store.RunRecord]:
     """The runs ticked in the sidebar (all runs of the current dataset by default)."""
     runs, _ = all_runs()
     ds = current_dataset()
@@ -127,7 +129,7 @@ def selected_runs() -> list[artifacts.RunRecord]:
 
 
 def runs_or_stop(empty_message: str, *, models_only: bool = False
-                 ) -> tuple[list[artifacts.RunRecord], dict[str, str]]:
+                 ) -> tuple[list[store.RunRecord], dict[str, str]]:
     """The selected runs (trained models only if asked) and their labels; stops the page with
     `empty_message` when there are none."""
     runs = selected_runs()
@@ -136,19 +138,19 @@ def runs_or_stop(empty_message: str, *, models_only: bool = False
     if not runs:
         st.info(empty_message)
         st.stop()
-    return runs, {r.run_id: explorer.run_label(r.manifest) for r in runs}
+    return runs, {r.run_id: tables.run_label(r.manifest) for r in runs}
 
 
 def render_sidebar() -> None:
     """Dataset and run pickers plus the Train controls, on every page."""
     runs, broken = all_runs()
-    names = sorted(set(artifacts.list_datasets()) | {str(r.manifest.get("dataset")) for r in runs})
+    names = sorted(set(store.list_datasets()) | {str(r.manifest.get("dataset")) for r in runs})
     with st.sidebar:
         if names:
             st.selectbox("Dataset", names, key="dataset")
             ds = current_dataset()
             mine = [r for r in runs if r.manifest.get("dataset") == ds]
-            labels = {r.run_id: explorer.run_label(r.manifest) for r in mine}
+            labels = {r.run_id: tables.run_label(r.manifest) for r in mine}
             st.multiselect("Runs", list(labels), default=list(labels), key="runs",
                            format_func=lambda rid: labels.get(rid, rid))
         else:
@@ -162,16 +164,12 @@ def render_sidebar() -> None:
 
 
 def _model_names() -> list[str]:
-    try:
-        from emotion_core import models
-        return list(models.REGISTRY)
-    except Exception:  # registry not importable: nothing to offer
-        return []
+    return list(REGISTRY)
 
 
 def train_controls(datasets: list[str]) -> None:
     """Choose dataset, models, profile and epochs; start a background job."""
-    sources = {n: explorer.dataset_root(n) for n in datasets}
+    sources = {n: tables.dataset_root(n) for n in datasets}
     sources = {n: p for n, p in sources.items() if p is not None}
     if not sources:
         st.caption("No dataset folder to train on yet: start the quick demo from Home.")
@@ -230,7 +228,8 @@ def job_panel(*, compact: bool) -> None:
 
 def pick_image(key: str, dataset: str | None) -> tuple[Any, Path | None, str]:
     """Image source widget: a dataset sample or an upload. Returns (rgb or None, path, caption)."""
-    from emotion_core import images, live
+    from emotion_core.data import images
+    from emotion_core.views import live
 
     source = st.radio("Image", ["dataset sample", "upload"], horizontal=True, key=f"{key}_src")
     if source == "upload":
@@ -242,7 +241,7 @@ def pick_image(key: str, dataset: str | None) -> tuple[Any, Path | None, str]:
         except live.UploadError as exc:
             st.error(str(exc))
             return None, None, ""
-    root = explorer.dataset_root(dataset) if dataset else None
+    root = tables.dataset_root(dataset) if dataset else None
     if root is None:
         st.info("The dataset folder is not available here: upload a picture instead.")
         return None, None, ""
@@ -273,7 +272,7 @@ def image_key(rgb: Any) -> str:
 @st.cache_data(show_spinner="Computing...", max_entries=128)
 def _explained(root: str, run_id: str, stamp: str, kind: str, key: str, params: tuple,
                _rgb: Any, _path: Path | None) -> Any:
-    from emotion_core import probe
+    from emotion_core.views import probe
 
     model, manifest = load_model(run_id)
     if kind == "cam":
@@ -295,8 +294,8 @@ def _explained(root: str, run_id: str, stamp: str, kind: str, key: str, params: 
 
 def explained(run_id: str, kind: str, rgb: Any, path: Path | None, *params: Any) -> Any:
     """A probe result (CAM view, attention, rollout, feature-map grid), cached per run+image."""
-    return _explained(str(artifacts.root()), run_id,
-                      _stamp(artifacts.run_dir(run_id) / "weights.safetensors"), kind,
+    return _explained(str(store.paths.root()), run_id,
+                      _stamp(store.paths.run_file(run_id, store.paths.WEIGHTS)), kind,
                       image_key(rgb), tuple(params), rgb, path)
 
 

@@ -18,7 +18,8 @@ from collections.abc import Sequence
 
 import streamlit as st
 
-from emotion_core import artifacts, explorer
+from emotion_core import store
+from emotion_core.views import tables
 from pages import _common as common
 
 WARM_UP_ENV = "EMOTION_APP_WARMUP"  # "0" turns the background model warm-up off (the tests do)
@@ -56,7 +57,7 @@ class _WarmUp(threading.Thread):
     def run(self) -> None:
         for i, rid in enumerate(self.run_ids):
             # a changed artifacts folder (tests switch it) must not be cached under this key
-            if _STOP.is_set() or str(artifacts.root()) != self.root:
+            if _STOP.is_set() or str(store.paths.root()) != self.root:
                 return
             try:
                 common.load_model(rid)
@@ -88,13 +89,13 @@ def start() -> threading.Thread | None:
     set; at most as many as the model cache holds); None when switched off or no runs."""
     if os.environ.get(WARM_UP_ENV, "1") == "0":
         return None
-    order = explorer.warm_up_order(common.selected_runs())[:common.MODEL_CACHE_ENTRIES]
-    return _started(str(artifacts.root()), tuple(order)) if order else None
+    order = tables.warm_up_order(common.selected_runs())[:common.MODEL_CACHE_ENTRIES]
+    return _started(str(store.paths.root()), tuple(order)) if order else None
 
 
 def pending(run_ids: Sequence[str]) -> list[str]:
     """Those of `run_ids` that a running warm-up has still to load (none when none runs)."""
-    root = str(artifacts.root())
+    root = str(store.paths.root())
     queued: set[str] = set()
     for t in threading.enumerate():
         if isinstance(t, _WarmUp) and t.is_alive() and t.root == root:

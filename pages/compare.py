@@ -4,7 +4,8 @@ from __future__ import annotations
 import plotly.express as px
 import streamlit as st
 
-from emotion_core import artifacts, explorer
+from emotion_core import store
+from emotion_core.views import tables
 from pages import _common as common
 
 st.title("Compare")
@@ -12,7 +13,7 @@ runs = common.selected_runs()
 if not runs:
     st.info("No runs for this dataset yet: train some from the sidebar or start the demo on Home.")
     st.stop()
-table = explorer.comparison_table(runs)
+table = tables.comparison_table(runs)
 st.subheader("Comparison table")
 st.caption("Every row names the weights the model started from; test columns are empty when the "
            "dataset has no test split of its own.")
@@ -32,9 +33,9 @@ full = []
 for r in runs:
     try:
         full.append(common.run_record(r.run_id))
-    except artifacts.BrokenRunError as exc:
+    except store.BrokenRunError as exc:
         st.warning(str(exc))
-per = [explorer.per_class_table(r, "val") for r in full]
+per = [tables.per_class_table(r, "val") for r in full]
 per = [p for p in per if len(p)]
 if per:
     import pandas as pd
@@ -42,7 +43,7 @@ if per:
                     width="stretch")
 
 st.subheader("Training curves")
-hist = explorer.history_long(full)
+hist = tables.history_long(full)
 ycols = [c for c in ("val_macro_f1", "val_acc", "val_loss", "train_loss", "train_acc", "lr")
          if c in hist.columns]
 if len(hist) and ycols:
@@ -52,5 +53,5 @@ else:
     st.info("No training history (ensembles have none).")
 
 st.subheader("The study's reported numbers (for reference)")
-st.caption(explorer.STUDY_NOTE)
-st.dataframe(explorer.study_table(table), hide_index=True, width="stretch")
+st.caption(tables.STUDY_NOTE)
+st.dataframe(tables.study_table(table), hide_index=True, width="stretch")

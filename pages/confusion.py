@@ -4,7 +4,9 @@ from __future__ import annotations
 import plotly.express as px
 import streamlit as st
 
-from emotion_core import artifacts, explorer, images
+from emotion_core import store
+from emotion_core.data import images
+from emotion_core.views import tables
 from pages import _common as common
 
 st.title("Confusion")
@@ -12,16 +14,16 @@ runs, labels = common.runs_or_stop("No runs for this dataset yet.")
 rid = st.selectbox("Run", list(labels), format_func=labels.get, key="cm_run")
 try:
     rec = common.run_record(rid)
-except artifacts.BrokenRunError as exc:
+except store.BrokenRunError as exc:
     st.error(f"This run is broken: {exc}")
     st.stop()
-subsets = explorer.subsets_of(rec)
+subsets = tables.subsets_of(rec)
 if not subsets:
     st.info("This run stored no per-image predictions.")
     st.stop()
 subset = st.radio("Split", subsets, horizontal=True, key="cm_subset")
 norm = st.toggle("Normalise rows (recall)", key="cm_norm")
-m = explorer.confusion(rec, subset, normalise=norm)
+m = tables.confusion(rec, subset, normalise=norm)
 fig = px.imshow(m.values, x=list(m.columns), y=list(m.index), text_auto=".2f" if norm else True,
                 color_continuous_scale="Blues", labels={"x": "predicted", "y": "true"})
 st.plotly_chart(fig, width="stretch")
@@ -32,9 +34,9 @@ c1, c2 = st.columns(2)
 true = c1.selectbox("True class", classes, key="cm_true")
 default_pred = next((i for i, c in enumerate(classes) if c != true), 0)
 pred = c2.selectbox("Predicted class", classes, index=default_pred, key="cm_pred")
-ex = explorer.cell_examples(rec, subset, true, pred)
+ex = tables.cell_examples(rec, subset, true, pred)
 st.caption(f"{len(ex)} image(s) shown · {'correct' if true == pred else 'misclassified'}")
-root = explorer.dataset_root(str(rec.manifest.get("dataset")))
+root = tables.dataset_root(str(rec.manifest.get("dataset")))
 prob_cols = [c for c in ex.columns if c.startswith("p_")]
 cols = st.columns(4)
 for i, row in ex.iterrows():

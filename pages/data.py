@@ -4,20 +4,22 @@ from __future__ import annotations
 import plotly.express as px
 import streamlit as st
 
-from emotion_core import artifacts, explorer, images
+from emotion_core import store
+from emotion_core.data import images
+from emotion_core.views import tables
 from pages import _common as common
 
 st.title("Data")
 ds = common.current_dataset()
-if ds is None or ds not in artifacts.list_datasets():
+if ds is None or ds not in store.list_datasets():
     st.info("No prepared dataset yet: run `python -m scripts.prepare_data --data DIR` or start the "
             "quick demo from Home.")
     st.stop()
-kind, where = explorer.data_source(ds)
+kind, where = tables.data_source(ds)
 st.caption(f"Dataset **{ds}** · source: {kind} · `{where}`")
 
 st.subheader("Class distribution per split")
-counts = explorer.class_counts(ds)
+counts = tables.class_counts(ds)
 if counts.empty:
     st.info("report.json holds no counts.")
 else:
@@ -25,7 +27,7 @@ else:
                     width="stretch")
 
 st.subheader("Samples and mean faces")
-eda = artifacts.eda_dir(ds)
+eda = store.paths.eda_dir(ds)
 pngs = sorted(eda.glob("*.png")) if eda.is_dir() else []
 if pngs:
     for p in pngs:
@@ -35,13 +37,13 @@ else:
 
 st.subheader("Image size and mode")
 try:
-    stats = explorer.image_stats(ds)
+    stats = tables.image_stats(ds)
     st.dataframe(stats, hide_index=True, width="stretch")
 except FileNotFoundError as exc:
     st.info(str(exc))
 
 st.subheader("Cleaning report")
-rep = artifacts.load_dataset_json(ds, "report.json")
+rep = store.load_report(ds)
 issues = rep.get("issues") or {}
 if issues:
     st.plotly_chart(px.bar(x=list(issues), y=list(issues.values()),
@@ -58,7 +60,7 @@ kinds = sorted(cleaning["issue"].astype(str).unique())
 pick = st.multiselect("Issue kinds", kinds, default=kinds, key="data_issue_kinds")
 shown = cleaning[cleaning["issue"].astype(str).isin(pick)]
 st.dataframe(shown, hide_index=True, width="stretch")
-root = explorer.dataset_root(ds)
+root = tables.dataset_root(ds)
 if root is not None and len(shown):
     f = st.selectbox("View an offending image", list(shown["file"].astype(str))[:500],
                      key="data_offending")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import streamlit as st
 
 from emotion_core import explain as ex
-from emotion_core import explorer, probe
+from emotion_core.views import probe, tables
 from pages import _common as common
 from pages import _warmup
 
@@ -13,7 +13,7 @@ def show_scores(view: probe.MapView, metrics: dict, method: str) -> None:
     """This map's score on this picture, then the run's stored mean for the same method/layer."""
     for k, v in view.faithfulness.items():
         st.metric(k, f"{v:.3f}")
-    stored = explorer.stored_faithfulness(metrics, method, view.layer)
+    stored = tables.stored_faithfulness(metrics, method, view.layer)
     for label, value, why in stored:
         st.metric(label, f"{value:.3f}", help=why)
     if not view.faithfulness and not stored:
@@ -32,7 +32,7 @@ score = st.checkbox("Score every map on this picture (deletion/insertion AUC: ab
                     "forward passes per map)", value=False, key="ex_score")
 
 st.subheader("Grad-CAM side by side")
-chosen = st.multiselect("Runs", list(labels), default=explorer.explain_defaults(runs),
+chosen = st.multiselect("Runs", list(labels), default=tables.explain_defaults(runs),
                         format_func=labels.get, key="ex_runs")
 c1, c2 = st.columns(2)
 method = c1.selectbox("Method", list(ex.CAM_METHODS), key="ex_method")
@@ -40,7 +40,7 @@ finer = c2.select_slider("CAM layer", options=list(range(5)), value=0, key="ex_f
                          format_func=lambda k: "last (default)" if k == 0 else f"{k} finer",
                          help="Earlier layers have finer feature grids (sharper maps) but less "
                               "class-specific features; each column's caption names the layer.")
-_warmup.wait_for([*chosen, *explorer.vit_runs(runs)[:1]], "the maps")
+_warmup.wait_for([*chosen, *tables.vit_runs(runs)[:1]], "the maps")
 cols = st.columns(max(1, len(chosen)))
 for col, rid in zip(cols, chosen, strict=False):
     with col:
@@ -57,7 +57,7 @@ for col, rid in zip(cols, chosen, strict=False):
         show_scores(view, metrics[rid], method)
 
 st.subheader("ViT attention")
-vits = explorer.vit_runs(runs)
+vits = tables.vit_runs(runs)
 if not vits:
     st.info("No ViT run selected (vit_scratch, vit_hf or dinov2_small).")
     st.stop()

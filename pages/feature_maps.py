@@ -3,14 +3,14 @@ from __future__ import annotations
 
 import streamlit as st
 
-from emotion_core import explorer, probe
+from emotion_core.views import probe, tables
 from pages import _common as common
 from pages import _warmup
 
 st.title("Feature maps")
 runs, labels = common.runs_or_stop("No trained model runs for this dataset yet.", models_only=True)
 ids = list(labels)
-rid = st.selectbox("Run", ids, index=ids.index(explorer.feature_map_default(runs)),
+rid = st.selectbox("Run", ids, index=ids.index(tables.feature_map_default(runs)),
                    format_func=labels.get, key="fm_run")
 _warmup.wait_for([rid], "the feature maps")
 try:

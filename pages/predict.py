@@ -5,7 +5,7 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from emotion_core import live
+from emotion_core.views import live
 from pages import _common as common
 
 st.title("Predict")

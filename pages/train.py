@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from emotion_core import explorer, jobs
+from emotion_core import jobs
+from emotion_core.views import tables
 from pages import _common as common
 
 st.title("Train")
@@ -17,7 +18,7 @@ if info is not None:
 st.subheader("Runs on disk")
 runs, broken = common.all_runs()
 if runs:
-    st.dataframe(explorer.comparison_table(runs)[["run_id", "model", "weights_source", "dataset",
+    st.dataframe(tables.comparison_table(runs)[["run_id", "model", "weights_source", "dataset",
                                                   "profile", "val_macro_f1", "train_seconds"]],
                  hide_index=True, width="stretch")
 else:

@@ -13,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from emotion_core import weights as W
+from emotion_core.models import weights as W
 
 
 def verify(onnx_path: Path, model, image_size: int = 224, seed: int = 0) -> float:

@@ -10,6 +10,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+from emotion_core import store
+from emotion_core.evaluation import CheckpointMismatchError
+from emotion_core.evaluation.cross_dataset import evaluate_on_folder
+
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m scripts.evaluate", description=__doc__.split("\n")[0])
@@ -20,13 +24,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
 
-    from emotion_core import artifacts
-    from emotion_core.evaluate import CheckpointMismatchError, evaluate_on_folder
-
     try:
         res = evaluate_on_folder(args.run, args.data, name=args.name, subset=args.subset,
                                  progress=not args.quiet)
-    except (artifacts.BrokenRunError, CheckpointMismatchError, ValueError, FileNotFoundError) as exc:
+    except (store.BrokenRunError, CheckpointMismatchError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     m = res["metrics"]
@@ -37,8 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     for c, pc in m["per_class"].items():
         print(f"  {c:<10} precision {pc['precision']:.3f} recall {pc['recall']:.3f} f1 {pc['f1']:.3f}")
     summary = {k: m[k] for k in ("n", "accuracy", "macro_f1", "top2_accuracy", "ece", "loss")}
-    artifacts.update_run_metrics(args.run, {"cross_dataset": {
-        **artifacts.load_run(args.run, tables=False).metrics.get("cross_dataset", {}),
+    store.update_run_metrics(args.run, {"cross_dataset": {
+        **store.load_run(args.run, tables=False).metrics.get("cross_dataset", {}),
         f"{res['dataset']}:{res['subset']}": summary}})
     print(f"accuracy: {m['accuracy']:.4f} macro_f1: {m['macro_f1']:.4f}")
     return 0

@@ -14,13 +14,17 @@ User mistakes print one sentence and exit with status 2.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+import cv2
 
-from emotion_core.explain import ALL_METHODS as METHODS  # noqa: E402  (one list of methods)
+from emotion_core import explain, store
+from emotion_core.data import images
+from emotion_core.data.transforms import Preprocess
+from emotion_core.evaluation import CheckpointMismatchError, load_model
+from emotion_core.explain import ALL_METHODS as METHODS
+from emotion_core.explain import NotApplicableError, evaluate_maps
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -70,34 +74,29 @@ def _target(value: str | None, classes: list[str]) -> int | None:
 
 
 def run_image(args: argparse.Namespace) -> int:
-    from emotion_core import artifacts, evaluate, explain, images, models
-
     if args.image is None or args.out is None:
         return fail("--image and --out are required to explain a picture (or use --faithfulness)")
-    artifacts.load_run(args.run, tables=False)  # an unknown run is named before the image is read
+    store.load_run(args.run, tables=False)  # an unknown run is named before the image is read
     try:
         rgb = images.load_rgb(args.image)
     except (OSError, images.ImageDecodeError) as exc:
         return fail(f"cannot read image {args.image}: {exc}")
-    model, manifest = evaluate.load_model(args.run, device=explain.resolve_device(args.device))
-    spec = models.get_spec(manifest["model"])
+    model, manifest = load_model(args.run, device=explain.resolve_device(args.device))
     target = _target(args.target, list(manifest["classes"]))
     layer: str | int | None = args.layer
     if args.method == "attention" and layer is not None:
         if not layer.lstrip("-").isdigit():
             return fail(f"--layer for attention is a block index, got '{layer}'")
         layer = int(layer)
-    x, view = explain.prepare_image(rgb, int(manifest["image_size"]), manifest["mean"], manifest["std"])
-    res = explain.explain_image(model, spec, x, view, args.method, layer=layer, head=args.head,
+    x, view = Preprocess.of(manifest)(rgb)
+    res = explain.explain_image(model, x, view, args.method, layer=layer, head=args.head,
                                 target=target, discard_ratio=args.discard_ratio,
                                 head_fusion=args.head_fusion, top_k=args.top_k, alpha=args.alpha)
     image = res.image
     if res.heat is not None and image.shape[0] < 224:  # small inputs: enlarge for viewing
-        import cv2
-
         k = -(-224 // image.shape[0])
         image = cv2.resize(image, None, fx=k, fy=k, interpolation=cv2.INTER_NEAREST)
-    artifacts.write_png(args.out, image)
+    store.write_png(args.out, image)
     cls = manifest["classes"][res.target]
     extra = ", ".join(f"{k}={v}" for k, v in res.info.items() if k != "channels")
     print(f"{args.method} of '{manifest['model']}' for class '{cls}' "
@@ -107,19 +106,15 @@ def run_image(args: argparse.Namespace) -> int:
 
 
 def run_list_layers(args: argparse.Namespace) -> int:
-    from emotion_core import evaluate, explain, models
-
-    model, manifest = evaluate.load_model(args.run)
+    model, manifest = load_model(args.run)
     size = int(manifest["image_size"])
-    for c in explain.cam_layer_choices(model, models.get_spec(manifest["model"]), size):
+    for c in explain.cam_layer_choices(model, size):
         grid = "x".join(map(str, c.grid)) if any(c.grid) else "tokens"
         print(f"{c.name:<24} {grid:>7} at {size} px{'  (default)' if c.default else ''}")
     return 0
 
 
 def run_faithfulness(args: argparse.Namespace) -> int:
-    from emotion_core import faithfulness
-
     if args.data is None:
         return fail("--faithfulness needs --data DIR (the run's dataset folder)")
     if args.n < 1 or args.steps < 1:
@@ -129,29 +124,25 @@ def run_faithfulness(args: argparse.Namespace) -> int:
     if args.cam_layers:
         layers = "stages" if args.cam_layers == "stages" else [
             x.strip() for x in args.cam_layers.split(",") if x.strip()]
-    res = faithfulness.evaluate_run(args.run, args.data, n=args.n, methods=methods, kind=args.kind,
+    res = evaluate_maps.evaluate_run(args.run, args.data, n=args.n, methods=methods, kind=args.kind,
                                     steps=args.steps, baseline=args.baseline, seed=args.seed,
                                     cam_layers=layers, device=args.device)
     print(f"faithfulness of run {args.run} on {res['n']} images ({res['kind']}, CAM layer "
           f"{res['cam_layer']}):")
-    print(faithfulness.format_table(res))
+    print(evaluate_maps.format_table(res))
     if layers:
-        print(faithfulness.format_layer_table(res))
+        print(evaluate_maps.format_layer_table(res))
     print(f"stored in {args.run}/metrics.json under faithfulness.{res['kind']}")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from emotion_core import artifacts
-    from emotion_core.evaluate import CheckpointMismatchError
-    from emotion_core.explain import NotApplicableError
-
     try:
         if args.list_cam_layers:
             return run_list_layers(args)
         return run_faithfulness(args) if args.faithfulness else run_image(args)
-    except artifacts.BrokenRunError as exc:
+    except store.BrokenRunError as exc:
         return fail(str(exc))
     except (CheckpointMismatchError, NotApplicableError, FileNotFoundError, ValueError) as exc:
         return fail(str(exc))

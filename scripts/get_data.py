@@ -18,10 +18,13 @@ import sys
 from pathlib import Path
 from urllib.parse import urlparse
 
+from emotion_core import network, store
+from emotion_core.data import synthetic
+from emotion_core.data.layout import IMAGE_EXTENSIONS
+
 HES_HANDLE = "muhammadhananasghar/human-emotions-datasethes"
 KAGGLE_HOST = ("www.kaggle.com", 443)
 OFFLINE_ENV = "EMOTION_OFFLINE"
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
 SPLIT_NAMES = {"train", "valid", "validation", "val", "test"}
 
 
@@ -34,9 +37,7 @@ class UserError(Exception):
 
 
 def run_synthetic(args: argparse.Namespace) -> Path:
-    from emotion_core import artifacts, synthetic
-
-    out = Path(args.out) if args.out else artifacts.generated_data_dir("synthetic")
+    out = Path(args.out) if args.out else store.paths.generated_data_dir(synthetic.DEMO_DATASET)
     try:
         if not args.force and synthetic.dataset_matches(out, args.n, args.size, args.seed):
             print(f"{out} already holds {args.n} synthetic faces (seed {args.seed}, "
@@ -70,8 +71,6 @@ def kaggle_reachable(timeout: float = 3.0) -> bool:
 
     Runs in a daemon thread so a hanging DNS lookup cannot stretch the wait past the timeout.
     """
-    from emotion_core import network
-
     host, port = _probe_target()
     return network.host_answers(host, port, timeout)
 

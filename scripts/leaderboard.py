@@ -9,6 +9,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from emotion_core import store
+from emotion_core.views.tables import format_table
+
 VIEW = ["dataset", "model", "kind", "weights_source", "profile", "epochs_run", "val_accuracy",
         "val_macro_f1", "test_accuracy", "test_macro_f1", "val_ece", "params", "latency_ms",
         "train_seconds", "run_id"]
@@ -20,13 +23,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--csv", action="store_true", help="print every column as CSV")
     args = p.parse_args(argv)
 
-    import pandas as pd
-
-    from emotion_core import artifacts
-    from scripts.train import format_table
-
-    df = artifacts.write_leaderboard()
-    _, broken = artifacts.list_runs()
+    df = store.write_leaderboard()
+    _, broken = store.list_runs()
     if args.dataset is not None:
         if args.dataset not in set(df["dataset"]):
             known = ", ".join(sorted(set(df["dataset"].dropna()))) or "none"
@@ -35,12 +33,11 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         df = df[df["dataset"] == args.dataset]
     if df.empty:
-        print(f"no runs yet under {artifacts.runs_dir()}; train with `python -m scripts.train`")
+        print(f"no runs yet under {store.paths.runs_dir()}; train with `python -m scripts.train`")
     elif args.csv:
         print(df.to_csv(index=False), end="")
     else:
-        with pd.option_context("display.width", 220, "display.max_columns", 30):
-            print(format_table(df[VIEW]))
+        print(format_table(df[VIEW]))
     for rid, why in broken.items():
         print(f"broken run {rid}: {why}", file=sys.stderr)
     return 0

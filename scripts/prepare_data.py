@@ -9,7 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from emotion_core import artifacts
+from emotion_core import store
 from emotion_core.data import prepare_dataset
 
 
@@ -43,7 +43,7 @@ def summarise(report: dict) -> str:
                  + f"; {report['dropped']} files dropped")
     lines.append("  class weights: " + ", ".join(f"{c} {w:.3f}"
                                                  for c, w in report["class_weights"].items()))
-    lines.append(f"  written to {artifacts.dataset_dir(report['name'])} "
+    lines.append(f"  written to {store.paths.dataset_dir(report['name'])} "
                  f"in {report['timings']['total_s']:.1f} s")
     return "\n".join(lines)
 

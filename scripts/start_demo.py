@@ -17,15 +17,15 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--force", action="store_true", help="start even if runs already exist")
     args = p.parse_args(argv)
-    from emotion_core import artifacts, jobs
+    from emotion_core import jobs, store
 
     current = jobs.job_status()
     if current is not None and current.running:
         print(f"A training job is already running ({current.job_id}); the app shows its progress.")
         return 0
-    runs, _ = artifacts.list_runs()
+    runs, _ = store.list_runs()
     if runs and not args.force:
-        print(f"{len(runs)} run(s) already exist under {artifacts.runs_dir()}; not starting the "
+        print(f"{len(runs)} run(s) already exist under {store.paths.runs_dir()}; not starting the "
               f"demo job (use --force to train again, or the app's Train controls).")
         return 0
     try:

@@ -5,7 +5,7 @@
         [--ensemble default|greedy|none] [--name DATASET_NAME]
 
 `--data` is an image folder (prepared on first use) or an exported cache folder
-(emotion_core.cache.export_cache) so a GPU machine can train without the images.
+(emotion_core.data.cache_export) so a GPU machine can train without the images.
 `--dry-run` runs the real path with tiny models, one batch, one epoch (for CI).
 Data parallel: `torchrun --nproc-per-node 2 -m scripts.train ...` (rank 0 writes the runs).
 """
@@ -14,24 +14,15 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-
-@dataclass
-class CacheOnlyDataset:
-    """What training needs of a PreparedDataset when only an exported cache travelled."""
-
-    name: str
-    root: Path
-    classes: list[str]
-    split: Any
-
-
-LEADERBOARD_VIEW = ["model", "weights_source", "epochs_run", "val_accuracy", "val_macro_f1",
-                    "test_accuracy", "test_macro_f1", "val_ece", "params", "latency_ms",
-                    "train_seconds", "run_id"]
+from emotion_core import models
+from emotion_core.data import DecodedCache, PreparedDataset, build_cache, cache_export, open_folder
+from emotion_core.evaluation import ensemble
+from emotion_core.training import distributed, fit
+from emotion_core.training.config import DRY_RUN_CHANGES, TrainConfig, get_profile
+from emotion_core.training.distributed import DistInfo
+from emotion_core.views.tables import leaderboard_text
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -59,87 +50,34 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def resolve_models(spec: str) -> list[str]:
-    from emotion_core import models
-
-    names = list(models.REGISTRY) if spec == "all" else [s.strip() for s in spec.split(",") if s.strip()]
-    unknown = [n for n in names if n not in models.REGISTRY]
-    if unknown or not names:
-        raise ValueError(f"unknown model(s) {', '.join(unknown) or '(none given)'}; choose from "
-                         f"{', '.join(models.REGISTRY)} or 'all'")
-    return names
-
-
-def load_data(path: str, name: str | None, config: Any, info: Any, progress: bool) -> tuple[Any, Any]:
+def load_data(path: str, name: str | None, config: TrainConfig, info: DistInfo,
+              progress: bool) -> tuple[PreparedDataset, DecodedCache]:
     """(PreparedDataset, DecodedCache): rank 0 prepares and caches, then the others reuse it."""
-    from emotion_core import cache as cache_mod
-    from emotion_core import distributed
-    from emotion_core.evaluate import open_image_folder
-
     folder = Path(path).expanduser()
     if not folder.is_dir():
         raise FileNotFoundError(f"--data {path}: no such folder")
-    if (folder / "cache.npz").exists() and (folder / "meta.json").exists():  # export_cache output
+    if cache_export.is_export(folder):
         # A compact export (e.g. 112 px to fit a transfer limit) is resized to the profile's size.
-        cache = cache_mod.load_exported_cache(folder, size=config.image_size,
-                                              progress=progress and info.is_main)
-        ds = CacheOnlyDataset(name=name or str(cache.meta.get("name", folder.name)),
-                              root=Path(str(cache.meta.get("root", folder))),
-                              classes=list(cache.classes), split=cache.split_table())
-        return ds, cache
+        cache = cache_export.load_exported_cache(folder, size=config.image_size,
+                                                 progress=progress and info.is_main)
+        return cache_export.dataset_of(cache, name), cache
     for rank_turn in (True, False):  # rank 0 first (builds), then the rest (reuse)
         if info.is_main == rank_turn:
-            ds = open_image_folder(folder, name, progress=progress and info.is_main)
-            cache = cache_mod.build_cache(ds, config.image_size, crop_faces=config.crop_faces,
-                                          progress=progress and info.is_main)
+            ds = open_folder(folder, name, progress=progress and info.is_main)
+            cache = build_cache(ds, config.image_size, crop_faces=config.crop_faces,
+                                progress=progress and info.is_main)
         distributed.barrier(info)
     return ds, cache
 
 
-def format_table(df: Any) -> str:
-    """Counts as integers, scores with 4 decimals, missing values as '-'."""
-    out = df.copy().astype(object)
-    for col in out.columns:
-        if col in ("params", "flops", "epochs_run"):
-            out[col] = [f"{int(v):,}" if _num(v) else "-" for v in df[col]]
-        elif df[col].dtype.kind == "f" or col.endswith(("accuracy", "f1", "ece", "_ms", "seconds")):
-            out[col] = [f"{float(v):.4f}" if _num(v) else "-" for v in df[col]]
-    return out.to_string(index=False)
-
-
-def _num(v: Any) -> bool:
-    try:
-        return v is not None and float(v) == float(v)
-    except (TypeError, ValueError):
-        return False
-
-
-def print_leaderboard(dataset: str | None) -> None:
-    import pandas as pd
-
-    from emotion_core import artifacts
-
-    df = artifacts.write_leaderboard()
-    if dataset is not None:
-        df = df[df["dataset"] == dataset]
-    if df.empty:
-        print("leaderboard: no runs yet")
-        return
-    with pd.option_context("display.width", 200, "display.max_columns", 20):
-        print(f"\nleaderboard ({dataset or 'all datasets'}), by validation macro-F1:")
-        print(format_table(df[LEADERBOARD_VIEW]))
-
-
 def run_ensembles(mode: str, run_ids: dict[str, str]) -> None:
-    from emotion_core import ensemble
-
     if mode == "none":
         return
     if mode == "default":
-        if not all(m in run_ids for m in ensemble.DEFAULT_PAIR):
-            print(f"ensemble: skipped (needs {' and '.join(ensemble.DEFAULT_PAIR)} in this run)")
+        if not all(m in run_ids for m in models.STUDY_ENSEMBLE):
+            print(f"ensemble: skipped (needs {' and '.join(models.STUDY_ENSEMBLE)} in this run)")
             return
-        members = [run_ids[m] for m in ensemble.DEFAULT_PAIR]
+        members = [run_ids[m] for m in models.STUDY_ENSEMBLE]
     else:
         if len(run_ids) < 2:
             print("ensemble: skipped (greedy selection needs at least two trained models)")
@@ -155,9 +93,6 @@ def run_ensembles(mode: str, run_ids: dict[str, str]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from emotion_core import distributed, train
-    from emotion_core.config import DRY_RUN_CHANGES, get_profile
-
     info = distributed.init_distributed()
     progress = not args.quiet
     try:
@@ -169,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
             config = config.override(**DRY_RUN_CHANGES)
         if config.epochs < 1:
             raise ValueError(f"--epochs must be at least 1, got {config.epochs}")
-        names = resolve_models(args.models)
+        names = models.select(args.models)
         ds, cache = load_data(args.data, args.name, config, info, progress)
         config = config.override(image_size=cache.size)
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
@@ -185,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{'pretrained' if config.pretrained else 'from scratch'})", flush=True)
         t0 = time.perf_counter()
         try:
-            run_ids[name] = train.fit(name, ds, config, cache=cache, resume=args.resume,
+            run_ids[name] = fit(name, ds, config, cache=cache, resume=args.resume,
                                       progress=progress)
         except (RuntimeError, ValueError, OSError) as exc:
             failures[name] = str(exc)
@@ -202,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
             run_ids and run_ensembles(args.ensemble, run_ids)
         except ValueError as exc:
             print(f"ensemble: not built ({exc})", file=sys.stderr)
-        print_leaderboard(ds.name)
+        print(leaderboard_text(ds.name))
         if failures:
             print(f"{len(failures)} model(s) failed: {', '.join(failures)}", file=sys.stderr)
     distributed.cleanup(info)

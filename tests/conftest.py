@@ -15,20 +15,20 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
-from emotion_core import artifacts  # noqa: E402
+from emotion_core import store  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
 def isolated_artifacts(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Point the artifact store at a fresh temp folder for each test."""
     root = tmp_path_factory.mktemp("artifacts")
-    monkeypatch.setenv(artifacts.ENV_ROOT, str(root))
+    monkeypatch.setenv(store.paths.ENV_ROOT, str(root))
     return root
 
 
 def shared_data_or_skip(name: str) -> Path:
     """The team's real face set `name`, or skip with a visible reason where it is absent."""
-    path = artifacts.shared_data_dir(name)
+    path = store.paths.shared_data_dir(name)
     if not path.is_dir():
         pytest.skip(f"real dataset {name} not found at {path} (only on the team's machines)")
     return path
@@ -44,3 +44,21 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def register_toy(monkeypatch: pytest.MonkeyPatch):
+    """Register a hand-made CNN in the model registry for one test, so the explainers (which ask
+    the registry about a model) can run on it: `register_toy(model, cam_index)`."""
+    from torch import nn
+
+    from emotion_core import models
+
+    def register(model: nn.Module, cam_index: int, name: str = "toy") -> nn.Module:
+        spec = models.ModelSpec(name=name, family="cnn", description="a test CNN",
+                                builder=lambda *a: model, head=lambda m: m[-1],
+                                cam_target=lambda m: m[cam_index])
+        monkeypatch.setitem(models.REGISTRY, name, spec)
+        model.registry_name = name
+        return model
+    return register

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from emotion_core import artifacts
+from emotion_core import store
 
 DATASET = "tinyfaces"
 MODELS = ("vit_scratch", "mobilenet_v2")  # a from-scratch ViT and a small CNN
@@ -22,24 +22,27 @@ MODELS = ("vit_scratch", "mobilenet_v2")  # a from-scratch ViT and a small CNN
 @contextmanager
 def artifacts_at(root: Path) -> Iterator[Path]:
     """Point the artifact store at `root` for the duration of the block."""
-    old = os.environ.get(artifacts.ENV_ROOT)
-    os.environ[artifacts.ENV_ROOT] = str(root)
+    old = os.environ.get(store.paths.ENV_ROOT)
+    os.environ[store.paths.ENV_ROOT] = str(root)
     try:
         yield root
     finally:
         if old is None:
-            os.environ.pop(artifacts.ENV_ROOT, None)
+            os.environ.pop(store.paths.ENV_ROOT, None)
         else:
-            os.environ[artifacts.ENV_ROOT] = old
+            os.environ[store.paths.ENV_ROOT] = old
 
 
 def build_tiny_runs(root: Path) -> dict[str, str]:
     """Create dataset + runs under `root`; returns {model name or "ensemble": run id}."""
-    from emotion_core import data, ensemble, synthetic, train
-    from emotion_core.config import DRY_RUN_CHANGES, get_profile
+    from emotion_core import data
+    from emotion_core.data import synthetic
+    from emotion_core.evaluation import ensemble
+    from emotion_core.training import loop as train
+    from emotion_core.training.config import DRY_RUN_CHANGES, get_profile
 
     with artifacts_at(root):
-        images_dir = artifacts.generated_data_dir(DATASET)
+        images_dir = store.paths.generated_data_dir(DATASET)
         synthetic.generate_dataset(images_dir, n=48, size=64, seed=0, progress=False)
         ds = data.prepare_dataset(images_dir, DATASET, progress=False)
         _save_eda(ds)
@@ -47,7 +50,7 @@ def build_tiny_runs(root: Path) -> dict[str, str]:
                                                   "batch_size": 16})
         ids = {name: train.fit(name, ds, config, progress=False) for name in MODELS}
         ids["ensemble"] = ensemble.build_ensemble([ids[m] for m in MODELS])
-        artifacts.write_leaderboard()
+        store.write_leaderboard()
     return ids
 
 
@@ -65,7 +68,7 @@ def tiny_store(tmp_path_factory) -> tuple[Path, dict[str, str]]:
 def _save_eda(ds: object) -> None:
     """EDA tables/images when the EDA module is present (the Data page shows them)."""
     try:
-        from emotion_core import cache, eda
+        from emotion_core.data import cache, eda
     except ImportError:
         return
     eda.save_eda(ds, cache.build_cache(ds, 32, progress=False))
@@ -79,7 +82,7 @@ def copy_store(src: Path, dst: Path) -> Path:
 
 def face_image(size: int = 200, seed: int = 0) -> np.ndarray:
     """A synthetic face the OpenCV detector finds (first such face for a fixed seed sequence)."""
-    from emotion_core import faces, synthetic
+    from emotion_core.data import faces, synthetic
 
     rng = np.random.default_rng(seed)
     for i in range(200):

@@ -6,10 +6,13 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
-from emotion_core import artifacts, explorer, jobs
+from emotion_core import store
+from emotion_core.jobs import status
+from emotion_core.views import tables as explorer
 from tests.fixtures_runs import DATASET, MODELS, copy_store, photo_640x480, tiny_store
 
 pytest.importorskip("streamlit.testing.v1")
@@ -21,15 +24,15 @@ PAGES = ["data", "compare", "confusion", "feature_maps", "explain", "predict", "
 
 
 @pytest.fixture(scope="session")
-def store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
+def built_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
     """Dataset + two tiny trained runs + their ensemble, built once with the real code."""
     return tiny_store(tmp_path_factory)
 
 
 @pytest.fixture
-def at_store(store, monkeypatch: pytest.MonkeyPatch) -> tuple[AppTest, dict[str, str]]:
-    root, ids = store
-    monkeypatch.setenv(artifacts.ENV_ROOT, str(root))
+def at_store(built_store, monkeypatch: pytest.MonkeyPatch) -> tuple[AppTest, dict[str, str]]:
+    root, ids = built_store
+    monkeypatch.setenv(store.paths.ENV_ROOT, str(root))
     return AppTest.from_file(APP, default_timeout=TIMEOUT), ids
 
 
@@ -57,7 +60,7 @@ def _face_png() -> bytes:
 
 
 def test_empty_store_explains_what_is_missing_and_offers_the_demo(monkeypatch, tmp_path) -> None:
-    monkeypatch.setenv(artifacts.ENV_ROOT, str(tmp_path / "empty"))
+    monkeypatch.setenv(store.paths.ENV_ROOT, str(tmp_path / "empty"))
     at = _open(AppTest.from_file(APP, default_timeout=TIMEOUT))
     text = _texts(at)
     assert "no trained runs" in text and "no prepared dataset" in text
@@ -96,9 +99,14 @@ def test_compare_page_shows_table_and_the_studys_numbers(at_store) -> None:
     table = at.dataframe[0].value
     assert set(table["run_id"]) == set(ids.values())
     study = at.dataframe[-1].value
-    assert list(study["model"]) == list(explorer.STUDY_ACCURACY)
-    assert "the study's" in " ".join(study.columns)
-    assert any("ambiguous" in c.value for c in at.caption)
+    reported = dict(zip(study["model"], study["study's validation accuracy"], strict=True))
+    assert reported.keys() == {"resnet34", "efficientnet_b4", "vgg16", "vit_scratch", "vit_hf",
+                               "ensemble(resnet34+efficientnet_b4)"}
+    assert reported["ensemble(resnet34+efficientnet_b4)"] == 0.84 and reported["vit_hf"] == 0.969
+    assert reported["vit_scratch"] == 0.44 and pd.isna(reported["vgg16"]), "VGG-16: feature maps only"
+    assert "study's validation accuracy" in study.columns
+    assert any("VGG-16 has no number" in c.value for c in at.caption)
+    assert not any("ambiguous" in c.value for c in at.caption), "no hedge on the mapping"
     assert len(at.get("plotly_chart")) >= 2  # metric bars + curves (+ per-class recall)
 
 
@@ -106,7 +114,7 @@ def test_confusion_page_cell_drilldown(at_store) -> None:
     at, ids = at_store
     _open(at, "confusion")
     at.selectbox(key="cm_run").set_value(ids[MODELS[0]]).run()
-    rec = artifacts.load_run(ids[MODELS[0]])
+    rec = store.load_run(ids[MODELS[0]])
     true_cls = rec.predictions["label"].iloc[0]
     pred_cls = rec.predictions["pred"].iloc[0]
     subset = rec.predictions["subset"].iloc[0]
@@ -154,14 +162,14 @@ def test_explain_page_cams_side_by_side_and_vit_attention(at_store) -> None:
     assert moved.startswith("features.")
 
 
-def test_explain_page_scores_on_demand_and_shows_the_runs_stored_scores(store, monkeypatch,
+def test_explain_page_scores_on_demand_and_shows_the_runs_stored_scores(built_store, monkeypatch,
                                                                        tmp_path) -> None:
-    from emotion_core import faithfulness
+    from emotion_core.explain import evaluate_maps
 
-    root = copy_store(store[0], tmp_path / "store")
-    ids = store[1]
-    monkeypatch.setenv(artifacts.ENV_ROOT, str(root))
-    stored = faithfulness.evaluate_run(ids[MODELS[1]], root / "data" / DATASET, n=3,
+    root = copy_store(built_store[0], tmp_path / "store")
+    ids = built_store[1]
+    monkeypatch.setenv(store.paths.ENV_ROOT, str(root))
+    stored = evaluate_maps.evaluate_run(ids[MODELS[1]], root / "data" / DATASET, n=3,
                                        methods=["gradcam"], progress=False)
     at = _open(AppTest.from_file(APP, default_timeout=TIMEOUT), "explain")
     run_share = [m for m in at.metric if m.label == "run mask share"]
@@ -182,7 +190,7 @@ def _fresh_warm_up(monkeypatch) -> tuple[list[str], object]:
     """Warm-up on, empty model cache, load_model counted; returns (loads, gate to hold loads)."""
     import threading
 
-    from emotion_core import evaluate
+    from emotion_core import evaluation as evaluate
     from pages import _common as common
     from pages import _warmup
 
@@ -283,11 +291,11 @@ def test_train_page_lists_runs(at_store) -> None:
     assert set(at.dataframe[0].value["run_id"]) == set(ids.values())
 
 
-def test_broken_run_is_listed_and_the_others_still_work(store, monkeypatch, tmp_path) -> None:
-    root = copy_store(store[0], tmp_path / "store")
-    ids = store[1]
+def test_broken_run_is_listed_and_the_others_still_work(built_store, monkeypatch, tmp_path) -> None:
+    root = copy_store(built_store[0], tmp_path / "store")
+    ids = built_store[1]
     (root / "runs" / ids[MODELS[0]] / "weights.safetensors").unlink()
-    monkeypatch.setenv(artifacts.ENV_ROOT, str(root))
+    monkeypatch.setenv(store.paths.ENV_ROOT, str(root))
     at = _open(AppTest.from_file(APP, default_timeout=TIMEOUT))
     assert ids[MODELS[0]] in _texts(at) and "weights.safetensors" in _texts(at)
     assert ids[MODELS[0]] not in set(at.dataframe[0].value["run_id"])
@@ -300,16 +308,16 @@ def test_broken_run_is_listed_and_the_others_still_work(store, monkeypatch, tmp_
     assert summary["error"].str.contains("missing|unavailable").any()
 
 
-def test_second_training_job_is_refused(store, monkeypatch, tmp_path) -> None:
-    root = copy_store(store[0], tmp_path / "store")
-    monkeypatch.setenv(artifacts.ENV_ROOT, str(root))
-    holder = jobs.start_steps([[sys.executable, "-c", "import time; time.sleep(60)"]],
+def test_second_training_job_is_refused(built_store, monkeypatch, tmp_path) -> None:
+    root = copy_store(built_store[0], tmp_path / "store")
+    monkeypatch.setenv(store.paths.ENV_ROOT, str(root))
+    holder = status.start_steps([[sys.executable, "-c", "import time; time.sleep(60)"]],
                               models=["vgg16"])
     try:
         at = _open(AppTest.from_file(APP, default_timeout=TIMEOUT))
         at.button(key="train_start").click().run()
         assert not at.exception
         assert any("already running" in e.value for e in at.error)
-        assert jobs.job_status().job_id == holder.job_id  # no second job was started
+        assert status.job_status().job_id == holder.job_id  # no second job was started
     finally:
-        jobs.cancel_job()
+        status.cancel_job()

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from emotion_core import artifacts
+from emotion_core import store
 
 
 def _save(run_id: str, **overrides):
@@ -21,16 +21,16 @@ def _save(run_id: str, **overrides):
         state_dict={"w": torch.arange(6, dtype=torch.float32).reshape(2, 3)},
     )
     kw.update(overrides)
-    return artifacts.save_run(run_id, **kw)
+    return store.save_run(run_id, **kw)
 
 
 def test_save_and_load_run_round_trip():
     path = _save("r1")
-    assert sorted(p.name for p in path.iterdir()) == sorted(artifacts.RUN_FILES)
-    rec = artifacts.load_run("r1")
+    assert sorted(p.name for p in path.iterdir()) == sorted(store.paths.RUN_FILES)
+    rec = store.load_run("r1")
     assert rec.manifest["model"] == "tiny" and rec.metrics == {"accuracy": 0.5}
     assert list(rec.confusion.columns) == ["angry", "happy", "sad"]
-    weights, meta = artifacts.load_weights("r1")
+    weights, meta = store.load_weights("r1")
     assert torch.equal(weights["w"], torch.arange(6, dtype=torch.float32).reshape(2, 3))
     assert meta["model"] == "tiny" and meta["classes"] == "angry,happy,sad"
 
@@ -46,56 +46,56 @@ def test_crash_while_saving_leaves_no_run_and_keeps_the_old_one():
         _save("r1", predictions=Boom({"x": [1]}), metrics={"accuracy": 0.9})
     with pytest.raises(RuntimeError):
         _save("r2", predictions=Boom({"x": [1]}))
-    assert artifacts.load_run("r1").metrics == {"accuracy": 0.5}  # old run intact
-    assert not artifacts.run_dir("r2").exists()
-    assert [p.name for p in artifacts.runs_dir().iterdir() if not p.name.startswith(".")] == ["r1"]
+    assert store.load_run("r1").metrics == {"accuracy": 0.5}  # old run intact
+    assert not store.paths.run_dir("r2").exists()
+    assert [p.name for p in store.paths.runs_dir().iterdir() if not p.name.startswith(".")] == ["r1"]
 
 
 def test_broken_runs_are_listed_separately():
     _save("good")
     _save("missing")
-    (artifacts.run_dir("missing") / "history.csv").unlink()
+    (store.paths.run_dir("missing") / "history.csv").unlink()
     _save("corrupt")
-    (artifacts.run_dir("corrupt") / "manifest.json").write_text("{not json")
-    good, broken = artifacts.list_runs()
+    (store.paths.run_dir("corrupt") / "manifest.json").write_text("{not json")
+    good, broken = store.list_runs()
     assert [r.run_id for r in good] == ["good"]
     assert set(broken) == {"missing", "corrupt"}
     assert "history.csv" in broken["missing"]
-    with pytest.raises(artifacts.BrokenRunError, match="manifest.json"):
-        artifacts.load_run("corrupt")
+    with pytest.raises(store.BrokenRunError, match="manifest.json"):
+        store.load_run("corrupt")
 
 
 def test_corrupt_weights_are_refused_with_a_clear_error():
     _save("r1")
-    (artifacts.run_dir("r1") / "weights.safetensors").write_bytes(b"\x00" * 10)
-    with pytest.raises(artifacts.BrokenRunError, match="weights unreadable"):
-        artifacts.load_weights("r1")
+    (store.paths.run_dir("r1") / "weights.safetensors").write_bytes(b"\x00" * 10)
+    with pytest.raises(store.BrokenRunError, match="weights unreadable"):
+        store.load_weights("r1")
 
 
 def test_ensemble_runs_need_no_weights():
     _save("ens", manifest={"kind": "ensemble", "model": "ensemble", "members": ["a", "b"]},
           state_dict=None)
-    assert artifacts.load_run("ens").is_ensemble
+    assert store.load_run("ens").is_ensemble
 
 
 def test_leaderboard_is_sorted_by_validation_macro_f1():
     _save("low", manifest={"model": "a", "dataset": "d", "headline": {"val_macro_f1": 0.2}})
     _save("high", manifest={"model": "b", "dataset": "d", "headline": {"val_macro_f1": 0.9}})
-    board = artifacts.write_leaderboard()
+    board = store.write_leaderboard()
     assert list(board["run_id"]) == ["high", "low"]
-    on_disk = pd.read_csv(artifacts.leaderboard_path())
+    on_disk = pd.read_csv(store.paths.leaderboard_path())
     assert list(on_disk["run_id"]) == ["high", "low"]
-    assert set(artifacts.LEADERBOARD_COLUMNS) <= set(on_disk.columns)
+    assert set(store.LEADERBOARD_COLUMNS) <= set(on_disk.columns)
 
 
 def test_update_run_metrics_merges_keys():
     _save("r1")
-    artifacts.update_run_metrics("r1", {"faithfulness": {"gradcam": 0.7}})
-    metrics = json.loads((artifacts.run_dir("r1") / "metrics.json").read_text())
+    store.update_run_metrics("r1", {"faithfulness": {"gradcam": 0.7}})
+    metrics = json.loads((store.paths.run_dir("r1") / "metrics.json").read_text())
     assert metrics == {"accuracy": 0.5, "faithfulness": {"gradcam": 0.7}}
 
 
 def test_artifacts_root_follows_the_environment(tmp_path, monkeypatch):
-    monkeypatch.setenv(artifacts.ENV_ROOT, str(tmp_path / "elsewhere"))
-    assert artifacts.run_dir("x") == (tmp_path / "elsewhere" / "runs" / "x").resolve()
-    assert artifacts.dataset_dir("d").parent.parent == (tmp_path / "elsewhere").resolve()
+    monkeypatch.setenv(store.paths.ENV_ROOT, str(tmp_path / "elsewhere"))
+    assert store.paths.run_dir("x") == (tmp_path / "elsewhere" / "runs" / "x").resolve()
+    assert store.paths.dataset_dir("d").parent.parent == (tmp_path / "elsewhere").resolve()

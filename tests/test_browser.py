@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from emotion_core import artifacts
+from emotion_core import store
 from tests.fixtures_runs import MODELS, photo_640x480, tiny_store
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -59,7 +59,7 @@ def app_url(tmp_path_factory: pytest.TempPathFactory):
     pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
     root, ids = tiny_store(tmp_path_factory)
     port = _free_port()
-    env = {**os.environ, artifacts.ENV_ROOT: str(root), "HF_HUB_OFFLINE": "1",
+    env = {**os.environ, store.paths.ENV_ROOT: str(root), "HF_HUB_OFFLINE": "1",
            "EMOTION_APP_WARMUP": "1"}  # as a user runs it: models load in the background
     log = open(tmp_path_factory.mktemp("streamlit") / "server.log", "w+")  # noqa: SIM115
     proc = subprocess.Popen(

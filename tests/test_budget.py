@@ -4,8 +4,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from emotion_core import artifacts, budget, models, train
-from emotion_core.config import PROFILES
+from emotion_core import models, store
+from emotion_core.training import loop as train
+from emotion_core.training import planner as budget
+from emotion_core.training.config import PROFILES
 from tests import tiny_shapes
 
 
@@ -51,7 +53,7 @@ def test_fit_plans_fewer_epochs_when_the_budget_is_short(tmp_path, monkeypatch):
     cfg = PROFILES["quick"].override(image_size=32, batch_size=8, epochs=5, tiny=True, patience=10,
                                      eval_batch_size=32, time_budget_s=100, measure_speed=False)
     run_id = train.fit("vit_scratch", ds, cfg, progress=False)
-    rec = artifacts.load_run(run_id)
+    rec = store.load_run(run_id)
     assert rec.manifest["headline"]["epochs_planned"] == 2 and len(rec.history) == 2
     assert models.get_spec("vit_scratch")  # registry untouched
 

@@ -11,11 +11,12 @@ import pytest
 import torch
 from PIL import Image
 
-from emotion_core import artifacts, cache
-from emotion_core.data import PreparedDataset
-from emotion_core.faces import FaceBox, crop_face
-from emotion_core.images import load_rgb
-from emotion_core.transforms import AugmentConfig, ImageFileDataset, eval_transform, resize_square
+from emotion_core import store
+from emotion_core.data import PreparedDataset, cache, cache_export
+from emotion_core.data.faces import FaceBox, crop_face
+from emotion_core.data.images import load_rgb
+from emotion_core.data.transforms import AugmentConfig, resize_square
+from scripts.bench.torchvision_pipeline import ImageFileDataset, eval_transform
 from tests.conftest import shared_data_or_skip
 
 CLASSES = ["angry", "happy", "sad"]
@@ -91,7 +92,7 @@ def test_failed_build_leaves_nothing_behind(ds):
     (ds.root / ds.split.rel[3]).write_bytes(b"not an image any more")
     with pytest.raises(cache.CacheError, match="no longer decode"):
         cache.build_cache(ds, SIZE, progress=False)
-    base = artifacts.root() / "cache"
+    base = store.paths.root() / "cache"
     assert not base.exists() or list(base.iterdir()) == []
 
 
@@ -153,9 +154,9 @@ def test_loader_follows_a_sampler_and_normalises(ds):
 @pytest.mark.parametrize("codec", ["png", "jpeg", "webp"])
 def test_export_import_round_trip(ds, tmp_path, codec):
     c = cache.build_cache(ds, 16, progress=False)
-    out = cache.export_cache(c, tmp_path / "export", codec=codec, extra={"report": ds.report},
+    out = cache_export.export_cache(c, tmp_path / "export", codec=codec, extra={"report": ds.report},
                              progress=False)
-    back = cache.load_exported_cache(out, progress=False)
+    back = cache_export.load_exported_cache(out, progress=False)
     assert back.path != c.path and back.size == 16
     assert list(back.rels) == list(c.rels) and list(back.subsets) == list(c.subsets)
     np.testing.assert_array_equal(back.labels, c.labels)
@@ -165,29 +166,29 @@ def test_export_import_round_trip(ds, tmp_path, codec):
         assert diff.max() == 0
     else:
         assert 0 < diff.mean() < 6  # lossy but close (tiny high-detail pictures; faces: < 2)
-    assert cache.load_exported_cache(out, progress=False).path == back.path  # decoded once
-    small = cache.load_exported_cache(cache.export_cache(c, tmp_path / "small", size=8,
+    assert cache_export.load_exported_cache(out, progress=False).path == back.path  # decoded once
+    small = cache_export.load_exported_cache(cache_export.export_cache(c, tmp_path / "small", size=8,
                                                          codec="png", progress=False), progress=False)
     assert small.images.shape == (len(c), 8, 8, 3)
-    up = cache.load_exported_cache(out, size=20, progress=False)  # resized while decoding
+    up = cache_export.load_exported_cache(out, size=20, progress=False)  # resized while decoding
     assert up.images.shape == (len(c), 20, 20, 3) and up.path != back.path and up.size == 20
     with pytest.raises(cache.CacheError, match="not an exported cache"):
-        cache.load_exported_cache(tmp_path)
+        cache_export.load_exported_cache(tmp_path)
 
 
 def test_export_lowers_quality_to_fit_a_budget(ds, tmp_path):
     c = cache.build_cache(ds, 16, progress=False)
-    full = cache.export_cache(c, tmp_path / "q95", codec="jpeg", quality=95, progress=False)
+    full = cache_export.export_cache(c, tmp_path / "q95", codec="jpeg", quality=95, progress=False)
     with np.load(full / "cache.npz") as z:
         nbytes = int(z["offsets"][-1])
-    fit = cache.export_cache(c, tmp_path / "fit", codec="jpeg", quality=95,
+    fit = cache_export.export_cache(c, tmp_path / "fit", codec="jpeg", quality=95,
                              budget_mib=(nbytes - 1) / 2**20, progress=False)
-    meta = artifacts.read_json(fit / "meta.json")
+    meta = store.read_json(fit / "meta.json")
     assert meta["quality"] < 95 and meta["source_key"] == c.key
     with np.load(fit / "cache.npz") as z:
         assert int(z["offsets"][-1]) < nbytes
     with pytest.raises(cache.CacheError, match="smaller size"):
-        cache.export_cache(c, tmp_path / "png", codec="png", budget_mib=1e-4, progress=False)
+        cache_export.export_cache(c, tmp_path / "png", codec="png", budget_mib=1e-4, progress=False)
 
 
 @pytest.mark.realdata

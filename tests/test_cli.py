@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from emotion_core import artifacts
+from emotion_core import store
 from scripts import evaluate as evaluate_cli
 from scripts import leaderboard as leaderboard_cli
 from scripts import train as train_cli
@@ -21,12 +21,12 @@ def test_train_dry_run_end_to_end_then_evaluate_and_leaderboard(tmp_path, capsys
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.run([sys.executable, "-m", "scripts.train", "--data", str(data), "--models",
                            "resnet34,efficientnet_b4", "--profile", "quick", "--dry-run", "--quiet"],
-                          cwd=artifacts.REPO_ROOT, env=env, capture_output=True, text=True,
+                          cwd=store.paths.REPO_ROOT, env=env, capture_output=True, text=True,
                           timeout=240)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "[1/2] resnet34" in proc.stdout and "[2/2] efficientnet_b4" in proc.stdout
     assert "ensemble: wrote" in proc.stdout and "leaderboard" in proc.stdout
-    runs, broken = artifacts.list_runs()
+    runs, broken = store.list_runs()
     assert not broken
     kinds = sorted(r.manifest["kind"] for r in runs)
     assert kinds == ["ensemble", "model", "model"]
@@ -39,7 +39,7 @@ def test_train_dry_run_end_to_end_then_evaluate_and_leaderboard(tmp_path, capsys
     assert evaluate_cli.main(["--run", run_id, "--data", str(other), "--quiet"]) == 0
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert re.fullmatch(r"accuracy: [01]\.\d{4} macro_f1: [01]\.\d{4}", last), last
-    assert "other:all" in artifacts.load_run(run_id).metrics["cross_dataset"]
+    assert "other:all" in store.load_run(run_id).metrics["cross_dataset"]
 
     assert leaderboard_cli.main([]) == 0
     out = capsys.readouterr().out

@@ -9,8 +9,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from emotion_core import artifacts, data
-from emotion_core.cleaning import count_issues
+from emotion_core import data, store
+from emotion_core.data import layout, prepare
+from emotion_core.data.cleaning import count_issues
 from scripts import prepare_data
 
 CLASSES = ("angry", "happy", "sad")
@@ -77,10 +78,10 @@ def _rows(report: pd.DataFrame, name: str) -> pd.DataFrame:
 
 
 def test_order_and_canonical_split():
-    assert data.order_classes(["sad", "zeta", "angry", "alpha"]) == ["angry", "sad", "alpha", "zeta"]
-    assert [data.canonical_split(s) for s in ("train", "Valid", "validation", "val", "TEST")] == \
+    assert layout.order_classes(["sad", "zeta", "angry", "alpha"]) == ["angry", "sad", "alpha", "zeta"]
+    assert [layout.canonical_split(s) for s in ("train", "Valid", "validation", "val", "TEST")] == \
         ["train", "val", "val", "val", "test"]
-    assert data.canonical_split("extra") is None
+    assert layout.canonical_split("extra") is None
 
 
 def test_discover_skips_masks_hidden_and_non_images(messy):
@@ -111,7 +112,7 @@ def test_discover_class_layout_and_errors(tmp_path):
 
 def test_cleaning_report_kinds_and_actions(messy):
     ds = data.prepare_dataset(messy, "messy", progress=False)
-    rep = artifacts.load_dataset_table("messy", "cleaning")
+    rep = store.load_dataset_table("messy", "cleaning")
     assert list(rep.columns) == ["file", "split", "label", "issue", "action", "detail"]
 
     def one(name: str) -> tuple[str, str]:
@@ -145,7 +146,7 @@ def test_cleaning_report_kinds_and_actions(messy):
 
 def test_no_duplicate_group_straddles_subsets(messy):
     ds = data.prepare_dataset(messy, "messy", progress=False, val_fraction=0.3)
-    index = artifacts.load_dataset_table("messy", "index")
+    index = store.load_dataset_table("messy", "index")
     subset = dict(zip(ds.split["rel"], ds.split["subset"], strict=True))
     index = index[index["rel"].isin(subset)]
     index = index.assign(subset=index["rel"].map(subset))
@@ -204,14 +205,14 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="val_fraction"):
         data.prepare_dataset(Path("."), "x", val_fraction=1.0, progress=False)
     with pytest.raises(ValueError, match="dataset name"):
-        data.check_name("../escape")
+        prepare.check_name("../escape")
 
 
 def test_cli_prints_summary_and_fails_cleanly(messy, capsys, tmp_path):
     assert prepare_data.main(["--data", str(messy), "--name", "cli", "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "dataset cli" in out and "duplicate_across_splits 1" in out
-    assert (artifacts.dataset_dir("cli") / "report.json").exists()
+    assert (store.paths.dataset_dir("cli") / "report.json").exists()
     assert prepare_data.main(["--data", str(tmp_path / "nowhere"), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error:") and "Traceback" not in err

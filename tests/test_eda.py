@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from emotion_core import artifacts, cache, eda
+from emotion_core import store
+from emotion_core.data import cache, eda
 from tests.test_cache import CLASSES, make_dataset
 
 SIZE = 10
@@ -97,9 +98,9 @@ def test_cleaning_summary_from_table_and_report():
 
 def test_save_eda_writes_everything_through_artifacts(ds, built):
     written = eda.save_eda(ds, built, per_class=2, batch_size=2, n_batches=3)
-    out = artifacts.eda_dir(ds.name)
+    out = store.paths.eda_dir(ds.name)
     assert all(p.parent == out and p.exists() for p in written.values())
-    summary = artifacts.read_json(out / "eda.json")
+    summary = store.read_json(out / "eda.json")
     assert summary["cache_key"] == built.key and "mean_face_per_class" in summary["files"]
     dist = pd.read_csv(out / "class_distribution.csv")
     assert dist[dist.stage == "subset"]["count"].sum() == len(ds.split)

@@ -6,7 +6,8 @@ import pandas as pd
 import pytest
 import torch
 
-from emotion_core import artifacts, ensemble
+from emotion_core import store
+from emotion_core.evaluation import ensemble
 
 CLASSES = ["angry", "happy", "sad"]
 VAL_Y = [0, 1, 2, 0]
@@ -26,7 +27,7 @@ def _store(run_id: str, val_p, test_p, *, split: str = "s1", classes=CLASSES, mo
                 "split_hash": split, "weights_source": "scratch", "profile": "quick",
                 "created": run_id, "headline": {"params": 10, "flops": 5, "latency_ms": 1.0,
                                                 "train_seconds": 2.0}}
-    artifacts.save_run(run_id, manifest=manifest, metrics={}, history=pd.DataFrame(columns=["epoch"]),
+    store.save_run(run_id, manifest=manifest, metrics={}, history=pd.DataFrame(columns=["epoch"]),
                        confusion=pd.DataFrame(columns=["true"]), predictions=df, state_dict={"w": torch.zeros(1)})
     return run_id
 
@@ -50,7 +51,7 @@ def test_build_ensemble_stores_a_run_with_averaged_probabilities():
     _store("a", A_VAL, TEST_WRONG)
     _store("b", B_VAL, TEST_RIGHT, model="efficientnet_b4")
     rid = ensemble.build_ensemble(["a", "b"])
-    rec = artifacts.load_run(rid)
+    rec = store.load_run(rid)
     assert rec.is_ensemble and rec.manifest["members"] == ["a", "b"]
     assert not rec.weights_path.exists()
     val = rec.predictions[rec.predictions["subset"] == "val"].sort_values("rel")
@@ -58,7 +59,7 @@ def test_build_ensemble_stores_a_run_with_averaged_probabilities():
     np.testing.assert_allclose(val[[f"p_{c}" for c in CLASSES]].to_numpy(), expected)
     assert rec.manifest["headline"]["val_accuracy"] == 1.0
     assert rec.manifest["headline"]["params"] == 20
-    weighted = artifacts.load_run(ensemble.build_ensemble(["a", "b"], weights=[1, 3], run_id="w"))
+    weighted = store.load_run(ensemble.build_ensemble(["a", "b"], weights=[1, 3], run_id="w"))
     val = weighted.predictions[weighted.predictions["subset"] == "val"].sort_values("rel")
     np.testing.assert_allclose(val[[f"p_{c}" for c in CLASSES]].to_numpy(),
                                0.25 * np.array(A_VAL) + 0.75 * np.array(B_VAL))

@@ -8,21 +8,23 @@ import torch
 from sklearn.metrics import f1_score
 from torch import nn
 
-from emotion_core import artifacts
-from emotion_core import evaluate as ev
+from emotion_core import evaluation as ev
+from emotion_core import models, store
+from emotion_core.evaluation import cost, metrics
+from emotion_core.models import factory
 
 CLASSES = ["angry", "happy", "sad"]
 
 
 def test_ece_of_confident_correct_predictions_is_zero():
     y = np.array([0, 1, 2, 1])
-    assert ev.ece(np.eye(3)[y], y) == 0.0
+    assert metrics.ece(np.eye(3)[y], y) == 0.0
 
 
 def test_ece_matches_hand_computation():
     # confidences 0.9 (right) and 0.6 (wrong) fall in different bins: 0.5*0.1 + 0.5*0.6
     probs = np.array([[0.9, 0.1], [0.6, 0.4]])
-    assert ev.ece(probs, np.array([0, 1])) == pytest.approx(0.35)
+    assert metrics.ece(probs, np.array([0, 1])) == pytest.approx(0.35)
 
 
 def test_top2_recall_precision_and_loss_by_hand():
@@ -55,22 +57,20 @@ def test_confusion_table_rows_are_true_classes():
 
 def test_params_and_flops_of_a_linear_model():
     model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, 2))
-    assert ev.count_params(model) == 48 * 2 + 2
-    assert ev.count_flops(model, 4) == 2 * 48 * 2
-    assert ev.measure_latency(model, 4, warmup=1, repeats=3) > 0
+    assert cost.count_params(model) == 48 * 2 + 2
+    assert cost.count_flops(model, 4) == 2 * 48 * 2
+    assert cost.measure_latency(model, 4, warmup=1, repeats=3) > 0
 
 
 def _store_run(run_id: str, model_name: str, classes: list[str], state: dict) -> None:
     manifest = {"kind": "model", "model": model_name, "dataset": "t", "classes": classes,
                 "image_size": 32, "mean": [0.5] * 3, "std": [0.5] * 3, "config": {"tiny": True}}
     empty = pd.DataFrame({"rel": []})
-    artifacts.save_run(run_id, manifest=manifest, metrics={}, history=empty, confusion=empty,
+    store.save_run(run_id, manifest=manifest, metrics={}, history=empty, confusion=empty,
                        predictions=empty, state_dict=state)
 
 
 def test_load_model_round_trip_and_refusals():
-    from emotion_core import models
-
     model, _ = models.build_model("vit_scratch", 3, pretrained=False, image_size=32, tiny=True)
     state = model.state_dict()
     _store_run("ok", "vit_scratch", CLASSES, state)
@@ -91,18 +91,16 @@ def test_load_model_round_trip_and_refusals():
         ev.load_model("missing")
     # weights saved for one architecture, manifest edited to name another
     _store_run("edited", "vit_scratch", CLASSES, state)
-    path = artifacts.run_dir("edited") / "manifest.json"
-    m = artifacts.read_json(path)
+    path = store.paths.run_dir("edited") / "manifest.json"
+    m = store.read_json(path)
     m["model"] = "resnet34"
-    artifacts.write_json(path, m)
+    store.write_json(path, m)
     with pytest.raises(ev.CheckpointMismatchError, match="saved for model 'vit_scratch'"):
         ev.load_model("edited")
 
 
 @pytest.mark.parametrize("name", ["resnet34", "vgg16", "vit_hf", "dinov2_small", "efficientnet_b4"])
 def test_load_model_skips_the_random_init_and_gives_the_same_model(name):
-    from emotion_core import models
-
     torch.manual_seed(0)
     model, _ = models.build_model(name, 3, pretrained=False, image_size=32, tiny=True)
     _store_run(f"m_{name}", name, CLASSES, model.state_dict())
@@ -112,19 +110,13 @@ def test_load_model_skips_the_random_init_and_gives_the_same_model(name):
     x = torch.randn(2, 3, 32, 32)
     model.eval()
     with torch.no_grad():
-        torch.testing.assert_close(ev_logits(loaded(x)), ev_logits(model(x)))
-
-
-def ev_logits(out):
-    return out if isinstance(out, torch.Tensor) else out.logits
+        torch.testing.assert_close(loaded(x), model(x))
 
 
 def test_load_model_falls_back_when_an_architecture_cannot_be_built_on_meta(monkeypatch):
-    from emotion_core import models
-
     model, _ = models.build_model("vit_scratch", 3, pretrained=False, image_size=32, tiny=True)
     _store_run("nometa", "vit_scratch", CLASSES, model.state_dict())
-    real = models.build_model
+    real = factory.build_model
     calls = []
 
     def picky(*args, **kwargs):
@@ -133,7 +125,7 @@ def test_load_model_falls_back_when_an_architecture_cannot_be_built_on_meta(monk
             raise RuntimeError("this builder needs real tensors")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(models, "build_model", picky)
+    monkeypatch.setattr(factory, "build_model", picky)
     loaded, _ = ev.load_model("nometa")
     assert calls == [True, False]  # tried without the init, then built normally
     x = torch.randn(1, 3, 32, 32)

@@ -6,7 +6,9 @@ import pandas as pd
 import pytest
 import torch
 
-from emotion_core import artifacts, explain, models
+from emotion_core import explain, models, store
+from emotion_core.explain import attention, base, cam
+from emotion_core.explain import feature_maps as fmaps
 
 SIZE = 64  # every tiny registry model takes it (patches 8/16/14 are not all needed: tiny ViTs use 8)
 NAMES = list(models.REGISTRY)
@@ -46,7 +48,7 @@ def test_every_applicable_method_gives_a_finite_map_and_leaves_the_model_untouch
     assert ("rollout" in methods) == (spec.family == "vit")
     view = np.zeros((SIZE, SIZE, 3), np.uint8)
     for method in methods:
-        res = explain.explain_image(model, spec, x, view, method)
+        res = explain.explain_image(model, x, view, method)
         assert res.image.dtype == np.uint8 and res.image.ndim == 3, method
         if method != "featuremap":
             assert res.heat.shape == (SIZE, SIZE), method
@@ -58,99 +60,86 @@ def test_every_applicable_method_gives_a_finite_map_and_leaves_the_model_untouch
 
 
 def test_scorecam_on_one_model_and_its_batch_limit():
-    model, spec = built("vit_scratch"), models.get_spec("vit_scratch")
-    heat = explain.compute_cam(model, spec, image(), method="scorecam")
+    model = built("vit_scratch")
+    heat = explain.compute_cam(model, image(), method="scorecam")
     assert heat.shape == (SIZE, SIZE) and np.isfinite(heat).all()
     assert no_hooks(model)
     with pytest.raises(ValueError, match="at most"):
-        explain.compute_cams(model, spec, torch.randn(explain.SCORECAM_MAX_BATCH + 1, 3, SIZE, SIZE),
+        explain.compute_cams(model, torch.randn(cam.SCORECAM_MAX_BATCH + 1, 3, SIZE, SIZE),
                              method="scorecam")
 
 
 def test_cam_targets_a_chosen_class_and_restores_training_mode():
-    model, spec = built("resnet34"), models.get_spec("resnet34")
+    model = built("resnet34")
     model.train()
     try:
         x = torch.cat([image(1), image(2)])
-        maps = [explain.compute_cams(model, spec, x, method="gradcam", target=c) for c in range(3)]
+        maps = [explain.compute_cams(model, x, method="gradcam", target=c) for c in range(3)]
         assert all(m.shape == (2, SIZE, SIZE) for m in maps)
         assert not np.allclose(maps[0], maps[1])  # a different class, a different explanation
         assert all(m.training for m in model.modules())
         with pytest.raises(ValueError, match="one non-negative class id per image"):
-            explain.compute_cams(model, spec, x, target=[0])
+            explain.compute_cams(model, x, target=[0])
     finally:
         model.eval()
 
 
 def test_cam_works_inside_inference_mode():
     """The app may call explanations under inference_mode; Grad-CAM still needs autograd."""
-    model, spec = built("vit_scratch"), models.get_spec("vit_scratch")
+    model = built("vit_scratch")
     with torch.inference_mode():
         x = image()
-        heat = explain.compute_cam(model, spec, x, method="gradcam")
+        heat = explain.compute_cam(model, x, method="gradcam")
     assert heat.shape == (SIZE, SIZE) and np.isfinite(heat).all()
 
 
 def test_vgg16_lists_13_conv_layers_in_forward_order():
     model = built("vgg16")
-    layers = explain.conv_layers(model)
+    layers = fmaps.conv_layers(model)
     assert len(layers) == 13
-    assert [n for n, _ in layers] == [n for n, _ in explain.conv_layers(model, image())]
+    assert [n for n, _ in layers] == [n for n, _ in fmaps.conv_layers(model, image())]
     assert all(n.startswith("features.") for n, _ in layers)
 
 
 def test_feature_maps_top_k_and_chosen_channels():
     model = built("vgg16")
-    name = explain.conv_layers(model)[2][0]
-    fm = explain.feature_maps(model, image(), name, top_k=5)
+    name = fmaps.conv_layers(model)[2][0]
+    fm = fmaps.feature_maps(model, image(), name, top_k=5)
     assert fm.maps.shape[0] == 5 and fm.maps.shape[1:] == (SIZE // 2, SIZE // 2)  # after pool 1
     assert fm.mean_activation == sorted(fm.mean_activation, reverse=True)
     assert fm.maps.min() >= 0 and fm.maps.max() <= 1
-    chosen = explain.feature_maps(model, image(), name, channels=[3, 0])
+    chosen = fmaps.feature_maps(model, image(), name, channels=[3, 0])
     assert chosen.channels == [3, 0]
-    grid = explain.feature_grid(fm, cols=4, tile=16)
+    grid = fmaps.feature_grid(fm, cols=4, tile=16)
     assert grid.dtype == np.uint8 and grid.shape == (2 * 18, 4 * 18, 3)
     with pytest.raises(ValueError, match="unknown layer"):
-        explain.feature_maps(model, image(), "features.999")
+        fmaps.feature_maps(model, image(), "features.999")
     with pytest.raises(ValueError, match="channels"):
-        explain.feature_maps(model, image(), name, channels=[10_000])
+        fmaps.feature_maps(model, image(), name, channels=[10_000])
     assert no_hooks(model)
 
 
 def test_vit_scratch_attention_shape_and_rows():
     model = built("vit_scratch")
-    att = explain.attention_maps(model, image())
+    att = attention.attention_maps(model, image())
     cfg = model.config
     t = 1 + (SIZE // cfg.patch_size) ** 2
     assert att.shape == (cfg.depth, cfg.heads, t, t)
     np.testing.assert_allclose(att.sum(-1), 1.0, atol=1e-5)
     assert no_hooks(model)
-    grid = explain.cls_attention(att, layer=0, head=1)
+    grid = attention.cls_attention(att, layer=0, head=1)
     np.testing.assert_allclose(grid.ravel(), att[0, 1, 0, 1:], rtol=1e-6)
     with pytest.raises(ValueError, match="head"):
-        explain.cls_attention(att, layer=0, head=cfg.heads)
+        attention.cls_attention(att, layer=0, head=cfg.heads)
 
 
 @pytest.mark.parametrize("name", ["vit_hf", "dinov2_small"])
 def test_transformers_vits_expose_attention(name):
     model = built(name)
-    att = explain.attention_maps(model, image())
+    att = attention.attention_maps(model, image())
     assert att.ndim == 4 and att.shape[2] == att.shape[3]
     np.testing.assert_allclose(att.sum(-1), 1.0, atol=1e-4)
-    assert explain.patch_size(model) == SIZE // int(np.sqrt(att.shape[-1] - 1))
-    assert no_hooks(model)
-
-
-def test_attention_of_a_plain_transformers_model_switches_sdpa_off_and_back():
-    from transformers import ViTConfig, ViTForImageClassification
-
-    cfg = ViTConfig(image_size=32, patch_size=8, hidden_size=16, num_hidden_layers=2,
-                    num_attention_heads=2, intermediate_size=32, num_labels=3)
-    model = ViTForImageClassification(cfg).eval()
-    model.set_attn_implementation("sdpa")  # the fused kernel never materialises probabilities
-    att = explain.attention_batch(model, torch.randn(2, 3, 32, 32))
-    assert att.shape == (2, 2, 2, 17, 17)
-    assert model.config._attn_implementation == "sdpa"
+    assert models.patch_size(model) == SIZE // int(np.sqrt(att.shape[-1] - 1))
     assert no_hooks(model)
 
 
@@ -158,11 +147,11 @@ def test_rollout_of_identity_attention_is_uniform():
     layers, heads, g = 3, 2, 4
     t = 1 + g * g
     eye = np.broadcast_to(np.eye(t), (layers, heads, t, t))
-    for fusion in explain.HEAD_FUSIONS:
-        grid = explain.rollout(eye, discard_ratio=0.9, head_fusion=fusion)
+    for fusion in base.HEAD_FUSIONS:
+        grid = attention.rollout(eye, discard_ratio=0.9, head_fusion=fusion)
         assert grid.shape == (g, g) and np.ptp(grid) == pytest.approx(0.0)
     uniform = np.full((layers, heads, t, t), 1.0 / t)
-    grid = explain.rollout(uniform, discard_ratio=0.0)
+    grid = attention.rollout(uniform, discard_ratio=0.0)
     assert np.ptp(grid) == pytest.approx(0.0, abs=1e-12) and grid[0, 0] > 0
 
 
@@ -171,12 +160,12 @@ def test_rollout_follows_attention_to_one_patch():
     t = 1 + g * g
     att = np.full((layers, heads, t, t), 0.01 / (t - 1))
     att[..., k] = 0.99
-    grid = explain.rollout(att, discard_ratio=0.5)
+    grid = attention.rollout(att, discard_ratio=0.5)
     assert np.unravel_index(grid.argmax(), grid.shape) == divmod(k - 1, g)
-    batched = explain.rollout(np.stack([att, att]), discard_ratio=0.5)
+    batched = attention.rollout(np.stack([att, att]), discard_ratio=0.5)
     np.testing.assert_allclose(batched[1], grid)
     with pytest.raises(ValueError, match="head_fusion"):
-        explain.rollout(att, head_fusion="median")
+        attention.rollout(att, head_fusion="median")
 
 
 def test_to_heatmap_keeps_constant_maps_blank_and_stretches_real_ones():
@@ -193,7 +182,7 @@ def test_overlay_and_patch_grid():
     full = explain.overlay(rgb, heat, alpha=1.0)
     assert full.dtype == np.uint8 and full.shape == rgb.shape
     assert not np.array_equal(full[0, 0], full[-1, -1])  # cold corner vs hot corner
-    grid = explain.patch_grid_overlay(np.full((30, 30, 3), 90, np.uint8), 8)
+    grid = attention.patch_grid_overlay(np.full((30, 30, 3), 90, np.uint8), 8)
     assert (grid[8, :24] == 255).all() and (grid[:24, 16] == 255).all()
     assert (grid[26:, :] == 30).all()  # the strip no patch covers is darkened
 
@@ -201,21 +190,21 @@ def test_overlay_and_patch_grid():
 @pytest.mark.parametrize("name", [n for n in NAMES if models.get_spec(n).family == "cnn"])
 def test_cam_layer_choices_go_from_fine_to_the_default_grid(name):
     model, spec = built(name), models.get_spec(name)
-    choices = explain.cam_layer_choices(model, spec, SIZE)
+    choices = explain.cam_layer_choices(model, SIZE)
     assert no_hooks(model)
     grids = [c.grid[0] for c in choices]
     assert len(choices) >= 3 and grids == sorted(grids, reverse=True) and len(set(grids)) == len(grids)
     assert [c.default for c in choices] == [False] * (len(choices) - 1) + [True]
     modules = dict(model.named_modules())
-    assert modules[choices[-1].name] is spec.cam_target(model)[-1]
+    assert modules[choices[-1].name] is spec.cam_target(model)
     x = image()
-    fine = explain.compute_cam(model, spec, x, layer=choices[0].name, target=0)
-    coarse = explain.compute_cam(model, spec, x, target=0)
+    fine = explain.compute_cam(model, x, layer=choices[0].name, target=0)
+    coarse = explain.compute_cam(model, x, target=0)
     assert fine.shape == coarse.shape == (SIZE, SIZE) and np.isfinite(fine).all()
     assert not np.allclose(fine, coarse)  # another layer, another map
     assert no_hooks(model)
     with pytest.raises(ValueError, match=choices[0].name):  # the error lists the choices
-        explain.compute_cam(model, spec, x, layer="no_such_layer")
+        explain.compute_cam(model, x, layer="no_such_layer")
 
 
 def test_eigencam_projection_matches_the_library_up_to_its_arbitrary_sign():
@@ -225,7 +214,7 @@ def test_eigencam_projection_matches_the_library_up_to_its_arbitrary_sign():
     for shape in [(2, 16, 7, 7), (1, 64, 3, 3), (1, 4, 12, 10)]:  # tall, wide, not square
         a = (rng.standard_normal(shape) ** 2).astype(np.float32)
         a[0, 0, 0, 0] = np.nan
-        ours, lib = explain.eigen_projection(a), get_2d_projection(a)
+        ours, lib = cam.eigen_projection(a), get_2d_projection(a)
         for o, ref in zip(ours, lib, strict=True):
             flat = o.ravel()
             assert flat[np.abs(flat).argmax()] > 0  # the strongest location is shown
@@ -239,7 +228,7 @@ def test_eigencam_map_does_not_depend_on_the_svd_sign(monkeypatch):
     rng = np.random.default_rng(1)
     a = rng.standard_normal((1, 8, 6, 6)).astype(np.float32)
     a[0, :, 2, 3] += 6.0  # one location dominates the first component
-    before = explain.eigen_projection(a)
+    before = cam.eigen_projection(a)
     assert np.unravel_index(before[0].argmax(), (6, 6)) == (2, 3)
     svd = np.linalg.svd
 
@@ -248,27 +237,23 @@ def test_eigencam_map_does_not_depend_on_the_svd_sign(monkeypatch):
         return -u, s, -vt
 
     monkeypatch.setattr(np.linalg, "svd", flipped)
-    np.testing.assert_array_equal(explain.eigen_projection(a), before)
+    np.testing.assert_array_equal(cam.eigen_projection(a), before)
 
 
-def test_eigencam_on_a_fine_grid_stays_within_bounded_memory():
+def test_eigencam_on_a_fine_grid_stays_within_bounded_memory(register_toy):
     """A 128x128 feature grid: the library's full SVD allocates a 16384x16384 matrix (3 GiB
     traced when measured); a CAM layer slider on a 224-px VGG-16 reaches 224x224 (10 GiB)."""
     import tracemalloc
 
     from torch import nn
 
-    class Spec:
-        name, family, reshape_transform, has_attention = "toy", "cnn", None, False
-        cam_target = staticmethod(lambda m: [m[1]])
-
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
-                          nn.Flatten(), nn.Linear(4, 3))
+    model = register_toy(nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(),
+                                       nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)), 1)
     x = torch.randn(1, 3, 128, 128)
     tracemalloc.start()
     try:
-        heat = explain.compute_cam(model, Spec(), x, method="eigencam")
+        heat = explain.compute_cam(model, x, method="eigencam")
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -277,9 +262,9 @@ def test_eigencam_on_a_fine_grid_stays_within_bounded_memory():
 
 
 def test_vit_cam_layer_is_its_token_grid():
-    model, spec = built("vit_scratch"), models.get_spec("vit_scratch")
-    (only,) = explain.cam_layer_choices(model, spec, SIZE)
-    side = SIZE // explain.patch_size(model)
+    model = built("vit_scratch")
+    (only,) = explain.cam_layer_choices(model, SIZE)
+    side = SIZE // models.patch_size(model)
     assert only.default and only.grid == (side, side)
 
 
@@ -294,7 +279,7 @@ def _store_run(run_id: str, name: str = "vit_scratch") -> None:
     manifest = {"kind": "model", "model": name, "classes": classes, "image_size": SIZE,
                 "mean": list(spec.mean), "std": list(spec.std), "config": {"tiny": True}}
     empty = pd.DataFrame({"a": [0]})
-    artifacts.save_run(run_id, manifest=manifest, metrics={"accuracy": 0.5}, history=empty,
+    store.save_run(run_id, manifest=manifest, metrics={"accuracy": 0.5}, history=empty,
                        confusion=empty, predictions=empty, state_dict=model.state_dict())
 
 
@@ -387,18 +372,18 @@ def test_maps_on_the_gpu_match_the_cpu(name, full_fp32_on_gpu):
     """Every method on a model moved to the GPU gives the CPU's map (inputs may stay on the CPU)."""
     import copy
 
-    from emotion_core import faithfulness
+    from emotion_core.explain import faithfulness
 
     cpu_model, spec = built(name), models.get_spec(name)
     gpu_model = copy.deepcopy(cpu_model).cuda()
     x, view = image(3), np.zeros((SIZE, SIZE, 3), np.uint8)
     for method in [m for m in explain.methods_for(spec) if m != "scorecam"]:
-        a = explain.explain_image(cpu_model, spec, x, view, method, target=1)
-        b = explain.explain_image(gpu_model, spec, x, view, method, target=1)
+        a = explain.explain_image(cpu_model, x, view, method, target=1)
+        b = explain.explain_image(gpu_model, x, view, method, target=1)
         np.testing.assert_allclose(b.probs, a.probs, atol=1e-4, err_msg=method)
         if a.heat is not None:
             np.testing.assert_allclose(b.heat, a.heat, atol=2e-3, err_msg=method)
-    heat = explain.compute_cam(cpu_model, spec, x, target=1)
+    heat = explain.compute_cam(cpu_model, x, target=1)
     d_cpu = faithfulness.deletion_insertion(cpu_model, x, heat, 1, steps=8)
     d_gpu = faithfulness.deletion_insertion(gpu_model, x, heat, 1, steps=8)
     assert d_gpu["deletion"] == pytest.approx(d_cpu["deletion"], abs=1e-4)

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from emotion_core import explorer
-from emotion_core.artifacts import RunRecord
+from emotion_core.store import RunRecord
+from emotion_core.views import tables as explorer
 
 
 def _rec(run_id: str, model: str, kind: str = "model", metrics: dict | None = None) -> RunRecord:

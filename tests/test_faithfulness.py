@@ -1,7 +1,6 @@
 """Faithfulness scores: mask energy share, deletion/insertion, and scoring a model on images."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -9,8 +8,12 @@ import pytest
 import torch
 from torch import nn
 
-from emotion_core import explain, synthetic
-from emotion_core import faithfulness as fa
+from emotion_core import explain
+from emotion_core.data import synthetic
+from emotion_core.data.layout import mask_path
+from emotion_core.data.transforms import model_input
+from emotion_core.explain import evaluate_maps as em
+from emotion_core.explain import faithfulness as fa
 from tests.conftest import shared_data_or_skip
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -96,25 +99,16 @@ def test_blur_baseline_keeps_the_mean_and_removes_detail():
 
 def test_deletion_insertion_on_a_real_image():
     root = shared_data_or_skip("webfaces3")
-    from emotion_core import explain, images
+    from emotion_core.data import images
 
     path = next(p for p in sorted(root.rglob("*.jpg")))
-    x, _ = explain.prepare_image(images.load_rgb(path), 32, (0.5,) * 3, (0.25,) * 3)
+    x, _ = model_input(images.load_rgb(path), 32, (0.5,) * 3, (0.25,) * 3)
     model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
                           nn.Flatten(), nn.Linear(4, 3))
     heat = np.random.default_rng(0).random((32, 32))
     res = fa.deletion_insertion(model, x, heat, 1, steps=8)
     for curve in (res["deletion_curve"], res["insertion_curve"]):
         assert len(curve) == 9 and all(np.isfinite(curve)) and all(0 <= p <= 1 for p in curve)
-
-
-@dataclass
-class _Spec:
-    name: str = "toy"
-    family: str = "cnn"
-    cam_target: Any = staticmethod(lambda m: [m[2]])
-    reshape_transform: Any = None
-    has_attention: bool = False
 
 
 def _toy_cnn() -> nn.Module:
@@ -133,15 +127,15 @@ def _synthetic_faces(tmp_path, n: int = 4) -> list[tuple[Any, int]]:
         p = tmp_path / label / f"{i:05d}.png"
         p.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(rgb).save(p)
-        Image.fromarray(mask).save(synthetic.mask_path_for(p))
+        Image.fromarray(mask).save(mask_path(p))
         out.append((p, ["angry", "happy", "sad"].index(label)))
     return out
 
 
-def test_evaluate_model_scores_masks_on_synthetic_faces(tmp_path):
+def test_evaluate_model_scores_masks_on_synthetic_faces(tmp_path, register_toy):
     images = _synthetic_faces(tmp_path)
     manifest = {"image_size": 32, "mean": [0.5] * 3, "std": [0.25] * 3}
-    res = fa.evaluate_model(_toy_cnn(), _Spec(), manifest, images, methods=["gradcam", "eigencam"],
+    res = em.evaluate_model(register_toy(_toy_cnn(), 2), manifest, images, methods=["gradcam", "eigencam"],
                             progress=False)
     assert res["kind"] == "mask_energy_share" and res["n"] == 4
     assert set(res["methods"]) == {"gradcam", "eigencam", fa.REFERENCE}
@@ -151,7 +145,7 @@ def test_evaluate_model_scores_masks_on_synthetic_faces(tmp_path):
         assert v["pointing"] in (0.0, 0.25, 0.5, 0.75, 1.0)  # a hit rate over 4 images
     # a random map's energy share is close to the chance level (the mask's area share)
     assert abs(res["methods"][fa.REFERENCE]["mean"] - res["chance"]) < 0.05
-    assert "gradcam" in fa.format_table(res)
+    assert "gradcam" in em.format_table(res)
 
 
 def test_pointing_game_asks_whether_the_peak_is_inside_the_mask():
@@ -198,24 +192,24 @@ def test_ceiling_share_is_the_most_any_map_on_the_grid_can_score():
         fa.ceiling_share(np.zeros_like(m), (4, 4))
 
 
-def _strided_cnn() -> tuple[nn.Module, Any]:
+def _strided_cnn() -> nn.Module:
     """Three resolutions (32, 16, 8 px grids at 32 px) before the default CAM layer."""
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(),
                           nn.Conv2d(8, 8, 3, stride=2, padding=1), nn.ReLU(),
                           nn.Conv2d(8, 8, 3, stride=2, padding=1), nn.ReLU(),
                           nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 3))
-    return model, _Spec(cam_target=lambda m: [m[5]])
+    return model
 
 
-def test_sweep_scores_every_cam_layer_against_its_grids_ideal(tmp_path):
+def test_sweep_scores_every_cam_layer_against_its_grids_ideal(tmp_path, register_toy):
     images = _synthetic_faces(tmp_path)
     manifest = {"image_size": 32, "mean": [0.5] * 3, "std": [0.25] * 3}
-    model, spec = _strided_cnn()
-    res = fa.evaluate_model(model, spec, manifest, images, methods=["gradcam"], progress=False)
+    model = register_toy(_strided_cnn(), 5)
+    res = em.evaluate_model(model, manifest, images, methods=["gradcam"], progress=False)
     assert res["cam_layer"] == "5" and res["cam_grid"] == [8, 8]
     assert res["chance"] < res["ideal"] <= res["ceiling"] <= 1.0
-    by = fa.sweep_cam_layers(model, spec, manifest, images, "stages", methods=["gradcam"],
+    by = em.sweep_cam_layers(model, manifest, images, "stages", methods=["gradcam"],
                              progress=False)
     assert list(by) == ["1", "3", "5"] and [e["grid"] for e in by.values()] == [[32, 32], [16, 16], [8, 8]]
     assert [e["default"] for e in by.values()] == [False, False, True]
@@ -223,41 +217,41 @@ def test_sweep_scores_every_cam_layer_against_its_grids_ideal(tmp_path):
     assert ideals == sorted(ideals, reverse=True)  # finer grids can localise better
     assert by["5"]["methods"]["gradcam"]["mean"] == pytest.approx(res["methods"]["gradcam"]["mean"])
     assert by["1"]["methods"]["gradcam"]["mean"] != pytest.approx(by["5"]["methods"]["gradcam"]["mean"])
-    table = fa.format_layer_table({**res, "by_layer": by})
+    table = em.format_layer_table({**res, "by_layer": by})
     assert "5*" in table and "ideal" in table and "ceiling" in table and "16x16" in table
     assert all(e["ideal"] <= e["ceiling"] for e in by.values())
     with pytest.raises(ValueError, match="no layer"):
-        fa.sweep_cam_layers(model, spec, manifest, images, ["nope"], methods=["gradcam"], progress=False)
+        em.sweep_cam_layers(model, manifest, images, ["nope"], methods=["gradcam"], progress=False)
 
 
-def test_evaluate_model_falls_back_to_deletion_without_masks(tmp_path):
+def test_evaluate_model_falls_back_to_deletion_without_masks(tmp_path, register_toy):
     images = _synthetic_faces(tmp_path, n=2)
     for p, _ in images:
-        synthetic.mask_path_for(p).unlink()
+        mask_path(p).unlink()
     manifest = {"image_size": 32, "mean": [0.5] * 3, "std": [0.25] * 3}
-    res = fa.evaluate_model(_toy_cnn(), _Spec(), manifest, images, methods=["gradcam"], steps=4,
+    res = em.evaluate_model(register_toy(_toy_cnn(), 2), manifest, images, methods=["gradcam"], steps=4,
                             progress=False)
     assert res["kind"] == "deletion_insertion"
     assert set(res["methods"]["gradcam"]) == {"deletion", "insertion", "n"}
-    with pytest.raises(fa.ex.NotApplicableError, match="rollout"):
-        fa.evaluate_model(_toy_cnn(), _Spec(), manifest, images, methods=["rollout"], progress=False)
+    with pytest.raises(explain.NotApplicableError, match="rollout"):
+        em.evaluate_model(register_toy(_toy_cnn(), 2), manifest, images, methods=["rollout"], progress=False)
 
 
 def test_sample_images_skips_masks_and_reads_labels(tmp_path):
     _synthetic_faces(tmp_path)
-    picked = fa.sample_images(tmp_path, ["angry", "happy", "sad"], 10)
+    picked = em.sample_images(tmp_path, ["angry", "happy", "sad"], 10)
     assert len(picked) == 4
     assert all(not p.name.endswith(".mask.png") for p, _ in picked)
     assert sorted(lbl for _, lbl in picked) == [0, 1, 1, 2]
     with pytest.raises(FileNotFoundError):
-        fa.sample_images(tmp_path / "nowhere", ["a"], 1)
+        em.sample_images(tmp_path / "nowhere", ["a"], 1)
 
 
 def test_cli_scores_a_stored_run_and_stores_the_result(tmp_path, capsys):
     """End to end: a tiny registry ViT, held-out synthetic faces, scores merged into metrics.json."""
     import pandas as pd
 
-    from emotion_core import artifacts, models
+    from emotion_core import models, store
     from scripts import explain as cli
 
     images = _synthetic_faces(tmp_path)
@@ -269,14 +263,14 @@ def test_cli_scores_a_stored_run_and_stores_the_result(tmp_path, capsys):
                           "label": [classes[lbl] for _, lbl in images]})
     manifest = {"kind": "model", "model": "vit_scratch", "classes": classes, "image_size": 32,
                 "mean": [0.5] * 3, "std": [0.5] * 3, "config": {"tiny": True}}
-    artifacts.save_run("tiny", manifest=manifest, metrics={"accuracy": 0.4}, history=preds,
+    store.save_run("tiny", manifest=manifest, metrics={"accuracy": 0.4}, history=preds,
                        confusion=preds, predictions=preds, state_dict=model.state_dict())
     args = ["--run", "tiny", "--faithfulness", "--data", str(tmp_path), "--n", "8",
             "--methods", "gradcam,rollout"]
     assert cli.main(args) == 0
     out = capsys.readouterr().out
     assert "rollout" in out and "chance" in out
-    stored = artifacts.load_run("tiny", tables=False).metrics
+    stored = store.load_run("tiny", tables=False).metrics
     assert stored["accuracy"] == 0.4  # merged, not replaced
     res = stored["faithfulness"]["mask_energy_share"]
     assert res["n"] == 3  # the val images only: the training image is never scored
@@ -285,6 +279,6 @@ def test_cli_scores_a_stored_run_and_stores_the_result(tmp_path, capsys):
     assert "cannot be scored" in capsys.readouterr().err
     assert cli.main([*args[:-2], "--methods", "gradcam", "--cam-layers", "stages"]) == 0
     assert "CAM layer" in capsys.readouterr().out
-    by = artifacts.load_run("tiny", tables=False).metrics["faithfulness"]["mask_energy_share"]["by_layer"]
+    by = store.load_run("tiny", tables=False).metrics["faithfulness"]["mask_energy_share"]["by_layer"]
     (entry,) = by.values()  # a ViT has one token grid: one layer to score
     assert entry["default"] and entry["grid"] == [32 // 8, 32 // 8]

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from emotion_core import artifacts, synthetic
+from emotion_core import store
+from emotion_core.data import synthetic
 from scripts import get_data
 
 REPO = Path(__file__).resolve().parent.parent
@@ -43,7 +44,7 @@ def _clean_env(tmp_path: Path, **extra: str) -> dict[str, str]:
 def test_synthetic_default_out_and_reuse(capsys: pytest.CaptureFixture[str]) -> None:
     args = ["synthetic", "--n", "6", "--size", "32", "--quiet"]
     assert get_data.main(args) == 0
-    out = artifacts.generated_data_dir("synthetic")
+    out = store.paths.generated_data_dir("synthetic")
     assert capsys.readouterr().out.strip().splitlines()[-1] == str(out)
     assert synthetic.dataset_matches(out, n=6, size=32, seed=0)
     assert len(list(out.glob("*/*/*.mask.png"))) == 6

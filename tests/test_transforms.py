@@ -7,7 +7,7 @@ import pytest
 import torch
 from torchvision.transforms.v2 import functional as TF
 
-from emotion_core.transforms import (
+from emotion_core.data.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     AugmentConfig,
@@ -17,12 +17,11 @@ from emotion_core.transforms import (
     augment_normalize,
     augment_normalize_hwc,
     denormalize,
-    eval_transform,
     normalize_batch,
     resize_square,
     sample_params,
-    train_transform,
 )
+from scripts.bench.torchvision_pipeline import eval_transform, train_transform
 
 STD_LEVEL = 255 * np.asarray(IMAGENET_STD)  # one normalised unit in grey levels, per channel
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from emotion_core.vit import ViT, ViTConfig, tokens_to_grid
+from emotion_core.models.vit import ViT, ViTConfig, tokens_to_grid
 
 
 def tiny(**kw) -> ViT:

@@ -46,6 +46,7 @@ def prepared(root: Path, name: str = "tiny"):
     import pandas as pd
 
     from emotion_core import data
+    from emotion_core.data import layout
 
     rows = []
     for p in sorted(root.rglob("*.png")):
@@ -54,5 +55,5 @@ def prepared(root: Path, name: str = "tiny"):
         rows.append({"rel": rel.as_posix(), "label": rel.parts[1], "subset": split,
                      "fx": np.nan, "fy": np.nan, "fw": np.nan, "fh": np.nan})
     split = pd.DataFrame(rows)
-    classes = data.order_classes(sorted(split["label"].unique()))
+    classes = layout.order_classes(sorted(split["label"].unique()))
     return data.PreparedDataset(name=name, root=root, classes=classes, split=split, report={})

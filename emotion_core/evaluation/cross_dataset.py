@@ -1,0 +1,63 @@
+"""Score a stored run, or a stored ensemble, on any image-folder dataset with the same classes.
+
+The dataset is prepared like any other (its own cleaning and split) and read through the
+decode-once cache at the run's input size, with the run's face-crop setting. An ensemble is
+scored by running its members and averaging their probabilities with the ensemble's weights.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from emotion_core import store
+from emotion_core.data import CachedLoader, PreparedDataset, build_cache, open_folder
+from emotion_core.evaluation.ensemble import average_probs
+from emotion_core.evaluation.inference import collect_probs
+from emotion_core.evaluation.loading import load_model
+from emotion_core.evaluation.metrics import compute_metrics, metrics_by_subset, predictions_table
+
+
+def _rows(ds: PreparedDataset, subset: str) -> np.ndarray:
+    """Split-table row numbers of `subset` ("all" for every row)."""
+    subsets = ds.split["subset"].to_numpy()
+    idx = np.arange(len(subsets)) if subset == "all" else np.flatnonzero(subsets == subset)
+    if len(idx) == 0:
+        raise ValueError(f"dataset '{ds.name}' has no '{subset}' images")
+    return idx
+
+
+def run_probs(run_id: str, ds: PreparedDataset, rows: np.ndarray, *,
+              progress: bool = True) -> np.ndarray:
+    """A run's class probabilities (in the run's class order) for split rows `rows` of `ds`."""
+    manifest = store.load_run(run_id, tables=False).manifest
+    if manifest.get("kind") == "ensemble":
+        members = [run_probs(m, ds, rows, progress=progress) for m in manifest["members"]]
+        return average_probs(members, manifest.get("weights"))
+    model, manifest = load_model(run_id)
+    crop = bool((manifest.get("config") or {}).get("crop_faces", False))
+    cache = build_cache(ds, int(manifest["image_size"]), crop_faces=crop, progress=progress)
+    loader = CachedLoader(cache, rows, 64, shuffle=False, aug=None, mean=manifest["mean"],
+                          std=manifest["std"])
+    probs, _ = collect_probs(model, loader)
+    return probs
+
+
+def evaluate_on_folder(run_id: str, root: str | Path, *, name: str | None = None,
+                       subset: str = "all", progress: bool = True) -> dict[str, Any]:
+    """Score a run on an image folder: {"dataset", "subset", "metrics", "by_subset",
+    "predictions"}; refuses a dataset whose classes differ from the run's."""
+    manifest = store.load_run(run_id, tables=False).manifest
+    classes = list(manifest["classes"])
+    ds = open_folder(root, name, progress=progress)
+    if set(ds.classes) != set(classes):
+        raise ValueError(f"dataset '{ds.name}' has classes {list(ds.classes)} but run '{run_id}' "
+                         f"was trained on {classes}; cross-dataset evaluation needs the same classes")
+    rows = _rows(ds, subset)
+    probs = run_probs(run_id, ds, rows, progress=progress)
+    files = ds.split.iloc[rows]
+    y = files["label"].map({c: i for i, c in enumerate(classes)}).to_numpy(dtype=np.int64)
+    preds = predictions_table(files["rel"], files["subset"], y, probs, classes)
+    return {"dataset": ds.name, "subset": subset, "metrics": compute_metrics(y, probs, classes),
+            "by_subset": metrics_by_subset(preds, classes), "predictions": preds}

@@ -1,0 +1,59 @@
+"""Running a model on pictures: the one place that turns inputs into class probabilities.
+
+Every registry model's forward returns a logits tensor, so nothing here unwraps outputs. Callers
+are the training loop's evaluation, cross-dataset evaluation, the app's live prediction and the
+explanations (which need the predicted class).
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from emotion_core.data.transforms import Preprocess
+
+
+def device_of(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def probabilities(model: nn.Module, x: torch.Tensor, *, amp: bool = False) -> torch.Tensor:
+    """Softmax class probabilities (float32, on the model's device) for a normalised batch."""
+    device = device_of(model)
+    with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16,
+                                                 enabled=amp and device.type == "cuda"):
+        logits = model(x.to(device, non_blocking=True))
+    return torch.softmax(logits.float(), dim=1)
+
+
+def collect_probs(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], *,
+                  amp: bool = False, channels_last: bool = False,
+                  max_batches: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities and labels over an iterable of (images, labels) batches, in eval mode."""
+    model.eval()
+    all_p, all_y = [], []
+    for i, (x, y) in enumerate(batches):
+        if max_batches and i >= max_batches:
+            break
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        all_p.append(probabilities(model, x, amp=amp).cpu().numpy())
+        all_y.append(y.numpy())
+    if not all_p:
+        return np.zeros((0, 0)), np.zeros(0, dtype=np.int64)
+    return np.concatenate(all_p), np.concatenate(all_y).astype(np.int64)
+
+
+def predict_images(model: nn.Module, images_rgb: Sequence[np.ndarray], preprocess: Preprocess,
+                   batch_size: int = 32) -> np.ndarray:
+    """Class probabilities (float64, N x classes) for RGB uint8 pictures, preprocessed exactly
+    like the training cache."""
+    model.eval()
+    out = []
+    for i in range(0, len(images_rgb), batch_size):
+        xb = torch.cat([preprocess(im)[0] for im in images_rgb[i:i + batch_size]])
+        out.append(probabilities(model, xb).cpu().numpy().astype(np.float64))
+    n_classes = int(getattr(model, "num_classes", 0) or 0)
+    return np.concatenate(out) if out else np.zeros((0, n_classes))

@@ -1,0 +1,64 @@
+"""Loading a stored run's model: the one place a checkpoint becomes a model again.
+
+Safetensors only (no pickle); a checkpoint whose model, classes, tensor names or shapes disagree
+with its manifest is refused with a message naming the difference.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from emotion_core import store
+from emotion_core.models import build_empty
+
+
+class CheckpointMismatchError(ValueError):
+    """A stored checkpoint disagrees with its manifest (architecture or classes)."""
+
+
+def load_model(run_id: str, *, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild a run's architecture (no download) and load its safetensors weights.
+
+    Refuses, with a CheckpointMismatchError naming the difference, a checkpoint whose model name,
+    classes, parameter names or shapes disagree with the manifest.
+    """
+
+    rec = store.load_run(run_id, tables=False)
+    m = rec.manifest
+    if rec.is_ensemble:
+        raise CheckpointMismatchError(f"run '{run_id}' is an ensemble of {m.get('members')}; "
+                                      "it has no weights of its own (use emotion_core.evaluation.ensemble)")
+    state, meta = store.load_weights(run_id)
+    classes = list(m["classes"])
+    if meta.get("model") and meta["model"] != m["model"]:
+        raise CheckpointMismatchError(f"run '{run_id}': weights were saved for model "
+                                      f"'{meta['model']}' but the manifest says '{m['model']}'")
+    if "classes" in meta and meta["classes"] != ",".join(classes):
+        raise CheckpointMismatchError(f"run '{run_id}': weights were saved for classes "
+                                      f"[{meta['classes']}] but the manifest lists {classes}")
+    cfg = m.get("config", {})
+    model = build_empty(m["model"], len(classes), int(m["image_size"]), bool(cfg.get("tiny", False)))
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
+              if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing tensor(s) e.g. {missing[0]}")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected tensor(s) e.g. {unexpected[0]}")
+        if shapes:
+            parts.append(f"{len(shapes)} shape mismatch(es) e.g. {shapes[0]}")
+        raise CheckpointMismatchError(
+            f"run '{run_id}': checkpoint does not match architecture '{m['model']}' with "
+            f"{len(classes)} classes ({'; '.join(parts)}); refusing to load it")
+    on_meta = any(t.is_meta for t in expected.values())
+    model.load_state_dict(state, strict=True, assign=on_meta)
+    if any(t.is_meta for t in [*model.parameters(), *model.buffers()]):
+        raise CheckpointMismatchError(f"run '{run_id}': some tensors of '{m['model']}' are not "
+                                      "in its checkpoint; refusing a half-loaded model")
+    return model.to(device).eval(), m

@@ -1,0 +1,59 @@
+"""The process a background job runs in: its steps one after another, output into the job log.
+
+Started by emotion_core.jobs.start_steps in a new session, so cancelling kills the whole process
+group. It writes result.json (unless the job was cancelled, which jobs.cancel_job records) and
+always releases the job lock on the way out, even on SIGTERM.
+"""
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from emotion_core import store
+from emotion_core.jobs.lock import release_lock
+
+
+def _run(jdir: Path) -> int:
+    spec = json.loads((jdir / store.paths.JOB_SPEC).read_text())
+    job_id = spec["job_id"]
+    current: list[subprocess.Popen] = []
+
+    def on_term(signum: int, _frame: Any) -> None:
+        for p in current:
+            if p.poll() is None:
+                p.terminate()
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, on_term)
+    rc = 0
+    try:
+        with open(jdir / store.paths.JOB_LOG, "ab", buffering=0) as log:
+            for step in spec["steps"]:
+                log.write(f"$ {' '.join(step)}\n".encode())
+                proc = subprocess.Popen(step, cwd=str(store.paths.REPO_ROOT), stdout=log,
+                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                current[:] = [proc]
+                rc = proc.wait()
+                if rc != 0:
+                    log.write(f"step failed with exit code {rc}\n".encode())
+                    break
+        if not (jdir / store.paths.JOB_RESULT).exists():  # cancel_job writes "cancelled" itself
+            store.write_json(jdir / store.paths.JOB_RESULT, {
+                "state": "succeeded" if rc == 0 else "failed", "returncode": rc,
+                "finished": time.time()})
+    finally:
+        release_lock(job_id)
+    return rc
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 2 and Path(sys.argv[1]).is_dir():
+        sys.exit(_run(Path(sys.argv[1])))
+    print("usage: python -m emotion_core.jobs.runner JOB_DIR (started by emotion_core.jobs.start_job)",
+          file=sys.stderr)
+    sys.exit(2)

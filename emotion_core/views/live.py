@@ -1,0 +1,249 @@
+"""Live prediction for the app: decode an upload, find faces, and run every chosen run side by side.
+
+Everything stays in memory: an upload is decoded from its bytes and never written anywhere (least
+of all into artifacts/). Models come from a caller-supplied loader so the app can pass its cached
+one (`st.cache_resource`) while tests and scripts use `evaluate.load_model` directly.
+
+Latency is wall time per run for one face crop: preprocessing (resize, normalise) plus the forward
+pass, measured with `time.perf_counter`. Detection time is reported separately.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import cv2
+import numpy as np
+
+from emotion_core import store
+from emotion_core.data import faces, images
+from emotion_core.data.transforms import Preprocess
+from emotion_core.evaluation.ensemble import average_probs
+from emotion_core.evaluation.inference import probabilities
+from emotion_core.evaluation.loading import load_model
+
+UPLOAD_MAX_PIXELS = 25_000_000  # a 25-megapixel photo is plenty; larger is refused as a bomb
+MAX_FACES = 6  # beyond this many faces only the largest are classified (said in the result)
+
+Loader = Callable[[str], tuple[Any, dict[str, Any]]]
+
+
+class UploadError(ValueError):
+    """An upload that cannot be used, with a message fit to show a user as is."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+@dataclass
+class RunPrediction:
+    """One run's answer for one face."""
+
+    run_id: str
+    model: str
+    weights_source: str
+    classes: list[str]
+    probs: np.ndarray | None  # None when the run failed to load or predict
+    latency_ms: float = 0.0
+    error: str | None = None
+
+    @property
+    def predicted(self) -> str | None:
+        return None if self.probs is None else self.classes[int(np.argmax(self.probs))]
+
+    @property
+    def confidence(self) -> float | None:
+        return None if self.probs is None else float(np.max(self.probs))
+
+
+@dataclass
+class FacePrediction:
+    """One face (or the whole image) with every run's prediction and the ensemble's."""
+
+    box: faces.FaceBox | None  # None: the whole image was used
+    crop: np.ndarray
+    runs: list[RunPrediction] = field(default_factory=list)
+    ensemble: RunPrediction | None = None
+
+
+@dataclass
+class LiveResult:
+    """The full answer for one picture."""
+
+    image: np.ndarray  # the decoded picture with face boxes drawn
+    faces_found: int
+    predictions: list[FacePrediction]
+    detect_ms: float
+    total_ms: float
+    note: str = ""  # e.g. "no face found" or "8 faces found; the 6 largest were classified"
+
+
+_MESSAGES = {
+    "not_an_image": "This file is not an image. Upload a photo (JPEG, PNG, WebP, BMP or TIFF).",
+    "unreadable": "This image is damaged or truncated and cannot be decoded. Re-save or re-export "
+                  "it and try again.",
+    "too_small": "This image is too small to hold a recognisable face.",
+    "too_large": "This image is too large to decode safely (it may be a decompression bomb). "
+                 "Resize it below {mp} megapixels and try again.",
+}
+
+
+def upload_error_message(exc: images.ImageDecodeError) -> str:
+    """A user-facing sentence for a decode failure (the technical detail follows in brackets)."""
+    base = _MESSAGES.get(exc.kind, "This image cannot be used.")
+    return base.format(mp=UPLOAD_MAX_PIXELS // 1_000_000) + f" ({exc})"
+
+
+def decode_upload(data: bytes, *, max_pixels: int = UPLOAD_MAX_PIXELS) -> np.ndarray:
+    """Upload bytes -> upright RGB uint8 (CMYK, 16-bit, alpha handled by images.load_rgb)."""
+    if not data:
+        raise UploadError("not_an_image", "The upload is empty (0 bytes). Choose a photo file.")
+    try:
+        return images.load_rgb(bytes(data), min_side=16, max_pixels=max_pixels)
+    except images.ImageDecodeError as exc:
+        raise UploadError(exc.kind, upload_error_message(exc)) from exc
+
+
+def draw_boxes(rgb: np.ndarray, boxes: Sequence[faces.FaceBox]) -> np.ndarray:
+    """A copy of the picture with numbered face boxes (numbers match the result order)."""
+    out = np.ascontiguousarray(rgb).copy()
+    thick = max(2, round(max(out.shape[:2]) / 250))
+    for i, b in enumerate(boxes, start=1):
+        cv2.rectangle(out, (b.x, b.y), (b.x + b.w, b.y + b.h), (0, 220, 0), thick)
+        cv2.putText(out, str(i), (b.x + thick, max(b.y - 2 * thick, 12 * thick)),
+                    cv2.FONT_HERSHEY_SIMPLEX, thick / 2.5, (0, 220, 0), thick)
+    return out
+
+
+def _predict_one(loader: Loader, run_id: str, crop: np.ndarray) -> RunPrediction:
+    try:
+        model, manifest = loader(run_id)
+    except Exception as exc:  # a broken or mismatched run must not break the others
+        return RunPrediction(run_id, run_id, "?", [], None, error=f"cannot load: {exc}")
+    t0 = time.perf_counter()
+    try:
+        probs = _forward(model, manifest, crop)
+    except Exception as exc:
+        return RunPrediction(run_id, manifest.get("model", run_id),
+                             manifest.get("weights_source", "?"), list(manifest["classes"]), None,
+                             error=f"prediction failed: {exc}")
+    ms = (time.perf_counter() - t0) * 1000.0
+    return RunPrediction(run_id, manifest["model"], manifest.get("weights_source", "?"),
+                         list(manifest["classes"]), np.asarray(probs, dtype=np.float64), ms)
+
+
+def _forward(model: Any, manifest: dict[str, Any], crop: np.ndarray) -> np.ndarray:
+    """Softmax probabilities for one crop, preprocessed with the training cache's recipe."""
+    x, _ = Preprocess.of(manifest)(crop)
+    return probabilities(model, x)[0].cpu().numpy().astype(np.float64)
+
+
+def _ensemble_of(preds: Sequence[RunPrediction], weights: Sequence[float] | None = None, *,
+                 run_id: str = "ensemble", model: str = "") -> RunPrediction | None:
+    """Mean (or weighted mean) of the members' probabilities when they share a class list."""
+    ok = [p for p in preds if p.probs is not None]
+    if len(ok) < 2 or any(p.classes != ok[0].classes for p in ok):
+        return None
+    probs = average_probs([p.probs for p in ok], weights)
+    return RunPrediction(run_id, model or f"ensemble (mean of {len(ok)})",
+                         " + ".join(p.weights_source for p in ok), ok[0].classes, probs,
+                         sum(p.latency_ms for p in ok))
+
+
+def _stored_ensemble(run_id: str, cache: dict[str, RunPrediction], loader: Loader,
+                     crop: np.ndarray) -> RunPrediction:
+    """A stored ensemble run answers with its members' models, weighted as it was built."""
+    try:
+        m = store.load_run(run_id, tables=False).manifest
+    except store.BrokenRunError as exc:
+        return RunPrediction(run_id, run_id, "?", [], None, error=str(exc))
+    members = list(m.get("members", []))
+    for mid in members:
+        if mid not in cache:
+            cache[mid] = _predict_one(loader, mid, crop)
+    parts = [cache[mid] for mid in members]
+    bad = [p for p in parts if p.probs is None]
+    weights = m.get("weights") if not bad else None
+    ens = _ensemble_of(parts, weights, run_id=run_id, model=m.get("model", run_id)) if not bad else None
+    if ens is None:
+        reason = bad[0].error if bad else "its members disagree on the classes"
+        return RunPrediction(run_id, m.get("model", run_id), m.get("weights_source", "?"),
+                             list(m.get("classes", [])), None, error=f"ensemble unavailable: {reason}")
+    return ens
+
+
+def predict_crop(crop: np.ndarray, run_ids: Sequence[str], *, loader: Loader | None = None,
+                 ensemble_kinds: dict[str, str] | None = None,
+                 box: faces.FaceBox | None = None) -> FacePrediction:
+    """Every run's prediction for one crop, plus the mean of the single-model runs."""
+    loader = loader or load_model
+    kinds = ensemble_kinds or {}
+    cache: dict[str, RunPrediction] = {}
+    out: list[RunPrediction] = []
+    for rid in run_ids:
+        if kinds.get(rid) == "ensemble":
+            out.append(_stored_ensemble(rid, cache, loader, crop))
+        else:
+            if rid not in cache:
+                cache[rid] = _predict_one(loader, rid, crop)
+            out.append(cache[rid])
+    singles = [p for rid, p in zip(run_ids, out, strict=True) if kinds.get(rid) != "ensemble"]
+    return FacePrediction(box=box, crop=crop, runs=out, ensemble=_ensemble_of(singles))
+
+
+def predict_faces(rgb: np.ndarray, run_ids: Sequence[str], *, loader: Loader | None = None,
+                  whole_image: bool = False, max_faces: int = MAX_FACES) -> LiveResult:
+    """Detect faces, crop each, and let every run (and the ensemble) classify every crop.
+
+    With no face found the result holds no predictions unless `whole_image` is set, in which
+    case the whole picture is classified as one "face". Stored ensemble runs among `run_ids` are
+    answered from their members' models.
+    """
+    t0 = time.perf_counter()
+    rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
+    boxes = faces.detect_faces(rgb)
+    detect_ms = (time.perf_counter() - t0) * 1000.0
+    kinds = _run_kinds(run_ids)
+    note = ""
+    targets: list[tuple[faces.FaceBox | None, np.ndarray]] = []
+    if boxes:
+        if len(boxes) > max_faces:
+            note = f"{len(boxes)} faces found; the {max_faces} largest were classified."
+        targets = [(b, faces.crop_face(rgb, b)) for b in boxes[:max_faces]]
+    elif whole_image:
+        note = "No face found: the whole image was classified."
+        targets = [(None, rgb)]
+    else:
+        note = "No face found in this image."
+    preds = [predict_crop(crop, run_ids, loader=loader, ensemble_kinds=kinds, box=box)
+             for box, crop in targets]
+    return LiveResult(image=draw_boxes(rgb, boxes[:max_faces]), faces_found=len(boxes),
+                      predictions=preds, detect_ms=detect_ms,
+                      total_ms=(time.perf_counter() - t0) * 1000.0, note=note)
+
+
+def _run_kinds(run_ids: Sequence[str]) -> dict[str, str]:
+    kinds = {}
+    for rid in run_ids:
+        try:
+            kinds[rid] = store.load_run(rid, tables=False).manifest.get("kind", "model")
+        except store.BrokenRunError:
+            kinds[rid] = "broken"
+    return kinds
+
+
+def probability_table(pred: FacePrediction) -> list[dict[str, Any]]:
+    """Long-format rows (run, class, probability) for a side-by-side bar chart."""
+    rows = []
+    entries = list(pred.runs) + ([pred.ensemble] if pred.ensemble is not None else [])
+    for p in entries:
+        if p.probs is None:
+            continue
+        label = f"{p.model} [{p.weights_source}]"
+        for c, v in zip(p.classes, p.probs, strict=True):
+            rows.append({"run": label, "run_id": p.run_id, "class": c, "probability": float(v),
+                         "latency_ms": p.latency_ms})
+    return rows

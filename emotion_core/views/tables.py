@@ -1,0 +1,309 @@
+"""Tables the app shows, computed from the artifact store (pandas only: no torch, no Streamlit).
+
+Why here and not in the pages: the pages hold widgets and charts only; every number they show
+comes from these functions, which the tests call directly too. Every run is labelled with the
+weights source it really started from, so no accuracy is ever shown without it.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from emotion_core import store
+from emotion_core.data import synthetic
+from emotion_core.models import REGISTRY, STUDY_ENSEMBLE, STUDY_ENSEMBLE_ACCURACY, ModelSpec
+
+STUDY_NOTE = ("The study's own reported validation accuracies on its data (HES), not ours: "
+              "ResNet-34 52%, EfficientNet-B4 76%, the from-scratch ViT 44%, the ResNet-34 + "
+              "EfficientNet-B4 ensemble 84% and the pretrained Hugging Face ViT 96.9%. VGG-16 has "
+              "no number: the study used it for feature maps.")
+
+TABLE_COLUMNS = ["run_id", "model", "kind", "weights_source", "dataset", "profile", "val_accuracy",
+                 "val_macro_f1", "test_accuracy", "test_macro_f1", "val_ece", "params", "flops",
+                 "latency_ms", "train_seconds", "epochs_run"]
+
+
+def run_label(manifest: dict[str, Any]) -> str:
+    """`model [weights source]`: the name every chart and table uses for a run."""
+    return f"{manifest.get('model', '?')} [{manifest.get('weights_source', '?')}]"
+
+
+def study_accuracy(model: str) -> float | None:
+    """The study's reported validation accuracy for a registry model or its ensemble, if any."""
+    if model == study_ensemble_name():
+        return STUDY_ENSEMBLE_ACCURACY
+    spec = REGISTRY.get(model)
+    return spec.study_accuracy if spec is not None else None
+
+
+def study_ensemble_name() -> str:
+    """How a stored ensemble of the study's pair is named (`ensemble(resnet34+efficientnet_b4)`)."""
+    return "ensemble(" + "+".join(STUDY_ENSEMBLE) + ")"
+
+
+def comparison_table(records: list[store.RunRecord], dataset: str | None = None) -> pd.DataFrame:
+    """One row per run: model, weights source, val/test accuracy and macro-F1, ECE, cost."""
+    rows = []
+    for rec in records:
+        m = rec.manifest
+        if dataset and m.get("dataset") != dataset:
+            continue
+        row = {"run_id": rec.run_id, "model": m.get("model"), "kind": m.get("kind", "model"),
+               "weights_source": m.get("weights_source"), "dataset": m.get("dataset"),
+               "profile": m.get("profile")}
+        row.update({k: v for k, v in (m.get("headline") or {}).items() if k in TABLE_COLUMNS})
+        row["label"] = run_label(m)
+        row["study_val_accuracy"] = study_accuracy(str(m.get("model")))
+        rows.append(row)
+    df = pd.DataFrame(rows, columns=[*TABLE_COLUMNS, "label", "study_val_accuracy"])
+    return df.sort_values("val_macro_f1", ascending=False, na_position="last").reset_index(drop=True)
+
+
+def study_table(ours: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The study's reported accuracy per model (VGG-16: none) beside our best validation accuracy."""
+    names = [*REGISTRY, study_ensemble_name()]
+    rows = []
+    for model in names:
+        reported = study_accuracy(model)
+        if reported is None and not (model in REGISTRY and REGISTRY[model].study_feature_maps):
+            continue  # a model the study did not use
+        row: dict[str, Any] = {"model": model, "study's validation accuracy": reported,
+                               "in the study": "feature maps" if reported is None else "classifier"}
+        if ours is not None and len(ours):
+            mine = ours[ours["model"] == model].sort_values("val_accuracy", ascending=False)
+            row["our best validation accuracy"] = mine["val_accuracy"].iloc[0] if len(mine) else np.nan
+            row["our weights"] = mine["weights_source"].iloc[0] if len(mine) else ""
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def per_class_table(rec: store.RunRecord, subset: str = "val") -> pd.DataFrame:
+    """Per-class precision/recall/F1 of one run on one subset (from metrics.json)."""
+    per = ((rec.metrics or {}).get(subset) or {}).get("per_class") or {}
+    rows = [{"run": run_label(rec.manifest), "class": c, **v} for c, v in per.items()]
+    return pd.DataFrame(rows, columns=["run", "class", "precision", "recall", "f1", "support"])
+
+
+def history_long(records: list[store.RunRecord]) -> pd.DataFrame:
+    """Every run's history.csv stacked, with a `run` label column (for overlaid curves)."""
+    parts = []
+    for rec in records:
+        if rec.history is not None and len(rec.history):
+            h = rec.history.copy()
+            h.insert(0, "run", run_label(rec.manifest))
+            parts.append(h)
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["run", "epoch"])
+
+
+def subsets_of(rec: store.RunRecord) -> list[str]:
+    if rec.predictions is None or "subset" not in rec.predictions:
+        return []
+    present = set(rec.predictions["subset"].astype(str))
+    return [s for s in ("val", "test", "train") if s in present]
+
+
+def confusion(rec: store.RunRecord, subset: str, *, normalise: bool = False) -> pd.DataFrame:
+    """Rows = true class, columns = predicted class, from the per-image predictions."""
+    classes = list(rec.manifest["classes"])
+    p = rec.predictions
+    p = p[p["subset"] == subset] if p is not None else pd.DataFrame(columns=["label", "pred"])
+    m = pd.crosstab(pd.Categorical(p["label"], classes), pd.Categorical(p["pred"], classes),
+                    dropna=False).reindex(index=classes, columns=classes, fill_value=0)
+    m.index.name, m.columns.name = "true", "predicted"
+    if normalise:
+        m = m.div(m.sum(axis=1).replace(0, np.nan), axis=0).fillna(0.0)
+    return m
+
+
+def cell_examples(rec: store.RunRecord, subset: str, true: str, pred: str,
+                  limit: int = 24) -> pd.DataFrame:
+    """The images behind one confusion cell, least confident first for errors."""
+    p = rec.predictions
+    sel = p[(p["subset"] == subset) & (p["label"] == true) & (p["pred"] == pred)].copy()
+    sel["p_pred"] = sel[f"p_{pred}"] if f"p_{pred}" in sel else np.nan
+    return sel.sort_values("p_pred", ascending=(true == pred)).head(limit).reset_index(drop=True)
+
+
+def dataset_root(name: str) -> Path | None:
+    """The image folder a prepared dataset was indexed from (None when unknown or gone)."""
+    try:
+        root = store.load_report(name).get("root")
+    except (OSError, ValueError):
+        return None
+    return Path(root) if root and Path(root).is_dir() else None
+
+
+def data_source(name: str) -> tuple[str, str]:
+    """("synthetic demo" | "HES (Kaggle)" | "local folder", where), for the Home page."""
+    try:
+        root = str(store.load_report(name).get("root", ""))
+    except (OSError, ValueError):
+        return "unknown", "no report.json (run scripts.prepare_data)"
+    low = root.lower()
+    if (Path(root) / synthetic.METADATA_FILE).exists() or Path(root) == store.paths.generated_data_dir(synthetic.DEMO_DATASET):
+        return "synthetic demo", root
+    if "human-emotions" in low or "kagglehub" in low or "hes" == Path(root).name.lower():
+        return "HES (Kaggle)", root
+    return "local folder", root
+
+
+def class_counts(name: str) -> pd.DataFrame:
+    """Long table (source split, class, n) from report.json's readable-image counts."""
+    rep = store.load_report(name)
+    rows = [{"split": s, "class": c, "n": int(n)} for s, per in (rep.get("counts") or {}).items()
+            for c, n in per.items()]
+    rows += [{"split": f"subset:{s}", "class": c, "n": int(n)}
+             for s, per in (rep.get("subset_counts") or {}).items() for c, n in per.items()]
+    return pd.DataFrame(rows, columns=["split", "class", "n"])
+
+
+def image_stats(name: str) -> pd.DataFrame:
+    """Width/height/mode summary of the dataset index (one row per mode and format)."""
+    idx = store.load_dataset_table(name, "index")
+    cols = [c for c in ("format", "mode") if c in idx.columns]
+    if not cols or "width" not in idx.columns:
+        return pd.DataFrame()
+    g = idx.groupby(cols, dropna=False)
+    return g.agg(n=("width", "size"), width_min=("width", "min"), width_median=("width", "median"),
+                 width_max=("width", "max"), height_min=("height", "min"),
+                 height_median=("height", "median"), height_max=("height", "max")).reset_index()
+
+
+def missing_pieces() -> list[str]:
+    """What a fresh checkout lacks, in words, for the app's first-run screen."""
+    out = []
+    if not store.paths.generated_data_dir(synthetic.DEMO_DATASET).is_dir() and not store.list_datasets():
+        out.append("no dataset: the synthetic demo faces have not been generated "
+                   "(`python -m scripts.get_data synthetic`)")
+    if not store.list_datasets():
+        out.append("no prepared dataset report under artifacts/datasets/ "
+                   "(`python -m scripts.prepare_data --data DIR`)")
+    runs, broken = store.list_runs()
+    if not runs:
+        out.append("no trained runs under artifacts/runs/ (`python -m scripts.train ...`)"
+                   + (f"; {len(broken)} broken run folder(s) found" if broken else ""))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Which runs the explanation pages show first (also the order the app warms its model cache in)
+
+EXPLAIN_DEFAULT_RUNS = 3  # Grad-CAM columns shown before the user picks others
+
+
+def _spec(rec: store.RunRecord) -> ModelSpec | None:
+    return REGISTRY.get(str(rec.manifest.get("model")))
+
+
+def model_runs(records: list[store.RunRecord]) -> list[store.RunRecord]:
+    """Runs with weights of their own (ensembles have none to explain)."""
+    return [r for r in records if r.manifest.get("kind", "model") == "model"]
+
+
+def feature_map_default(records: list[store.RunRecord]) -> str | None:
+    """The study's feature-map showcase (VGG-16) when there is a run of it; else the first model run."""
+    runs = model_runs(records)
+    showcase = [r for r in runs if _spec(r) is not None and _spec(r).study_feature_maps]
+    return (showcase or runs)[0].run_id if runs else None
+
+
+def explain_defaults(records: list[store.RunRecord]) -> list[str]:
+    """The runs whose Grad-CAMs the Explain page shows side by side before any choice."""
+    return [r.run_id for r in model_runs(records)[:EXPLAIN_DEFAULT_RUNS]]
+
+
+def vit_runs(records: list[store.RunRecord]) -> list[str]:
+    """Runs whose model has attention maps (the ViT section of Explain)."""
+    return [r.run_id for r in model_runs(records) if _spec(r) is not None and _spec(r).has_attention]
+
+
+def warm_up_order(records: list[store.RunRecord]) -> list[str]:
+    """Model runs in the order the pages first need them: Feature maps' default, Explain's
+    defaults and first ViT, then the rest (Predict runs them all)."""
+    first = [feature_map_default(records), *explain_defaults(records), *vit_runs(records)[:1]]
+    order = [r for r in first if r]
+    order += [r.run_id for r in model_runs(records)]
+    return list(dict.fromkeys(order))
+
+
+def stored_faithfulness(metrics: dict[str, Any], method: str, layer: str | None = None
+                        ) -> list[tuple[str, float, str]]:
+    """A run's stored faithfulness of one map method, as (label, value, explanation) rows.
+
+    Written by `python -m scripts.explain --run ID --faithfulness [--cam-layers stages]`: the
+    mean over held-out images of the mask energy share (synthetic faces) or the
+    deletion/insertion AUCs (real faces), explained beside the level a random map reaches.
+    `layer`: a CAM layer other than the default (scores from the per-layer sweep).
+    """
+    scores = metrics.get("faithfulness", {}) if isinstance(metrics, dict) else {}
+    if layer:  # the sweep stores each layer like a result of its own
+        scores = {k: {**v, **v.get("by_layer", {}).get(layer, {"methods": {}}),
+                      "cam_grid": (v.get("by_layer", {}).get(layer) or {}).get("grid")}
+                  for k, v in scores.items() if isinstance(v, dict)}
+    rows: list[tuple[str, float, str]] = []
+    mask = scores.get("mask_energy_share", {})
+    entry = mask.get("methods", {}).get(method)
+    if entry:
+        chance = mask.get("chance", float("nan"))
+        grid = "x".join(map(str, mask.get("cam_grid") or []))
+        levels = [f"{name} {mask[k]:.3f}" for k, name in (("ideal", "a mask-shaped map"),
+                                                           ("ceiling", "the best possible map"))
+                  if k in mask]
+        ideal = f"; on the {grid} CAM grid {' and '.join(levels)}" if grid and levels else ""
+        rows.append(("run mask share", float(entry["mean"]),
+                     f"mean over {entry.get('n', '?')} held-out synthetic faces; a uniform map "
+                     f"scores the mask's area, {chance:.3f}{ideal}"))
+        if "pointing" in entry:
+            rows.append(("run pointing hit rate", float(entry["pointing"]),
+                         f"share of those faces whose map peaks inside the brow/mouth mask; a "
+                         f"random map: {chance:.3f}"))
+    di = scores.get("deletion_insertion", {})
+    entry = di.get("methods", {}).get(method)
+    if entry:
+        rnd = di.get("methods", {}).get("random", {})
+        for key, better in (("deletion", "lower"), ("insertion", "higher")):
+            ref = f"; a random map: {rnd[key]:.3f}" if key in rnd else ""
+            rows.append((f"run {key} AUC", float(entry[key]),
+                         f"mean over {entry.get('n', '?')} held-out images, {better} is better{ref}"))
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# Text tables for the CLIs
+
+
+def format_table(df: pd.DataFrame) -> str:
+    """Counts as integers, scores with 4 decimals, missing values as '-'."""
+    out = df.copy().astype(object)
+    for col in out.columns:
+        if col in ("params", "flops", "epochs_run"):
+            out[col] = [f"{int(v):,}" if _num(v) else "-" for v in df[col]]
+        elif df[col].dtype.kind == "f" or col.endswith(("accuracy", "f1", "ece", "_ms", "seconds")):
+            out[col] = [f"{float(v):.4f}" if _num(v) else "-" for v in df[col]]
+    return out.to_string(index=False)
+
+
+def _num(v: Any) -> bool:
+    try:
+        return v is not None and float(v) == float(v)
+    except (TypeError, ValueError):
+        return False
+
+
+LEADERBOARD_VIEW = ["model", "weights_source", "epochs_run", "val_accuracy", "val_macro_f1",
+                    "test_accuracy", "test_macro_f1", "val_ece", "params", "latency_ms",
+                    "train_seconds", "run_id"]
+
+
+def leaderboard_text(dataset: str | None = None, columns: list[str] | None = None) -> str:
+    """The leaderboard (rebuilt from the manifests) as text for the CLIs, best val macro-F1 first."""
+    df = store.write_leaderboard()
+    if dataset is not None:
+        df = df[df["dataset"] == dataset]
+    if df.empty:
+        return "leaderboard: no runs yet"
+    return (f"\nleaderboard ({dataset or 'all datasets'}), by validation macro-F1:\n"
+            + format_table(df[columns or LEADERBOARD_VIEW]))

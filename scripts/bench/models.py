@@ -1,0 +1,214 @@
+"""Train-step and inference throughput per model: optimised path vs a plain fp32 eager loop.
+
+    python -m scripts.bench.models [--models all|NAME,NAME] [--image-size N] [--batch-size N]
+        [--steps N] [--tiny] [--compile] [--section throughput|explain|all] [--scorecam]
+        [--threads N]
+
+`--section explain` times one explanation map per model and method instead (seconds per map for
+one image at the quick profile's size unless --image-size is given; the target is <= 1 s on
+2 CPU cores): every Grad-CAM-family method, ViT attention and rollout, and the feature-map grid.
+
+Both loops run on the same model, same device, same run, so the ratio isolates the optimisation:
+CUDA: channels_last + bf16 autocast (train and inference); CPU: channels_last for training,
+channels_last + torch.inference_mode (+ torch.compile with --compile) for inference.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from emotion_core import explain, models
+from emotion_core.training.config import PROFILES
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_loop(step: Callable[[], None], device: torch.device, steps: int, warmup: int) -> float:
+    """Seconds for `steps` calls of `step` after `warmup` untimed calls."""
+    for _ in range(warmup):
+        step()
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    _sync(device)
+    return time.perf_counter() - t0
+
+
+def train_throughput(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, optimised: bool,
+                     steps: int, warmup: int) -> float:
+    model = copy.deepcopy(model).train()
+    device = x.device
+    cuda = device.type == "cuda"
+    if optimised:
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    loss_fn = nn.CrossEntropyLoss()
+
+    def step() -> None:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=optimised and cuda):
+            loss = loss_fn(model(x).float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return steps * len(x) / time_loop(step, device, steps, warmup)
+
+
+def infer_throughput(model: nn.Module, x: torch.Tensor, *, optimised: bool, steps: int,
+                     warmup: int, compile_model: bool) -> float:
+    model = copy.deepcopy(model).eval()
+    device = x.device
+    cuda = device.type == "cuda"
+    if optimised:
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+        if compile_model:
+            model = torch.compile(model)
+
+    def step() -> None:
+        if optimised:
+            with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
+                model(x)
+        else:
+            with torch.no_grad():
+                model(x)
+
+    return steps * len(x) / time_loop(step, device, steps, warmup)
+
+
+def time_explanations(model_names: Sequence[str] | None = None, *, image_size: int | None = None,
+                      methods: Sequence[str] | None = None, repeats: int = 3, tiny: bool = False,
+                      progress: bool = True) -> list[dict[str, Any]]:
+    """Seconds per map (median of `repeats` after one warm-up) per registry model and method.
+
+    Defaults: every registry model at the quick profile's input size, every applicable method
+    except scorecam (one forward pass per channel: name it in `methods` to time it).
+    The target is <= 1 s per map on 2 CPU cores.
+    """
+    size = int(image_size or PROFILES["quick"].image_size)
+    names = list(model_names or models.REGISTRY)
+    rows: list[dict[str, Any]] = []
+    gen = torch.Generator().manual_seed(0)
+    for name in tqdm(names, desc="explain timing", disable=not progress):
+        spec = models.get_spec(name)
+        model, _ = models.build_model(name, 3, pretrained=False, image_size=size, tiny=tiny)
+        x = torch.randn(1, 3, size, size, generator=gen)
+        view = np.zeros((size, size, 3), np.uint8)
+        wanted = [m for m in explain.methods_for(spec) if m != "scorecam"] if methods is None else methods
+        for method in wanted:
+            row: dict[str, Any] = {"model": name, "method": method, "image_size": size}
+            if method not in explain.methods_for(spec):
+                rows.append({**row, "seconds": float("nan"), "error": "not applicable"})
+                continue
+            try:
+                times = []
+                for _ in range(repeats + 1):
+                    t0 = time.perf_counter()
+                    explain.explain_image(model, x, view, method)
+                    times.append(time.perf_counter() - t0)
+                rows.append({**row, "seconds": float(np.median(times[1:])), "error": ""})
+            except Exception as exc:  # a benchmark reports failures rather than stopping
+                rows.append({**row, "seconds": float("nan"), "error": f"{type(exc).__name__}: {exc}"})
+    return rows
+
+
+def explain_section(names: list[str], image_size: int | None, tiny: bool, scorecam: bool) -> None:
+    """Seconds per explanation map, per model and method, on this machine's CPU threads."""
+    methods = None
+    if scorecam:
+        methods = sorted({m for n in names for m in explain.methods_for(models.get_spec(n))},
+                         key=explain.ALL_METHODS.index)
+    rows = time_explanations(names, image_size=image_size, methods=methods, tiny=tiny)
+    df = pd.DataFrame(rows)
+    size = int(df["image_size"].iloc[0]) if len(df) else 0
+    print(f"explanations: seconds per map, one image at {size}px, {torch.get_num_threads()} torch "
+          f"threads, load average {os.getloadavg()[0]:.1f} (median of 3 after a warm-up)")
+    table = df.pivot(index="model", columns="method", values="seconds").reindex(names)
+    cols = [m for m in explain.ALL_METHODS if m in table.columns]
+    print(table[cols].to_string(float_format=lambda v: f"{v:.2f}", na_rep="-"))
+    slow = df[df["seconds"] > 1.0]
+    print(f"maps over 1 s: {len(slow)} of {df['seconds'].notna().sum()}"
+          + (": " + ", ".join(f"{r.model}/{r.method} {r.seconds:.2f}s" for r in slow.itertuples())
+             if len(slow) else ""))
+    for r in df[df["error"].astype(bool)].itertuples():
+        print(f"  {r.model}/{r.method}: {r.error}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    cuda = torch.cuda.is_available()
+    p = argparse.ArgumentParser(prog="python -m scripts.bench.models", description=__doc__.split("\n")[0])
+    p.add_argument("--models", default="all", help="'all' or comma-separated registry names")
+    p.add_argument("--image-size", type=int, default=None,
+                   help="default: 224 on CUDA, else 112 (explain section: the quick profile's)")
+    p.add_argument("--batch-size", type=int, default=64 if cuda else 16)
+    p.add_argument("--steps", type=int, default=20 if cuda else 3, help="timed steps per loop")
+    p.add_argument("--warmup", type=int, default=5 if cuda else 1, help="untimed steps per loop")
+    p.add_argument("--tiny", action="store_true", help="tiny model configs (tests)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the inference model")
+    p.add_argument("--section", choices=("throughput", "explain", "all"), default="throughput")
+    p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = default)")
+    p.add_argument("--scorecam", action="store_true",
+                   help="explain section: time ScoreCAM too (one forward pass per channel)")
+    args = p.parse_args(argv)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+
+    try:
+        names = models.select(args.models)
+        if min(args.image_size or 1, args.batch_size, args.steps) < 1:
+            raise ValueError("--image-size, --batch-size and --steps must be positive")
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.section in ("explain", "all"):
+        explain_section(names, args.image_size, args.tiny, args.scorecam)
+    if args.section == "explain":
+        return 0
+    args.image_size = args.image_size or (224 if cuda else 112)
+    device = torch.device("cuda" if cuda else "cpu")
+    dev_name = torch.cuda.get_device_name(device) if cuda else f"CPU ({torch.get_num_threads()} threads)"
+    print(f"device: {dev_name}; batch {args.batch_size}, {args.image_size}px, {args.steps} steps")
+    torch.manual_seed(0)
+    rows = []
+    for name in names:
+        model, _ = models.build_model(name, 3, pretrained=False, image_size=args.image_size, tiny=args.tiny)
+        model.to(device)
+        x = torch.randn(args.batch_size, 3, args.image_size, args.image_size, device=device)
+        y = torch.randint(0, 3, (args.batch_size,), device=device)
+        kw = dict(steps=args.steps, warmup=args.warmup)
+        row = {"model": name,
+               "train_eager": train_throughput(model, x, y, optimised=False, **kw),
+               "train_opt": train_throughput(model, x, y, optimised=True, **kw),
+               "infer_eager": infer_throughput(model, x, optimised=False, compile_model=False, **kw),
+               "infer_opt": infer_throughput(model, x, optimised=True,
+                                             compile_model=args.compile, **kw)}
+        row["train_ratio"] = row["train_opt"] / row["train_eager"]
+        row["infer_ratio"] = row["infer_opt"] / row["infer_eager"]
+        rows.append(row)
+        print(f"{name:<18} train {row['train_eager']:8.1f} -> {row['train_opt']:8.1f} img/s "
+              f"(x{row['train_ratio']:.2f})  infer {row['infer_eager']:8.1f} -> "
+              f"{row['infer_opt']:8.1f} img/s (x{row['infer_ratio']:.2f})", flush=True)
+        del model
+    df = pd.DataFrame(rows)
+    print("\n" + df.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Full-profile reference run on a lent GPU machine (see README "Reference results").
+# Usage: bash scripts/gpu/reference.sh PACK_DIR OUT_DIR MODELS [EPOCHS] [BUDGET_S]
+#   PACK_DIR  made here by `python -m scripts.gpu.pack_remote` (data/<name>/ and weights/<model>/)
+#   OUT_DIR   where the evaluation tables land (no weights)
+# Runs stay in .device_cache/artifacts, so a second call on the same warm machine can add models.
+set -euo pipefail
+pack=$1 out=$2 models=$3 epochs=${4:-10} budget=${5:-60}
+export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
+export EMOTION_ARTIFACTS=$PWD/.device_cache/artifacts
+mkdir -p .device_cache/weights "$out"
+cp -r "$pack"/weights/* .device_cache/weights/ 2>/dev/null || true
+export EMOTION_WEIGHTS_DIR=$PWD/.device_cache/weights
+gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)
+data=$(ls -d "$pack"/data/* | head -1)
+echo "gpu: $gpu; data: $data; models: $models; epochs: $epochs; budget: ${budget}s/model"
+python3 -m scripts.train --data "$data" --models "$models" --profile full --pretrained \
+  --epochs "$epochs" --time-budget "$budget" --ensemble default --quiet 2>&1 | tee "$out/train.log"
+python3 -m scripts.gpu.export_reference --out "$out" --note "full profile on $gpu ($(python3 -c 'import torch; print("torch", torch.__version__)')), epochs<=$epochs, budget ${budget}s/model, exported 112px WebP cache resized to 224px"
