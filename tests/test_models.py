@@ -320,8 +320,17 @@ def test_offline_imagenet_weights_recognise_a_known_photo(name: str) -> None:
     assert probs.max() > 10 / 1000, "far from uniform"
 
 
-def test_convert_script_fails_cleanly_without_the_onnx(capsys) -> None:
-    from scripts import convert_dinov2
+def test_fetch_weights_stores_what_resolves_and_refuses_unknown_models(monkeypatch, capsys) -> None:
+    from scripts import fetch_weights
 
-    assert convert_dinov2.main(["--onnx", "/nonexistent/vit_s_focus.onnx"]) == 2
-    assert "not found" in capsys.readouterr().err
+    _no_network(monkeypatch)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert fetch_weights.main(["--models", "alexnet"]) == 2
+    assert "unknown model" in capsys.readouterr().err
+    assert fetch_weights.main(["--models", "vit_scratch"]) == 0
+    assert "scratch by design" in capsys.readouterr().out
+    _package_or_skip("mobilenet_v2")
+    assert fetch_weights.main(["--models", "mobilenet_v2"]) == 0
+    assert "imagenet (offline package)" in capsys.readouterr().out
+    sd, label = W.LocalWeights("imagenet").load("mobilenet_v2")
+    assert label == "imagenet (offline package)" and len(sd) > 100

