@@ -1,7 +1,7 @@
 """Index, clean and split an image-folder dataset into artifacts/datasets/<name>/.
 
     python -m scripts.prepare_data --data DIR [--name NAME] [--detect-faces] [--drop-no-face]
-                                   [--val-fraction F] [--seed S] [--min-side PX]
+                                   [--val-fraction F] [--test-fraction F] [--seed S] [--min-side PX]
 """
 from __future__ import annotations
 
@@ -25,7 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --detect-faces, drop train/val images without a face")
     p.add_argument("--val-fraction", type=float, default=0.2,
                    help="share of train carved out for validation when the dataset has no val split")
-    p.add_argument("--seed", type=int, default=0, help="seed of the stratified validation carve")
+    p.add_argument("--test-fraction", type=float, default=0.15,
+                   help="share of train carved out for testing when the dataset has no test split")
+    p.add_argument("--seed", type=int, default=0, help="seed of the stratified val/test carve")
     p.add_argument("--min-side", type=int, default=32, help="images smaller than this are dropped")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
@@ -41,8 +43,10 @@ def summarise(report: dict) -> str:
     found = {k: v for k, v in report["issues"].items() if v}
     lines.append("  issues: " + (", ".join(f"{k} {v}" for k, v in found.items()) or "none")
                  + f"; {report['dropped']} files dropped")
+    lines.append(f"  test split: {report['test_source']}, validation split: {report['val_source']}")
     lines.append("  class weights: " + ", ".join(f"{c} {w:.3f}"
                                                  for c, w in report["class_weights"].items()))
+    lines += [f"  WARNING: {w}" for w in report.get("warnings", [])]
     lines.append(f"  written to {store.paths.dataset_dir(report['name'])} "
                  f"in {report['timings']['total_s']:.1f} s")
     return "\n".join(lines)
@@ -55,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         ds = prepare_dataset(args.data, args.name, detect_faces=args.detect_faces,
-                             val_fraction=args.val_fraction, seed=args.seed,
+                             val_fraction=args.val_fraction, test_fraction=args.test_fraction,
+                             seed=args.seed,
                              min_side=args.min_side, progress=not args.quiet,
                              drop_no_face=args.drop_no_face)
     except (FileNotFoundError, ValueError, RuntimeError) as exc:

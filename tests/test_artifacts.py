@@ -68,19 +68,22 @@ def test_broken_runs_are_listed_separately():
 def test_corrupt_weights_are_refused_with_a_clear_error():
     _save("r1")
     (store.paths.run_dir("r1") / "weights.safetensors").write_bytes(b"\x00" * 10)
-    with pytest.raises(store.BrokenRunError, match="weights unreadable"):
+    with pytest.raises(store.BrokenRunError, match="truncated or replaced"):
         store.load_weights("r1")
 
 
 def test_ensemble_runs_need_no_weights():
-    _save("ens", manifest={"kind": "ensemble", "model": "ensemble", "members": ["a", "b"]},
+    _save("ens", manifest={"kind": "ensemble", "model": "ensemble", "members": ["a", "b"],
+                           "classes": ["angry", "happy"]},
           state_dict=None)
     assert store.load_run("ens").is_ensemble
 
 
 def test_leaderboard_is_sorted_by_validation_macro_f1():
-    _save("low", manifest={"model": "a", "dataset": "d", "headline": {"val_macro_f1": 0.2}})
-    _save("high", manifest={"model": "b", "dataset": "d", "headline": {"val_macro_f1": 0.9}})
+    _save("low", manifest={"model": "a", "dataset": "d", "classes": ["x", "y"],
+                           "headline": {"val_macro_f1": 0.2}})
+    _save("high", manifest={"model": "b", "dataset": "d", "classes": ["x", "y"],
+                            "headline": {"val_macro_f1": 0.9}})
     board = store.write_leaderboard()
     assert list(board["run_id"]) == ["high", "low"]
     on_disk = pd.read_csv(store.paths.leaderboard_path())

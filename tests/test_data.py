@@ -85,7 +85,8 @@ def test_order_and_canonical_split():
 
 
 def test_discover_skips_masks_hidden_and_non_images(messy):
-    classes, files = data.discover(messy)
+    found = data.discover(messy)
+    classes, files = found.classes, found.files
     assert classes == list(CLASSES)
     assert list(files.columns) == ["rel", "source_split", "label"]
     names = set(files["rel"].str.rsplit("/", n=1).str[-1])
@@ -97,7 +98,8 @@ def test_discover_skips_masks_hidden_and_non_images(messy):
 def test_discover_class_layout_and_errors(tmp_path):
     for c in ("Sad", "happy"):
         _save(tmp_path / "flat" / c / "a.png", _picture(len(c)))
-    classes, files = data.discover(tmp_path / "flat")
+    found = data.discover(tmp_path / "flat")
+    classes, files = found.classes, found.files
     assert classes == ["happy", "sad"] and set(files["source_split"]) == {"train"}
     _save(tmp_path / "mixed" / "train" / "sad" / "a.png", _picture(1))
     _save(tmp_path / "mixed" / "extra" / "sad" / "a.png", _picture(2))
@@ -175,17 +177,25 @@ def test_split_is_stratified_seeded_persisted_and_reproducible(messy):
     assert all(p.is_file() for p in loaded.paths("train"))
 
 
-def test_dataset_val_split_is_kept_and_no_test(tmp_path):
+def test_dataset_val_split_is_kept_and_a_test_split_is_carved_from_train(tmp_path):
     root = tmp_path / "tv"
-    for split, n in (("train", 4), ("valid", 2)):
+    for split, n in (("train", 20), ("valid", 2)):
         for i, c in enumerate(CLASSES):
             for k in range(n):
-                _save(root / split / c / f"{k}.png", _picture(100 * i + 10 * (split == "valid") + k))
+                _save(root / split / c / f"{k}.png", _picture(100 * i + 50 * (split == "valid") + k))
     ds = data.prepare_dataset(root, progress=False)
-    assert ds.name == "tv" and not ds.has_test and ds.subsets == ["train", "val"]
-    assert ds.report["val_source"] == "dataset"
+    assert ds.name == "tv" and ds.has_test and ds.subsets == ["train", "val", "test"]
+    assert ds.report["val_source"] == "dataset" and ds.report["test_source"] == "carved"
     assert ds.report["subset_counts"]["val"] == {c: 2 for c in CLASSES}
-    assert ds.report["counts"] == {"train": {c: 4 for c in CLASSES}, "val": {c: 2 for c in CLASSES}}
+    assert ds.report["subset_counts"]["test"] == {c: 3 for c in CLASSES}  # 15% of 20, per class
+    assert ds.report["counts"] == {"train": {c: 20 for c in CLASSES}, "val": {c: 2 for c in CLASSES}}
+    test = set(ds.files("test")["rel"])
+    assert test <= {r for r in ds.split["rel"] if r.startswith("train/")}, "carved from train only"
+    assert not test & set(ds.files("train")["rel"]) and not test & set(ds.files("val")["rel"])
+    again = data.prepare_dataset(root, "tv2", progress=False)
+    assert set(again.files("test")["rel"]) == test, "persisted and seeded: the same files again"
+    none = data.prepare_dataset(root, "tv3", progress=False, test_fraction=0.0)
+    assert not none.has_test and none.report["test_source"] == "none"
 
 
 def test_class_weights_inverse_frequency_mean_one():

@@ -46,7 +46,8 @@ def test_export_reference_combines_every_run_without_weights(tmp_path):
 
     for run_id, f1 in (("a", 0.3), ("b", 0.6)):
         store.save_run(
-            run_id, manifest={"kind": "ensemble", "model": run_id, "dataset": "d", "headline": {"val_macro_f1": f1}},
+            run_id, manifest={"kind": "ensemble", "model": run_id, "dataset": "d", "classes": ["angry"],
+                              "headline": {"val_macro_f1": f1}},
             metrics={"val": {"accuracy": f1}},
             history=pd.DataFrame({"epoch": [1, 2], "val_macro_f1": [f1 / 2, f1]}),
             confusion=pd.DataFrame({"subset": ["val"], "true": ["angry"], "angry": [1]}),

@@ -36,7 +36,7 @@ def affectnet3(tmp_path_factory: pytest.TempPathFactory):
 @pytest.mark.parametrize("name", ["webfaces3", "affectnet3"])
 def test_discovered_counts_match_readme(name):
     root = shared_data_or_skip(name)
-    _, files = data.discover(root)
+    files = data.discover(root).files
     counts = files.groupby(["source_split", "label"]).size()
     found = {s: {c: int(n) for (s2, c), n in counts.items() if s2 == s}
              for s in files["source_split"].unique()}

@@ -19,7 +19,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -172,7 +171,7 @@ def write_cache(final: Path, meta: dict[str, Any], labels: np.ndarray,
                  fill: Callable[[np.ndarray], None]) -> DecodedCache:
     """Assemble a cache under a temporary name, then rename it into place as a whole."""
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    tmp = store.files.make_temp_dir(final)
     try:
         n, size = len(labels), int(meta["size"])
         images = np.lib.format.open_memmap(tmp / store.paths.CACHE_IMAGES, mode="w+", dtype=np.uint8,

@@ -34,8 +34,9 @@ import pandas as pd
 from emotion_core.data.images import DECODE_ERROR_KINDS
 
 ISSUE_KINDS = ("unreadable", "not_an_image", "too_small", "too_large", "duplicate_within_split",
-               "duplicate_across_splits", "near_duplicate", "label_conflict", "no_face_found")
-ACTIONS = ("dropped", "kept", "flagged")
+               "duplicate_across_splits", "near_duplicate", "label_conflict", "no_face_found",
+               "symlink_loop", "junk_folder")
+ACTIONS = ("dropped", "kept", "flagged", "skipped")
 REPORT_COLUMNS = ["file", "split", "label", "issue", "action", "detail"]
 
 NEAR_HAMMING = 10  # candidate near-duplicates: pHash distance (of 64 bits) at most this
@@ -280,6 +281,20 @@ def _resolve_group(ks: list[int], rels, splits, labels, exact_key, pixels, near_
             "evaluation splits keep their copy" if splits[keeper] == "val" else "first copy"
         add(keeper, kind, "kept", f"kept this copy ({why}); copies: {', '.join(others[:6])}"
             + (f" and {len(others) - 6} more" if len(others) > 6 else ""))
+
+
+def folder_rows(unreadable: list[str], loops: list[str], ignored: list[str]) -> pd.DataFrame:
+    """Report rows for folders the discovery could not read, cut as symlink loops, or ignored."""
+    def parse(entry: str) -> tuple[str, str]:
+        folder, _, why = entry.partition(" (")
+        return folder, why.rstrip(")")
+    rows = [{"file": f, "split": "", "label": "", "issue": "unreadable", "action": "dropped",
+             "detail": f"folder could not be listed: {why}"} for f, why in map(parse, unreadable)]
+    rows += [{"file": f, "split": "", "label": "", "issue": "symlink_loop", "action": "skipped",
+              "detail": "a symbolic link back up the tree; not followed"} for f in loops]
+    rows += [{"file": f, "split": "", "label": "", "issue": "junk_folder", "action": "skipped",
+              "detail": "an archiver's or file manager's folder, not a class"} for f in ignored]
+    return pd.DataFrame(rows, columns=REPORT_COLUMNS)
 
 
 def count_issues(report: pd.DataFrame) -> dict[str, int]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -46,25 +47,84 @@ def canonical_split(folder: str) -> str | None:
     return SPLIT_ALIASES.get(folder.strip().lower())
 
 
-def _visible_dirs(path: Path) -> list[Path]:
-    return sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+# Folders that archivers, file managers and NAS boxes leave beside real data: never classes.
+JUNK_FOLDERS = frozenset({"__macosx", "@eadir", "__pycache__", "$recycle.bin",
+                          "system volume information", "lost+found"})
 
 
-def _image_files(class_dir: Path) -> list[Path]:
-    """Image files under a class folder (recursively), skipping hidden files and masks."""
-    found = []
-    for dirpath, dirnames, filenames in os.walk(class_dir, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        found += [Path(dirpath) / fn for fn in sorted(filenames) if is_image_file(Path(fn))]
-    return found
+@dataclass
+class Discovery:
+    """What is in a dataset folder: classes, a file table, and what could not be read."""
+
+    classes: list[str]
+    files: pd.DataFrame  # rel, source_split, label
+    unreadable: list[str] = field(default_factory=list)  # folders (relative) that could not be listed
+    ignored: list[str] = field(default_factory=list)  # junk folders skipped (__MACOSX, ...)
+    loops: list[str] = field(default_factory=list)  # symlinked folders that lead back up the tree
 
 
-def discover(root: Path) -> tuple[list[str], pd.DataFrame]:
-    """Classes and a file table (rel, source_split, label) for an image-folder dataset."""
+def _visible_dirs(path: Path, found: Discovery, root: Path) -> list[Path]:
+    """Sub-folders that can hold data: not hidden, not junk (recorded), readable (else recorded)."""
+    try:
+        entries = sorted(path.iterdir())
+    except OSError as exc:
+        found.unreadable.append(f"{_rel(path, root)} ({exc.strerror or exc})")
+        return []
+    out = []
+    for p in entries:
+        if not p.is_dir() or p.name.startswith("."):
+            continue
+        if p.name.strip().lower() in JUNK_FOLDERS:
+            found.ignored.append(_rel(p, root))
+            continue
+        out.append(p)
+    return out
+
+
+def _rel(path: Path, root: Path) -> str:
+    try:
+        return path.relative_to(root).as_posix() or "."
+    except ValueError:
+        return str(path)
+
+
+def _image_files(class_dir: Path, found: Discovery, root: Path) -> list[Path]:
+    """Image files under a class folder, recursively. Symbolic links are followed, but never
+    into a folder that contains the one being walked (a link back up the tree, such as
+    `angry/up -> ..`, would relabel every other class), and never into a real folder twice."""
+    files: list[Path] = []
+    seen: set[str] = set()
+
+    def on_error(exc: OSError) -> None:
+        found.unreadable.append(f"{_rel(Path(exc.filename), root)} ({exc.strerror or exc})")
+
+    for dirpath, dirnames, filenames in os.walk(class_dir, followlinks=True, onerror=on_error):
+        here = os.path.realpath(dirpath)
+        seen.add(here)
+        kept = []
+        for d in sorted(dirnames):
+            real = os.path.realpath(os.path.join(dirpath, d))
+            if d.startswith("."):
+                continue
+            if d.strip().lower() in JUNK_FOLDERS:
+                found.ignored.append(_rel(Path(dirpath) / d, root))
+            elif real in seen or here == real or here.startswith(real + os.sep):
+                found.loops.append(_rel(Path(dirpath) / d, root))
+            else:
+                kept.append(d)
+        dirnames[:] = kept
+        files += [Path(dirpath) / fn for fn in sorted(filenames) if is_image_file(Path(fn))]
+    return files
+
+
+def discover(root: Path) -> Discovery:
+    """Classes and a file table (rel, source_split, label) for an image-folder dataset, plus the
+    folders that could not be read, the junk folders skipped and the symlink loops cut."""
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"dataset folder {root} does not exist")
-    top = _visible_dirs(root)
+    found = Discovery(classes=[], files=pd.DataFrame())
+    top = _visible_dirs(root, found, root)
     split_dirs = [d for d in top if canonical_split(d.name)]
     if split_dirs and len(split_dirs) != len(top):
         others = sorted(d.name for d in top if d not in split_dirs)
@@ -74,15 +134,17 @@ def discover(root: Path) -> tuple[list[str], pd.DataFrame]:
     layout = [(canonical_split(d.name), d) for d in split_dirs] if split_dirs else [("train", root)]
     rows = []
     for split, split_dir in layout:
-        for class_dir in _visible_dirs(split_dir):
+        for class_dir in _visible_dirs(split_dir, found, root):
             label = class_dir.name.strip().lower()
-            for f in _image_files(class_dir):
+            for f in _image_files(class_dir, found, root):
                 rows.append((f.relative_to(root).as_posix(), split, label))
     if not rows:
         raise ValueError(f"no image files found under {root} (expected <root>/<class>/*.jpg or "
-                         f"<root>/<split>/<class>/*.jpg)")
+                         f"<root>/<split>/<class>/*.jpg)"
+                         + (f"; unreadable: {', '.join(found.unreadable)}" if found.unreadable else ""))
     files = pd.DataFrame(rows, columns=["rel", "source_split", "label"])
-    classes = order_classes(files["label"])
+    found.classes = order_classes(files["label"])
     order = files["source_split"].map({s: i for i, s in enumerate(SPLITS)})
-    files = files.assign(_o=order).sort_values(["_o", "label", "rel"]).drop(columns="_o")
-    return classes, files.reset_index(drop=True)
+    found.files = files.assign(_o=order).sort_values(["_o", "label", "rel"]).drop(columns="_o") \
+        .reset_index(drop=True)
+    return found

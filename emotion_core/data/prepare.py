@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -23,13 +22,19 @@ from tqdm.auto import tqdm
 
 from emotion_core import store
 from emotion_core.data import faces
-from emotion_core.data.cleaning import THUMB_SIDE, clean, count_issues, fingerprint, hash_to_hex
+from emotion_core.data.cleaning import (
+    THUMB_SIDE,
+    clean,
+    count_issues,
+    fingerprint,
+    folder_rows,
+    hash_to_hex,
+)
 from emotion_core.data.images import ImageDecodeError, read_image
 from emotion_core.data.layout import SPLITS, discover
 
 FACE_COLUMNS = ("fx", "fy", "fw", "fh")
 SPLIT_COLUMNS = ["rel", "label", "subset", "source_split", *FACE_COLUMNS]
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -38,11 +43,16 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 def _index_one(path: Path, min_side: int, detect: bool) -> tuple[dict, np.ndarray | None]:
     """Read, hash, decode, fingerprint (and detect a face in) one file; never raises for bad data."""
-    data = path.read_bytes()
-    row: dict = {"bytes": len(data), "sha1": hashlib.sha1(data).hexdigest(), "pixel_sha1": "",
+    row: dict = {"bytes": 0, "sha1": "", "pixel_sha1": "",
                  "format": "", "mode": "", "width": np.nan, "height": np.nan,
                  "exif_rotated": False, "phash": "", "error": "", "error_detail": "",
                  "faces": -1, **{c: np.nan for c in FACE_COLUMNS}}
+    try:
+        data = path.read_bytes()
+    except OSError as exc:  # permissions, a dangling link, a file removed while indexing
+        row.update(error="unreadable", error_detail=f"cannot read the file: {exc.strerror or exc}")
+        return row, None
+    row.update(bytes=len(data), sha1=hashlib.sha1(data).hexdigest())
     try:
         rgb, info = read_image(data, min_side=min_side, name=path.name)
     except ImageDecodeError as exc:
@@ -90,28 +100,24 @@ def index_dataset(root: Path, files: pd.DataFrame, *, min_side: int = 32,
 # Split and weights
 
 
-def carve_val(train: pd.DataFrame, val_fraction: float, seed: int) -> np.ndarray:
-    """Boolean mask over `train` rows chosen for validation: stratified by label, seeded.
+def carve(rows: pd.DataFrame, fraction: float, seed: int, salt: str) -> np.ndarray:
+    """Boolean mask over `rows` chosen for a held-out subset: stratified by label, seeded.
 
-    Each class is shuffled on its own (seeded by seed and class name), so adding files to one
-    class never moves another class's files between train and val.
+    Each class is shuffled on its own (seeded by seed, `salt` and class name), so adding files to
+    one class never moves another class's files; a class keeps at least one row where it has two.
     """
-    mask = np.zeros(len(train), dtype=bool)
-    if val_fraction <= 0:
+    mask = np.zeros(len(rows), dtype=bool)
+    if fraction <= 0:
         return mask
-    labels = train["label"].to_numpy()
-    rels = train["rel"].to_numpy()
+    labels = rows["label"].to_numpy()
+    rels = rows["rel"].to_numpy()
     for label in sorted(set(labels)):
         idx = np.nonzero(labels == label)[0]
         idx = idx[np.argsort(rels[idx], kind="stable")]
-        n_val = int(round(val_fraction * len(idx)))
-        if len(idx) >= 2:
-            n_val = min(max(n_val, 1), len(idx) - 1)
-        else:
-            n_val = 0
-        key = int.from_bytes(hashlib.sha1(label.encode()).digest()[:4], "little")
+        n = min(max(int(round(fraction * len(idx))), 1), len(idx) - 1) if len(idx) >= 2 else 0
+        key = int.from_bytes(hashlib.sha1(f"{salt}:{label}".encode()).digest()[:4], "little")
         rng = np.random.default_rng([seed, key])
-        mask[idx[rng.permutation(len(idx))[:n_val]]] = True
+        mask[idx[rng.permutation(len(idx))[:n]]] = True
     return mask
 
 
@@ -172,58 +178,99 @@ def _counts(df: pd.DataFrame, key: str, classes: list[str]) -> dict[str, dict[st
 
 
 def check_name(name: str) -> str:
-    if not _NAME_RE.match(name or ""):
-        raise ValueError(f"dataset name {name!r} must be letters, digits, '.', '_' or '-' "
-                         f"(it names a folder under artifacts/datasets)")
-    return name
+    """A dataset name that can name its report folder (see store.paths.checked)."""
+    return store.paths.checked("dataset name", name)
+
+
+MIN_TRAIN_PER_CLASS = 10  # fewer training images than this per class: trainable, but warned
+
+
+def assign_subsets(kept: pd.DataFrame, val_fraction: float, test_fraction: float,
+                   seed: int) -> tuple[pd.DataFrame, dict[str, str]]:
+    """Subsets for the kept rows: a dataset's own val/test splits stay; a missing test split is
+    carved from train first (so no reported test number comes from the set that picked the
+    epoch), then a missing val split. Copies never straddle subsets: cleaning kept one per group."""
+    kept = kept.assign(subset=kept["source_split"])
+    sources = {}
+    for subset, fraction in (("test", test_fraction), ("val", val_fraction)):
+        if (kept["source_split"] == subset).any():
+            sources[subset] = "dataset"
+            continue
+        train_rows = kept[kept["subset"] == "train"]
+        chosen = carve(train_rows, fraction, seed, subset)
+        kept.loc[train_rows.index[chosen], "subset"] = subset
+        sources[subset] = "carved" if chosen.any() else "none"
+    order = kept["subset"].map({s: i for i, s in enumerate(SPLITS)})
+    split = kept.assign(_o=order).sort_values(["_o", "label", "rel"])[SPLIT_COLUMNS]
+    return split.reset_index(drop=True), sources
+
+
+def check_trainable(split: pd.DataFrame, classes: list[str]) -> list[str]:
+    """Refuse (ValueError) a split no model can learn from or be selected on; return warnings
+    for one that can train but will give weak or partial numbers."""
+    counts = {s: split.loc[split["subset"] == s, "label"].value_counts() for s in SPLITS}
+    if len(classes) < 2:
+        raise ValueError(f"found only one class ({', '.join(classes) or 'none'}): a classifier "
+                         f"needs at least two class folders (e.g. angry/, happy/, sad/)")
+    for subset in ("train", "val"):
+        empty = [c for c in classes if counts[subset].get(c, 0) == 0]
+        if empty:
+            raise ValueError(f"class(es) {', '.join(empty)} have no {subset} images after cleaning "
+                             f"(a class needs at least 2 usable images: one to train on, one to "
+                             f"validate); add images or remove the folder")
+    warnings = [f"class '{c}' has only {counts['train'].get(c, 0)} training images"
+                for c in classes if counts["train"].get(c, 0) < MIN_TRAIN_PER_CLASS]
+    if len(counts["test"]):
+        warnings += [f"class '{c}' has no test images: its test recall cannot be measured"
+                     for c in classes if counts["test"].get(c, 0) == 0]
+    return warnings
 
 
 def prepare_dataset(root: Path, name: str | None = None, *, detect_faces: bool = False,
-                    val_fraction: float = 0.2, seed: int = 0, min_side: int = 32,
-                    progress: bool = True, drop_no_face: bool = False) -> PreparedDataset:
-    """Index, clean, split and weigh a dataset; save it through artifacts; return it."""
+                    val_fraction: float = 0.2, test_fraction: float = 0.15, seed: int = 0,
+                    min_side: int = 32, progress: bool = True,
+                    drop_no_face: bool = False) -> PreparedDataset:
+    """Index, clean, split and weigh a dataset; save it to the store; return it."""
     t0 = time.perf_counter()
     root = Path(root).resolve()
     name = check_name(name or root.name)
-    if not 0.0 <= val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    classes, files = discover(root)
-    index, thumbs = index_dataset(root, files, min_side=min_side, detect_faces=detect_faces,
+    for label, f in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+        if not 0.0 <= f < 1.0:
+            raise ValueError(f"{label} must be in [0, 1), got {f}")
+    found = discover(root)
+    index, thumbs = index_dataset(root, found.files, min_side=min_side, detect_faces=detect_faces,
                                   progress=progress)
     t_index = time.perf_counter() - t0
     result = clean(index, thumbs, drop_no_face=drop_no_face)
+    cleaning = pd.concat([folder_rows(found.unreadable, found.loops, found.ignored), result.report],
+                         ignore_index=True)
     index["group"] = result.group
     index["kept"] = result.keep
-    kept = index[result.keep].copy()
-    kept["subset"] = kept["source_split"]
-    has_val = bool((kept["source_split"] == "val").any())
-    if not has_val:
-        train_rows = kept[kept["subset"] == "train"]
-        chosen = carve_val(train_rows, val_fraction, seed)
-        kept.loc[train_rows.index[chosen], "subset"] = "val"
-    order = kept["subset"].map({s: i for i, s in enumerate(SPLITS)})
-    split = kept.assign(_o=order).sort_values(["_o", "label", "rel"])[SPLIT_COLUMNS]
-    split = split.reset_index(drop=True)
+    split, sources = assign_subsets(index[result.keep].copy(), val_fraction, test_fraction, seed)
+    warnings = check_trainable(split, found.classes)
+    warnings += [f"{len(v)} {what} skipped: {', '.join(v[:3])}{' ...' if len(v) > 3 else ''}"
+                 for what, v in (("unreadable folder(s)", found.unreadable),
+                                 ("symbolic link loop(s)", found.loops),
+                                 ("junk folder(s)", found.ignored)) if v]
+    classes = found.classes
     weights = class_weights(split.loc[split["subset"] == "train", "label"], classes)
-    readable = index[index["error"] == ""]
     report = {
         "name": name, "root": str(root), "classes": classes,
-        "counts": _counts(readable, "source_split", classes),
+        "counts": _counts(index[index["error"] == ""], "source_split", classes),
         "files": _counts(index, "source_split", classes),
         "subset_counts": _counts(split, "subset", classes),
-        "issues": count_issues(result.report),
-        "dropped": int((~result.keep).sum()),
+        "issues": count_issues(cleaning), "dropped": int((~result.keep).sum()),
+        "warnings": warnings,
         "class_weights": {c: float(w) for c, w in zip(classes, weights, strict=True)},
-        "val_fraction": val_fraction, "val_source": "dataset" if has_val else "carved",
+        "val_fraction": val_fraction, "test_fraction": test_fraction,
+        "val_source": sources["val"], "test_source": sources["test"],
         "seed": seed, "min_side": min_side, "detect_faces": detect_faces,
         "drop_no_face": drop_no_face,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "timings": {"index_s": round(t_index, 2),
-                    "total_s": round(time.perf_counter() - t0, 2)},
+        "timings": {"index_s": round(t_index, 2), "total_s": round(time.perf_counter() - t0, 2)},
     }
-    store.save_dataset_table(name, "index", index)
-    store.save_dataset_table(name, "split", split)
-    store.save_dataset_table(name, "cleaning", result.report)
+    for table, df in (("index", index), ("split", split), ("cleaning", cleaning)):
+        store.save_dataset_table(name, table, df)
     store.save_report(name, report)
     return PreparedDataset(name=name, root=root, classes=classes, split=split, report=report)
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import multiprocessing
 import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from datetime import datetime, timezone
@@ -165,7 +164,7 @@ def generate_dataset(out_dir: Path, n: int = 1500, size: int = 128, seed: int = 
     from tqdm.auto import tqdm
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    tmp = store.files.make_temp_dir(out_dir)
     try:
         counts: dict[str, dict[str, int]] = {s: {c: 0 for c in classes} for s in splits}
         plan = _plan(n, classes, splits)

@@ -5,6 +5,7 @@ assembled under a temporary name and renamed as a whole (`publish_dir`).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -19,15 +20,51 @@ import pandas as pd
 from PIL import Image
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def mode_for_file() -> int:
+    """What open() would give a new file under the process umask (mkstemp gives 0600)."""
+    return 0o666 & ~_umask()
+
+
+def mode_for_dir() -> int:
+    """What mkdir() would give a new folder under the process umask (mkdtemp gives 0700)."""
+    return 0o777 & ~_umask()
+
+
+def make_temp_dir(final: Path) -> Path:
+    """A temporary folder beside `final`, with ordinary permissions, to assemble it in."""
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    os.chmod(tmp, mode_for_dir())
+    return tmp
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; rename it into place only if the block succeeds."""
+    """Yield a temporary path beside `path`; rename it into place only if the block succeeds.
+
+    The file gets the permissions an ordinary write would (the umask), so an app running as
+    another user can read what the scripts wrote."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)
+        if Path(tmp).exists():
+            os.chmod(tmp, mode_for_file())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

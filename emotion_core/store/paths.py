@@ -16,6 +16,7 @@ Other modules ask here for a folder or a file and own only what they write insid
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 ENV_ROOT = "EMOTION_ARTIFACTS"  # overrides the artifacts folder
@@ -59,16 +60,29 @@ EXPORT_ARCHIVE = "cache.npz"
 LOCAL_WEIGHTS = "model.safetensors"  # weights/<model>/model.safetensors
 
 
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+=()-]{0,199}$")
+
+
+def checked(kind: str, name: str) -> str:
+    """`name` if it can name a folder here (letters, digits and . _ + = ( ) -, not starting
+    with a dot or a dash, no slash): run ids, dataset names, cache keys and job ids become
+    paths, so none may climb out of the store (`../x`) or hide (`.x`)."""
+    if not isinstance(name, str) or not _SAFE_NAME.match(name) or ".." in name:
+        raise ValueError(f"{kind} {name!r} is not a valid name: use letters, digits and . _ + = ( ) - "
+                         f"(no slashes, no '..', not starting with a dot)")
+    return name
+
+
 def root() -> Path:
     return Path(os.environ.get(ENV_ROOT, REPO_ROOT / "artifacts")).resolve()
 
 
 def generated_data_dir(name: str) -> Path:
-    return root() / "data" / name
+    return root() / "data" / checked("dataset name", name)
 
 
 def cache_dir(key: str) -> Path:
-    return root() / "cache" / key
+    return root() / "cache" / checked("cache key", key)
 
 
 def datasets_dir() -> Path:
@@ -76,7 +90,7 @@ def datasets_dir() -> Path:
 
 
 def dataset_dir(name: str) -> Path:
-    return datasets_dir() / name
+    return datasets_dir() / checked("dataset name", name)
 
 
 def dataset_table_path(name: str, table: str) -> Path:
@@ -92,7 +106,7 @@ def runs_dir() -> Path:
 
 
 def run_dir(run_id: str) -> Path:
-    return runs_dir() / run_id
+    return runs_dir() / checked("run id", run_id)
 
 
 def run_file(run_id: str, name: str) -> Path:
@@ -108,7 +122,7 @@ def jobs_dir() -> Path:
 
 
 def job_dir(job_id: str) -> Path:
-    return jobs_dir() / job_id
+    return jobs_dir() / checked("job id", job_id)
 
 
 def job_lock_path() -> Path:
@@ -117,7 +131,7 @@ def job_lock_path() -> Path:
 
 def work_dir(key: str) -> Path:
     """Where the in-progress checkpoint of `key` (dataset-model-profile) lives."""
-    return root() / "work" / key
+    return root() / "work" / checked("checkpoint key", key)
 
 
 def weights_dir() -> Path:
@@ -127,7 +141,7 @@ def weights_dir() -> Path:
 
 
 def local_weights_path(model: str) -> Path:
-    return weights_dir() / model / LOCAL_WEIGHTS
+    return weights_dir() / checked("model name", model) / LOCAL_WEIGHTS
 
 
 def reference_dir() -> Path:

@@ -7,18 +7,26 @@ temporary name and renamed whole, so a run is either complete or absent.
 """
 from __future__ import annotations
 
+import os
 import shutil
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from emotion_core.store import paths
-from emotion_core.store.files import publish_dir, read_csv, read_json, write_csv, write_json
+from emotion_core.store import files, paths
+from emotion_core.store.files import (
+    file_sha256,
+    publish_dir,
+    read_csv,
+    read_json,
+    write_csv,
+    write_json,
+)
 
 HISTORY_COLUMNS = ["epoch", "phase", "lr", "train_loss", "train_acc", "val_loss", "val_acc",
                    "val_macro_f1", "seconds"]  # history.csv: one row per epoch
@@ -61,18 +69,22 @@ def save_run(run_id: str, *, manifest: Mapping[str, Any], metrics: Mapping[str, 
 
     final = paths.run_dir(run_id)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{run_id}.", dir=final.parent))
+    tmp = files.make_temp_dir(final)
     try:
-        write_json(tmp / paths.MANIFEST, dict(manifest))
         write_json(tmp / paths.METRICS, dict(metrics))
         write_csv(tmp / paths.HISTORY, history)
         write_csv(tmp / paths.CONFUSION, confusion)
         write_csv(tmp / paths.PREDICTIONS, predictions)
+        manifest = dict(manifest)
         if state_dict is not None:
             tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
             save_file(tensors, str(tmp / paths.WEIGHTS),
                       metadata={"model": str(manifest.get("model", "")),
                                 "classes": ",".join(manifest.get("classes", []))})
+            os.chmod(tmp / paths.WEIGHTS, files.mode_for_file())
+            manifest["weights_sha256"] = file_sha256(tmp / paths.WEIGHTS)
+            manifest["weights_bytes"] = (tmp / paths.WEIGHTS).stat().st_size
+        write_json(tmp / paths.MANIFEST, manifest)
         publish_dir(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -88,22 +100,60 @@ def update_run_metrics(run_id: str, extra: Mapping[str, Any]) -> None:
     write_json(path, metrics)
 
 
+REQUIRED_MANIFEST = {"model": str, "classes": list}  # what every reader of a run relies on
+
+
+def _check_manifest(run_id: str, manifest: Any) -> dict[str, Any]:
+    if not isinstance(manifest, dict):
+        raise BrokenRunError(f"run '{run_id}': manifest.json holds a {type(manifest).__name__}, "
+                             f"not an object")
+    for key, kind in REQUIRED_MANIFEST.items():
+        if not isinstance(manifest.get(key), kind):
+            raise BrokenRunError(f"run '{run_id}': manifest.json lacks a valid '{key}'")
+    if not manifest["classes"] or not all(isinstance(c, str) for c in manifest["classes"]):
+        raise BrokenRunError(f"run '{run_id}': manifest.json 'classes' must be class names")
+    return manifest
+
+
+def _check_weights(run_id: str, path: Path, manifest: dict[str, Any], *, full: bool) -> None:
+    """The weights file is the one the run wrote: its size always, its content hash when `full`
+    (once per file version and process). Runs written before hashes were recorded pass."""
+    expected = manifest.get("weights_bytes")
+    size = path.stat().st_size
+    if expected is not None and size != expected:
+        raise BrokenRunError(f"run '{run_id}': weights.safetensors is {size} bytes but the run "
+                             f"wrote {expected} (truncated or replaced)")
+    if full and manifest.get("weights_sha256") and \
+            _cached_sha256(str(path), size, path.stat().st_mtime_ns) != manifest["weights_sha256"]:
+        raise BrokenRunError(f"run '{run_id}': weights.safetensors does not match the content hash "
+                             f"recorded when the run was written (corrupted on disk)")
+
+
+@lru_cache(maxsize=256)
+def _cached_sha256(path: str, size: int, mtime_ns: int) -> str:
+    return file_sha256(Path(path))
+
+
 def load_run(run_id: str, *, tables: bool = True) -> RunRecord:
     """Load a run's manifest, metrics and tables; raise BrokenRunError with the reason."""
     path = paths.run_dir(run_id)
     if not path.is_dir():
         raise BrokenRunError(f"run '{run_id}' does not exist under {paths.runs_dir()}")
     try:
-        manifest = read_json(path / paths.MANIFEST)
+        manifest = _check_manifest(run_id, read_json(path / paths.MANIFEST))
     except (OSError, ValueError) as exc:
         raise BrokenRunError(f"run '{run_id}': manifest.json unreadable ({exc})") from exc
     expected = paths.ENSEMBLE_FILES if manifest.get("kind") == "ensemble" else paths.RUN_FILES
     missing = [f for f in expected if not (path / f).exists()]
     if missing:
         raise BrokenRunError(f"run '{run_id}' is missing {', '.join(missing)}")
+    if paths.WEIGHTS in expected:
+        _check_weights(run_id, path / paths.WEIGHTS, manifest, full=False)
     rec = RunRecord(run_id=run_id, path=path, manifest=manifest)
     try:
         rec.metrics = read_json(path / paths.METRICS)
+        if not isinstance(rec.metrics, dict):
+            raise ValueError("metrics.json is not an object")
         if tables:
             rec.history = read_csv(path / paths.HISTORY)
             rec.confusion = read_csv(path / paths.CONFUSION)
@@ -124,8 +174,11 @@ def list_runs() -> tuple[list[RunRecord], dict[str, str]]:
         if not p.is_dir() or p.name.startswith("."):
             continue
         try:
-            good.append(load_run(p.name, tables=False))
-        except BrokenRunError as exc:
+            rec = load_run(p.name, tables=False)
+            if not rec.is_ensemble:
+                _check_weights(rec.run_id, rec.weights_path, rec.manifest, full=True)
+            good.append(rec)
+        except (BrokenRunError, ValueError) as exc:  # ValueError: a folder name that is no run id
             broken[p.name] = str(exc)
     return good, broken
 
@@ -135,9 +188,11 @@ def load_weights(run_id: str) -> tuple[dict[str, Any], dict[str, str]]:
     from safetensors import safe_open  # imports torch: only where weights are read
     from safetensors.torch import load_file
 
-    path = paths.run_file(run_id, paths.WEIGHTS)
+    rec = load_run(run_id, tables=False)
+    path = rec.weights_path
     if not path.exists():
         raise BrokenRunError(f"run '{run_id}' has no weights.safetensors")
+    _check_weights(run_id, path, rec.manifest, full=True)
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
