@@ -1,7 +1,8 @@
-"""Streamlit entry point: navigation, the shared sidebar, and the Home page.
+"""Streamlit entry point: navigation, the shared sidebar, the model warm-up, and the Home page.
 
 Run with `streamlit run app.py` (or `make run`, which also starts the quick demo job first).
-Pages hold widgets and charts only; every number comes from emotion_core.
+Pages hold widgets and charts only; every number comes from emotion_core. Importing this file
+changes no process state (no environment variables): `main()` at the bottom draws the app.
 """
 from __future__ import annotations
 
@@ -10,8 +11,28 @@ import streamlit as st
 
 from emotion_core import jobs
 from emotion_core.views import tables
-from pages import _common as common
-from pages import _warmup
+from pages import _cache, _sidebar, _warmup
+
+
+def main() -> None:
+    st.set_page_config(page_title="Emotion benchmark", layout="wide")
+    nav = st.navigation(pages())
+    _sidebar.render()
+    _warmup.start()  # load the current dataset's models in the background
+    nav.run()  # Home (below) or the page chosen
+
+
+def pages() -> list[st.Page]:
+    return [
+        st.Page(home, title="Home", icon=":material/home:", default=True),
+        st.Page("pages/data.py", title="Data", icon=":material/dataset:"),
+        st.Page("pages/compare.py", title="Compare", icon=":material/leaderboard:"),
+        st.Page("pages/confusion.py", title="Confusion", icon=":material/grid_on:"),
+        st.Page("pages/feature_maps.py", title="Feature maps", icon=":material/layers:"),
+        st.Page("pages/explain.py", title="Explain", icon=":material/visibility:"),
+        st.Page("pages/predict.py", title="Predict", icon=":material/photo_camera:"),
+        st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
+    ]
 
 
 def home() -> None:
@@ -21,26 +42,26 @@ def home() -> None:
         "and **sad** faces apart, look inside them (feature maps, Grad-CAM, ViT attention) and try "
         "them live on your own photos. Every number is labelled with the weights the model really "
         "started from (`scratch`, `imagenet (offline package)`, ...).")
-    runs, broken = common.all_runs()
+    runs, broken = _cache.all_runs()
     if not runs:
         first_run(broken)
         return
-    ds = common.current_dataset()
+    ds = _sidebar.current_dataset()
     kind, where = tables.data_source(ds) if ds else ("unknown", "")
     c1, c2, c3 = st.columns(3)
     c1.metric("Dataset", ds or "none")
     c2.metric("Data source", kind)
-    c3.metric("Runs loaded", len([r for r in runs if r.manifest.get("dataset") == ds]))
+    c3.metric("Runs loaded", len(_sidebar.dataset_runs()))
     st.caption(f"Images from `{where}`." if where else "")
     if broken:
         st.warning("Broken runs (listed, not loaded; the others work): " + "; ".join(
             f"`{k}`: {v}" for k, v in broken.items()))
-    table = tables.comparison_table(common.selected_runs())
+    table = tables.comparison_table(_sidebar.selected_runs())
     st.subheader("Leaderboard (validation macro-F1)")
     view = table[["label", "weights_source", "val_accuracy", "val_macro_f1", "test_accuracy",
                   "test_macro_f1", "latency_ms", "run_id"]]
     st.dataframe(view, hide_index=True, width="stretch", column_config={
-        "label": "model [weights source]",
+        "label": "run (model · weights source · created)",
         "val_accuracy": st.column_config.NumberColumn("val acc", format="%.3f"),
         "val_macro_f1": st.column_config.NumberColumn("val macro-F1", format="%.3f"),
         "test_accuracy": st.column_config.NumberColumn("test acc", format="%.3f"),
@@ -48,7 +69,7 @@ def home() -> None:
         "latency_ms": st.column_config.NumberColumn("CPU latency (ms)", format="%.1f")})
     if len(table):
         fig = px.bar(table, x="label", y="val_macro_f1", color="weights_source",
-                     labels={"label": "model [weights source]", "val_macro_f1": "val macro-F1"})
+                     labels={"label": "run", "val_macro_f1": "val macro-F1"})
         st.plotly_chart(fig, width="stretch")
     st.caption("Pages: Data (EDA and cleaning), Compare, Confusion, Feature maps, Explain, "
                "Predict (live), Train (background jobs).")
@@ -76,19 +97,4 @@ def first_run(broken: dict[str, str]) -> None:
             st.error(str(exc))
 
 
-PAGES = [
-    st.Page(home, title="Home", icon=":material/home:", default=True),
-    st.Page("pages/data.py", title="Data", icon=":material/dataset:"),
-    st.Page("pages/compare.py", title="Compare", icon=":material/leaderboard:"),
-    st.Page("pages/confusion.py", title="Confusion", icon=":material/grid_on:"),
-    st.Page("pages/feature_maps.py", title="Feature maps", icon=":material/layers:"),
-    st.Page("pages/explain.py", title="Explain", icon=":material/visibility:"),
-    st.Page("pages/predict.py", title="Predict", icon=":material/photo_camera:"),
-    st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
-]
-
-st.set_page_config(page_title="Emotion benchmark", layout="wide")
-nav = st.navigation(PAGES)
-common.render_sidebar()
-_warmup.start()
-nav.run()
+main()

@@ -3,9 +3,12 @@
 Why: importing timm and pytorch-grad-cam and building a model from its checkpoint take seconds on
 2 cores, so without this the first visit to Feature maps or Explain would freeze on them. When
 the app starts, one daemon thread per process and run set imports those libraries and fills the
-model cache of `_common` in the order the pages need the models. A page that needs a model the
+model cache of `_cache` in the order the pages need the models. A page that needs a model the
 thread has not reached yet shows a short note and reruns itself when the model is there, instead
 of blocking.
+
+State: the thread object is the only record of the warm-up (which root, which runs, which of
+them it has dealt with); `_started` keeps one per process and run set, `_STOP` ends it at exit.
 """
 from __future__ import annotations
 
@@ -18,9 +21,8 @@ from collections.abc import Sequence
 
 import streamlit as st
 
-from emotion_core import store
-from emotion_core.views import tables
-from pages import _common as common
+from emotion_core.views import stamps, tables
+from pages import _cache, _sidebar
 
 WARM_UP_ENV = "EMOTION_APP_WARMUP"  # "0" turns the background model warm-up off (the tests do)
 WARM_UP_IMPORTS = ("timm", "pytorch_grad_cam")  # slow first imports the explanation pages need
@@ -53,16 +55,19 @@ class _WarmUp(threading.Thread):
     def __init__(self, root: str, run_ids: tuple[str, ...]) -> None:
         super().__init__(name=WARM_UP_THREAD, daemon=True)
         self.root, self.run_ids = root, run_ids
+        # run ids loaded (or failed) so far: only this thread rebinds it, readers get a snapshot
+        self.done: frozenset[str] = frozenset()
 
     def run(self) -> None:
         for i, rid in enumerate(self.run_ids):
             # a changed artifacts folder (tests switch it) must not be cached under this key
-            if _STOP.is_set() or str(store.paths.root()) != self.root:
+            if _STOP.is_set() or stamps.root() != self.root:
                 return
             try:
-                common.load_model(rid)
+                _cache.load_model(rid)
             except Exception:  # a broken run is reported by the page that opens it
                 pass
+            self.done = self.done | {rid}
             if i == 0:  # Feature maps' model first (no CAM library needed), then the imports
                 _import_slow_libraries()
 
@@ -89,18 +94,18 @@ def start() -> threading.Thread | None:
     set; at most as many as the model cache holds); None when switched off or no runs."""
     if os.environ.get(WARM_UP_ENV, "1") == "0":
         return None
-    order = tables.warm_up_order(common.selected_runs())[:common.MODEL_CACHE_ENTRIES]
-    return _started(str(store.paths.root()), tuple(order)) if order else None
+    order = tables.warm_up_order(_sidebar.selected_runs())[:_cache.MODEL_CACHE_ENTRIES]
+    return _started(stamps.root(), tuple(order)) if order else None
 
 
 def pending(run_ids: Sequence[str]) -> list[str]:
     """Those of `run_ids` that a running warm-up has still to load (none when none runs)."""
-    root = str(store.paths.root())
+    root = stamps.root()
     queued: set[str] = set()
     for t in threading.enumerate():
         if isinstance(t, _WarmUp) and t.is_alive() and t.root == root:
-            queued.update(t.run_ids)
-    return [rid for rid in run_ids if rid in queued and not common.model_loaded(rid)]
+            queued.update(set(t.run_ids) - t.done)
+    return [rid for rid in run_ids if rid in queued]
 
 
 def wait_for(run_ids: Sequence[str], what: str) -> None:

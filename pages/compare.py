@@ -6,44 +6,45 @@ import streamlit as st
 
 from emotion_core import store
 from emotion_core.views import tables
-from pages import _common as common
+from pages import _cache, _sidebar
 
 st.title("Compare")
-runs = common.selected_runs()
+runs = _sidebar.selected_runs()
 if not runs:
     st.info("No runs for this dataset yet: train some from the sidebar or start the demo on Home.")
     st.stop()
 table = tables.comparison_table(runs)
+names = dict(zip(table["run_id"], table["label"], strict=True))  # each run's label, everywhere
 st.subheader("Comparison table")
 st.caption("Every row names the weights the model started from; test columns are empty when the "
            "dataset has no test split of its own.")
-st.dataframe(table.drop(columns=["label", "study_val_accuracy"]), hide_index=True, width="stretch",
-             column_config={c: st.column_config.NumberColumn(format="%.3f") for c in
-                            ("val_accuracy", "val_macro_f1", "test_accuracy", "test_macro_f1",
-                             "val_ece")})
+shown = table.drop(columns=["study_val_accuracy"])
+st.dataframe(shown[["label", *(c for c in shown.columns if c != "label")]], hide_index=True,
+             width="stretch", column_config={
+                 "label": "run", **{c: st.column_config.NumberColumn(format="%.3f") for c in
+                                    ("val_accuracy", "val_macro_f1", "test_accuracy",
+                                     "test_macro_f1", "val_ece")}})
 
 metric = st.selectbox("Bar chart metric", ["val_accuracy", "val_macro_f1", "test_accuracy",
                                            "test_macro_f1", "val_ece", "latency_ms", "params",
                                            "train_seconds"], key="cmp_metric")
 st.plotly_chart(px.bar(table, x="label", y=metric, color="weights_source",
-                       labels={"label": "model [weights source]"}), width="stretch")
+                       labels={"label": "run"}), width="stretch")
 
 st.subheader("Per-class recall (validation)")
 full = []
 for r in runs:
     try:
-        full.append(common.run_record(r.run_id))
+        full.append(_cache.run_record(r.run_id))
     except store.BrokenRunError as exc:
         st.warning(str(exc))
-per = [tables.per_class_table(r, "val") for r in full]
-per = [p for p in per if len(p)]
-if per:
-    import pandas as pd
-    st.plotly_chart(px.bar(pd.concat(per), x="class", y="recall", color="run", barmode="group"),
+per = tables.per_class_long(full, "val", names)
+if len(per):
+    st.plotly_chart(px.bar(per, x="class", y="recall", color="run", barmode="group"),
                     width="stretch")
 
 st.subheader("Training curves")
-hist = tables.history_long(full)
+hist = tables.history_long(full, names)
 ycols = [c for c in ("val_macro_f1", "val_acc", "val_loss", "train_loss", "train_acc", "lr")
          if c in hist.columns]
 if len(hist) and ycols:

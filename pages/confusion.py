@@ -6,14 +6,14 @@ import streamlit as st
 
 from emotion_core import store
 from emotion_core.data import images
-from emotion_core.views import tables
-from pages import _common as common
+from emotion_core.views import samples, tables
+from pages import _cache, _sidebar
 
 st.title("Confusion")
-runs, labels = common.runs_or_stop("No runs for this dataset yet.")
+runs, labels = _sidebar.runs_or_stop("No runs for this dataset yet.")
 rid = st.selectbox("Run", list(labels), format_func=labels.get, key="cm_run")
 try:
-    rec = common.run_record(rid)
+    rec = _cache.run_record(rid)
 except store.BrokenRunError as exc:
     st.error(f"This run is broken: {exc}")
     st.stop()
@@ -36,16 +36,13 @@ default_pred = next((i for i, c in enumerate(classes) if c != true), 0)
 pred = c2.selectbox("Predicted class", classes, index=default_pred, key="cm_pred")
 ex = tables.cell_examples(rec, subset, true, pred)
 st.caption(f"{len(ex)} image(s) shown · {'correct' if true == pred else 'misclassified'}")
-root = tables.dataset_root(str(rec.manifest.get("dataset")))
+dataset = str(rec.manifest.get("dataset"))
 prob_cols = [c for c in ex.columns if c.startswith("p_")]
 cols = st.columns(4)
 for i, row in ex.iterrows():
     probs = " ".join(f"{c[2:]} {row[c]:.2f}" for c in prob_cols)
     with cols[i % 4]:
-        if root is not None:
-            try:
-                st.image(images.load_rgb(root / row["rel"]), caption=f"{row['rel']}\n{probs}")
-                continue
-            except (images.ImageDecodeError, FileNotFoundError):
-                pass
-        st.caption(f"{row['rel']} (image unavailable) · {probs}")
+        try:
+            st.image(samples.load_sample(dataset, row["rel"])[0], caption=f"{row['rel']}\n{probs}")
+        except (images.ImageDecodeError, FileNotFoundError):
+            st.caption(f"{row['rel']} (image unavailable) · {probs}")

@@ -6,11 +6,11 @@ import streamlit as st
 
 from emotion_core import store
 from emotion_core.data import images
-from emotion_core.views import tables
-from pages import _common as common
+from emotion_core.views import samples, tables
+from pages import _cache, _sidebar
 
 st.title("Data")
-ds = common.current_dataset()
+ds = _sidebar.current_dataset()
 if ds is None or ds not in store.list_datasets():
     st.info("No prepared dataset yet: run `python -m scripts.prepare_data --data DIR` or start the "
             "quick demo from Home.")
@@ -21,35 +21,30 @@ st.caption(f"Dataset **{ds}** · source: {kind} · `{where}`")
 st.subheader("Class distribution per split")
 counts = tables.class_counts(ds)
 if counts.empty:
-    st.info("report.json holds no counts.")
+    st.info("The dataset report holds no class counts.")
 else:
     st.plotly_chart(px.bar(counts, x="split", y="n", color="class", barmode="group"),
                     width="stretch")
 
 st.subheader("Samples and mean faces")
-eda = store.paths.eda_dir(ds)
-pngs = sorted(eda.glob("*.png")) if eda.is_dir() else []
-if pngs:
-    for p in pngs:
-        st.image(str(p), caption=p.stem.replace("_", " "))
-else:
+gallery = samples.eda_gallery(ds)
+for picture, caption in gallery:
+    st.image(str(picture), caption=caption)
+if not gallery:
     st.info("No EDA images saved for this dataset yet (they are written by prepare_data).")
 
 st.subheader("Image size and mode")
 try:
-    stats = tables.image_stats(ds)
-    st.dataframe(stats, hide_index=True, width="stretch")
+    st.dataframe(tables.image_stats(ds), hide_index=True, width="stretch")
 except FileNotFoundError as exc:
     st.info(str(exc))
 
 st.subheader("Cleaning report")
-rep = store.load_report(ds)
-issues = rep.get("issues") or {}
-if issues:
-    st.plotly_chart(px.bar(x=list(issues), y=list(issues.values()),
-                           labels={"x": "issue", "y": "files"}), width="stretch")
+issues = tables.issue_counts(ds)
+if len(issues):
+    st.plotly_chart(px.bar(issues, x="issue", y="files"), width="stretch")
 try:
-    cleaning = common.table(ds, "cleaning")
+    cleaning = _cache.table(ds, "cleaning")
 except FileNotFoundError as exc:
     st.info(str(exc))
     st.stop()
@@ -60,15 +55,14 @@ kinds = sorted(cleaning["issue"].astype(str).unique())
 pick = st.multiselect("Issue kinds", kinds, default=kinds, key="data_issue_kinds")
 shown = cleaning[cleaning["issue"].astype(str).isin(pick)]
 st.dataframe(shown, hide_index=True, width="stretch")
-root = tables.dataset_root(ds)
-if root is not None and len(shown):
+if tables.dataset_root(ds) is not None and len(shown):
     f = st.selectbox("View an offending image", list(shown["file"].astype(str))[:500],
                      key="data_offending")
     row = shown[shown["file"].astype(str) == f].iloc[0]
     try:
-        st.image(images.load_rgb(root / f), caption=f"{f} · {row['issue']} · {row['action']}",
-                 width=320)
+        rgb, _ = samples.load_sample(ds, f)
+        st.image(rgb, caption=f"{f} · {row['issue']} · {row['action']}", width=320)
     except images.ImageDecodeError as exc:
         st.warning(f"This file cannot be shown: {exc}")
-    except FileNotFoundError:
-        st.warning(f"{f} is no longer in {root}.")
+    except FileNotFoundError as exc:
+        st.warning(f"{f} cannot be shown: {exc}")

@@ -5,8 +5,7 @@ import streamlit as st
 
 from emotion_core import explain as ex
 from emotion_core.views import probe, tables
-from pages import _common as common
-from pages import _warmup
+from pages import _cache, _inputs, _maps, _sidebar, _warmup
 
 
 def show_scores(view: probe.MapView, metrics: dict, method: str) -> None:
@@ -23,10 +22,10 @@ def show_scores(view: probe.MapView, metrics: dict, method: str) -> None:
 
 
 st.title("Explain")
-runs, labels = common.runs_or_stop("No trained model runs for this dataset yet.", models_only=True)
+runs, labels = _sidebar.runs_or_stop("No trained model runs for this dataset yet.", models_only=True)
 metrics = {r.run_id: r.metrics for r in runs}
-rgb, path, caption = common.pick_image("ex", common.current_dataset())
-if rgb is None:
+pic = _inputs.pick_image("ex", _sidebar.current_dataset())
+if pic is None:
     st.stop()
 score = st.checkbox("Score every map on this picture (deletion/insertion AUC: about 20 extra "
                     "forward passes per map)", value=False, key="ex_score")
@@ -45,7 +44,7 @@ cols = st.columns(max(1, len(chosen)))
 for col, rid in zip(cols, chosen, strict=False):
     with col:
         try:
-            view = common.explained(rid, "cam", rgb, path, method, score, finer)
+            view = _maps.cam_view(rid, pic, method, score=score, finer=finer)
         except ex.NotApplicableError as exc:
             st.info(f"{labels[rid]}: {exc}")
             continue
@@ -63,8 +62,8 @@ if not vits:
     st.stop()
 vid = st.selectbox("ViT run", vits, format_func=labels.get, key="ex_vit")
 try:
-    model, manifest = common.load_model(vid)
-    att = common.explained(vid, "layout", rgb, path)
+    model, manifest = _cache.load_model(vid)
+    att = _maps.attention_layout(vid, pic)
 except Exception as exc:
     st.warning(f"Attention unavailable: {exc}")
     st.stop()
@@ -75,9 +74,9 @@ head = c2.slider("Head (-1 = mean of heads)", -1, n_heads - 1, -1, key="ex_head"
 c3, c4 = st.columns(2)
 ratio = c3.slider("Rollout discard ratio", 0.0, 0.99, 0.9, key="ex_discard")
 fusion = c4.selectbox("Head fusion", list(ex.HEAD_FUSIONS), key="ex_fusion")
-a = common.explained(vid, "attention", rgb, path, layer, None if head < 0 else head, score)
-r = common.explained(vid, "rollout", rgb, path, float(ratio), fusion, score)
-grid = probe.patch_grid(model, manifest, rgb)
+a = _maps.attention_view(vid, pic, layer=layer, head=None if head < 0 else head, score=score)
+r = _maps.rollout_view(vid, pic, discard_ratio=float(ratio), fusion=fusion, score=score)
+grid = probe.patch_grid(model, manifest, pic.rgb)
 cols = st.columns(3)
 for col, view, kind in zip(cols[:2], (a, r), ("attention", "rollout"), strict=True):
     with col:

@@ -4,32 +4,31 @@ from __future__ import annotations
 import streamlit as st
 
 from emotion_core.views import probe, tables
-from pages import _common as common
-from pages import _warmup
+from pages import _cache, _inputs, _maps, _sidebar, _warmup
 
 st.title("Feature maps")
-runs, labels = common.runs_or_stop("No trained model runs for this dataset yet.", models_only=True)
+runs, labels = _sidebar.runs_or_stop("No trained model runs for this dataset yet.", models_only=True)
 ids = list(labels)
 rid = st.selectbox("Run", ids, index=ids.index(tables.feature_map_default(runs)),
                    format_func=labels.get, key="fm_run")
 _warmup.wait_for([rid], "the feature maps")
 try:
-    model, manifest = common.load_model(rid)
+    model, manifest = _cache.load_model(rid)
 except Exception as exc:  # broken or mismatched checkpoint: say so, keep the page alive
     st.error(f"Cannot load this run: {exc}")
     st.stop()
 layers = probe.conv_layer_names(model)
 if not layers:
-    st.info(f"{manifest['model']} has no convolution layers to show (pick a CNN run).")
+    st.info(f"{labels[rid]} has no convolution layers to show (pick a CNN run).")
     st.stop()
-rgb, path, caption = common.pick_image("fm", common.current_dataset())
-if rgb is None:
+pic = _inputs.pick_image("fm", _sidebar.current_dataset())
+if pic is None:
     st.stop()
 layer = st.select_slider("Conv layer (forward order)", options=layers, value=layers[0],
                          key="fm_layer")
 st.caption(f"Layer {layers.index(layer) + 1} of {len(layers)} convolution layers")
 top_k = st.slider("Channels shown (top by mean activation)", 4, 32, 16, step=4, key="fm_k")
-grid, channels, small = common.explained(rid, "featuremap", rgb, path, layer, int(top_k))
+grid, channels, small = _maps.feature_map_grid(rid, pic, layer, int(top_k))
 c1, c2 = st.columns([1, 3])
-c1.image(small, caption=f"input {small.shape[0]} px · {caption}")
+c1.image(small, caption=f"input {small.shape[0]} px · {pic.caption}")
 c2.image(grid, caption=f"{layer}: channels {', '.join(map(str, channels))}")

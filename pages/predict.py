@@ -6,10 +6,10 @@ import plotly.express as px
 import streamlit as st
 
 from emotion_core.views import live
-from pages import _common as common
+from pages import _cache, _sidebar
 
 st.title("Predict")
-runs, labels = common.runs_or_stop("No runs to predict with yet.")
+runs, labels = _sidebar.runs_or_stop("No runs to predict with yet.")
 chosen = st.multiselect("Runs", list(labels), default=list(labels), format_func=labels.get,
                         key="pr_runs")
 tab_up, tab_cam = st.tabs(["Upload", "Webcam snapshot"])
@@ -27,7 +27,7 @@ except live.UploadError as exc:
     st.error(str(exc))
     st.stop()
 whole = st.checkbox("Use the whole image when no face is found", key="pr_whole")
-result = live.predict_faces(rgb, chosen, loader=common.load_model, whole_image=whole)
+result = live.predict_faces(rgb, chosen, loader=_cache.load_model, whole_image=whole)
 st.image(result.image, caption=f"{result.faces_found} face(s) found · detection "
                                f"{result.detect_ms:.0f} ms · total {result.total_ms:.0f} ms",
          width=480)
@@ -39,21 +39,18 @@ for i, face in enumerate(result.predictions, start=1):
     st.subheader(f"Face {i}" if face.box is not None else "Whole image")
     c1, c2 = st.columns([1, 3])
     c1.image(face.crop, caption="crop fed to the models", width=160)
-    rows = live.probability_table(face)
+    rows = live.probability_table(face, labels)
     if rows:
         fig = px.bar(pd.DataFrame(rows), x="probability", y="run", color="class",
                      orientation="h", range_x=[0, 1])
         c2.plotly_chart(fig, width="stretch", key=f"pr_chart_{i}")
-    entries = face.runs + ([face.ensemble] if face.ensemble is not None else [])
-    for p in entries:
+    for p in live.answers(face):
+        name = live.entry_label(p, labels)
         if p.probs is not None:
-            st.markdown(f"**{p.model}** [{p.weights_source}] → **{p.predicted}** "
-                        f"({p.confidence:.2f}) · {p.latency_ms:.1f} ms")
+            st.markdown(f"**{name}** → **{p.predicted}** ({p.confidence:.2f}) · "
+                        f"{p.latency_ms:.1f} ms")
         else:
-            st.markdown(f"**{p.model}** [{p.weights_source}] → unavailable: {p.error}")
-    summary = pd.DataFrame([{"run": f"{p.model} [{p.weights_source}]", "prediction": p.predicted,
-                             "confidence": p.confidence, "latency_ms": p.latency_ms,
-                             "error": p.error or ""} for p in entries])
-    st.dataframe(summary, hide_index=True, width="stretch",
+            st.markdown(f"**{name}** → unavailable: {p.error}")
+    st.dataframe(pd.DataFrame(live.summary_table(face, labels)), hide_index=True, width="stretch",
                  column_config={"confidence": st.column_config.NumberColumn(format="%.2f"),
                                 "latency_ms": st.column_config.NumberColumn(format="%.1f")})

@@ -80,6 +80,20 @@ def copy_store(src: Path, dst: Path) -> Path:
     return dst
 
 
+def copy_run(root: Path, run_id: str, new_id: str, *, created: str | None = None) -> str:
+    """Copy a run folder under a new id, as if its model had been trained again: the manifest
+    gets the new run id and, if given, a new creation time (ISO)."""
+    with artifacts_at(root):
+        shutil.copytree(store.paths.run_dir(run_id), store.paths.run_dir(new_id))
+        path = store.paths.run_file(new_id, store.paths.MANIFEST)
+        manifest = store.read_json(path)
+        manifest["run_id"] = new_id
+        if created is not None:
+            manifest["created"] = created
+        store.write_json(path, manifest)
+    return new_id
+
+
 def face_image(size: int = 200, seed: int = 0) -> np.ndarray:
     """A synthetic face the OpenCV detector finds (first such face for a fixed seed sequence)."""
     from emotion_core.data import faces, synthetic

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import io
+import json
 import sys
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +14,9 @@ from PIL import Image
 
 from emotion_core import store
 from emotion_core.jobs import status
+from emotion_core.views import labels as run_names
 from emotion_core.views import tables as explorer
-from tests.fixtures_runs import DATASET, MODELS, copy_store, photo_640x480, tiny_store
+from tests.fixtures_runs import DATASET, MODELS, copy_run, copy_store, photo_640x480, tiny_store
 
 pytest.importorskip("streamlit.testing.v1")
 from streamlit.testing.v1 import AppTest  # noqa: E402
@@ -79,7 +82,8 @@ def test_home_shows_dataset_source_and_leaderboard_with_weights(at_store) -> Non
     assert metrics["Runs loaded"] == str(len(ids))
     board = at.dataframe[0].value
     assert set(board["run_id"]) == set(ids.values())
-    assert all("[" in label and "]" in label for label in board["label"])  # source beside name
+    for label, source in zip(board["label"], board["weights_source"], strict=True):
+        assert f" · {source} · " in label  # the weights source beside the model's name
     assert (board["weights_source"].astype(str) != "").all()
     assert len(at.get("plotly_chart")) == 1
 
@@ -191,14 +195,11 @@ def _fresh_warm_up(monkeypatch) -> tuple[list[str], object]:
     import threading
 
     from emotion_core import evaluation as evaluate
-    from pages import _common as common
-    from pages import _warmup
+    from pages import _cache, _warmup
 
     monkeypatch.setenv(_warmup.WARM_UP_ENV, "1")
-    common._model.clear()
+    _cache._model.clear()
     _warmup._started.clear()
-    with common._LOADED_LOCK:
-        common._LOADED.clear()
     loads: list[str] = []
     gate = threading.Event()
     gate.set()
@@ -321,3 +322,81 @@ def test_second_training_job_is_refused(built_store, monkeypatch, tmp_path) -> N
         assert status.job_status().job_id == holder.job_id  # no second job was started
     finally:
         status.cancel_job()
+
+
+# ---------------------------------------------------------------------------------------------
+# Two runs of one model: both offered, both named apart, both answering, on every page
+
+
+@pytest.fixture
+def at_twins(built_store, monkeypatch, tmp_path) -> tuple[AppTest, list[str], dict[str, str]]:
+    """The tiny store plus two more runs of the CNN: one retrained an hour later, and one made in
+    the same minute (their labels differ only by the run id's tail). Returns (app, the three CNN
+    run ids, {run id: expected label})."""
+    root = copy_store(built_store[0], tmp_path / "store")
+    cnn = built_store[1][MODELS[1]]
+    monkeypatch.setenv(store.paths.ENV_ROOT, str(root))
+    created = datetime.fromisoformat(store.load_run(cnn, tables=False).manifest["created"])
+    later = created + timedelta(hours=1)
+    retrained = copy_run(root, cnn, f"{DATASET}-{MODELS[1]}-{later:%Y%m%d-%H%M%S}",
+                         created=later.isoformat())
+    same_minute = copy_run(root, cnn, cnn[:-2] + ("58" if cnn.endswith("59") else "59"))
+    runs, _ = store.list_runs()
+    return (AppTest.from_file(APP, default_timeout=TIMEOUT), [cnn, retrained, same_minute],
+            run_names.run_labels(runs))
+
+
+def _chart_data(at: AppTest, i: int) -> list[dict]:
+    return json.loads(at.get("plotly_chart")[i].proto.spec)["data"]
+
+
+def _offered(widget, cnns: list[str], labels: dict[str, str]) -> None:
+    assert len(set(widget.options)) == len(widget.options), widget.options  # no label twice
+    assert {labels[r] for r in cnns} <= set(widget.options)
+
+
+def test_runs_of_one_model_are_told_apart_on_every_page(at_twins) -> None:
+    at, cnns, labels = at_twins
+    mine = {labels[r] for r in cnns}
+    assert len(mine) == 3 and all(label.startswith(f"{MODELS[1]} · ") for label in mine)
+    _open(at)
+    _offered(at.multiselect(key="runs"), cnns, labels)  # the sidebar
+    assert set(cnns) <= set(at.multiselect(key="runs").value)
+    board = at.dataframe[0].value
+    assert set(cnns) <= set(board["run_id"]) and board["label"].is_unique
+
+    _open(at, "compare")
+    table = at.dataframe[0].value
+    assert set(cnns) <= set(table["run_id"]) and table["label"].is_unique
+    assert mine <= {x for trace in _chart_data(at, 0) for x in trace["x"]}  # metric bars
+    for chart in (1, 2):  # per-class recall and training curves: one legend entry per run
+        assert mine <= {trace["name"] for trace in _chart_data(at, chart)}
+
+    _open(at, "confusion")
+    _offered(at.selectbox(key="cm_run"), cnns, labels)
+    for rid in cnns:
+        at.selectbox(key="cm_run").set_value(rid).run()
+        assert not at.exception and len(at.get("plotly_chart")) == 1
+
+    _open(at, "feature_maps")
+    _offered(at.selectbox(key="fm_run"), cnns, labels)
+    for rid in cnns:
+        at.selectbox(key="fm_run").set_value(rid).run()
+        assert not at.exception and len(at.image) == 2  # the input and its channel grid
+
+    _open(at, "explain")
+    _offered(at.multiselect(key="ex_runs"), cnns, labels)
+    at.multiselect(key="ex_runs").set_value(cnns).run()
+    assert not at.exception
+    captions = [c for img in at.image for c in img.captions]
+    for rid in cnns:
+        assert sum(c.startswith(f"{labels[rid]} → ") for c in captions) == 1
+
+    _open(at, "predict")
+    _offered(at.multiselect(key="pr_runs"), cnns, labels)
+    at.file_uploader(key="pr_upload").set_value(("face.png", _face_png(), "image/png")).run()
+    assert not at.exception, [e.value for e in at.exception]
+    summary = at.dataframe[0].value.set_index("run")
+    assert summary.index.is_unique and mine <= set(summary.index)
+    assert summary.loc[sorted(mine), "prediction"].notna().all()  # every one answers
+    assert mine <= {y for trace in _chart_data(at, 0) for y in trace["y"]}

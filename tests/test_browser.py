@@ -121,7 +121,7 @@ def test_every_page_and_live_prediction_in_chromium(app_url) -> None:
             page.get_by_text("→").last.wait_for()
             body = page.locator('[data-testid="stMain"]').inner_text()
             for name in MODELS:
-                assert f"{name} [" in body and "→" in body, name
+                assert f"{name} · " in body and "→" in body, name
             assert "ensemble" in body
             _no_exception(page)
             page.screenshot(path=str(OUT / "predict_upload.png"), full_page=True)

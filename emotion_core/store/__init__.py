@@ -3,10 +3,11 @@
     paths      every folder and file name under artifacts/ (the only module that knows them)
     files      atomic writers/readers (json, csv, png), folder publishing
     runs       RunRecord, save_run / load_run / list_runs, run weights, the leaderboard
-    datasets   prepared-dataset tables and report.json
+    datasets   prepared-dataset tables, report.json and the EDA pictures
 """
 from emotion_core.store import files, paths
 from emotion_core.store.datasets import (
+    eda_images,
     is_prepared,
     list_datasets,
     load_dataset_table,
@@ -38,7 +39,8 @@ from emotion_core.store.runs import (
 )
 
 __all__ = [
-    "files", "paths", "is_prepared", "list_datasets", "load_dataset_table", "load_report",
+    "files", "paths", "eda_images", "is_prepared", "list_datasets", "load_dataset_table",
+    "load_report",
     "save_dataset_table", "save_report", "atomic_path", "publish_dir", "read_csv", "read_json",
     "write_csv", "write_json", "write_png", "HISTORY_COLUMNS", "LEADERBOARD_COLUMNS", "BrokenRunError", "RunRecord",
     "delete_run", "list_runs", "load_run", "load_weights", "save_run", "update_run_metrics",

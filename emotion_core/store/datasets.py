@@ -39,6 +39,13 @@ def is_prepared(name: str) -> bool:
     return (paths.dataset_dir(name) / paths.REPORT).exists()
 
 
+def eda_images(name: str) -> list[Path]:
+    """The EDA pictures saved for a prepared dataset (sample grids, mean faces), sorted by name;
+    none when prepare_data has not written them."""
+    folder = paths.eda_dir(name)
+    return sorted(folder.glob("*.png")) if folder.is_dir() else []
+
+
 def list_datasets() -> list[str]:
     base = paths.datasets_dir()
     if not base.is_dir():

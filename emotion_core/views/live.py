@@ -10,7 +10,7 @@ pass, measured with `time.perf_counter`. Detection time is reported separately.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +23,7 @@ from emotion_core.data.transforms import Preprocess
 from emotion_core.evaluation.ensemble import average_probs
 from emotion_core.evaluation.inference import probabilities
 from emotion_core.evaluation.loading import load_model
+from emotion_core.views.labels import SEP
 
 UPLOAD_MAX_PIXELS = 25_000_000  # a 25-megapixel photo is plenty; larger is refused as a bomb
 MAX_FACES = 6  # beyond this many faces only the largest are classified (said in the result)
@@ -235,15 +236,35 @@ def _run_kinds(run_ids: Sequence[str]) -> dict[str, str]:
     return kinds
 
 
-def probability_table(pred: FacePrediction) -> list[dict[str, Any]]:
+def entry_label(p: RunPrediction, labels: Mapping[str, str] | None = None) -> str:
+    """How a page names one answer: the run's label from `labels` (distinct per run, see
+    labels.run_labels), else `model · weights source` (the unstored mean of the runs)."""
+    if labels and p.run_id in labels:
+        return labels[p.run_id]
+    return f"{p.model}{SEP}{p.weights_source}"
+
+
+def answers(pred: FacePrediction) -> list[RunPrediction]:
+    """Every run's answer for one face, then the mean of the single-model runs when there is one."""
+    return list(pred.runs) + ([pred.ensemble] if pred.ensemble is not None else [])
+
+
+def probability_table(pred: FacePrediction, labels: Mapping[str, str] | None = None
+                      ) -> list[dict[str, Any]]:
     """Long-format rows (run, class, probability) for a side-by-side bar chart."""
     rows = []
-    entries = list(pred.runs) + ([pred.ensemble] if pred.ensemble is not None else [])
-    for p in entries:
+    for p in answers(pred):
         if p.probs is None:
             continue
-        label = f"{p.model} [{p.weights_source}]"
+        label = entry_label(p, labels)
         for c, v in zip(p.classes, p.probs, strict=True):
             rows.append({"run": label, "run_id": p.run_id, "class": c, "probability": float(v),
                          "latency_ms": p.latency_ms})
     return rows
+
+
+def summary_table(pred: FacePrediction, labels: Mapping[str, str] | None = None
+                  ) -> list[dict[str, Any]]:
+    """One row per answer: run label, prediction, confidence, latency, error (if it failed)."""
+    return [{"run": entry_label(p, labels), "prediction": p.predicted, "confidence": p.confidence,
+             "latency_ms": p.latency_ms, "error": p.error or ""} for p in answers(pred)]

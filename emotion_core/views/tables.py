@@ -2,10 +2,12 @@
 
 Why here and not in the pages: the pages hold widgets and charts only; every number they show
 comes from these functions, which the tests call directly too. Every run is labelled with the
-weights source it really started from, so no accuracy is ever shown without it.
+weights source it really started from, so no accuracy is ever shown without it, and the labels of
+the runs in one table are distinct (`labels.run_labels`), so no two runs merge in a chart.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +15,9 @@ import numpy as np
 import pandas as pd
 
 from emotion_core import store
-from emotion_core.data import synthetic
+from emotion_core.data import eda, synthetic
 from emotion_core.models import REGISTRY, STUDY_ENSEMBLE, STUDY_ENSEMBLE_ACCURACY, ModelSpec
+from emotion_core.views.labels import run_labels
 
 STUDY_NOTE = ("The study's own reported validation accuracies on its data (HES), not ours: "
               "ResNet-34 52%, EfficientNet-B4 76%, the from-scratch ViT 44%, the ResNet-34 + "
@@ -24,11 +27,6 @@ STUDY_NOTE = ("The study's own reported validation accuracies on its data (HES),
 TABLE_COLUMNS = ["run_id", "model", "kind", "weights_source", "dataset", "profile", "val_accuracy",
                  "val_macro_f1", "test_accuracy", "test_macro_f1", "val_ece", "params", "flops",
                  "latency_ms", "train_seconds", "epochs_run"]
-
-
-def run_label(manifest: dict[str, Any]) -> str:
-    """`model [weights source]`: the name every chart and table uses for a run."""
-    return f"{manifest.get('model', '?')} [{manifest.get('weights_source', '?')}]"
 
 
 def study_accuracy(model: str) -> float | None:
@@ -45,17 +43,18 @@ def study_ensemble_name() -> str:
 
 
 def comparison_table(records: list[store.RunRecord], dataset: str | None = None) -> pd.DataFrame:
-    """One row per run: model, weights source, val/test accuracy and macro-F1, ECE, cost."""
+    """One row per run: model, weights source, val/test accuracy and macro-F1, ECE, cost, and
+    `label`, the run's name among these runs (distinct per row)."""
+    records = [r for r in records if not dataset or r.manifest.get("dataset") == dataset]
+    labels = run_labels(records)
     rows = []
     for rec in records:
         m = rec.manifest
-        if dataset and m.get("dataset") != dataset:
-            continue
         row = {"run_id": rec.run_id, "model": m.get("model"), "kind": m.get("kind", "model"),
                "weights_source": m.get("weights_source"), "dataset": m.get("dataset"),
                "profile": m.get("profile")}
         row.update({k: v for k, v in (m.get("headline") or {}).items() if k in TABLE_COLUMNS})
-        row["label"] = run_label(m)
+        row["label"] = labels[rec.run_id]
         row["study_val_accuracy"] = study_accuracy(str(m.get("model")))
         rows.append(row)
     df = pd.DataFrame(rows, columns=[*TABLE_COLUMNS, "label", "study_val_accuracy"])
@@ -80,20 +79,25 @@ def study_table(ours: pd.DataFrame | None = None) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def per_class_table(rec: store.RunRecord, subset: str = "val") -> pd.DataFrame:
-    """Per-class precision/recall/F1 of one run on one subset (from metrics.json)."""
-    per = ((rec.metrics or {}).get(subset) or {}).get("per_class") or {}
-    rows = [{"run": run_label(rec.manifest), "class": c, **v} for c, v in per.items()]
+def per_class_long(records: list[store.RunRecord], subset: str = "val",
+                   labels: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """Per-class precision/recall/F1 of every run on one subset (from metrics.json), with a
+    `run` label column (for grouped bars); `labels`: the names the page gives these runs."""
+    labels = labels or run_labels(records)
+    rows = [{"run": labels[rec.run_id], "class": c, **v} for rec in records
+            for c, v in (((rec.metrics or {}).get(subset) or {}).get("per_class") or {}).items()]
     return pd.DataFrame(rows, columns=["run", "class", "precision", "recall", "f1", "support"])
 
 
-def history_long(records: list[store.RunRecord]) -> pd.DataFrame:
-    """Every run's history.csv stacked, with a `run` label column (for overlaid curves)."""
+def history_long(records: list[store.RunRecord],
+                 labels: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """Every run's training history stacked, with a `run` label column (for overlaid curves)."""
+    labels = labels or run_labels(records)
     parts = []
     for rec in records:
         if rec.history is not None and len(rec.history):
             h = rec.history.copy()
-            h.insert(0, "run", run_label(rec.manifest))
+            h.insert(0, "run", labels[rec.run_id])
             parts.append(h)
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["run", "epoch"])
 
@@ -158,6 +162,12 @@ def class_counts(name: str) -> pd.DataFrame:
     rows += [{"split": f"subset:{s}", "class": c, "n": int(n)}
              for s, per in (rep.get("subset_counts") or {}).items() for c, n in per.items()]
     return pd.DataFrame(rows, columns=["split", "class", "n"])
+
+
+def issue_counts(name: str) -> pd.DataFrame:
+    """Files per cleaning issue kind (issue, files) from the dataset report; empty when clean."""
+    summary = eda.cleaning_summary(store.load_report(name))
+    return summary.rename(columns={"total": "files"})[["issue", "files"]]
 
 
 def image_stats(name: str) -> pd.DataFrame:

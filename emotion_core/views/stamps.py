@@ -1,0 +1,52 @@
+"""Cache keys for the app: plain strings that change whenever the files behind an entry change.
+
+Why: the app caches runs, models, tables and maps across reruns and sessions, keyed by strings;
+a key that includes a file's modification time and size makes a retrained run or a rebuilt
+dataset report a new entry, and one that includes the artifacts root keeps two artifact folders
+(the tests switch between them) apart. Which file stands for what is the store's knowledge, so
+the pages ask here instead of naming files.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from emotion_core.store import paths
+
+
+def root() -> str:
+    """The artifacts folder in use, as a string."""
+    return str(paths.root())
+
+
+def file_stamp(path: Path) -> str:
+    """`mtime_ns-size` of a file, or "missing"."""
+    try:
+        st = path.stat()
+        return f"{st.st_mtime_ns}-{st.st_size}"
+    except OSError:
+        return "missing"
+
+
+def runs_fingerprint() -> str:
+    """Changes whenever a run folder appears, disappears or has its manifest or metrics rewritten."""
+    base = paths.runs_dir()
+    if not base.is_dir():
+        return f"{root()}|none"
+    parts = [f"{p.name}:{file_stamp(p / paths.MANIFEST)}:{file_stamp(p / paths.METRICS)}"
+             for p in sorted(base.iterdir()) if not p.name.startswith(".")]
+    return f"{root()}|" + "|".join(parts)
+
+
+def weights_stamp(run_id: str) -> str:
+    """Changes when the run's weights are rewritten (the model must be rebuilt)."""
+    return file_stamp(paths.run_file(run_id, paths.WEIGHTS))
+
+
+def tables_stamp(run_id: str) -> str:
+    """Changes when the run's per-image predictions (its last-written table) are rewritten."""
+    return file_stamp(paths.run_file(run_id, paths.PREDICTIONS))
+
+
+def dataset_table_stamp(name: str, table: str) -> str:
+    """Changes when a prepared dataset's index/split/cleaning table is rewritten."""
+    return file_stamp(paths.dataset_table_path(name, table))

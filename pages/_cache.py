@@ -1,0 +1,76 @@
+"""Cached loaders for the pages: the run list, one run's tables, one run's model, dataset tables.
+
+Every cache is keyed by plain strings (emotion_core.views.stamps): the artifacts root, the run
+id or dataset name, and a stamp (modification time and size) of the file the entry was read from.
+So a retrained run or a run that appears mid-session is picked up without a restart, and two
+artifact folders (the tests switch between them) never share an entry. Models are `st.cache_resource` (one per process,
+shared by every session, bounded); tables are `st.cache_data` (copied per caller).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from emotion_core import store
+from emotion_core.views import samples, stamps
+
+MODEL_CACHE_ENTRIES = 12  # models kept in memory at once (quick-profile models are small)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _runs(fingerprint: str) -> tuple[list[store.RunRecord], dict[str, str]]:
+    return store.list_runs()
+
+
+def all_runs() -> tuple[list[store.RunRecord], dict[str, str]]:
+    """(complete runs, {broken run id: reason}) for the current artifacts folder."""
+    return _runs(stamps.runs_fingerprint())
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _run_full(root: str, run_id: str, stamp: str) -> store.RunRecord:
+    return store.load_run(run_id, tables=True)
+
+
+def run_record(run_id: str) -> store.RunRecord:
+    """A run with its tables (history, confusion, predictions); BrokenRunError if broken."""
+    return _run_full(stamps.root(), run_id, stamps.tables_stamp(run_id))
+
+
+@st.cache_resource(show_spinner="Loading model...", max_entries=MODEL_CACHE_ENTRIES)
+def _model(root: str, run_id: str, stamp: str) -> tuple[Any, dict[str, Any]]:
+    from emotion_core import evaluation  # imports torch and timm: only once a model is needed
+
+    return evaluation.load_model(run_id)
+
+
+def model_key(run_id: str) -> tuple[str, str, str]:
+    """The model cache's key for a run: artifacts root, run id, weights file stamp."""
+    return stamps.root(), run_id, stamps.weights_stamp(run_id)
+
+
+def load_model(run_id: str) -> tuple[Any, dict[str, Any]]:
+    """A run's (model, manifest), built once per process (bounded cache), shared by all sessions."""
+    return _model(*model_key(run_id))
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _dataset_table(root: str, name: str, table: str, stamp: str) -> pd.DataFrame:
+    return store.load_dataset_table(name, table)
+
+
+def table(name: str, which: str) -> pd.DataFrame:
+    """A prepared dataset's index/split/cleaning table (FileNotFoundError if not prepared)."""
+    return _dataset_table(stamps.root(), name, which, stamps.dataset_table_stamp(name, which))
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _sample_choices(root: str, name: str, stamp: str) -> list[str]:
+    return samples.sample_choices(name)
+
+
+def sample_choices(name: str) -> list[str]:
+    """The held-out images a page offers to probe (FileNotFoundError if not prepared)."""
+    return _sample_choices(stamps.root(), name, stamps.dataset_table_stamp(name, "split"))

@@ -1,0 +1,71 @@
+"""The picture a probing page works on: a held-out dataset sample or an upload, as a `Picture`.
+
+A `Picture` carries the pixels, the file it came from (a synthetic face's ground-truth mask lies
+beside it; None for an upload) and a content key, so cached maps follow the image itself rather
+than the widget that chose it.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import streamlit as st
+
+from emotion_core.data import images
+from emotion_core.views import live, samples, tables
+from pages import _cache
+
+
+@dataclass(frozen=True)
+class Picture:
+    rgb: np.ndarray  # uint8 HxWx3
+    path: Path | None  # None for an upload
+    caption: str  # the sample's name or the upload's file name
+    key: str  # content hash + shape + source: the maps' cache key for this picture
+
+    @classmethod
+    def of(cls, rgb: np.ndarray, path: Path | None, caption: str) -> Picture:
+        digest = hashlib.sha1(np.ascontiguousarray(rgb).tobytes()).hexdigest()
+        return cls(rgb, path, caption, f"{digest}{rgb.shape}{path or ''}")
+
+
+def pick_image(key: str, dataset: str | None) -> Picture | None:
+    """Image source widget: a held-out dataset sample or an upload; None (with a note) when
+    there is no usable picture yet. `key` prefixes the widget keys."""
+    source = st.radio("Image", ["dataset sample", "upload"], horizontal=True, key=f"{key}_src")
+    if source == "upload":
+        return _upload(key)
+    if dataset is None or tables.dataset_root(dataset) is None:
+        st.info("The dataset folder is not available here: upload a picture instead.")
+        return None
+    try:
+        choices = _cache.sample_choices(dataset)
+    except FileNotFoundError as exc:
+        st.info(str(exc))
+        return None
+    if not choices:
+        st.info("This dataset has no held-out images: upload a picture instead.")
+        return None
+    rel = st.selectbox("Sample", choices, key=f"{key}_sample")
+    try:
+        rgb, path = samples.load_sample(dataset, rel)
+    except FileNotFoundError as exc:
+        st.info(f"{exc}: upload a picture instead.")
+        return None
+    except images.ImageDecodeError as exc:
+        st.error(f"Cannot read {rel}: {exc}")
+        return None
+    return Picture.of(rgb, path, rel)
+
+
+def _upload(key: str) -> Picture | None:
+    up = st.file_uploader("Upload a picture", type=None, key=f"{key}_upload")
+    if up is None:
+        return None
+    try:
+        return Picture.of(live.decode_upload(up.getvalue()), None, up.name)
+    except live.UploadError as exc:
+        st.error(str(exc))
+        return None

@@ -1,0 +1,52 @@
+"""The Data page's pictures and counts, and the probing pages' samples, come from emotion_core."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from emotion_core import store
+from emotion_core.data import images
+from emotion_core.views import samples, tables
+from tests.fixtures_runs import DATASET, tiny_store
+
+
+@pytest.fixture
+def tiny(tmp_path_factory, monkeypatch):
+    root, _ = tiny_store(tmp_path_factory)
+    monkeypatch.setenv(store.paths.ENV_ROOT, str(root))
+    return root
+
+
+def test_eda_gallery_lists_the_saved_pictures_with_captions(tiny) -> None:
+    gallery = samples.eda_gallery(DATASET)
+    captions = [c for _, c in gallery]
+    assert "mean face per class" in captions and any(c.startswith("sample grid") for c in captions)
+    assert all(p.is_file() and p.parent == store.paths.eda_dir(DATASET) for p, _ in gallery)
+    assert samples.eda_gallery("no-such-dataset") == []
+
+
+def test_issue_counts_follow_the_report(tiny) -> None:
+    counts = tables.issue_counts(DATASET)
+    assert list(counts.columns) == ["issue", "files"]
+    assert dict(zip(counts["issue"], counts["files"], strict=True)) == {
+        k: int(v) for k, v in (store.load_report(DATASET).get("issues") or {}).items()}
+
+
+def test_samples_are_held_out_and_load_by_name(tiny) -> None:
+    choices = samples.sample_choices(DATASET)
+    split = store.load_dataset_table(DATASET, "split").set_index("rel")
+    assert choices == sorted(choices) and len(choices) > 0
+    assert set(split.loc[choices, "subset"]) <= {"val", "test"}
+    rgb, path = samples.load_sample(DATASET, choices[0])
+    assert rgb.dtype == np.uint8 and rgb.ndim == 3 and path.name == choices[0].split("/")[-1]
+    with pytest.raises(FileNotFoundError):
+        samples.load_sample(DATASET, "angry/not-there.png")
+    with pytest.raises(FileNotFoundError):
+        samples.load_sample("no-such-dataset", choices[0])
+
+
+def test_an_unreadable_sample_raises_a_decode_error(tiny, tmp_path, monkeypatch) -> None:
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    monkeypatch.setattr(samples, "dataset_root", lambda name: tmp_path)
+    with pytest.raises(images.ImageDecodeError):
+        samples.load_sample(DATASET, "bad.png")
