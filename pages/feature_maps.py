@@ -24,7 +24,7 @@ if not layers:
 pic = _inputs.pick_image("fm", _sidebar.current_dataset())
 if pic is None:
     st.stop()
-layer = st.select_slider("Conv layer (forward order)", options=layers, value=layers[0],
+layer = st.select_slider("Conv layer (as registered, input side first)", options=layers, value=layers[0],
                          key="fm_layer")
 st.caption(f"Layer {layers.index(layer) + 1} of {len(layers)} convolution layers")
 top_k = st.slider("Channels shown (top by mean activation)", 4, 32, 16, step=4, key="fm_k")

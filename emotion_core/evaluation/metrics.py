@@ -14,10 +14,6 @@ import pandas as pd
 ECE_BINS = 15  # equal-width confidence bins for expected calibration error
 
 
-class CheckpointMismatchError(ValueError):
-    """A stored checkpoint disagrees with its manifest (architecture or classes)."""
-
-
 # ---------------------------------------------------------------------------------------------
 # Metrics
 

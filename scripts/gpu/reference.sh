@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Full-profile reference run on a lent GPU machine (see README "Reference results").
+# Full-profile reference run on a lent GPU machine (docs/gpu.md).
 # Usage: bash scripts/gpu/reference.sh PACK_DIR OUT_DIR MODELS [EPOCHS] [BUDGET_S]
 #   PACK_DIR  made here by `python -m scripts.gpu.pack_remote` (data/<name>/ and weights/<model>/)
 #   OUT_DIR   where the evaluation tables land (no weights)
