@@ -23,6 +23,8 @@ def isolated_artifacts(tmp_path_factory: pytest.TempPathFactory, monkeypatch: py
     """Point the artifact store at a fresh temp folder for each test."""
     root = tmp_path_factory.mktemp("artifacts")
     monkeypatch.setenv(store.paths.ENV_ROOT, str(root))
+    monkeypatch.setenv(store.paths.ENV_BUNDLED, str(root / "bundled"))  # none unless a test adds
+    monkeypatch.setenv(store.paths.ENV_REFERENCE, str(root / "reference"))
     return root
 
 

@@ -56,8 +56,20 @@ def test_export_reference_combines_every_run_without_weights(tmp_path):
     assert sorted(ids) == ["a", "b"]
     out = tmp_path / "ref"
     assert sorted(p.name for p in out.iterdir()) == ["confusion.csv", "history.csv", "leaderboard.csv",
-                                                     "manifests.json", "metrics.json"]
+                                                     "manifests.json", "metrics.json",
+                                                     "predictions.csv"]
     assert pd.read_csv(out / "leaderboard.csv")["run_id"].tolist() == ["b", "a"]
     hist = pd.read_csv(out / "history.csv")
     assert len(hist) == 4 and set(hist["run_id"]) == {"a", "b"}
     assert store.read_json(out / "manifests.json")["note"] == "test gpu"
+    # ... and what was exported loads back as reference runs (tables, no weights) for the app
+    from emotion_core.store import reference
+
+    target = store.paths.reference_dir() / "gpu-test"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    out.rename(target)
+    back = {r.run_id: r for r in reference.load_reference_runs("gpu-test")}
+    assert back.keys() == {"a", "b"} and back["b"].metrics == {"val": {"accuracy": 0.6}}
+    assert back["a"].manifest["origin"] == "reference:gpu-test"
+    assert list(back["a"].history["val_macro_f1"]) == [0.15, 0.3]
+    assert "run_id" not in back["a"].history.columns

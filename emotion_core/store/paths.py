@@ -9,7 +9,8 @@
       jobs/                          background training jobs (lock, per-job spec, log, events)
       weights/<model>/               locally converted or downloaded pretrained weights
       work/<key>/                    resumable checkpoint of a run in progress
-      reference/                     committed evaluation tables (no weights)
+      reference/<set>/               committed evaluation tables of GPU runs (no weights)
+      bundled/<run_id>/              committed release models: read-only runs with a model card
 
 Other modules ask here for a folder or a file and own only what they write inside it.
 """
@@ -21,6 +22,8 @@ from pathlib import Path
 
 ENV_ROOT = "EMOTION_ARTIFACTS"  # overrides the artifacts folder
 ENV_WEIGHTS_DIR = "EMOTION_WEIGHTS_DIR"  # overrides the local pretrained-weights folder
+ENV_BUNDLED = "EMOTION_BUNDLED"  # overrides the bundled (read-only, committed) runs folder
+ENV_REFERENCE = "EMOTION_REFERENCE"  # overrides the committed reference tables folder
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 # A run folder
@@ -31,6 +34,7 @@ METRICS = "metrics.json"
 CONFUSION = "confusion.csv"
 PREDICTIONS = "predictions.csv"
 RUN_FILES = (MANIFEST, WEIGHTS, HISTORY, METRICS, CONFUSION, PREDICTIONS)
+MODEL_CARD = "MODEL_CARD.md"  # bundled runs: what data, recipe, metrics, licence
 ENSEMBLE_FILES = tuple(f for f in RUN_FILES if f != WEIGHTS)
 
 # A dataset report folder
@@ -105,7 +109,20 @@ def runs_dir() -> Path:
     return root() / "runs"
 
 
+def bundled_dir() -> Path:
+    """Release models committed with the code (fp16, a model card each); never written at run
+    time. Not under $EMOTION_ARTIFACTS: a fresh artifacts folder still has them."""
+    return Path(os.environ.get(ENV_BUNDLED, REPO_ROOT / "artifacts" / "bundled")).resolve()
+
+
+def is_bundled(run_id: str) -> bool:
+    return (bundled_dir() / checked("run id", run_id) / MANIFEST).is_file()
+
+
 def run_dir(run_id: str) -> Path:
+    """A run's folder: a bundled release model's, or else the user's runs folder's."""
+    if is_bundled(run_id):
+        return bundled_dir() / run_id
     return runs_dir() / checked("run id", run_id)
 
 
@@ -145,7 +162,9 @@ def local_weights_path(model: str) -> Path:
 
 
 def reference_dir() -> Path:
-    return root() / "reference"
+    """Committed evaluation tables of runs made elsewhere; like bundled/, not under
+    $EMOTION_ARTIFACTS."""
+    return Path(os.environ.get(ENV_REFERENCE, REPO_ROOT / "artifacts" / "reference")).resolve()
 
 
 def shared_data_dir(name: str) -> Path:

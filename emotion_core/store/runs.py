@@ -52,6 +52,21 @@ class RunRecord:
     def weights_path(self) -> Path:
         return self.path / paths.WEIGHTS
 
+    @property
+    def bundled(self) -> bool:
+        """A release model committed with the code (read-only)."""
+        return self.path.parent == paths.bundled_dir()
+
+
+class ReadOnlyRunError(PermissionError):
+    """A write to a bundled (committed, read-only) run."""
+
+
+def _writable(run_id: str) -> None:
+    if paths.is_bundled(run_id):
+        raise ReadOnlyRunError(f"run '{run_id}' is a bundled release model under "
+                               f"{paths.bundled_dir()}; it is read-only (train or copy a new run)")
+
 
 class BrokenRunError(RuntimeError):
     """A run folder that is missing a file or holds an unreadable one."""
@@ -67,6 +82,7 @@ def save_run(run_id: str, *, manifest: Mapping[str, Any], metrics: Mapping[str, 
     """
     from safetensors.torch import save_file  # imports torch: only where weights are written
 
+    _writable(run_id)
     final = paths.run_dir(run_id)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = files.make_temp_dir(final)
@@ -94,6 +110,7 @@ def save_run(run_id: str, *, manifest: Mapping[str, Any], metrics: Mapping[str, 
 
 def update_run_metrics(run_id: str, extra: Mapping[str, Any]) -> None:
     """Merge keys into a run's metrics.json (e.g. faithfulness computed later)."""
+    _writable(run_id)
     path = paths.run_file(run_id, paths.METRICS)
     metrics = read_json(path)
     metrics.update(extra)
@@ -164,22 +181,25 @@ def load_run(run_id: str, *, tables: bool = True) -> RunRecord:
 
 
 def list_runs() -> tuple[list[RunRecord], dict[str, str]]:
-    """All complete runs (manifest+metrics only) and, separately, broken run ids with reasons."""
-    base = paths.runs_dir()
+    """All complete runs (manifest+metrics only), the user's first, then the bundled release
+    models; and, separately, broken run ids with reasons."""
     good: list[RunRecord] = []
     broken: dict[str, str] = {}
-    if not base.is_dir():
-        return good, broken
-    for p in sorted(base.iterdir()):
-        if not p.is_dir() or p.name.startswith("."):
+    seen: set[str] = set()
+    for base in (paths.runs_dir(), paths.bundled_dir()):
+        if not base.is_dir():
             continue
-        try:
-            rec = load_run(p.name, tables=False)
-            if not rec.is_ensemble:
-                _check_weights(rec.run_id, rec.weights_path, rec.manifest, full=True)
-            good.append(rec)
-        except (BrokenRunError, ValueError) as exc:  # ValueError: a folder name that is no run id
-            broken[p.name] = str(exc)
+        for p in sorted(base.iterdir()):
+            if not p.is_dir() or p.name.startswith(".") or p.name in seen:
+                continue
+            seen.add(p.name)
+            try:
+                rec = load_run(p.name, tables=False)
+                if not rec.is_ensemble:
+                    _check_weights(rec.run_id, rec.weights_path, rec.manifest, full=True)
+                good.append(rec)
+            except (BrokenRunError, ValueError) as exc:  # ValueError: a name that is no run id
+                broken[p.name] = str(exc)
     return good, broken
 
 
@@ -196,12 +216,17 @@ def load_weights(run_id: str) -> tuple[dict[str, Any], dict[str, str]]:
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
-        return load_file(str(path)), meta
+        tensors = load_file(str(path))
     except Exception as exc:  # safetensors raises its own error types for corrupt headers
         raise BrokenRunError(f"run '{run_id}': weights unreadable ({exc})") from exc
+    # Bundled release models are stored in float16 to keep the repository small; models run
+    # in float32 (the dtype every builder creates).
+    return {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}, meta
+
 
 
 def delete_run(run_id: str) -> None:
+    _writable(run_id)
     shutil.rmtree(paths.run_dir(run_id), ignore_errors=True)
 
 

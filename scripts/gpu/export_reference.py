@@ -20,16 +20,18 @@ from emotion_core import store
 def export_reference(out: Path, dataset: str | None = None, note: str | None = None) -> list[str]:
     """Write the combined tables for every complete run (of `dataset`, if given); return run ids."""
     runs, broken = store.list_runs()
-    runs = [r for r in runs if dataset is None or r.manifest.get("dataset") == dataset]
+    runs = [r for r in runs if not r.bundled
+            and (dataset is None or r.manifest.get("dataset") == dataset)]
     if not runs:
         raise ValueError(f"no complete runs{' for dataset ' + dataset if dataset else ''} under "
                          f"{store.paths.runs_dir()}")
-    metrics, manifests, histories, confusions = {}, {}, [], []
+    metrics, manifests, histories, confusions, predictions = {}, {}, [], [], []
     for rec in runs:
         full = store.load_run(rec.run_id)
         metrics[rec.run_id] = full.metrics
         manifests[rec.run_id] = full.manifest
-        for frames, table in ((histories, full.history), (confusions, full.confusion)):
+        for frames, table in ((histories, full.history), (confusions, full.confusion),
+                              (predictions, full.predictions)):
             if table is not None and len(table):
                 frames.append(table.assign(run_id=rec.run_id))
     board = store.write_leaderboard()
@@ -42,6 +44,8 @@ def export_reference(out: Path, dataset: str | None = None, note: str | None = N
         store.write_csv(out / "history.csv", pd.concat(histories, ignore_index=True))
     if confusions:
         store.write_csv(out / "confusion.csv", pd.concat(confusions, ignore_index=True))
+    if predictions:
+        store.write_csv(out / "predictions.csv", pd.concat(predictions, ignore_index=True))
     return list(metrics)
 
 

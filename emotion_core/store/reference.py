@@ -1,0 +1,55 @@
+"""Reference runs: evaluation tables of runs made elsewhere (a lent GPU), committed without weights.
+
+A reference set is a folder `reference/<set>/` written by `scripts.gpu.export_reference`:
+manifests.json ({note, runs: {run_id: manifest}}), metrics.json ({run_id: metrics}),
+history.csv / confusion.csv / predictions.csv (when present) with a run_id column. They load as
+RunRecords (no weights) so the app can show them beside local runs, labelled with their origin.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from emotion_core.store import paths
+from emotion_core.store.files import read_csv, read_json
+from emotion_core.store.runs import RunRecord
+
+TABLES = ("history", "confusion", "predictions")
+
+
+def list_reference_sets() -> list[str]:
+    base = paths.reference_dir()
+    if not base.is_dir():
+        return []
+    return sorted(p.name for p in base.iterdir() if (p / "manifests.json").is_file())
+
+
+def _part(table: pd.DataFrame | None, run_id: str) -> pd.DataFrame | None:
+    if table is None or "run_id" not in table.columns:
+        return None
+    return table[table["run_id"] == run_id].drop(columns="run_id").reset_index(drop=True)
+
+
+def load_reference_runs(name: str) -> list[RunRecord]:
+    """The runs of reference set `name`, each with its manifest, metrics and tables."""
+    folder = paths.reference_dir() / paths.checked("reference set", name)
+    bundle = read_json(folder / "manifests.json")
+    metrics = read_json(folder / "metrics.json") if (folder / "metrics.json").is_file() else {}
+    tables = {t: read_csv(folder / f"{t}.csv") if (folder / f"{t}.csv").is_file() else None
+              for t in TABLES}
+    out = []
+    for run_id, manifest in (bundle.get("runs") or {}).items():
+        if not isinstance(manifest, dict) or not isinstance(manifest.get("classes"), list):
+            continue  # a malformed entry is skipped, not a crash
+        manifest = dict(manifest, origin=f"reference:{name}", reference_note=bundle.get("note", ""))
+        out.append(RunRecord(run_id=run_id, path=Path(folder), manifest=manifest,
+                             metrics=metrics.get(run_id, {}),
+                             history=_part(tables["history"], run_id),
+                             confusion=_part(tables["confusion"], run_id),
+                             predictions=_part(tables["predictions"], run_id)))
+    return out
+
+
+def all_reference_runs() -> list[RunRecord]:
+    return [rec for name in list_reference_sets() for rec in load_reference_runs(name)]

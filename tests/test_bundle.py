@@ -1,0 +1,60 @@
+"""Bundled release models: fp16 copies of runs with a model card, listed beside the user's runs,
+loadable like any run and never written at run time."""
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import torch
+
+from emotion_core import evaluation, models, store
+from emotion_core.store import bundle
+
+CLASSES = ["angry", "happy", "sad"]
+
+
+def _run(run_id: str) -> torch.nn.Module:
+    torch.manual_seed(0)
+    model, _ = models.build_model("mobilenet_v2", 3, pretrained=False, image_size=32, tiny=True)
+    manifest = {"kind": "model", "model": "mobilenet_v2", "classes": CLASSES, "image_size": 32,
+                "mean": [0.5] * 3, "std": [0.5] * 3, "dataset": "d", "config": {"tiny": True}}
+    empty = pd.DataFrame({"a": [0]})
+    store.save_run(run_id, manifest=manifest, metrics={"val": {"accuracy": 0.5}}, history=empty,
+                   confusion=empty, predictions=empty, state_dict=model.state_dict())
+    return model.eval()
+
+
+def test_a_bundled_run_is_listed_loads_in_fp32_and_is_read_only():
+    model = _run("mine")
+    path = bundle.bundle_run("mine", "# card\ntrained on d", bundle_id="release-v1")
+    assert path.parent == store.paths.bundled_dir()
+    runs, broken = store.list_runs()
+    by_id = {r.run_id: r for r in runs}
+    assert not broken and by_id["release-v1"].bundled and not by_id["mine"].bundled
+    assert by_id["release-v1"].manifest["weights_dtype"] == "float16"
+    assert bundle.model_card("release-v1").startswith("# card")
+    assert path.joinpath("weights.safetensors").stat().st_size < \
+        store.paths.run_file("mine", "weights.safetensors").stat().st_size * 0.6
+    loaded, _ = evaluation.load_model("release-v1")
+    assert all(p.dtype == torch.float32 for p in loaded.parameters())
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x).softmax(1), model(x).softmax(1), atol=2e-3, rtol=0)
+    for write in (lambda: store.update_run_metrics("release-v1", {"x": 1}),
+                  lambda: store.delete_run("release-v1"),
+                  lambda: store.save_run("release-v1", manifest={}, metrics={}, history=None,
+                                         confusion=None, predictions=None)):
+        with pytest.raises(store.ReadOnlyRunError, match="read-only"):
+            write()
+    assert path.is_dir()
+
+
+def test_a_damaged_bundled_weights_file_is_a_broken_run_not_a_crash():
+    _run("mine")
+    path = bundle.bundle_run("mine", "card", bundle_id="release-v1")
+    weights = path / "weights.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-10] ^= 0xFF  # a flipped byte inside tensor data: same size, different content
+    weights.write_bytes(bytes(data))
+    runs, broken = store.list_runs()
+    assert "release-v1" in broken and "content hash" in broken["release-v1"]
+    assert [r.run_id for r in runs] == ["mine"]
