@@ -233,7 +233,7 @@ def predict_faces(rgb: np.ndarray, run_ids: Sequence[str], *, loader: Loader | N
         note = ("No face found, but the picture is small and roughly square: it may be a face "
                 "filling the frame, which the detector can miss. Use the whole image to classify it.")
     else:
-        note = f"No face found in this image. {found.note}".strip()
+        note = found.note or "No face found in this image."
     if found.detector and (not boxes or skipped):
         note += f" Faces smaller than {found.min_face} px are not searched for."
     if found.detector == "haar":
