@@ -20,7 +20,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="dataset folder: <root>/<class>/* or <root>/<split>/<class>/*")
     p.add_argument("--name", default=None, help="report name (default: the folder's name)")
     p.add_argument("--detect-faces", action="store_true",
-                   help="find the largest face per image (OpenCV Haar) and flag images without one")
+                   help="find the largest face per image (MTCNN, else OpenCV Haar) and flag images "
+                        "without one")
     p.add_argument("--drop-no-face", action="store_true",
                    help="with --detect-faces, drop train/val images without a face")
     p.add_argument("--val-fraction", type=float, default=0.2,

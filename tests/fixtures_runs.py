@@ -95,7 +95,8 @@ def copy_run(root: Path, run_id: str, new_id: str, *, created: str | None = None
 
 
 def face_image(size: int = 200, seed: int = 0) -> np.ndarray:
-    """A synthetic face the OpenCV detector finds (first such face for a fixed seed sequence)."""
+    """A synthetic face the face detector (data.faces) finds exactly once (the first such face
+    for a fixed seed sequence)."""
     from emotion_core.data import faces, synthetic
 
     rng = np.random.default_rng(seed)

@@ -125,8 +125,28 @@ def test_several_faces_are_each_cropped_and_classified() -> None:
 
 def test_max_faces_limits_and_says_so() -> None:
     res = live.predict_faces(photo_640x480(2), ["r0"], loader=_loader(), max_faces=1)
-    assert res.faces_found == 2 and len(res.predictions) == 1
-    assert "largest" in res.note
+    assert res.faces_found == 2 and len(res.predictions) == 1 and res.skipped == 1
+    assert "2 faces found; the 1 largest were classified, the other 1 skipped" in res.note
+    assert "px are not searched for" in res.note  # the detector's smallest face, stated
+    res = live.predict_faces(photo_640x480(2), ["r0"], loader=_loader())
+    assert res.skipped == 0 and res.note == "" and res.detector in ("mtcnn", "haar")
+
+
+def test_thin_uploads_are_refused_and_thin_arrays_are_not_searched() -> None:
+    thin = np.full((40000, 20, 3), 128, np.uint8)
+    with pytest.raises(live.UploadError, match="more elongated than 20:1") as err:
+        live.decode_upload(_png(thin))
+    assert err.value.kind == "bad_shape"
+    res = live.predict_faces(thin, ["r0"], loader=_loader())
+    assert res.faces_found == 0 and "Not searched" in res.note and res.predictions == []
+    res = live.predict_faces(thin, ["r0"], loader=_loader(), whole_image=True)
+    assert len(res.predictions) == 1 and res.predictions[0].runs[0].probs is not None
+
+
+def test_a_small_square_picture_without_a_face_suggests_the_whole_image() -> None:
+    noise = np.random.default_rng(0).integers(0, 256, (200, 180, 3), dtype=np.uint8)
+    res = live.predict_faces(noise, ["r0"], loader=_loader())
+    assert res.face_crop and res.predictions == [] and "Use the whole image" in res.note
 
 
 def test_no_face_offers_the_whole_image() -> None:

@@ -46,6 +46,7 @@ MEAN_REMOVAL_MIN_IMAGES = 20  # below this a dataset mean says little; use per-i
 THUMB_SIDE = 32
 SPLIT_RANK = {"train": 0, "val": 1, "test": 2}  # a duplicate survives in the latest split
 FIXED_SPLIT = "test"
+_DETECTOR_NAMES = {"mtcnn": "MTCNN", "haar": "the Haar cascade"}  # data.faces detectors
 
 
 # ---------------------------------------------------------------------------------------------
@@ -233,11 +234,15 @@ def clean(index: pd.DataFrame, thumbs: np.ndarray | None = None, *, drop_no_face
 
     if "faces" in index:
         faces = index["faces"].fillna(-1).to_numpy()
+        names = index.get("face_detector", pd.Series("", index=index.index)).fillna("")
+        crops = index.get("face_crop", pd.Series(False, index=index.index)).fillna(False)
         for k in np.nonzero(keep & (faces == 0))[0]:
             drop = drop_no_face and splits[k] != FIXED_SPLIT
             keep[k] = keep[k] and not drop
             add(k, "no_face_found", "dropped" if drop else "flagged",
-                "no frontal face found by the Haar cascade"
+                f"no face found by {_DETECTOR_NAMES.get(str(names.iloc[k]), 'the detector')}"
+                + ("; small and roughly square: probably a face filling the frame"
+                   if bool(crops.iloc[k]) else "")
                 + ("" if drop else "; kept (use --drop-no-face to drop it from train/val)"
                    if splits[k] != FIXED_SPLIT else "; kept: the test split is fixed"))
     report = pd.DataFrame(rows, columns=REPORT_COLUMNS)

@@ -1,93 +1,146 @@
-"""Face detection and cropping with OpenCV's Haar cascade.
+"""Face detection and square crops: one detector for training, evaluation, Explain and Predict.
 
-Why Haar: it ships inside opencv-python (<5) as an XML file, so detection works offline with no
-downloaded weights. `cv2.FaceDetectorYN` (YuNet) is better but needs an ONNX model that no
-installed package ships, so it is not used. Detection runs on a grey copy with a black border
-(face crops that fill the frame are otherwise missed: on webfaces3 padding finds a face in 49 of
-60 such images instead of 2) downscaled to at most `DETECT_SIDE` pixels (Haar cost grows with
-area; faces in this project are large). Boxes are mapped back to, and clipped to, the image.
+The detector is MTCNN (`mtcnn`, weights from the facenet-pytorch wheel) when that package is
+installed, else OpenCV's Haar cascade (`haar`), with a one-time warning; every FaceBox and
+FaceSearch names the detector that produced it. Inputs are bounded before any large allocation:
+images more elongated than MAX_ASPECT:1 or narrower than MIN_SIDE pixels are not searched (an
+empty result with a note), and larger images are strided, then downscaled to MAX_SIDE pixels.
+MTCNN misses faces that fill the whole frame, so a small, roughly square, non-flat image without
+a face is flagged `face_crop` (never silently used whole). Numbers: docs/data.md, Faces.
 """
 from __future__ import annotations
 
-import threading
-from dataclasses import dataclass
-from pathlib import Path
+import warnings
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
 
-CASCADE_FILE = "haarcascade_frontalface_default.xml"
-DETECT_SIDE = 288  # longest side of the (padded) grey image the cascade scans
-MIN_FACE_FRACTION = 0.2  # smallest face searched for, as a fraction of the shorter side
-PAD_FRACTION = 0.25  # black border added first: tight face crops need room for the cascade
+from emotion_core.data import haar, mtcnn
 
-_local = threading.local()  # one CascadeClassifier per thread: detectMultiScale is not re-entrant
+DETECTORS = ("mtcnn", "haar")  # best first; None picks the first available
+MAX_SIDE = 1280  # longest side scanned; larger images are downscaled first
+MAX_ASPECT = 20.0  # longer / shorter side above this: not searched (no face fits; bounded cost)
+MIN_SIDE = 12  # shorter side below this: not searched (MTCNN's smallest window)
+MIN_FACE = 20  # smallest face MTCNN searches for, in image pixels (>= 12 scanned pixels)
+CROP_SIDE = 400  # face_crop: shorter side at most this, ...
+CROP_ASPECT = 1.6  # ... at most this elongated, ...
+CROP_MIN_STD = 8.0  # ... and not flat (grey standard deviation), with no face found
+
+_warned: list[str] = []  # the fallback warning, once per process
 
 
 @dataclass(frozen=True)
 class FaceBox:
-    """A face rectangle in pixel coordinates of the original image; score is the cascade weight."""
+    """A face rectangle in pixel coordinates of the original image.
+
+    score: MTCNN's face probability, or the Haar cascade's weight; detector: which one found it.
+    """
 
     x: int
     y: int
     w: int
     h: int
     score: float = 0.0
+    detector: str = ""
 
     @property
     def area(self) -> int:
         return self.w * self.h
 
 
-def cascade_path() -> Path:
-    """Where opencv keeps the frontal-face cascade, or a clear error where it does not (opencv 5)."""
-    base = getattr(getattr(cv2, "data", None), "haarcascades", None)
-    path = Path(base) / CASCADE_FILE if base else None
-    if path is None or not path.is_file():
-        raise RuntimeError(f"OpenCV {cv2.__version__} does not ship {CASCADE_FILE} (cv2.data."
-                           f"haarcascades is missing); install opencv-python-headless<5 for "
-                           f"face detection")
-    return path
+@dataclass(frozen=True)
+class FaceSearch:
+    """Everything one detection says: the boxes (largest first) and how they were found."""
+
+    boxes: list[FaceBox] = field(default_factory=list)
+    detector: str = ""  # "mtcnn" or "haar"; "" when the image was not searched
+    min_face: int = 0  # smallest face searched for, in pixels of the original image
+    face_crop: bool = False  # no face found, but the image may itself be a tight face crop
+    note: str = ""  # why the image was not searched, or what face_crop means
 
 
-def _detector() -> cv2.CascadeClassifier:
-    det = getattr(_local, "detector", None)
-    if det is None:
-        det = cv2.CascadeClassifier(str(cascade_path()))
-        if det.empty():
-            raise RuntimeError(f"OpenCV could not load the face cascade {cascade_path()}")
-        _local.detector = det
-    return det
+def detector_name(detector: str | None = None) -> str:
+    """The detector `detect_faces` uses: `detector` when given (ModuleNotFoundError with the pip
+    command when MTCNN is asked for and missing), else MTCNN when its weights load, else Haar
+    (warned once)."""
+    if detector is not None and detector not in DETECTORS:
+        raise ValueError(f"unknown face detector {detector!r}; expected one of {DETECTORS}")
+    if detector == "haar":
+        return "haar"
+    try:
+        mtcnn.networks()
+        return "mtcnn"
+    except ModuleNotFoundError as exc:
+        if detector == "mtcnn":
+            raise
+        if not _warned:
+            _warned.append(str(exc))
+            warnings.warn(f"{exc}. Falling back to OpenCV's Haar cascade, which misses more faces "
+                          f"and finds none in group photos.", RuntimeWarning, stacklevel=3)
+        return "haar"
 
 
-def detect_faces(rgb: np.ndarray) -> list[FaceBox]:
-    """All frontal faces in an HxWx3 uint8 RGB (or HxW grey) image, largest first."""
+def _bounded_rgb(img: np.ndarray) -> np.ndarray:
+    """An HxWx3 uint8 copy with its longest side at most MAX_SIDE, never allocating more than
+    about (2 * MAX_SIDE)^2 pixels whatever the input's size or dtype."""
+    h, w = img.shape[:2]
+    step = max(1, max(h, w) // (2 * MAX_SIDE))
+    img = img[::step, ::step]  # a view: huge inputs are thinned before any copy
+    if img.ndim == 3:
+        img = img[..., :3] if img.shape[2] >= 3 else img[..., 0]
+    if img.dtype != np.uint8:  # max <= 1: [0, 1] (bool, float); <= 255: as is; else 16-bit
+        top = float(np.nanmax(img)) if img.size else 0.0
+        scale = 255.0 if top <= 1.0 else 1.0 if top <= 255.0 else 1 / 257
+        img = np.nan_to_num(img.astype(np.float32) * scale).clip(0, 255).astype(np.uint8)
+    img = np.ascontiguousarray(img)
+    s = min(1.0, MAX_SIDE / max(img.shape[:2]))
+    if s < 1.0:
+        img = cv2.resize(img, (max(1, round(img.shape[1] * s)), max(1, round(img.shape[0] * s))),
+                         interpolation=cv2.INTER_AREA)
+    return img if img.ndim == 3 else cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
+
+
+def _face_crop(small: np.ndarray, h: int, w: int) -> bool:
+    return (min(h, w) <= CROP_SIDE and max(h, w) <= CROP_ASPECT * min(h, w)
+            and float(cv2.cvtColor(small, cv2.COLOR_RGB2GRAY).std()) >= CROP_MIN_STD)
+
+
+def find_faces(rgb: np.ndarray, *, detector: str | None = None) -> FaceSearch:
+    """Detect the faces in an HxWx3 RGB (or HxW grey, HxWx1, HxWx4 RGBA) image; any dtype."""
     img = np.asarray(rgb)
-    if img.ndim not in (2, 3) or img.size == 0:
+    if img.ndim not in (2, 3) or img.size == 0 or (img.ndim == 3 and img.shape[2] not in (1, 3, 4)):
         raise ValueError(f"detect_faces expects an HxWx3 RGB image, got shape {img.shape}")
-    gray = img if img.ndim == 2 else cv2.cvtColor(img.astype(np.uint8, copy=False),
-                                                  cv2.COLOR_RGB2GRAY)
-    h, w = gray.shape
-    pad = int(round(PAD_FRACTION * max(h, w)))
-    padded = cv2.copyMakeBorder(gray.astype(np.uint8, copy=False), pad, pad, pad, pad,
-                                cv2.BORDER_CONSTANT, value=0)
-    scale = min(1.0, DETECT_SIDE / max(padded.shape))
-    if scale < 1.0:
-        padded = cv2.resize(padded, (max(1, round(padded.shape[1] * scale)),
-                                     max(1, round(padded.shape[0] * scale))),
-                            interpolation=cv2.INTER_AREA)
-    side = max(12, int(min(h, w) * scale * MIN_FACE_FRACTION))
-    rects, _, weights = _detector().detectMultiScale3(
-        padded, scaleFactor=1.1, minNeighbors=5, minSize=(side, side), outputRejectLevels=True)
-    boxes = []
-    for (x, y, bw, bh), wt in zip(np.asarray(rects).reshape(-1, 4),
-                                  np.asarray(weights, dtype=float).reshape(-1), strict=True):
-        x0, y0 = max(0, round(x / scale) - pad), max(0, round(y / scale) - pad)
-        x1, y1 = min(w, round((x + bw) / scale) - pad), min(h, round((y + bh) / scale) - pad)
-        if x1 > x0 and y1 > y0:
-            boxes.append(FaceBox(x=int(x0), y=int(y0), w=int(x1 - x0), h=int(y1 - y0),
-                                 score=float(wt)))
-    return sorted(boxes, key=lambda b: (-b.area, -b.score))
+    h, w = img.shape[:2]
+    if min(h, w) < MIN_SIDE:
+        return FaceSearch(note=f"Not searched: the image is {w}x{h} pixels, narrower than the "
+                               f"smallest face ({MIN_SIDE} px)")
+    if max(h, w) > MAX_ASPECT * min(h, w):
+        return FaceSearch(note=f"Not searched: the image is {w}x{h} pixels, more elongated than "
+                               f"{MAX_ASPECT:g}:1")
+    name = detector_name(detector)
+    small = _bounded_rgb(img)
+    sx, sy = w / small.shape[1], h / small.shape[0]
+    if name == "mtcnn":
+        min_face = max(float(MIN_FACE), 12.0 * max(sx, sy))
+        raw = mtcnn.detect(small, min_face / max(sx, sy))
+    else:
+        min_face = haar.min_face(h, w)
+        raw = haar.detect(small)
+    xy = np.round(raw[:, :4] * [sx, sy, sx, sy]).astype(int)
+    xy = np.c_[np.maximum(xy[:, :2], 0), np.minimum(xy[:, 2:], [w, h])]
+    boxes = [FaceBox(int(x0), int(y0), int(x1 - x0), int(y1 - y0), float(r[4]), name)
+             for (x0, y0, x1, y1), r in zip(xy, raw, strict=True) if x1 > x0 and y1 > y0]
+    boxes.sort(key=lambda b: (-b.area, -b.score))
+    crop = not boxes and _face_crop(small, h, w)
+    note = (f"no face found by {name}; the {w}x{h} image is small, roughly square and not flat: "
+            f"it may be a face filling the frame, which the detector can miss" if crop else "")
+    return FaceSearch(boxes, name, int(round(min_face)), crop, note)
+
+
+def detect_faces(rgb: np.ndarray, *, detector: str | None = None) -> list[FaceBox]:
+    """All faces in an HxWx3 uint8 RGB (or HxW grey) image, largest first (see `find_faces`)."""
+    return find_faces(rgb, detector=detector).boxes
 
 
 def largest_face(rgb: np.ndarray) -> FaceBox | None:

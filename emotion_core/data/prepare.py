@@ -46,7 +46,8 @@ def _index_one(path: Path, min_side: int, detect: bool) -> tuple[dict, np.ndarra
     row: dict = {"bytes": 0, "sha1": "", "pixel_sha1": "",
                  "format": "", "mode": "", "width": np.nan, "height": np.nan,
                  "exif_rotated": False, "phash": "", "error": "", "error_detail": "",
-                 "faces": -1, **{c: np.nan for c in FACE_COLUMNS}}
+                 "faces": -1, "face_detector": "", "face_crop": False,
+                 **{c: np.nan for c in FACE_COLUMNS}}
     try:
         data = path.read_bytes()
     except OSError as exc:  # permissions, a dangling link, a file removed while indexing
@@ -63,10 +64,11 @@ def _index_one(path: Path, min_side: int, detect: bool) -> tuple[dict, np.ndarra
                mode=info.mode, width=info.width, height=info.height,
                exif_rotated=info.exif_rotated, phash=hash_to_hex(value))
     if detect:
-        boxes = faces.detect_faces(rgb)
-        row["faces"] = len(boxes)
-        if boxes:
-            b = boxes[0]
+        found = faces.find_faces(rgb)
+        row.update(faces=len(found.boxes), face_detector=found.detector,
+                   face_crop=found.face_crop)
+        if found.boxes:
+            b = found.boxes[0]
             row.update(fx=b.x, fy=b.y, fw=b.w, fh=b.h)
     return row, thumb
 
@@ -226,6 +228,11 @@ def check_trainable(split: pd.DataFrame, classes: list[str]) -> list[str]:
     return warnings
 
 
+def _detectors(index: pd.DataFrame) -> str:
+    """Which face detector(s) searched the images, e.g. "mtcnn" (see data.faces)."""
+    return "+".join(sorted({d for d in index["face_detector"].astype(str) if d}))
+
+
 def prepare_dataset(root: Path, name: str | None = None, *, detect_faces: bool = False,
                     val_fraction: float = 0.2, test_fraction: float = 0.15, seed: int = 0,
                     min_side: int = 32, progress: bool = True,
@@ -265,6 +272,7 @@ def prepare_dataset(root: Path, name: str | None = None, *, detect_faces: bool =
         "val_fraction": val_fraction, "test_fraction": test_fraction,
         "val_source": sources["val"], "test_source": sources["test"],
         "seed": seed, "min_side": min_side, "detect_faces": detect_faces,
+        "face_detector": _detectors(index) if detect_faces else "",
         "drop_no_face": drop_no_face,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "timings": {"index_s": round(t_index, 2), "total_s": round(time.perf_counter() - t0, 2)},

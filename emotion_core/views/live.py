@@ -80,6 +80,9 @@ class LiveResult:
     detect_ms: float
     total_ms: float
     note: str = ""  # e.g. "no face found" or "8 faces found; the 6 largest were classified"
+    detector: str = ""  # which face detector searched the picture ("mtcnn" or "haar")
+    skipped: int = 0  # faces found but not classified (beyond max_faces)
+    face_crop: bool = False  # no face found, but the picture may itself be a tight face crop
 
 
 _MESSAGES = {
@@ -87,6 +90,8 @@ _MESSAGES = {
     "unreadable": "This image is damaged or truncated and cannot be decoded. Re-save or re-export "
                   "it and try again.",
     "too_small": "This image is too small to hold a recognisable face.",
+    "bad_shape": "This image is too thin to hold a recognisable face (more elongated than "
+                 "{aspect}:1).",
     "too_large": "This image is too large to decode safely (it may be a decompression bomb). "
                  "Resize it below {mp} megapixels and try again.",
 }
@@ -95,7 +100,8 @@ _MESSAGES = {
 def upload_error_message(exc: images.ImageDecodeError) -> str:
     """A user-facing sentence for a decode failure (the technical detail follows in brackets)."""
     base = _MESSAGES.get(exc.kind, "This image cannot be used.")
-    return base.format(mp=UPLOAD_MAX_PIXELS // 1_000_000) + f" ({exc})"
+    return base.format(mp=UPLOAD_MAX_PIXELS // 1_000_000, aspect=f"{faces.MAX_ASPECT:g}") \
+        + f" ({exc})"
 
 
 def decode_upload(data: bytes, *, max_pixels: int = UPLOAD_MAX_PIXELS) -> np.ndarray:
@@ -103,9 +109,14 @@ def decode_upload(data: bytes, *, max_pixels: int = UPLOAD_MAX_PIXELS) -> np.nda
     if not data:
         raise UploadError("not_an_image", "The upload is empty (0 bytes). Choose a photo file.")
     try:
-        return images.load_rgb(bytes(data), min_side=16, max_pixels=max_pixels)
+        rgb = images.load_rgb(bytes(data), min_side=16, max_pixels=max_pixels)
     except images.ImageDecodeError as exc:
         raise UploadError(exc.kind, upload_error_message(exc)) from exc
+    h, w = rgb.shape[:2]
+    if max(h, w) > faces.MAX_ASPECT * min(h, w):  # no face fits, and a page cannot show it
+        raise UploadError("bad_shape", _MESSAGES["bad_shape"].format(
+            aspect=f"{faces.MAX_ASPECT:g}") + f" (it is {w}x{h} pixels)")
+    return rgb
 
 
 def draw_boxes(rgb: np.ndarray, boxes: Sequence[faces.FaceBox]) -> np.ndarray:
@@ -205,25 +216,34 @@ def predict_faces(rgb: np.ndarray, run_ids: Sequence[str], *, loader: Loader | N
     """
     t0 = time.perf_counter()
     rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
-    boxes = faces.detect_faces(rgb)
+    found = faces.find_faces(rgb)
+    boxes = found.boxes
     detect_ms = (time.perf_counter() - t0) * 1000.0
     kinds = _run_kinds(run_ids)
-    note = ""
     targets: list[tuple[faces.FaceBox | None, np.ndarray]] = []
+    skipped = max(0, len(boxes) - max_faces)
     if boxes:
-        if len(boxes) > max_faces:
-            note = f"{len(boxes)} faces found; the {max_faces} largest were classified."
+        note = (f"{len(boxes)} faces found; the {max_faces} largest were classified, the other "
+                f"{skipped} skipped (at most {max_faces} per picture)." if skipped else "")
         targets = [(b, faces.crop_face(rgb, b)) for b in boxes[:max_faces]]
     elif whole_image:
         note = "No face found: the whole image was classified."
         targets = [(None, rgb)]
+    elif found.face_crop:
+        note = ("No face found, but the picture is small and roughly square: it may be a face "
+                "filling the frame, which the detector can miss. Use the whole image to classify it.")
     else:
-        note = "No face found in this image."
+        note = found.note or "No face found in this image."
+    if found.detector and (not boxes or skipped):
+        note += f" Faces smaller than {found.min_face} px are not searched for."
+    if found.detector == "haar":
+        note += " Faces found with OpenCV's Haar cascade (facenet-pytorch is not installed)."
     preds = [predict_crop(crop, run_ids, loader=loader, ensemble_kinds=kinds, box=box)
              for box, crop in targets]
     return LiveResult(image=draw_boxes(rgb, boxes[:max_faces]), faces_found=len(boxes),
                       predictions=preds, detect_ms=detect_ms,
-                      total_ms=(time.perf_counter() - t0) * 1000.0, note=note)
+                      total_ms=(time.perf_counter() - t0) * 1000.0, note=note.strip(),
+                      detector=found.detector, skipped=skipped, face_crop=found.face_crop)
 
 
 def _run_kinds(run_ids: Sequence[str]) -> dict[str, str]:
