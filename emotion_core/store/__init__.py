@@ -30,10 +30,12 @@ from emotion_core.store.runs import (
     BrokenRunError,
     RunRecord,
     delete_run,
+    git_commit,
     list_runs,
     load_run,
     load_weights,
     save_run,
+    split_hash,
     update_run_metrics,
     write_leaderboard,
 )
@@ -43,6 +45,6 @@ __all__ = [
     "load_report",
     "save_dataset_table", "save_report", "atomic_path", "publish_dir", "read_csv", "read_json",
     "write_csv", "write_json", "write_png", "HISTORY_COLUMNS", "LEADERBOARD_COLUMNS", "BrokenRunError", "RunRecord",
-    "delete_run", "list_runs", "load_run", "load_weights", "save_run", "update_run_metrics",
+    "delete_run", "git_commit", "list_runs", "load_run", "load_weights", "save_run", "split_hash", "update_run_metrics",
     "write_leaderboard",
 ]
