@@ -105,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         if config.epochs < 1:
             raise ValueError(f"--epochs must be at least 1, got {config.epochs}")
         names = models.select(args.models)
+        models.check_trainable(names)
         ds, cache = load_data(args.data, args.name, config, info, progress)
         config = config.override(image_size=cache.size)
     except (ValueError, FileNotFoundError, RuntimeError) as exc:

@@ -6,6 +6,7 @@
     cost           parameters, FLOPs, CPU latency
     ensemble       probability averaging of stored runs, greedy selection on validation
     cross_dataset  a run or ensemble scored on another image folder
+    reference      an external reference model (trained elsewhere) scored and stored as a run
 """
 from emotion_core.evaluation.inference import collect_probs, predict_images, probabilities
 from emotion_core.evaluation.loading import CheckpointMismatchError, load_model

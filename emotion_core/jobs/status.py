@@ -40,7 +40,7 @@ from emotion_core.jobs.lock import (
     release_lock,
     replace_lock,
 )
-from emotion_core.models import REGISTRY
+from emotion_core.models import select
 
 LOG_NAME = store.paths.JOB_LOG
 SPEC_NAME = store.paths.JOB_SPEC
@@ -97,7 +97,7 @@ def models_from_args(args: list[str]) -> list[str]:
             names = [n.strip() for n in args[i + 1].split(",") if n.strip()]
         elif a.startswith("--models="):
             names = [n.strip() for n in a.split("=", 1)[1].split(",") if n.strip()]
-    return list(REGISTRY) if names == ["all"] else names
+    return select("all") if names == ["all"] else names  # "all": the trainable models
 
 
 def start_job(args: list[str], *, pre_steps: list[list[str]] | None = None,

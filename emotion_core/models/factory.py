@@ -25,14 +25,15 @@ log = logging.getLogger(__name__)
 
 
 def load_pretrained(model: nn.Module, spec: ModelSpec, sd: StateDict) -> int:
-    """Load a pretrained body into `spec.body(model)`, never the head; return tensors loaded.
+    """Load a pretrained body into `spec.body(model)`, never the head (except for an external
+    reference model, whose weights are the whole trained classifier); return tensors loaded.
 
     Raises when any non-head tensor is missing or mis-shaped: half-loaded weights would silently
     mislabel a run as pretrained.
     """
     target = spec.body(model)
     own = target.state_dict()
-    head_ptrs = {t.data_ptr() for t in spec.head(model).state_dict().values()}
+    head_ptrs = {t.data_ptr() for t in spec.head(model).state_dict().values()} if spec.trainable else set()
     head_keys = {k for k, v in own.items() if v.data_ptr() in head_ptrs}
     if spec.adapt_keys is not None:
         sd = spec.adapt_keys(sd, set(own))

