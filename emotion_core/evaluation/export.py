@@ -82,7 +82,7 @@ def export_run(run_id: str, out_dir: str | Path | None = None, *, verify: bool =
 def export_model(model: nn.Module, out_dir: str | Path, *, classes: list[str],
                  preprocess: Preprocess, run: dict[str, Any] | None = None,
                  metrics: dict[str, Any] | None = None, verify: bool = True,
-                 opset: int = OPSET) -> Export:
+                 opset: int = OPSET, tolerance: float = PARITY_TOLERANCE) -> Export:
     """Write `model.onnx` (verified) and then `model.json` into `out_dir`, each atomically.
 
     The JSON is written last and holds the .onnx's sha256, so a reader that meets a half-replaced
@@ -100,7 +100,7 @@ def export_model(model: nn.Module, out_dir: str | Path, *, classes: list[str],
     try:
         with store.atomic_path(onnx_path) as tmp:
             _trace_to_onnx(model, dummy, tmp, opset)
-            parity = check_parity(model, tmp, size) if verify else None
+            parity = check_parity(model, tmp, size, tolerance=tolerance) if verify else None
             sha, nbytes = store.files.file_sha256(tmp), tmp.stat().st_size
     finally:
         model.train(was_training)
