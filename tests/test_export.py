@@ -215,3 +215,18 @@ def test_live_prediction_through_the_export_matches_pytorch() -> None:
     np.testing.assert_allclose(
         inference.predict_images(onnx_model, pics, Preprocess.of(manifest)),
         inference.predict_images(load_model("r")[0], pics, Preprocess.of(manifest)), atol=TOL)
+
+
+def test_adaptive_pools_the_tracer_cannot_export_are_exported_exactly() -> None:
+    """torchvision's VGG-16 at 112 px pools a 3x3 map to 7x7, which the ONNX tracer refuses; the
+    export writes that pool as averaging matrices (PoolAsMatmul) and leaves the model untouched."""
+    for in_size, out_size in [(3, 7), (5, 7), (7, 7), (14, 7), (10, 3)]:
+        x = torch.randn(2, 4, in_size, in_size + 1)
+        for size in (out_size, (out_size, None)):
+            torch.testing.assert_close(ex.PoolAsMatmul(size)(x), nn.AdaptiveAvgPool2d(size)(x))
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, stride=10), nn.ReLU(), nn.AdaptiveAvgPool2d(7),
+                          nn.Flatten(), nn.Linear(4 * 49, 3))  # 32 px -> 3x3 -> 7x7, as VGG-16
+    exp = ex.export_model(model, store.paths.export_dir("pool"), classes=CLASSES,
+                          preprocess=Preprocess(SIZE, (0.5,) * 3, (0.5,) * 3))
+    assert exp.meta["export"]["parity"]["max_abs_diff_probabilities"] <= TOL
+    assert isinstance(model[2], nn.AdaptiveAvgPool2d)

@@ -15,7 +15,10 @@ needs onnxscript, which is not a dependency; the tracer handles every registry m
 the transformers ViTs whose attention runs through `hookable_attention` (plain matmul + the
 named `attend` softmax, which trace to MatMul/Softmax). torch warns that the tracer is
 deprecated; when it is removed, switch to `dynamo=True` + onnxscript and the parity test says
-whether that worked. Ensembles are refused: export each member and average their softmax
+whether that worked. One operator needs help: the tracer cannot export an adaptive average pool
+whose output does not divide its input (torchvision's VGG-16 at 112 px pools 3x3 -> 7x7), so
+such pools are exported as the same average written as two constant averaging matrices
+(`PoolAsMatmul`, exact; the parity check compares against the original). Ensembles are refused: export each member and average their softmax
 probabilities with the ensemble's weights (its manifest lists both).
 
 Every export is checked before it is published: ONNX Runtime and PyTorch must give the same
@@ -24,6 +27,7 @@ the one traced (so the batch axis really is dynamic).
 """
 from __future__ import annotations
 
+import copy
 import math
 import warnings
 from dataclasses import dataclass
@@ -110,17 +114,64 @@ def export_model(model: nn.Module, out_dir: str | Path, *, classes: list[str],
     return Export(onnx_path, meta_path, meta)
 
 
+class PoolAsMatmul(nn.Module):
+    """nn.AdaptiveAvgPool2d for export: a plain pool where the output divides the input (ONNX
+    AveragePool), else out = P_h @ x @ P_w^T with torch's bins (start floor(i*n/m), end
+    ceil((i+1)*n/m)), which ONNX runs as MatMul. The input size is fixed at export."""
+
+    def __init__(self, output_size: Any) -> None:
+        super().__init__()
+        self.output_size = output_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = int(x.shape[-2]), int(x.shape[-1])
+        size = self.output_size if isinstance(self.output_size, tuple | list) else (self.output_size,) * 2
+        oh, ow = (h if size[0] is None else int(size[0])), (w if size[1] is None else int(size[1]))
+        if h % oh == 0 and w % ow == 0:
+            return nn.functional.adaptive_avg_pool2d(x, (oh, ow))
+        ph, pw = _pool_matrix(oh, h).to(x), _pool_matrix(ow, w).to(x)
+        return ph @ x @ pw.T
+
+
+def _pool_matrix(out: int, n: int) -> torch.Tensor:
+    m = torch.zeros(out, n)
+    for i in range(out):
+        start, end = (i * n) // out, -(-((i + 1) * n) // out)
+        m[i, start:end] = 1.0 / (end - start)
+    return m
+
+
+def exportable(model: nn.Module) -> nn.Module:
+    """`model`, or a copy whose adaptive average pools (other than global ones) are PoolAsMatmul."""
+    def is_global(pool: nn.AdaptiveAvgPool2d) -> bool:
+        return pool.output_size in (1, (1, 1), [1, 1])
+
+    if not any(isinstance(m, nn.AdaptiveAvgPool2d) and not is_global(m) for m in model.modules()):
+        return model
+    model = copy.deepcopy(model)
+    for parent in list(model.modules()):
+        for name, child in parent.named_children():
+            if isinstance(child, nn.AdaptiveAvgPool2d) and not is_global(child):
+                setattr(parent, name, PoolAsMatmul(child.output_size))
+    return model
+
+
 def _trace_to_onnx(model: nn.Module, dummy: torch.Tensor, path: Path, opset: int) -> None:
+    model = exportable(model)
     with warnings.catch_warnings():
         # The tracer's own deprecation notice, and its note that shape checks in the forward
         # (patch divisibility, position-grid size) are frozen: the spatial size is fixed by design.
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
         warnings.filterwarnings("ignore", message=".*TorchScript-based ONNX export.*")
-        torch.onnx.export(model, (dummy,), str(path), dynamo=False, opset_version=opset,
-                          input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                          dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
-                          do_constant_folding=True)
+        try:
+            torch.onnx.export(model, (dummy,), str(path), dynamo=False, opset_version=opset,
+                              input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                              dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+                              do_constant_folding=True)
+        except Exception as exc:  # the tracer's errors carry the whole graph: keep the first line
+            first = str(exc).split("Torch IR graph")[0].strip().splitlines()[0][:400]
+            raise ExportError(f"torch.onnx.export failed: {type(exc).__name__}: {first}") from exc
 
 
 def check_parity(model: nn.Module, onnx_path: Path, image_size: int, *,
