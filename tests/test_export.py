@@ -151,7 +151,7 @@ def test_ensembles_are_refused_with_what_to_do_instead(capsys) -> None:
     empty = pd.DataFrame({"rel": []})
     store.save_run("ens", manifest=manifest, metrics={}, history=empty, confusion=empty,
                    predictions=empty)
-    with pytest.raises(ex.ExportError, match=r"ensemble.*a, b.*\[0.6, 0.4\]"):
+    with pytest.raises(ex.ExportError, match=r"ensemble.*a, b.*weighted by \[0.6, 0.4\]"):
         ex.export_run("ens")
     assert export_cli.main(["--run", "ens"]) == 2
     assert "export each member" in capsys.readouterr().err.lower()

@@ -71,11 +71,12 @@ def export_run(run_id: str, out_dir: str | Path | None = None, *, verify: bool =
     rec = store.load_run(run_id, tables=False)
     if rec.is_ensemble:
         members = ", ".join(rec.manifest.get("members", [])) or "(none listed)"
+        weights = rec.manifest.get("weights")
+        how = f"weighted by {weights}" if weights else "with equal weights"
         raise ExportError(
             f"run '{run_id}' is an ensemble; it has no weights of its own to export. Export each "
             f"member ({members}) with `python -m scripts.export --run MEMBER` and average their "
-            f"softmax probabilities with the ensemble's weights {rec.manifest.get('weights')} "
-            f"(equal weights when none)")
+            f"softmax probabilities {how}, as the ensemble does")
     model, manifest = load_model(run_id)
     out = Path(out_dir) if out_dir is not None else store.paths.export_dir(run_id)
     return export_model(model, out, classes=list(manifest["classes"]),
