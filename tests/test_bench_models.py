@@ -34,3 +34,16 @@ def test_throughput_section_reports_both_loops(capsys) -> None:
 def test_bad_arguments_exit_2(capsys) -> None:
     assert benchmark.main(["--models", "nope"]) == 2
     assert benchmark.main(["--steps", "0", "--models", "mobilenet_v2"]) == 2
+
+
+def test_onnx_section_times_both_engines(capsys) -> None:
+    assert benchmark.main(["--section", "onnx", "--tiny", "--models", "mobilenet_v2,vit_scratch",
+                           "--sizes", "32", "--repeats", "2", "--warmup", "0", "--interleave"]) == 0
+    out = capsys.readouterr().out
+    assert "1 thread each" in out and "interleaved per repeat" in out
+    assert "load average (1/5/15 min) at start" in out and "load average at end" in out
+    table = out[out.index("model"):out.index("speedup =")].splitlines()
+    assert table[0].split() == ["model", "px", "torch_ms", "onnx_ms", "speedup", "max_dp", "onnx_mb"]
+    rows = {line.split()[0]: line.split() for line in table[1:]}
+    assert set(rows) == {"mobilenet_v2", "vit_scratch"}
+    assert all(float(r[2]) > 0 and float(r[3]) > 0 and float(r[5]) <= 1e-4 for r in rows.values())

@@ -7,6 +7,8 @@
     ensemble       probability averaging of stored runs, greedy selection on validation
     cross_dataset  a run or ensemble scored on another image folder
     reference      an external reference model (trained elsewhere) scored and stored as a run
+    export         a run as ONNX + a JSON describing input, preprocessing and output (parity-checked)
+    onnx_model     an export as a model for prediction; load_predictor prefers it when it matches
 """
 from emotion_core.evaluation.inference import collect_probs, predict_images, probabilities
 from emotion_core.evaluation.loading import CheckpointMismatchError, load_model

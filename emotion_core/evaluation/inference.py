@@ -1,8 +1,9 @@
 """Running a model on pictures: the one place that turns inputs into class probabilities.
 
-Every registry model's forward returns a logits tensor, so nothing here unwraps outputs. Callers
-are the training loop's evaluation, cross-dataset evaluation, the app's live prediction and the
-explanations (which need the predicted class).
+Every registry model's forward returns a logits tensor, so nothing here unwraps outputs; an ONNX
+export loaded by `onnx_model.load_predictor` is called the same way. Callers are the training
+loop's evaluation, cross-dataset evaluation, the app's live prediction and the explanations
+(which need the predicted class).
 """
 from __future__ import annotations
 
@@ -16,7 +17,11 @@ from emotion_core.data.transforms import Preprocess
 
 
 def device_of(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
+    """Where a model's inputs go: its parameters' device, or the `device` attribute of a model
+    that is not a module (an `onnx_model.OnnxModel`: any callable returning logits qualifies)."""
+    if isinstance(model, nn.Module):
+        return next(model.parameters()).device
+    return torch.device(getattr(model, "device", "cpu"))
 
 
 def probabilities(model: nn.Module, x: torch.Tensor, *, amp: bool = False) -> torch.Tensor:

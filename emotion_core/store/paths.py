@@ -8,6 +8,7 @@
       leaderboard.csv                one row per run, rebuilt from the manifests
       jobs/                          background training jobs (lock, per-job spec, log, events)
       weights/<model>/               locally converted or downloaded pretrained weights
+      exports/<run_id>/              a run's deployable ONNX model and the JSON that describes it
       work/<key>/                    resumable checkpoint of a run in progress
       reference/<set>/               committed evaluation tables of GPU runs (no weights)
       bundled/<run_id>/              committed release models: read-only runs with a model card
@@ -62,6 +63,10 @@ CACHE_LABELS = "labels.npy"
 EXPORT_ARCHIVE = "cache.npz"
 
 LOCAL_WEIGHTS = "model.safetensors"  # weights/<model>/model.safetensors
+
+# An export folder (exports/<run_id>/ or any --out folder): one model per folder
+ONNX_MODEL = "model.onnx"
+ONNX_META = "model.json"  # written after the .onnx, and holds its sha256
 
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+=()-]{0,199}$")
@@ -159,6 +164,15 @@ def weights_dir() -> Path:
 
 def local_weights_path(model: str) -> Path:
     return weights_dir() / checked("model name", model) / LOCAL_WEIGHTS
+
+
+def exports_dir() -> Path:
+    return root() / "exports"
+
+
+def export_dir(run_id: str) -> Path:
+    """Where `scripts.export` puts a run's ONNX model by default (and where predict looks)."""
+    return exports_dir() / checked("run id", run_id)
 
 
 def reference_dir() -> Path:

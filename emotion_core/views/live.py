@@ -2,7 +2,9 @@
 
 Everything stays in memory: an upload is decoded from its bytes and never written anywhere (least
 of all into artifacts/). Models come from a caller-supplied loader so the app can pass its cached
-one (`st.cache_resource`) while tests and scripts use `evaluate.load_model` directly.
+one (`st.cache_resource`) while tests and scripts use `evaluation.load_model` directly. A loader
+may return an ONNX export instead (`evaluation.onnx_model.load_predictor`): each answer says
+which engine gave it.
 
 Latency is wall time per run for one face crop: preprocessing (resize, normalise) plus the forward
 pass, measured with `time.perf_counter`. Detection time is reported separately.
@@ -50,6 +52,7 @@ class RunPrediction:
     probs: np.ndarray | None  # None when the run failed to load or predict
     latency_ms: float = 0.0
     error: str | None = None
+    engine: str = "torch"  # "onnx" when the loader gave an exported model (onnx_model.load_predictor)
 
     @property
     def predicted(self) -> str | None:
@@ -144,7 +147,8 @@ def _predict_one(loader: Loader, run_id: str, crop: np.ndarray) -> RunPrediction
                              error=f"prediction failed: {exc}")
     ms = (time.perf_counter() - t0) * 1000.0
     return RunPrediction(run_id, manifest["model"], manifest.get("weights_source", "?"),
-                         list(manifest["classes"]), np.asarray(probs, dtype=np.float64), ms)
+                         list(manifest["classes"]), np.asarray(probs, dtype=np.float64), ms,
+                         engine=getattr(model, "engine", "torch"))
 
 
 def _forward(model: Any, manifest: dict[str, Any], crop: np.ndarray) -> np.ndarray:
@@ -160,9 +164,10 @@ def _ensemble_of(preds: Sequence[RunPrediction], weights: Sequence[float] | None
     if len(ok) < 2 or any(p.classes != ok[0].classes for p in ok):
         return None
     probs = average_probs([p.probs for p in ok], weights)
+    engines = sorted({p.engine for p in ok})
     return RunPrediction(run_id, model or f"ensemble (mean of {len(ok)})",
                          " + ".join(p.weights_source for p in ok), ok[0].classes, probs,
-                         sum(p.latency_ms for p in ok))
+                         sum(p.latency_ms for p in ok), engine="+".join(engines))
 
 
 def _stored_ensemble(run_id: str, cache: dict[str, RunPrediction], loader: Loader,
@@ -285,6 +290,7 @@ def probability_table(pred: FacePrediction, labels: Mapping[str, str] | None = N
 
 def summary_table(pred: FacePrediction, labels: Mapping[str, str] | None = None
                   ) -> list[dict[str, Any]]:
-    """One row per answer: run label, prediction, confidence, latency, error (if it failed)."""
+    """One row per answer: run label, prediction, confidence, latency, engine, error (if any)."""
     return [{"run": entry_label(p, labels), "prediction": p.predicted, "confidence": p.confidence,
-             "latency_ms": p.latency_ms, "error": p.error or ""} for p in answers(pred)]
+             "latency_ms": p.latency_ms, "engine": p.engine, "error": p.error or ""}
+            for p in answers(pred)]

@@ -42,6 +42,11 @@ def weights_stamp(run_id: str) -> str:
     return file_stamp(paths.run_file(run_id, paths.WEIGHTS))
 
 
+def export_stamp(run_id: str) -> str:
+    """Changes when the run's ONNX export is written or replaced (its JSON is written last)."""
+    return file_stamp(paths.export_dir(run_id) / paths.ONNX_META)
+
+
 def tables_stamp(run_id: str) -> str:
     """Changes when the run's per-image predictions (its last-written table) are rewritten."""
     return file_stamp(paths.run_file(run_id, paths.PREDICTIONS))

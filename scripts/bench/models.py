@@ -1,12 +1,19 @@
 """Train-step and inference throughput per model: optimised path vs a plain fp32 eager loop.
 
     python -m scripts.bench.models [--models all|NAME,NAME] [--image-size N] [--batch-size N]
-        [--steps N] [--tiny] [--compile] [--section throughput|explain|all] [--scorecam]
-        [--threads N]
+        [--steps N] [--tiny] [--compile] [--section throughput|explain|onnx|all] [--scorecam]
+        [--threads N] [--sizes 112,224] [--repeats N] [--interleave]
 
 `--section explain` times one explanation map per model and method instead (seconds per map for
 one image at the quick profile's size unless --image-size is given; the target is <= 1 s on
 2 CPU cores): every Grad-CAM-family method, ViT attention and rollout, and the feature-map grid.
+
+`--section onnx` times CPU latency at batch 1 of PyTorch eager and of the model's ONNX export
+(emotion_core.evaluation.export) in ONNX Runtime, one thread each, per model and input size
+(`--sizes`, default the quick profile's 112 px and 224 px): median of --repeats after warm-up,
+both in the same process, all PyTorch repeats then all ONNX Runtime repeats, or alternating per
+repeat with --interleave (steadier ratio on a shared machine). The load average is printed at
+start and end.
 
 Both loops run on the same model, same device, same run, so the ratio isolates the optimisation:
 CUDA: channels_last + bf16 autocast (train and inference); CPU: channels_last for training,
@@ -18,6 +25,7 @@ import argparse
 import copy
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -29,6 +37,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from emotion_core import explain, models
+from emotion_core.data.transforms import Preprocess
 from emotion_core.training.config import PROFILES
 
 
@@ -150,6 +159,93 @@ def explain_section(names: list[str], image_size: int | None, tiny: bool, scorec
         print(f"  {r.model}/{r.method}: {r.error}")
 
 
+def _ms(fn: Callable[[], Any]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return (time.perf_counter() - t0) * 1000.0
+
+
+def time_onnx(model_names: Sequence[str], sizes: Sequence[int], *, repeats: int = 20,
+              warmup: int = 3, interleave: bool = False, tiny: bool = False,
+              progress: bool = True) -> list[dict[str, Any]]:
+    """Batch-1 CPU milliseconds, PyTorch eager vs ONNX Runtime, one thread each, per model/size.
+
+    Untrained weights (speed does not depend on their values). Each export is parity-checked
+    (emotion_core.evaluation.export); `max_dp` is that check's max probability difference.
+    """
+    from emotion_core.evaluation.export import export_model
+    from emotion_core.evaluation.onnx_model import make_session
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    rows: list[dict[str, Any]] = []
+    gen = torch.Generator().manual_seed(0)
+    with tempfile.TemporaryDirectory(prefix="bench-onnx-") as tmp:
+        for name in tqdm(model_names, desc="onnx timing", disable=not progress):
+            spec = models.get_spec(name)
+            for size in sizes:
+                row: dict[str, Any] = {"model": name, "px": size}
+                try:
+                    model = models.build_model(name, 3, pretrained=False, image_size=size,
+                                               tiny=tiny)[0].eval()
+                    exp = export_model(model, os.path.join(tmp, f"{name}-{size}"),
+                                       classes=["a", "b", "c"],
+                                       preprocess=Preprocess(size, spec.mean, spec.std))
+                    sess = make_session(exp.onnx_path, threads=1)
+                    x = torch.randn(1, 3, size, size, generator=gen)
+                    feed = {exp.meta["input"]["name"]: x.numpy()}
+
+                    def eager(model=model, x=x) -> None:
+                        with torch.inference_mode():
+                            model(x)
+
+                    def ort(sess=sess, feed=feed) -> None:
+                        sess.run(None, feed)
+
+                    for _ in range(warmup):
+                        eager()
+                        ort()
+                    if interleave:
+                        pairs = [(_ms(eager), _ms(ort)) for _ in range(repeats)]
+                        t_eager, t_ort = [a for a, _ in pairs], [b for _, b in pairs]
+                    else:
+                        t_eager = [_ms(eager) for _ in range(repeats)]
+                        t_ort = [_ms(ort) for _ in range(repeats)]
+                    e_ms, o_ms = float(np.median(t_eager)), float(np.median(t_ort))
+                    row.update(torch_ms=e_ms, onnx_ms=o_ms, speedup=e_ms / o_ms,
+                               max_dp=exp.meta["export"]["parity"].get("max_abs_diff_probabilities"),
+                               onnx_mb=exp.meta["bytes"] / 1e6, error="")
+                    os.remove(exp.onnx_path)
+                    del model, sess
+                except Exception as exc:  # a benchmark reports failures rather than stopping
+                    row.update(torch_ms=float("nan"), onnx_ms=float("nan"), speedup=float("nan"),
+                               max_dp=float("nan"), onnx_mb=float("nan"),
+                               error=f"{type(exc).__name__}: {exc}")
+                rows.append(row)
+    torch.set_num_threads(threads)
+    return rows
+
+
+def onnx_section(names: list[str], sizes: list[int], repeats: int, warmup: int,
+                 interleave: bool, tiny: bool) -> None:
+    """PyTorch eager vs ONNX Runtime latency table, with the load average around it."""
+    import onnxruntime
+
+    def load() -> str:
+        return " ".join(f"{v:.2f}" for v in os.getloadavg())
+
+    order = "interleaved per repeat" if interleave else "all PyTorch repeats, then all ONNX Runtime"
+    print(f"onnx: CPU latency, batch 1, 1 thread each (torch {torch.__version__}, onnxruntime "
+          f"{onnxruntime.__version__}), median of {repeats} after {warmup} warm-up, {order}; "
+          f"{os.cpu_count()} CPUs, load average (1/5/15 min) at start {load()}", flush=True)
+    df = pd.DataFrame(time_onnx(names, sizes, repeats=repeats, warmup=warmup,
+                                interleave=interleave, tiny=tiny))
+    print(df.drop(columns="error").to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+    for r in df[df["error"].astype(bool)].itertuples():
+        print(f"  {r.model} {r.px}px: {r.error}")
+    print(f"speedup = torch_ms / onnx_ms; load average at end {load()}")
+
+
 def main(argv: list[str] | None = None) -> int:
     cuda = torch.cuda.is_available()
     p = argparse.ArgumentParser(prog="python -m scripts.bench.models", description=__doc__.split("\n")[0])
@@ -158,28 +254,41 @@ def main(argv: list[str] | None = None) -> int:
                    help="default: 224 on CUDA, else 112 (explain section: the quick profile's)")
     p.add_argument("--batch-size", type=int, default=64 if cuda else 16)
     p.add_argument("--steps", type=int, default=20 if cuda else 3, help="timed steps per loop")
-    p.add_argument("--warmup", type=int, default=5 if cuda else 1, help="untimed steps per loop")
+    p.add_argument("--warmup", type=int, default=None,
+                   help="untimed steps per loop (default 5 on CUDA, else 1; onnx section 3)")
     p.add_argument("--tiny", action="store_true", help="tiny model configs (tests)")
     p.add_argument("--compile", action="store_true", help="torch.compile the inference model")
-    p.add_argument("--section", choices=("throughput", "explain", "all"), default="throughput")
+    p.add_argument("--section", choices=("throughput", "explain", "onnx", "all"),
+                   default="throughput")
     p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = default)")
     p.add_argument("--scorecam", action="store_true",
                    help="explain section: time ScoreCAM too (one forward pass per channel)")
+    p.add_argument("--sizes", default="112,224", help="onnx section: comma-separated input sizes")
+    p.add_argument("--repeats", type=int, default=20, help="onnx section: timed calls per engine")
+    p.add_argument("--interleave", action="store_true",
+                   help="onnx section: alternate the two engines per repeat")
     args = p.parse_args(argv)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
 
     try:
         names = models.select(args.models)
-        if min(args.image_size or 1, args.batch_size, args.steps) < 1:
-            raise ValueError("--image-size, --batch-size and --steps must be positive")
+        sizes = [int(v) for v in args.sizes.split(",") if v.strip()]
+        if min(args.image_size or 1, args.batch_size, args.steps, args.repeats, *sizes) < 1:
+            raise ValueError("--image-size, --batch-size, --steps, --repeats and --sizes must be "
+                             "positive")
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.section in ("explain", "all"):
         explain_section(names, args.image_size, args.tiny, args.scorecam)
-    if args.section == "explain":
+    if args.section in ("onnx", "all"):
+        onnx_section(names, sizes, args.repeats, 3 if args.warmup is None else args.warmup,
+                     args.interleave, args.tiny)
+    if args.section in ("explain", "onnx"):
         return 0
+    if args.warmup is None:
+        args.warmup = 5 if cuda else 1
     args.image_size = args.image_size or (224 if cuda else 112)
     device = torch.device("cuda" if cuda else "cpu")
     dev_name = torch.cuda.get_device_name(device) if cuda else f"CPU ({torch.get_num_threads()} threads)"
