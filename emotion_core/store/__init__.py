@@ -33,6 +33,7 @@ from emotion_core.store.runs import (
     load_run,
     load_weights,
     save_run,
+    update_run_manifest,
     update_run_metrics,
     write_leaderboard,
 )
@@ -41,6 +42,7 @@ __all__ = [
     "paths", "is_prepared", "list_datasets", "load_dataset_table", "load_report",
     "save_dataset_table", "save_report", "atomic_path", "publish_dir", "read_csv", "read_json",
     "write_csv", "write_json", "write_png", "HISTORY_COLUMNS", "LEADERBOARD_COLUMNS", "BrokenRunError", "RunRecord",
-    "delete_run", "list_runs", "load_run", "load_weights", "save_run", "update_run_metrics",
+    "delete_run", "list_runs", "load_run", "load_weights", "save_run", "update_run_manifest",
+    "update_run_metrics",
     "write_leaderboard",
 ]

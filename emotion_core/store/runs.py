@@ -88,6 +88,14 @@ def update_run_metrics(run_id: str, extra: Mapping[str, Any]) -> None:
     write_json(path, metrics)
 
 
+def update_run_manifest(run_id: str, changes: Mapping[str, Any]) -> None:
+    """Replace top-level keys of a run's manifest.json (e.g. a latency measured again later)."""
+    path = paths.run_file(run_id, paths.MANIFEST)
+    manifest = read_json(path)
+    manifest.update(changes)
+    write_json(path, manifest)
+
+
 def load_run(run_id: str, *, tables: bool = True) -> RunRecord:
     """Load a run's manifest, metrics and tables; raise BrokenRunError with the reason."""
     path = paths.run_dir(run_id)
