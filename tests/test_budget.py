@@ -53,8 +53,9 @@ def test_plans_fit_the_budget():
     assert [(p.name, p.epochs) for p in planner.plan_phases(probe.apply(cfg), True)] == [("head", 2)]
     for plan in (five, probe, part, _plan(cfg, 2 * GF)):
         assert plan.planned_flops <= 3e12 + 1 and plan.budget_flops == 3e12
-    unbudgeted = _plan(cfg.override(budget_tflop=0), 1000 * GF)
+    unbudgeted = _plan(cfg.override(budget_tflop=0), 1000 * GF, pretrained=True)
     assert (unbudgeted.epochs, unbudgeted.head_epochs, unbudgeted.max_batches) == (8, 2, 0)
+    assert _plan(cfg.override(budget_tflop=0), 1 * GF).head_epochs == 0  # scratch: no head phase
 
 
 def test_counting_flops_leaves_weights_statistics_and_rng_unchanged():

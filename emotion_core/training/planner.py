@@ -115,6 +115,8 @@ def plan_schedule(config: TrainConfig, *, forward: int | None, n_train: int, n_v
     even one fits. `n_train` counts every process's images: the plan does not depend on how many
     processes share the work.
     """
+    if not pretrained:  # from scratch there is no head-only phase (plan_phases)
+        config = config.override(head_epochs=0)
     base = Plan(config.epochs, config.head_epochs, config.max_batches, forward)
     if config.max_batches:  # only this many batches of every epoch are trained
         n_train = min(n_train, config.max_batches * config.batch_size * world_size)
