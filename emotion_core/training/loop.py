@@ -190,7 +190,7 @@ def run_phase(setup: Setup, phases: list[Phase], index: int, state: RunState,
                                       patience=setup.config.patience)
         if improved:
             best = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-        setup.reporter.epoch_finished(row, of=setup.config.epochs, improved=improved)
+        setup.reporter.epoch_finished(row, epochs=setup.config.epochs, improved=improved)
         every = setup.config.checkpoint_every
         if rt.info.is_main and every and state.epoch % every == 0:
             checkpoint.save_checkpoint(setup.work, state=state, model_state=model.state_dict(),
