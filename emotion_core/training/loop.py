@@ -241,41 +241,42 @@ def fit(model_name: str, ds: PreparedDataset, config: TrainConfig, *, run_id: st
     state.run_id = distributed.broadcast_str(run_id or state.run_id, rt.info)
     if not resume and rt.info.is_main:
         checkpoint.clear(work)
-    return _train_and_write(model, criterion, split, config, rt, state, ckpt, work, ds,
-                            weights_source, events or EventLog())
-
-
-def _train_and_write(model: nn.Module, criterion: nn.Module, split: Split, config: TrainConfig,
-                     rt: Runtime, state: RunState, ckpt: checkpoint.Checkpoint | None, work: Path,
-                     ds: PreparedDataset, weights_source: str, events: EventLog) -> str:
-    """fit() once the state is known: report, train the phases, write the run (rank 0)."""
     main = rt.info.is_main
-    wandb_run = start_wandb(config, state.run_id, {"model": state.model, "dataset": ds.name}) if main else None
-    reporter = Reporter(events if main else EventLog(), show=rt.show, wandb_run=wandb_run)
+    wandb_run = start_wandb(config, state.run_id, {"model": model_name, "dataset": ds.name}) if main else None
+    reporter = Reporter((events or EventLog()) if main else EventLog(), show=rt.show,
+                        wandb_run=wandb_run)
     run_config = state.plan.apply(config)
-    phases = planner.plan_phases(run_config, weights_source != "scratch")
-    setup = Setup(state.model, model, criterion, split, run_config, rt, reporter, work)
-    ctx = RunContext(state.run_id, state.model, ds.name, str(getattr(ds, "root", "")), config,
+    phases = planner.plan_phases(run_config, pretrained)
+    setup = Setup(model_name, model, criterion, split, run_config, rt, reporter, work)
+    ctx = RunContext(state.run_id, model_name, ds.name, str(getattr(ds, "root", "")), config,
                      weights_source, split.mean, split.std, state.plan, phases,
                      setup.steps_per_epoch(), rt.device, rt.amp, rt.channels_last,
                      rt.info.world_size)
+    return train_and_write(setup, ctx, phases, state, ckpt)
+
+
+def train_and_write(setup: Setup, ctx: RunContext, phases: list[Phase], state: RunState,
+                    ckpt: checkpoint.Checkpoint | None) -> str:
+    """Announce the plan, train the phases, write the run (rank 0); returns the run id."""
+    reporter, rt, model = setup.reporter, setup.rt, setup.model
     reporter.events.emit("run_started", run_id=state.run_id, planned_epochs=state.plan.epochs,
                          max_batches=state.plan.max_batches, recipe=ctx.recipe(),
                          resumed_after=state.epoch if ckpt is not None else None)
-    if run_config.epochs != config.epochs or run_config.max_batches != config.max_batches:
-        part = f" of {run_config.max_batches} batches" if run_config.max_batches else ""
-        reporter.say(f"{run_config.epochs} of {config.epochs} epochs{part} fit the "
-                     f"{config.budget_tflop:g} TFLOP budget "
+    asked = ctx.config
+    if setup.config.epochs != asked.epochs or setup.config.max_batches != asked.max_batches:
+        part = f" of {setup.config.max_batches} batches" if setup.config.max_batches else ""
+        reporter.say(f"{setup.config.epochs} of {asked.epochs} epochs{part} fit the "
+                     f"{asked.budget_tflop:g} TFLOP budget "
                      f"({ctx.recipe()['planned_tflop']:.3g} TFLOP planned)")
     best = train_phases(setup, phases, state, ckpt)
-    if main:
+    if rt.info.is_main:
         if best is not None:
             model.load_state_dict(best)
-        headline = write_run(ctx, model, split.cache, state, best or model.state_dict())
+        headline = write_run(ctx, model, setup.split.cache, state, best or model.state_dict())
         reporter.events.emit("run_written", run_id=state.run_id, headline=headline)
         reporter.say(f"wrote run {state.run_id}: val acc {headline['val_accuracy']:.4f} "
                      f"macro-F1 {headline['val_macro_f1']:.4f}")
-        checkpoint.clear(work)
+        checkpoint.clear(setup.work)
     reporter.finish()
     distributed.barrier(rt.info)
     return state.run_id
