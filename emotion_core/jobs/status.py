@@ -131,7 +131,7 @@ def start_steps(steps: list[list[str]], *, models: list[str],
             [sys.executable, "-m", "emotion_core.jobs.runner", str(jdir)],
             cwd=str(store.paths.REPO_ROOT), env=child_env, start_new_session=True,
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        # hand the lock to the runner: from now on its pid decides whether the job is alive
+        # hand the lock to the runner: from now on its process group decides whether the job is alive
         replace_lock({"pid": proc.pid, "start_ticks": _wait_ticks(proc.pid), "job_id": job_id,
                       "models": list(models), "pgid": proc.pid})  # the runner leads its session
     except BaseException:

@@ -66,8 +66,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-
-
 def make_split(ds: PreparedDataset, config: TrainConfig, cache: DecodedCache | None, rt: Runtime,
                spec: models.ModelSpec) -> Split:
     """The cache at the config's size (rank 0 builds, the others reuse) and its train/val rows."""
