@@ -1,12 +1,15 @@
 """Train and evaluate models on one dataset, then the ensembles, then print the leaderboard.
 
     python -m scripts.train --data DIR --models all|NAME,NAME --profile quick|full
-        [--epochs N] [--pretrained|--scratch] [--dry-run] [--resume] [--wandb]
-        [--ensemble default|greedy|none] [--name DATASET_NAME]
+        [--epochs N] [--budget-tflop T] [--pretrained|--scratch] [--dry-run] [--resume]
+        [--wandb] [--ensemble default|greedy|none] [--name DATASET_NAME] [--events FILE]
 
 `--data` is an image folder (prepared on first use) or an exported cache folder
 (emotion_core.data.cache_export) so a GPU machine can train without the images.
 `--dry-run` runs the real path with tiny models, one batch, one epoch (for CI).
+`--budget-tflop` caps each model's planned training compute (the quick profile's is 6 TFLOP): the
+schedule is planned from counted FLOPs, so it is the same on an idle or a busy machine.
+`--events FILE` (default $EMOTION_EVENTS) appends JSON-lines progress events (training/progress.py).
 Data parallel: `torchrun --nproc-per-node 2 -m scripts.train ...` (rank 0 writes the runs).
 """
 from __future__ import annotations
@@ -22,6 +25,7 @@ from emotion_core.evaluation import ensemble
 from emotion_core.training import distributed, fit
 from emotion_core.training.config import DRY_RUN_CHANGES, TrainConfig, get_profile
 from emotion_core.training.distributed import DistInfo
+from emotion_core.training.progress import ENV_EVENTS, EventLog
 from emotion_core.views.tables import leaderboard_text
 
 
@@ -36,8 +40,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                          help="start from pretrained weights where any resolve (the default)")
     weights.add_argument("--scratch", dest="pretrained", action="store_false",
                          help="random initialisation for every model (the from-scratch baselines)")
-    p.add_argument("--time-budget", type=float, default=None, dest="time_budget_s",
-                   help="seconds of training per model before stopping at the best epoch so far")
+    p.add_argument("--budget-tflop", type=float, default=None, dest="budget_tflop",
+                   help="training compute per model in TFLOP (1e12 FLOPs; 0 = none): plans fewer "
+                        "epochs, or part of one, to fit; counted, not timed, so the schedule does "
+                        "not depend on the machine's load (default: the profile's)")
     p.add_argument("--image-size", type=int, default=None, dest="image_size",
                    help="override the profile's input size in pixels")
     p.add_argument("--dry-run", action="store_true", help="tiny models, one batch, one epoch")
@@ -47,6 +53,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--ensemble", default="default", choices=["default", "greedy", "none"])
     p.add_argument("--name", default=None, help="dataset name (default: the folder name)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--events", default=None,
+                   help=f"append JSON-lines progress events here (default: ${ENV_EVENTS})")
     return p.parse_args(argv)
 
 
@@ -70,35 +78,37 @@ def load_data(path: str, name: str | None, config: TrainConfig, info: DistInfo,
     return ds, cache
 
 
-def run_ensembles(mode: str, run_ids: dict[str, str]) -> None:
+def run_ensembles(mode: str, run_ids: dict[str, str]) -> str | None:
+    """Build the asked-for ensemble of this command's runs; its run id, or None when skipped."""
     if mode == "none":
-        return
+        return None
     if mode == "default":
         if not all(m in run_ids for m in models.STUDY_ENSEMBLE):
             print(f"ensemble: skipped (needs {' and '.join(models.STUDY_ENSEMBLE)} in this run)")
-            return
+            return None
         members = [run_ids[m] for m in models.STUDY_ENSEMBLE]
     else:
         if len(run_ids) < 2:
             print("ensemble: skipped (greedy selection needs at least two trained models)")
-            return
+            return None
         members = ensemble.greedy_subset(list(run_ids.values()))
         if len(members) < 2:
             print(f"ensemble: skipped (on val no combination beats {members[0]} alone)")
-            return
+            return None
         print(f"ensemble: greedy selection on val chose {', '.join(members)}")
     rid = ensemble.build_ensemble(members, label=mode)
     print(f"ensemble: wrote {rid}")
+    return rid
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    info = distributed.init_distributed()
+def train_all(args: argparse.Namespace, info: DistInfo, events: EventLog,
+              run_ids: dict[str, str], failures: dict[str, str]) -> int:
+    """Train every asked-for model, then the ensemble; fills run_ids/failures; the exit code."""
     progress = not args.quiet
     try:
         config = get_profile(args.profile).override(
             epochs=args.epochs, pretrained=args.pretrained, wandb=args.wandb or None,
-            wandb_mode=args.wandb_mode, time_budget_s=args.time_budget_s,
+            wandb_mode=args.wandb_mode, budget_tflop=args.budget_tflop,
             image_size=args.image_size)
         if args.dry_run:
             config = config.override(**DRY_RUN_CHANGES)
@@ -110,11 +120,10 @@ def main(argv: list[str] | None = None) -> int:
         config = config.override(image_size=cache.size)
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        distributed.cleanup(info)
         return 2
-    run_ids: dict[str, str] = {}
-    failures: dict[str, str] = {}
+    events.emit("train_started", models=names, dataset=ds.name, profile=config.profile)
     for i, name in enumerate(names, 1):
+        log = events.bind(model=name, index=i, of=len(names))
         if info.is_main:
             print(f"[{i}/{len(names)}] {name}: training on {ds.name} ({config.profile} profile, "
                   f"{config.image_size}px, up to {config.epochs} epochs, "
@@ -122,9 +131,10 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         try:
             run_ids[name] = fit(name, ds, config, cache=cache, resume=args.resume,
-                                      progress=progress)
+                                progress=progress, events=log)
         except (RuntimeError, ValueError, OSError) as exc:
             failures[name] = str(exc)
+            log.emit("model_failed", error=f"{type(exc).__name__}: {exc}")
             if info.is_main:
                 print(f"[{i}/{len(names)}] {name}: FAILED: {exc}", file=sys.stderr, flush=True)
             if info.enabled:
@@ -135,14 +145,33 @@ def main(argv: list[str] | None = None) -> int:
                   f"-> run {run_ids[name]}", flush=True)
     if info.is_main:
         try:
-            run_ids and run_ensembles(args.ensemble, run_ids)
+            rid = run_ensembles(args.ensemble, run_ids) if run_ids else None
+            if rid:
+                events.emit("ensemble_written", run_id=rid)
         except ValueError as exc:
             print(f"ensemble: not built ({exc})", file=sys.stderr)
         print(leaderboard_text(ds.name))
         if failures:
             print(f"{len(failures)} model(s) failed: {', '.join(failures)}", file=sys.stderr)
-    distributed.cleanup(info)
     return 1 if failures else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    info = distributed.init_distributed()
+    events = EventLog.from_env(args.events) if info.is_main else EventLog()
+    run_ids: dict[str, str] = {}
+    failures: dict[str, str] = {}
+    rc, error = 1, None
+    try:
+        rc = train_all(args, info, events, run_ids, failures)
+    except BaseException as exc:  # reported, then raised as before
+        error = f"{type(exc).__name__}: {exc}"
+        raise
+    finally:  # the last event says how training ended, even when nobody waits for the exit code
+        events.emit("train_finished", returncode=rc, error=error, runs=run_ids, failures=failures)
+        distributed.cleanup(info)
+    return rc
 
 
 if __name__ == "__main__":

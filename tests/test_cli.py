@@ -9,6 +9,8 @@ import sys
 import pytest
 
 from emotion_core import store
+from emotion_core.jobs import progress
+from emotion_core.store.events import read_events
 from scripts import evaluate as evaluate_cli
 from scripts import leaderboard as leaderboard_cli
 from scripts import train as train_cli
@@ -19,8 +21,10 @@ from tests import tiny_shapes
 def test_train_dry_run_end_to_end_then_evaluate_and_leaderboard(tmp_path, capsys):
     data = tiny_shapes.make_folder(tmp_path / "shapes")
     env = dict(os.environ, PYTHONUNBUFFERED="1")
+    events = tmp_path / "events.jsonl"
     proc = subprocess.run([sys.executable, "-m", "scripts.train", "--data", str(data), "--models",
-                           "resnet34,efficientnet_b4", "--profile", "quick", "--dry-run", "--quiet"],
+                           "resnet34,efficientnet_b4", "--profile", "quick", "--dry-run", "--quiet",
+                           "--events", str(events)],
                           cwd=store.paths.REPO_ROOT, env=env, capture_output=True, text=True,
                           timeout=240)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -31,6 +35,16 @@ def test_train_dry_run_end_to_end_then_evaluate_and_leaderboard(tmp_path, capsys
     kinds = sorted(r.manifest["kind"] for r in runs)
     assert kinds == ["ensemble", "model", "model"]
     assert all(r.manifest["headline"]["epochs_run"] == 1 for r in runs if r.manifest["kind"] == "model")
+
+    # the structured events a background job's status is computed from
+    seen = read_events(events)
+    kinds = [e["event"] for e in seen]
+    assert kinds[0] == "train_started" and kinds[-1] == "train_finished" and "ensemble_written" in kinds
+    assert [(e["model"], e["index"], e["of"]) for e in seen if e["event"] == "run_written"] == \
+        [("resnet34", 1, 2), ("efficientnet_b4", 2, 2)]
+    assert seen[-1]["returncode"] == 0 and not seen[-1]["failures"]
+    done = progress.summarize(seen)
+    assert done.fraction == 1.0 and done.message == "2 of 2 models trained; training finished"
 
     # cross-dataset evaluation of one stored run on another folder with the same classes
     other = tiny_shapes.make_folder(tmp_path / "other", seed=5,
@@ -57,6 +71,14 @@ def test_user_mistakes_exit_2_with_one_sentence(tmp_path, capsys):
     assert "unknown profile" in capsys.readouterr().err
     assert evaluate_cli.main(["--run", "no-such-run", "--data", str(data)]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_budget_flag_replaces_the_time_budget(capsys):
+    args = train_cli.parse_args(["--data", "d", "--budget-tflop", "2.5"])
+    assert args.budget_tflop == 2.5
+    with pytest.raises(SystemExit):
+        train_cli.parse_args(["--data", "d", "--time-budget", "85"])
+    assert "--time-budget" in capsys.readouterr().err
 
 
 def test_leaderboard_without_runs(capsys):

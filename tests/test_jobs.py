@@ -10,7 +10,7 @@ import time
 import pytest
 
 from emotion_core import jobs, store
-from emotion_core.jobs import lock, status
+from emotion_core.jobs import lock, progress, status
 
 PY = sys.executable
 
@@ -103,17 +103,126 @@ def test_runner_killed_hard_reads_as_failed_and_frees_the_lock() -> None:
     assert not store.paths.job_lock_path().exists()
 
 
-def test_progress_estimate_combines_finished_runs_and_epochs() -> None:
-    p, msg = status.estimate_progress("x\nEpoch 2/4 train  50%|#####     |\n", ["a", "b"], 1)
-    # one of two models done, the second at (1 + 0.5) / 4 of its epochs
-    assert p == pytest.approx((1 + 1.5 / 4) / 2)
-    assert msg.startswith("1/2 models done")
-    assert status.estimate_progress("", ["a"], 0)[0] == 0.0
-    # a data-preparation step's own progress bar is not training progress
-    prep = "$ python -m scripts.get_data synthetic\nfaces: 100%|#####|\n"
-    assert status.estimate_progress(prep, ["a"], 0) == (0.0, "preparing data; faces: 100%|#####|")
-    assert status.estimate_progress(prep + "$ python -m scripts.train\nEpoch 1/2 50%|\n", ["a"], 0)[0] \
-        == pytest.approx(0.25)
+def _ev(event: str, **fields) -> dict:
+    return {"event": event, "time": 0.0, **fields}
+
+
+def _model(name: str, index: int, of: int = 3) -> dict:
+    return {"model": name, "index": index, "of": of}
+
+
+def test_progress_and_status_line_come_from_events_only():
+    models = ["resnet34", "mobilenet_v2", "vgg16"]
+    events = [_ev("step_started", index=1, of=2, argv=[PY, "-m", "scripts.get_data", "synthetic"])]
+    p = progress.summarize(events, models=[])
+    assert (p.fraction, p.message) == (0.0, "step 1 of 2: scripts.get_data synthetic")
+    events += [_ev("step_started", index=2, of=2, argv=[PY, "-m", "scripts.train"]),
+               _ev("train_started", models=models, dataset="d", profile="quick"),
+               _ev("run_started", **_model("resnet34", 1), run_id="r1", planned_epochs=2),
+               _ev("epoch_finished", **_model("resnet34", 1), epoch=1, epochs=2, metrics={}),
+               _ev("epoch_finished", **_model("resnet34", 1), epoch=2, epochs=2, metrics={}),
+               _ev("run_written", **_model("resnet34", 1), run_id="r1", headline={}),
+               _ev("run_started", **_model("mobilenet_v2", 2), run_id="r2", planned_epochs=8),
+               _ev("epoch_finished", **_model("mobilenet_v2", 2), epoch=2, epochs=8, metrics={}),
+               _ev("epoch_started", **_model("mobilenet_v2", 2), epoch=3, epochs=8, batches=10),
+               _ev("batches_done", **_model("mobilenet_v2", 2), epoch=3, done=5, batches=10)]
+    p = progress.summarize(events, models=["ignored: train_started names the models"])
+    assert p.message == "1 of 3 models trained; mobilenet_v2 epoch 3/8; next: vgg16"
+    assert p.fraction == pytest.approx((1 + 2.5 / 8) / 3)
+    events += [_ev("model_failed", **_model("mobilenet_v2", 2), error="ValueError: boom")]
+    p = progress.summarize(events)
+    assert p.message == "1 of 3 models trained, 1 failed (mobilenet_v2); next: vgg16"
+    assert p.fraction == pytest.approx(2 / 3) and p.failed == {"mobilenet_v2": "ValueError: boom"}
+    events += [_ev("run_started", **_model("vgg16", 3), run_id="r3", planned_epochs=1),
+               _ev("epoch_finished", **_model("vgg16", 3), epoch=1, epochs=1, metrics={}),
+               _ev("run_written", **_model("vgg16", 3), run_id="r3", headline={}),
+               _ev("train_finished", returncode=1, runs={}, failures={})]
+    p = progress.summarize(events)
+    assert p.fraction == 1.0 and p.trained == ["resnet34", "vgg16"]
+    assert p.message.endswith("training ended with exit code 1")
+
+
+def test_status_reads_a_running_jobs_events_not_its_log(tmp_path):
+    """A step writes a misleading progress bar to the log and real events to $EMOTION_EVENTS:
+    the status follows the events."""
+    code = ("import os, sys, time; from emotion_core.store.events import EventLog; "
+            "log = EventLog.from_env(); "
+            "log.emit('train_started', models=['a', 'b'], dataset='d', profile='quick'); "
+            "m = log.bind(model='a', index=1, of=2); "
+            "m.emit('run_started', run_id='r', planned_epochs=4); "
+            "m.emit('epoch_finished', epoch=1, epochs=4, metrics={}); "
+            "print('Epoch 9/9 100%|#####|', file=sys.stderr, flush=True); "
+            f"[time.sleep(0.05) for _ in iter(lambda: os.path.exists({str(tmp_path / 'go')!r}), True)]")
+    info = status.start_steps([[PY, "-c", code]], models=["a", "b"])
+    try:
+        assert _wait(lambda: "epoch" in status.job_status(info.job_id).message)
+        st = status.job_status(info.job_id)
+        assert st.state == "running" and st.message == "0 of 2 models trained; a epoch 2/4; next: b"
+        assert st.progress == pytest.approx(0.25 / 2)
+        assert jobs.status_line() == st.message
+    finally:
+        (tmp_path / "go").touch()
+    assert _wait(lambda: status.job_status(info.job_id).state == "succeeded")
+
+
+def _fake_training(tmp_path, returncode: int) -> list[str]:
+    """A training step that reports its pid, waits for `go`, then reports how it ended."""
+    code = ("import os, sys, time; from emotion_core.store.events import EventLog; "
+            f"d = {str(tmp_path)!r}; open(os.path.join(d, 'pid'), 'w').write(str(os.getpid())); "
+            "log = EventLog.from_env(); "
+            "log.emit('train_started', models=['m'], dataset='d', profile='quick'); "
+            "[time.sleep(0.05) for _ in iter(lambda: os.path.exists(os.path.join(d, 'go')), True)]; "
+            f"rc = {returncode}; "
+            "rc or log.emit('run_written', model='m', index=1, of=1, run_id='r', headline={}); "
+            "rc and log.emit('model_failed', model='m', index=1, of=1, error='boom'); "
+            "log.emit('train_finished', returncode=rc, runs={}, failures={}); sys.exit(rc)")
+    return [PY, "-c", code]
+
+
+@pytest.mark.parametrize("returncode,final", [(0, "succeeded"), (1, "failed")])
+def test_runner_killed_alone_keeps_the_slot_while_its_training_runs(tmp_path, returncode, final):
+    """kill -9 of the runner only: its training child runs on in the runner's process group, so
+    the job is still running (and says so), no second job may start, and once the child ends the
+    job reads as what really happened."""
+    info = status.start_steps([_fake_training(tmp_path, returncode)], models=["m"])
+    try:
+        assert _wait(lambda: (tmp_path / "pid").exists() and "0 of 1" in status.job_status().message)
+        child = int((tmp_path / "pid").read_text())
+        os.kill(info.pid, 9)  # the runner alone, not its group
+        assert _wait(lambda: not lock.pid_alive(info.pid))
+        st = status.job_status(info.job_id)
+        assert st.state == "running" and st.message.startswith(
+            f"runner killed; training still running (pid {child})")
+        assert child in st.processes
+        with pytest.raises(jobs.JobBusyError, match="already running"):
+            status.start_steps([[PY, "-c", "pass"]], models=[])
+    finally:
+        (tmp_path / "go").touch()
+    assert _wait(lambda: status.job_status(info.job_id).state != "running")
+    st = status.job_status(info.job_id)
+    assert st.state == final and st.returncode == returncode and "runner killed" in st.message
+    assert ("finished on its own" if returncode == 0 else "exit code 1") in st.message
+    assert status.job_status(info.job_id).message == st.message  # recorded, stable
+    assert not store.paths.job_lock_path().exists()
+    second = status.start_steps([[PY, "-c", "pass"]], models=[])  # the slot is free again
+    assert _wait(lambda: status.job_status(second.job_id).state == "succeeded")
+
+
+def test_lock_follows_the_runners_process_group():
+    group = subprocess.Popen([PY, "-c", "import subprocess, sys, time; "
+                              "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
+                              "time.sleep(60)"], start_new_session=True)
+    try:
+        ticks = lock.process_start_ticks(group.pid)
+        assert _wait(lambda: len(lock.group_members(group.pid)) == 2)
+        group.kill()  # the leader alone
+        group.wait()
+        assert lock.group_alive(group.pid, ticks)  # its child still runs in the group
+        assert lock.lock_is_live({"pid": group.pid, "start_ticks": ticks, "pgid": group.pid})
+        assert not lock.lock_is_live({"pid": group.pid, "start_ticks": ticks})  # pid-only: dead
+    finally:
+        os.killpg(group.pid, 9)
+    assert _wait(lambda: not lock.group_alive(group.pid, ticks))
 
 
 def test_train_command_and_models_from_args() -> None:

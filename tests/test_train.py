@@ -15,6 +15,7 @@ from emotion_core import store
 from emotion_core.data.transforms import Preprocess
 from emotion_core.evaluation import metrics
 from emotion_core.training import loop as train
+from emotion_core.training import planner
 from emotion_core.training.config import PROFILES
 from tests import tiny_shapes
 
@@ -29,17 +30,17 @@ def tiny_ds(tmp_path: Path):
 
 
 def test_schedule_warms_up_then_decays_to_floor():
-    f = train.warmup_cosine(total_steps=100, warmup_steps=10, min_ratio=0.01)
+    f = planner.warmup_cosine(total_steps=100, warmup_steps=10, min_ratio=0.01)
     assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
     assert f(10) == pytest.approx(1.0) and f(100) == pytest.approx(0.01)
     assert all(f(s) >= f(s + 1) for s in range(10, 100))
 
 
 def test_pretrained_recipe_freezes_the_backbone_first():
-    phases = train.plan_phases(CFG.override(epochs=5, head_epochs=2), pretrained_used=True)
+    phases = planner.plan_phases(CFG.override(epochs=5, head_epochs=2), pretrained_used=True)
     assert [(p.name, p.epochs) for p in phases] == [("head", 2), ("finetune", 3)]
     assert phases[1].lr < phases[0].lr
-    assert [p.name for p in train.plan_phases(CFG, pretrained_used=False)] == ["train"]
+    assert [p.name for p in planner.plan_phases(CFG, pretrained_used=False)] == ["train"]
 
 
 def test_one_optimisation_step_lowers_the_loss():
@@ -84,13 +85,7 @@ def test_fit_writes_a_complete_run_that_loads_and_reproduces(tiny_ds):
     images = [np.asarray(Image.open(tiny_ds.root / r).convert("RGB")) for r in val["rel"]]
     probs = ev.predict_images(model, images, Preprocess.of(manifest))
     np.testing.assert_allclose(probs, metrics.probs_from_predictions(val, manifest["classes"]), atol=1e-5)
-    assert not any(store.paths.root().glob("work/*/state.json"))  # checkpoint cleared
-
-
-def test_time_budget_stops_after_the_epoch_that_spends_it(tiny_ds):
-    run_id = train.fit(MODEL, tiny_ds, CFG.override(epochs=4, time_budget_s=1e-6), progress=False)
-    rec = store.load_run(run_id)
-    assert len(rec.history) == 1 and rec.manifest["headline"]["epochs_run"] == 1
+    assert not any(store.paths.root().glob("work/*/*"))  # checkpoint cleared
 
 
 def test_resume_continues_from_the_saved_epoch(tiny_ds, monkeypatch):

@@ -1,8 +1,15 @@
-"""The one job slot: a lock file that names the live process holding it.
+"""The one job slot: a lock file that names the live process (group) holding it.
 
-`lock.json` {pid, start_ticks, job_id, models} is created atomically (O_EXCL). A lock is stale when
-its pid is gone, is a zombie, or belongs to a different process that reused the pid (the process
-start time in /proc differs); a stale lock is removed and a new job may start.
+`lock.json` {pid, start_ticks, job_id, models, pgid} is created atomically (O_EXCL). The starting
+process takes it with its own pid, then hands it to the job runner, which leads its own session,
+so `pgid` == the runner's pid. The lock is live while any process of that group is: killing the
+runner alone (kill -9) leaves its training child running on as an orphan in the same group, and a
+second job must not start beside it in the same work folder. Linux does not reuse a pid while a
+process group of that number exists, so group members found in /proc are really this job's.
+
+A lock is stale when its process (and group) is gone, is a zombie, or the pid was reused by a
+different process (the process start time in /proc differs); a stale lock is removed and a new
+job may start.
 """
 from __future__ import annotations
 
@@ -21,24 +28,52 @@ class JobBusyError(RuntimeError):
 
 def process_start_ticks(pid: int) -> int | None:
     """The process start time in clock ticks since boot (Linux /proc), None where unavailable."""
+    rest = _stat_fields(pid)
+    try:
+        return int(rest[19]) if rest else None  # field 22 overall
+    except (IndexError, ValueError):
+        return None
+
+
+def _stat_fields(pid: int | str) -> list[str] | None:
+    """/proc/<pid>/stat fields after the command name: [state, ppid, pgrp, session, ...]."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
     # the command name (field 2) may contain spaces and parentheses: split after the last ')'
-    rest = stat[stat.rfind(")") + 2:].split()
+    return stat[stat.rfind(")") + 2:].split()
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live (non-zombie) processes of process group `pgid` (Linux /proc; [] elsewhere)."""
+    members = []
     try:
-        return int(rest[19])  # field 22 overall
-    except (IndexError, ValueError):
-        return None
+        entries = [e for e in os.listdir("/proc") if e.isdigit()]
+    except OSError:
+        return members
+    for entry in entries:
+        rest = _stat_fields(entry)
+        if rest and len(rest) > 2 and rest[2] == str(pgid) and not rest[0].startswith("Z"):
+            members.append(int(entry))
+    return sorted(members)
+
+
+def group_alive(pgid: int, leader_ticks: int | None) -> bool:
+    """True while the group led by `pgid` (the job runner) has a live process. The leader itself
+    counts when it is the same process (start time); a different process with the leader's pid
+    means the old group is gone (its number could not be reused otherwise)."""
+    if pid_alive(pgid):
+        now = process_start_ticks(pgid)
+        if leader_ticks is not None and now is not None and now != leader_ticks:
+            return False
+        return True
+    return bool(group_members(pgid))
 
 
 def _is_zombie(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat[stat.rfind(")") + 2:].startswith("Z")
+    rest = _stat_fields(pid)
+    return bool(rest) and rest[0].startswith("Z")
 
 
 def pid_alive(pid: int, start_ticks: int | None = None) -> bool:
@@ -80,11 +115,14 @@ def read_lock() -> dict[str, Any] | None:
 
 
 def lock_is_live(lock: dict[str, Any]) -> bool:
+    """The lock's job still runs: its process, or (for a runner's lock) any of its group."""
     if not lock:  # unreadable or half-written: live only for a moment (a writer may be mid-way)
         try:
             return time.time() - store.paths.job_lock_path().stat().st_mtime < 2.0
         except OSError:
             return False
+    if lock.get("pgid"):
+        return group_alive(int(lock["pgid"]), lock.get("start_ticks"))
     return pid_alive(int(lock.get("pid", -1)), lock.get("start_ticks"))
 
 

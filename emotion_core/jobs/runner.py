@@ -1,8 +1,10 @@
 """The process a background job runs in: its steps one after another, output into the job log.
 
 Started by emotion_core.jobs.start_steps in a new session, so cancelling kills the whole process
-group. It writes result.json (unless the job was cancelled, which jobs.cancel_job records) and
-always releases the job lock on the way out, even on SIGTERM.
+group. Around each step it appends step_started / step_finished events to the job's events file
+(the steps inherit $EMOTION_EVENTS and add their own). It writes result.json (unless the job was
+cancelled, which jobs.cancel_job records) and always releases the job lock on the way out, even on
+SIGTERM. Killed with SIGKILL it can do neither; jobs.status then reads the outcome from the events.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from typing import Any
 
 from emotion_core import store
 from emotion_core.jobs.lock import release_lock
+from emotion_core.store.events import EventLog
 
 
 def _run(jdir: Path) -> int:
@@ -31,14 +34,18 @@ def _run(jdir: Path) -> int:
 
     signal.signal(signal.SIGTERM, on_term)
     rc = 0
+    events = EventLog(jdir / store.paths.JOB_EVENTS)
+    steps = spec["steps"]
     try:
         with open(jdir / store.paths.JOB_LOG, "ab", buffering=0) as log:
-            for step in spec["steps"]:
+            for index, step in enumerate(steps, 1):
                 log.write(f"$ {' '.join(step)}\n".encode())
+                events.emit("step_started", index=index, of=len(steps), argv=step)
                 proc = subprocess.Popen(step, cwd=str(store.paths.REPO_ROOT), stdout=log,
                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
                 current[:] = [proc]
                 rc = proc.wait()
+                events.emit("step_finished", index=index, of=len(steps), returncode=rc)
                 if rc != 0:
                     log.write(f"step failed with exit code {rc}\n".encode())
                     break

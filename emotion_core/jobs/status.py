@@ -1,25 +1,27 @@
 """Background training jobs started from the app: one at a time, outside the Streamlit process.
 
 Why a separate process: training for minutes inside Streamlit would block every session and die
-with a page reload. A job is a small runner (`python -m emotion_core.jobrunner <job_dir>`) started in
-its own session (process group; see emotion_core/jobrunner.py); it runs its steps (normally `python -m scripts.train ...`, with a
-data-generation step first for the demo) one after another, writing everything they print to one
-log file, and records the outcome in `result.json`.
+with a page reload. A job is a small runner (`python -m emotion_core.jobs.runner <job_dir>`) started
+in its own session (process group; see runner.py); it runs its steps (normally `python -m
+scripts.train ...`, with data-generation steps first for the demo) one after another, writing
+everything they print to one log file, and records the outcome in `result.json`.
 
 State on disk, under `store.paths.jobs_dir()`, so it survives reloads and app restarts:
-    lock.json           {pid, start_ticks, job_id, models}: present while a job runs (see lock.py)
-    <job_id>/job.json   the steps, the models asked for, when it started
-    <job_id>/log.txt    stdout+stderr of every step (tqdm's carriage returns included)
-    <job_id>/result.json {state, returncode, finished} written by the runner when it ends
+    lock.json             {pid, start_ticks, job_id, models, pgid}: present while a job runs (lock.py)
+    <job_id>/job.json     the steps, the models asked for, when it started
+    <job_id>/log.txt      stdout+stderr of every step, for people (tqdm's carriage returns included)
+    <job_id>/events.jsonl JSON-lines events: the runner's steps and training's progress
+                          (training/progress.py); progress and the status line come from these only
+    <job_id>/result.json  {state, returncode, finished[, note]} written by the runner when it ends,
+                          or here when the runner was killed and its training ended on its own
 
-A lock is stale when its pid is gone, is a zombie, or belongs to a different process that reused
-the pid (the process start time in /proc differs); a stale lock is removed and a new job may start.
+The lock follows the runner's whole process group (lock.py): a runner killed alone leaves the job
+running while its training child lives, and the job's state then says so.
 """
 from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -33,6 +35,7 @@ from emotion_core import store
 from emotion_core.data.synthetic import DEMO_DATASET
 from emotion_core.jobs.lock import (
     acquire_lock,
+    group_members,
     lock_is_live,
     pid_alive,
     process_start_ticks,
@@ -40,14 +43,15 @@ from emotion_core.jobs.lock import (
     release_lock,
     replace_lock,
 )
+from emotion_core.jobs.progress import JobProgress, summarize
 from emotion_core.models import select
+from emotion_core.store.events import ENV_EVENTS, read_events
 
 LOG_NAME = store.paths.JOB_LOG
 SPEC_NAME = store.paths.JOB_SPEC
 RESULT_NAME = store.paths.JOB_RESULT
+EVENTS_NAME = store.paths.JOB_EVENTS
 CANCEL_GRACE_S = 5.0  # SIGTERM first, SIGKILL after this many seconds
-_PERCENT = re.compile(r"(\d{1,3})%\|")  # tqdm's "  45%|####      |"
-_EPOCH = re.compile(r"[Ee]poch\s+(\d+)\s*/\s*(\d+)")
 
 
 @dataclass
@@ -63,8 +67,9 @@ class JobInfo:
     log_path: Path | None = None
     returncode: int | None = None
     finished: float | None = None
-    progress: float = 0.0  # 0..1 estimate from the log and the runs written so far
-    message: str = ""  # one line: what it is doing now
+    progress: float = 0.0  # 0..1, from the job's events
+    message: str = ""  # one line: what it is doing now (or how it ended)
+    processes: list[int] = field(default_factory=list)  # live pids of the job's process group
 
     @property
     def running(self) -> bool:
@@ -73,8 +78,6 @@ class JobInfo:
 
 # ---------------------------------------------------------------------------------------------
 # Starting, status, cancel
-
-
 
 
 def _read_spec(job_id: str) -> dict[str, Any] | None:
@@ -122,14 +125,15 @@ def start_steps(steps: list[list[str]], *, models: list[str],
         spec = {"job_id": job_id, "steps": steps, "models": list(models), "started": time.time()}
         store.write_json(jdir / SPEC_NAME, spec)
         (jdir / LOG_NAME).write_text("")
-        child_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        child_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {}),
+                     ENV_EVENTS: str(jdir / EVENTS_NAME)}
         proc = subprocess.Popen(
             [sys.executable, "-m", "emotion_core.jobs.runner", str(jdir)],
             cwd=str(store.paths.REPO_ROOT), env=child_env, start_new_session=True,
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        # hand the lock to the runner: from now on its pid decides whether the job is alive
+        # hand the lock to the runner: from now on its process group decides whether the job is alive
         replace_lock({"pid": proc.pid, "start_ticks": _wait_ticks(proc.pid), "job_id": job_id,
-                      "models": list(models)})
+                      "models": list(models), "pgid": proc.pid})  # the runner leads its session
     except BaseException:
         release_lock(job_id)
         raise
@@ -190,52 +194,17 @@ def read_log(job_id: str, max_chars: int = 20_000) -> str:
     return "\n".join(lines)[-max_chars:]
 
 
-def estimate_progress(log: str, models: list[str], runs_done: int) -> tuple[float, str]:
-    """(fraction 0..1, one-line status) from finished runs and the last epoch/percent in the log."""
-    n = max(1, len(models))
-    frac_current = 0.0
-    lines = [ln for ln in log.replace("\r", "\n").split("\n") if ln.strip()]
-    starts = [i for i, ln in enumerate(lines) if ln.startswith("$ ")]
-    if starts and "scripts.train" not in lines[starts[-1]]:  # still generating/preparing data
-        return 0.0, f"preparing data; {lines[-1].strip()[:200]}"
-    lines = lines[starts[-1] + 1:] if starts else lines
-    for line in reversed(lines):
-        m = _EPOCH.search(line)
-        if m and int(m.group(2)) > 0:
-            frac_current = min(1.0, (int(m.group(1)) - 1) / int(m.group(2)))
-            pm = _PERCENT.search(line)
-            if pm:
-                frac_current += min(1.0, int(pm.group(1)) / 100.0) / int(m.group(2))
-            break
-        pm = _PERCENT.search(line)
-        if pm:
-            frac_current = min(1.0, int(pm.group(1)) / 100.0)
-            break
-    done = min(runs_done, n)
-    progress = min(1.0, (done + (frac_current if done < n else 0.0)) / n)
-    last = lines[-1].strip()[:200] if lines else "starting"
-    return progress, f"{done}/{len(models) or '?'} models done; {last}"
+def job_progress(job_id: str) -> JobProgress:
+    """The job's progress from its events: fraction, status line, models trained and failed."""
+    spec = _read_spec(job_id) or {}
+    events = read_events(store.paths.job_dir(job_id) / EVENTS_NAME)
+    return summarize(events, list(spec.get("models", [])))
 
 
-def _runs_since(started: float, models: list[str]) -> int:
-    """How many single-model runs were written since the job started (finished models)."""
-    base = store.paths.runs_dir()
-    if not base.is_dir():
-        return 0
-    n = 0
-    for p in base.iterdir():
-        mf = p / store.paths.MANIFEST
-        if p.name.startswith(".") or not mf.exists():
-            continue
-        try:
-            if mf.stat().st_mtime < started - 1:
-                continue
-            m = json.loads(mf.read_text())
-        except (OSError, ValueError):
-            continue
-        if m.get("kind", "model") == "model" and (not models or m.get("model") in models):
-            n += 1
-    return n
+def status_line(job_id: str | None = None) -> str:
+    """One line for the app: "2 of 8 models trained; mobilenet_v2 epoch 3/8; next: ..."."""
+    info = job_status(job_id)
+    return "no job has run yet" if info is None else info.message
 
 
 def job_status(job_id: str | None = None) -> JobInfo | None:
@@ -248,35 +217,68 @@ def job_status(job_id: str | None = None) -> JobInfo | None:
         return None
     jdir = store.paths.job_dir(job_id)
     lock = read_lock()
-    running = bool(lock) and lock.get("job_id") == job_id and lock_is_live(lock)
-    result: dict[str, Any] = {}
-    try:
-        result = json.loads((jdir / RESULT_NAME).read_text())
-    except (OSError, ValueError):
-        pass
+    ours = bool(lock) and lock.get("job_id") == job_id
+    running = ours and lock_is_live(lock)
+    result = _read_result(jdir)
+    progress = job_progress(job_id)
+    processes: list[int] = []
     if running:
-        state = "running"
-    elif result:
-        state = str(result.get("state", "failed"))
+        state, message = "running", progress.message
+        processes = group_members(int(lock["pgid"])) if lock.get("pgid") else [int(lock["pid"])]
+        if lock.get("pgid") and not pid_alive(int(lock["pid"]), lock.get("start_ticks")):
+            pids = ", ".join(str(p) for p in processes if p != int(lock["pid"])) or "?"
+            message = f"runner killed; training still running (pid {pids}); {progress.message}"
     else:
-        state = "failed"  # the runner vanished without writing a result (killed hard)
-        if lock and lock.get("job_id") == job_id:
+        if not result:  # the runner vanished without writing one: what do the events say?
+            result = _outcome_without_runner(jdir, progress)
+        if ours:
             store.paths.job_lock_path().unlink(missing_ok=True)  # stale lock recovery
-    log = read_log(job_id)
-    models = list(spec.get("models", []))
-    progress, message = estimate_progress(log, models, _runs_since(spec["started"], models))
+        state, message = str(result.get("state", "failed")), _final_message(result, progress)
+    return JobInfo(job_id=job_id, state=state, pid=int(lock["pid"]) if running else None,
+                   started=float(spec["started"]), models=list(progress.models or spec.get("models", [])),
+                   steps=spec.get("steps", []), log_path=jdir / LOG_NAME,
+                   returncode=result.get("returncode"), finished=result.get("finished"),
+                   progress=1.0 if state == "succeeded" else progress.fraction, message=message,
+                   processes=processes)
+
+
+def _read_result(jdir: Path) -> dict[str, Any]:
+    try:
+        return json.loads((jdir / RESULT_NAME).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _outcome_without_runner(jdir: Path, progress: JobProgress) -> dict[str, Any]:
+    """The runner was killed (no result.json) and nothing of its group lives: if its last step,
+    the training, reported how it ended (train_finished), that is the job's outcome. Recorded in
+    result.json so the answer does not change later."""
+    step = progress.step or {}
+    last_step = step.get("index") is not None and step.get("index") == step.get("of")
+    if progress.finished is not None and last_step:
+        rc = progress.finished.get("returncode")
+        ok = rc == 0
+        note = (f"runner killed; training finished on its own ({progress.message})" if ok else
+                f"runner killed; training then failed with exit code {rc} ({progress.message})")
+        result = {"state": "succeeded" if ok else "failed", "returncode": rc, "note": note}
+    else:
+        result = {"state": "failed", "returncode": None,
+                  "note": "the job process ended without reporting a result (killed?)"}
+    result["finished"] = time.time()
+    store.write_json(jdir / RESULT_NAME, result)
+    return result
+
+
+def _final_message(result: dict[str, Any], progress: JobProgress) -> str:
+    if result.get("note"):
+        return str(result["note"])
+    state = result.get("state")
     if state == "succeeded":
-        progress, message = 1.0, "finished"
-    elif state == "cancelled":
-        message = "cancelled"
-    elif state == "failed" and not result:
-        message = "the job process ended without reporting a result (killed?)"
-    elif state == "failed":
-        message = f"failed with exit code {result.get('returncode')}"
-    return JobInfo(job_id=job_id, state=state, pid=(lock or {}).get("pid") if running else None,
-                   started=float(spec["started"]), models=models, steps=spec.get("steps", []),
-                   log_path=jdir / LOG_NAME, returncode=result.get("returncode"),
-                   finished=result.get("finished"), progress=progress, message=message)
+        return "finished" + (f": {progress.message}" if progress.models else "")
+    if state == "cancelled":
+        return "cancelled" + (f" ({progress.message})" if progress.models else "")
+    return f"failed with exit code {result.get('returncode')}" + (
+        f" ({progress.message})" if progress.models else "")
 
 
 def cancel_job() -> JobInfo | None:
@@ -293,9 +295,9 @@ def cancel_job() -> JobInfo | None:
     except ProcessLookupError:
         pass
     deadline = time.time() + CANCEL_GRACE_S
-    while time.time() < deadline and pid_alive(pid, lock.get("start_ticks")):
+    while time.time() < deadline and lock_is_live(lock):  # the whole group, not just the runner
         time.sleep(0.1)
-    if pid_alive(pid, lock.get("start_ticks")):
+    if lock_is_live(lock):
         try:
             os.killpg(pid, signal.SIGKILL)
         except ProcessLookupError:

@@ -38,6 +38,7 @@ from emotion_core.store.runs import (
     load_weights,
     save_run,
     split_hash,
+    update_run_manifest,
     update_run_metrics,
     write_leaderboard,
 )
@@ -48,6 +49,7 @@ __all__ = [
     "save_dataset_table", "save_report", "atomic_path", "publish_dir", "read_csv", "read_json",
     "write_csv", "write_json", "write_png", "HISTORY_COLUMNS", "LEADERBOARD_COLUMNS",
     "BrokenRunError", "ReadOnlyRunError", "RunRecord", "delete_run", "git_commit", "list_runs",
-    "load_run", "load_weights", "save_run", "split_hash", "update_run_metrics",
+    "load_run", "load_weights", "save_run", "split_hash", "update_run_manifest",
+    "update_run_metrics",
     "write_leaderboard",
 ]

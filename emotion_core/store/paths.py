@@ -51,10 +51,10 @@ JOB_LOG = "log.txt"
 JOB_EVENTS = "events.jsonl"
 JOB_RESULT = "result.json"
 
-# A resumable checkpoint folder
-CHECKPOINT_STATE = "state.json"
-CHECKPOINT_LAST = "last.safetensors"
-CHECKPOINT_BEST = "best.safetensors"
+# A resumable checkpoint folder (training/checkpoint.py)
+CHECKPOINT_LAST = "last.safetensors"  # tensors + the JSON run state in its metadata, one file
+CHECKPOINT_BEST = "best-e{epoch:04d}.safetensors"  # the best weights, named by their epoch
+CHECKPOINT_BEST_GLOB = "best-e*.safetensors"
 
 # A decode-once cache folder, and its compact export
 CACHE_META = "meta.json"

@@ -145,6 +145,15 @@ def update_run_metrics(run_id: str, extra: Mapping[str, Any]) -> None:
     write_json(path, metrics)
 
 
+def update_run_manifest(run_id: str, changes: Mapping[str, Any]) -> None:
+    """Replace top-level keys of a run's manifest.json (e.g. a latency measured again later)."""
+    _writable(run_id)
+    path = paths.run_file(run_id, paths.MANIFEST)
+    manifest = read_json(path)
+    manifest.update(changes)
+    write_json(path, manifest)
+
+
 REQUIRED_MANIFEST = {"model": str, "classes": list}  # what every reader of a run relies on
 
 

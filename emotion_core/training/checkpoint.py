@@ -1,25 +1,114 @@
-"""Resumable training checkpoints without pickle: tensors in safetensors, the rest in JSON.
+"""Resumable training checkpoints without pickle, committed by one atomic rename.
 
-A checkpoint folder holds `last.safetensors` (model + optimizer tensors + torch RNG states),
-`best.safetensors` (the best weights so far, rewritten only when they improve) and `state.json`
-(epoch, phase, history, scheduler, optimizer hyper-parameters, numpy/python RNG, config, run id).
-`state.json` is written last, so a crash mid-save leaves the previous complete checkpoint.
+A checkpoint folder holds `last.safetensors`, ONE file with the model and optimizer tensors, the
+torch RNG states and, in its safetensors metadata, the JSON of everything else (the RunState,
+optimizer hyper-parameters, scheduler, numpy/python RNG). It is written to a temporary name and
+renamed, so the tensors and the state that describes them are always from the same epoch.
+
+The best weights so far live beside it in `best-e<epoch>.safetensors`, named by the epoch that
+reached them. A new best file is written *before* the checkpoint that points to it, and older best
+files are deleted only *after* it, so a crash at any point leaves a checkpoint whose best file
+exists. (The previous layout wrote last.safetensors and then state.json: a crash between the two
+paired epoch-2 tensors with epoch-1 state.)
 """
 from __future__ import annotations
 
 import json
 import random
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from emotion_core import store
+from emotion_core.training.state import RunState
 
-STATE = store.paths.CHECKPOINT_STATE
+FORMAT = "emotion-bench-checkpoint/2"  # metadata["format"]; other files are not resumed from
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint: the run state, its tensors, the JSON extras and the best weights."""
+
+    state: RunState
+    tensors: dict[str, torch.Tensor]  # model.*, optim.*, rng.*
+    extra: dict[str, Any]  # optimizer hyper-parameters, scheduler, numpy/python RNG
+    best: dict[str, torch.Tensor] | None  # the best epoch's weights (None before any epoch)
+
+    def model_state(self) -> dict[str, torch.Tensor]:
+        return {k[len("model."):]: v for k, v in self.tensors.items() if k.startswith("model.")}
+
+
+def best_name(epoch: int) -> str:
+    return store.paths.CHECKPOINT_BEST.format(epoch=epoch)
+
+
+def save_checkpoint(folder: Path, *, state: RunState, model_state: dict[str, torch.Tensor],
+                    optimizer: Any, scheduler: Any, best_state: dict[str, torch.Tensor] | None) -> None:
+    """Write the best weights (if not yet on disk), then the checkpoint (the commit point), then
+    drop best files no checkpoint points to."""
+    folder.mkdir(parents=True, exist_ok=True)
+    best_file = folder / best_name(state.best_epoch)
+    if best_state is not None and not best_file.exists():
+        with store.atomic_path(best_file) as tmp:
+            save_file(_cpu(best_state), str(tmp))
+    tensors = {f"model.{k}": v for k, v in _cpu(model_state).items()}
+    opt_t, opt_js = _flatten_optimizer(optimizer.state_dict())
+    rng_t, rng_js = rng_state()
+    tensors.update(opt_t)
+    tensors.update(rng_t)
+    extra = {"optimizer": opt_js, "scheduler": _scheduler_json(scheduler), "rng": rng_js}
+    meta = {"format": FORMAT, "state": json.dumps(state.to_dict()), "extra": json.dumps(extra)}
+    with store.atomic_path(folder / store.paths.CHECKPOINT_LAST) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
+    _prune_best(folder, keep=best_file.name)
+
+
+def load_checkpoint(folder: Path) -> Checkpoint | None:
+    """The folder's checkpoint, or None when there is none (or only an older format).
+
+    Best files the checkpoint does not point to (written by an attempt that crashed before its
+    commit) are deleted, so every best file on disk afterwards belongs to this checkpoint."""
+    path = folder / store.paths.CHECKPOINT_LAST
+    if not path.exists():
+        return None
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    if meta.get("format") != FORMAT:
+        return None
+    state = RunState.from_dict(json.loads(meta["state"]))
+    best_path = folder / best_name(state.best_epoch)
+    best = load_file(str(best_path)) if state.best_epoch and best_path.exists() else None
+    _prune_best(folder, keep=best_path.name)
+    return Checkpoint(state, load_file(str(path)), json.loads(meta["extra"]), best)
+
+
+def restore(ckpt: Checkpoint, *, model: torch.nn.Module, optimizer: Any, scheduler: Any) -> None:
+    """Load model, optimizer, scheduler and RNG states saved by save_checkpoint."""
+    model.load_state_dict(ckpt.model_state())
+    optimizer.load_state_dict(_unflatten_optimizer(ckpt.tensors, ckpt.extra["optimizer"]))
+    scheduler.load_state_dict(dict(ckpt.extra["scheduler"],
+                                   lr_lambdas=[None] * len(optimizer.param_groups)))
+    set_rng_state(ckpt.tensors, ckpt.extra["rng"])
+
+
+def clear(folder: Path) -> None:
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def _prune_best(folder: Path, keep: str) -> None:
+    for old in folder.glob(store.paths.CHECKPOINT_BEST_GLOB):
+        if old.name != keep:
+            old.unlink(missing_ok=True)
+
+
+def _cpu(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().clone().contiguous() for k, v in state.items()}
 
 
 def _flatten_optimizer(opt_state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -70,50 +159,3 @@ def set_rng_state(tensors: dict[str, torch.Tensor], js: dict[str, Any]) -> None:
 
 def _scheduler_json(sched: Any) -> dict[str, Any]:
     return {k: v for k, v in sched.state_dict().items() if k != "lr_lambdas"}
-
-
-def save_checkpoint(folder: Path, *, model_state: dict[str, torch.Tensor], optimizer: Any,
-                    scheduler: Any, state: dict[str, Any]) -> None:
-    """Write last.safetensors then state.json (json last = the commit point)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    tensors = {f"model.{k}": v.detach().cpu().clone().contiguous() for k, v in model_state.items()}
-    opt_t, opt_js = _flatten_optimizer(optimizer.state_dict())
-    rng_t, rng_js = rng_state()
-    tensors.update(opt_t)
-    tensors.update(rng_t)
-    with store.atomic_path(folder / store.paths.CHECKPOINT_LAST) as tmp:
-        save_file(tensors, str(tmp))
-    js = dict(state, optimizer=opt_js, scheduler=_scheduler_json(scheduler), rng=rng_js)
-    store.write_json(folder / STATE, js)
-
-
-def save_best(folder: Path, best_state: dict[str, torch.Tensor]) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    with store.atomic_path(folder / store.paths.CHECKPOINT_BEST) as tmp:
-        save_file({k: v.detach().cpu().clone().contiguous() for k, v in best_state.items()}, str(tmp))
-
-
-def load_checkpoint(folder: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]] | None:
-    """(state json, tensors of last.safetensors) or None when there is no complete checkpoint."""
-    if not (folder / STATE).exists() or not (folder / store.paths.CHECKPOINT_LAST).exists():
-        return None
-    return json.loads((folder / STATE).read_text()), load_file(str(folder / store.paths.CHECKPOINT_LAST))
-
-
-def load_best(folder: Path) -> dict[str, torch.Tensor] | None:
-    path = folder / store.paths.CHECKPOINT_BEST
-    return load_file(str(path)) if path.exists() else None
-
-
-def restore(tensors: dict[str, torch.Tensor], state: dict[str, Any], *, model: torch.nn.Module,
-            optimizer: Any, scheduler: Any) -> None:
-    """Load model, optimizer, scheduler and RNG states saved by save_checkpoint."""
-    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    optimizer.load_state_dict(_unflatten_optimizer(tensors, state["optimizer"]))
-    sched = dict(state["scheduler"], lr_lambdas=[None] * len(optimizer.param_groups))
-    scheduler.load_state_dict(sched)
-    set_rng_state(tensors, state["rng"])
-
-
-def clear(folder: Path) -> None:
-    shutil.rmtree(folder, ignore_errors=True)

@@ -1,107 +1,154 @@
-"""Fit a training schedule to a time budget, so the quick profile trains every model in minutes.
+"""The schedule a run trains: its phases, learning-rate shape, and epochs within a compute budget.
 
-Cutting training off when the clock runs out would stop mid-schedule at a high learning rate.
-Instead we time a few real training steps first and plan only as many epochs as fit, so the
-warm-up and cosine decay complete inside the budget. `TrainConfig.time_budget_s` still stops a
-run that overruns its estimate (emotion_core/train.py).
+Why a FLOP budget and not a time budget: a benchmark command must train the same schedule, and
+with a seed the same numbers, on an idle or a busy machine. Planning against wall time (timing a
+few steps, then fitting epochs to seconds) gave MobileNetV2 8 epochs on an idle 2-core CPU and 6
+while another job ran. A model's forward FLOPs at the training size are a property of the
+architecture, so a plan here depends only on (model, image size, dataset size, config). Wall time
+is measured and recorded (history.csv, manifest timings), never planned with.
+
+The cost model, per image at the training size, with F the forward FLOPs (torch's FlopCounterMode,
+2 per multiply-add):
+    training step     TRAIN_STEP x F   forward + backward (the backward costs about two forwards)
+    head-only step    HEAD_STEP x F    the frozen backbone runs forward only; the head is tiny
+    validation pass   EVAL_PASS x F    every epoch scores the val subset
+
+Rather than stopping when the budget runs out (which would cut the schedule at a high learning
+rate), the plan has only as many epochs as fit, so warm-up and cosine decay complete.
 """
 from __future__ import annotations
 
-import copy
-import time
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from typing import Any
 
-import torch
 from torch import nn
 
+from emotion_core.evaluation import cost
 from emotion_core.training.config import TrainConfig
 
-PROBE_WARMUP = 1  # untimed steps: the first pays for allocations and kernel selection
-PROBE_STEPS = 2  # timed steps; the fastest one is the estimate (timing noise only adds time)
-# The probe runs at the training batch size: on CPU a step of 16 images costs about twice as
-# much per image as one of 48, which made smaller probes plan half the epochs that fit.
-EVAL_COST = 1 / 3  # an evaluation forward pass costs about a third of a training step per image
+TRAIN_STEP = 3.0  # FLOPs of a training step per image, in forward passes
+HEAD_STEP = 1.0  # a head-only step (backbone frozen): one forward pass
+EVAL_PASS = 1.0  # a validation image: one forward pass
 
 
-def seconds_per_image(model: nn.Module, criterion: nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]],
-                      device: torch.device, *, amp: bool = False, channels_last: bool = False) -> float:
-    """Median wall time of one training step per image (forward, backward, AdamW update); the
-    model's weights and statistics are left unchanged."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    # lr=0 moves nothing, but AdamW still reads and writes every moment: on big layers (VGG-16's
-    # 103 M-parameter classifier) the update costs as much as the backward pass.
-    optimizer = torch.optim.AdamW(params, lr=0.0, weight_decay=0.0)
-    snapshot = copy.deepcopy(model.state_dict())  # batch-norm statistics move in train mode
-    rng = torch.get_rng_state()  # dropout draws must not shift the seeded run that follows
-    was_training = model.training
-    model.train()
-    warmup = min(PROBE_WARMUP, len(batches) - 1)  # tiny datasets: time what there is
-    times = []
-    try:
-        for i, (x, y) in enumerate(batches):
-            t0 = time.perf_counter()
-            x, y = x.to(device), y.to(device)
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                loss = criterion(model(x).float(), y)
-            loss.backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            if i >= warmup:  # the first steps pay one-off costs (allocations, kernel choice)
-                times.append((time.perf_counter() - t0) / len(y))
-    finally:
-        model.load_state_dict(snapshot)
-        torch.set_rng_state(rng)
-        model.train(was_training)
-    if not times:
-        raise ValueError("need at least one batch to time a training step")
-    return min(times)
+@dataclass(frozen=True)
+class Phase:
+    name: str  # "train" (from scratch), "head" (backbone frozen) or "finetune" (all unfrozen)
+    epochs: int
+    lr: float
 
 
-def plan_within_budget(config: TrainConfig, per_image_s: float, n_train: int, n_val: int,
-                       pretrained: bool = False) -> TrainConfig:
-    """`config` cut to what fits config.time_budget_s: fewer epochs (about a third of them for the
-    frozen-backbone head phase of a pretrained model), a linear probe (head only) for a pretrained
-    model with no room for head + fine-tune, or part of one epoch when not even one fits.
+@dataclass(frozen=True)
+class Plan:
+    """The epochs and batches a run trains, fixed before its first step (a resumed run keeps it)."""
 
-    Head epochs compute no backbone gradients, so they are counted at EVAL_COST of a training step.
+    epochs: int
+    head_epochs: int
+    max_batches: int = 0  # per epoch and process; 0 = whole epochs
+    forward_flops: int | None = None  # per image at the training size (None: not counted)
+    budget_flops: float = 0.0  # the budget it was planned against (0 = none)
+    planned_flops: float | None = None  # what this plan costs by the cost model above
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Plan:
+        return cls(**d)
+
+    def apply(self, config: TrainConfig) -> TrainConfig:
+        """`config` with this plan's epochs, head epochs and batch cap."""
+        return config.override(epochs=self.epochs, head_epochs=self.head_epochs,
+                               max_batches=self.max_batches)
+
+
+def plan_phases(config: TrainConfig, pretrained_used: bool) -> list[Phase]:
+    """The study's recipe for pretrained backbones, a single phase otherwise."""
+    if pretrained_used and config.head_epochs > 0:
+        if config.epochs <= config.head_epochs:  # a linear probe: the backbone stays frozen
+            return [Phase("head", config.epochs, config.lr)]
+        return [Phase("head", config.head_epochs, config.lr),
+                Phase("finetune", config.epochs - config.head_epochs, config.finetune_lr)]
+    lr = config.finetune_lr if pretrained_used else config.lr
+    return [Phase("train", config.epochs, lr)]
+
+
+def warmup_cosine(total_steps: int, warmup_steps: int, min_ratio: float) -> Callable[[int], float]:
+    """LR multiplier: linear warm-up to 1, then cosine decay to `min_ratio`."""
+    def factor(step: int) -> float:
+        if warmup_steps and step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+    return factor
+
+
+def steps_per_epoch(n_shard: int, batch_size: int, drop_last: bool, max_batches: int) -> int:
+    """Optimisation steps one process takes in an epoch over `n_shard` images."""
+    steps = n_shard // batch_size if drop_last else -(-n_shard // batch_size)
+    return min(steps, max_batches) if max_batches else steps
+
+
+def forward_flops(model: nn.Module, image_size: int) -> int:
+    """Forward FLOPs of one image at `image_size` (counted, not timed: the same on any machine)."""
+    return cost.count_flops(model, image_size)
+
+
+def plan_cost(plan: Plan, forward: float, n_train: int, n_val: int, pretrained: bool) -> float:
+    """FLOPs of `plan` by the cost model: head epochs, full epochs, a validation pass each."""
+    head = plan.head_epochs if pretrained and plan.head_epochs < plan.epochs else 0
+    if pretrained and plan.head_epochs >= plan.epochs:
+        head = plan.epochs  # a linear probe: every epoch is head-only
+    full = plan.epochs - head
+    val = EVAL_PASS * n_val * plan.epochs
+    return forward * (HEAD_STEP * n_train * head + TRAIN_STEP * n_train * full + val)
+
+
+def plan_schedule(config: TrainConfig, *, forward: int | None, n_train: int, n_val: int,
+                  pretrained: bool, world_size: int = 1) -> Plan:
+    """The longest schedule of `config` that fits config.budget_tflop (all of it without a budget).
+
+    Fewer epochs first (about a third of them head-only for a pretrained model); a linear probe of
+    the frozen backbone for a pretrained model with no room to fine-tune; part of one epoch when not
+    even one fits. `n_train` counts every process's images: the plan does not depend on how many
+    processes share the work.
     """
-    if not config.time_budget_s:
-        return config
-    budget_s = config.time_budget_s
-    full = per_image_s * (n_train + EVAL_COST * n_val)
-    head = per_image_s * EVAL_COST * (n_train + n_val)
+    if not pretrained:  # from scratch there is no head-only phase (plan_phases)
+        config = config.override(head_epochs=0)
+    base = Plan(config.epochs, config.head_epochs, config.max_batches, forward)
+    if config.max_batches:  # only this many batches of every epoch are trained
+        n_train = min(n_train, config.max_batches * config.batch_size * world_size)
+    if not config.budget_tflop or forward is None:
+        return _costed(base, forward, n_train, n_val, pretrained)
+    budget = config.budget_tflop * 1e12
+
+    def fits(plan: Plan) -> bool:
+        return plan_cost(plan, forward, n_train, n_val, pretrained) <= budget
+
     for epochs in range(config.epochs, 0, -1):
-        cut = _with_epochs(config, epochs)
-        h = cut.head_epochs if pretrained else 0
-        if h * head + (epochs - h) * full <= budget_s:
-            if pretrained and config.head_epochs and h == 0 and epochs < config.epochs:
+        head = config.head_epochs if epochs == config.epochs else min(config.head_epochs, epochs // 3)
+        cut = Plan(epochs, head, config.max_batches, forward, budget)
+        if fits(cut):
+            if pretrained and config.head_epochs and head == 0 and epochs < config.epochs:
                 break  # too short to fine-tune well from a head trained in no time: probe instead
-            return cut
+            return _costed(cut, forward, n_train, n_val, pretrained)
     if pretrained and config.head_epochs:
-        n = max(1, min(config.epochs, int(budget_s // max(head, 1e-9))))
-        return config.override(epochs=n, head_epochs=n)
-    batch_s = per_image_s * config.batch_size
-    fit = max(1, int((budget_s - per_image_s * EVAL_COST * n_val) // max(batch_s, 1e-9)))
-    return config.override(epochs=1, max_batches=min(fit, config.max_batches or fit))
+        per_epoch = forward * (HEAD_STEP * n_train + EVAL_PASS * n_val)
+        n = max(1, min(config.epochs, int(budget // per_epoch)))
+        return _costed(Plan(n, n, config.max_batches, forward, budget), forward, n_train, n_val,
+                       pretrained)
+    per_batch = forward * TRAIN_STEP * config.batch_size * world_size
+    room = int((budget - forward * EVAL_PASS * n_val) // per_batch)
+    batches = max(1, min(room, config.max_batches or room))
+    part = Plan(1, 0, batches, forward, budget)
+    n_part = min(n_train, batches * config.batch_size * world_size)
+    return _costed(part, forward, n_part, n_val, pretrained)
 
 
-def _with_epochs(config: TrainConfig, epochs: int) -> TrainConfig:
-    if epochs >= config.epochs:
-        return config
-    return config.override(epochs=epochs, head_epochs=min(config.head_epochs, epochs // 3))
-
-
-def probe_batches(loader: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """The first PROBE_WARMUP + PROBE_STEPS batches of a loader."""
-    out = []
-    for batch in loader:
-        if len(batch[1]) < 2:  # a one-image remainder: batch norm cannot train on it
-            continue
-        out.append(batch)
-        if len(out) >= PROBE_WARMUP + PROBE_STEPS:
-            break
-    return out
+def _costed(plan: Plan, forward: int | None, n_train: int, n_val: int, pretrained: bool) -> Plan:
+    if forward is None:
+        return plan
+    spent = plan_cost(plan, forward, n_train, n_val, pretrained)
+    return Plan(plan.epochs, plan.head_epochs, plan.max_batches, forward, plan.budget_flops, spent)

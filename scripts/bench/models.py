@@ -1,8 +1,17 @@
 """Train-step and inference throughput per model: optimised path vs a plain fp32 eager loop.
 
     python -m scripts.bench.models [--models all|NAME,NAME] [--image-size N] [--batch-size N]
-        [--steps N] [--tiny] [--compile] [--section throughput|explain|onnx|all] [--scorecam]
-        [--threads N] [--sizes 112,224] [--repeats N] [--interleave]
+        [--steps N] [--tiny] [--compile] [--section throughput|explain|onnx|budget|all]
+        [--scorecam] [--threads N] [--sizes 112,224] [--repeats N] [--interleave]
+    python -m scripts.bench.models --remeasure-runs [--runs ID,ID] [--threads N]
+
+`--remeasure-runs` times the CPU latency (batch 1) of stored runs again, on a machine that should
+be quiet, and stores it with its conditions where it is comparable (evaluation/cost.py says the
+rule); latencies timed at the end of training on a busy machine are stored but not shown.
+
+`--section budget` checks the quick profile's FLOP budget on this machine: per model, the forward
+FLOPs, the training-step rate in GFLOP/s (planner cost model: 3x forward per image) and the
+seconds the budget's planned schedule would take at that rate (the plan itself never reads a clock).
 
 `--section explain` times one explanation map per model and method instead (seconds per map for
 one image at the quick profile's size unless --image-size is given; the target is <= 1 s on
@@ -38,6 +47,8 @@ from tqdm.auto import tqdm
 
 from emotion_core import explain, models
 from emotion_core.data.transforms import Preprocess
+from emotion_core.evaluation import cost
+from emotion_core.training import planner
 from emotion_core.training.config import PROFILES
 
 
@@ -246,6 +257,44 @@ def onnx_section(names: list[str], sizes: list[int], repeats: int, warmup: int,
     print(f"speedup = torch_ms / onnx_ms; load average at end {load()}")
 
 
+def budget_section(names: list[str], n_train: int, n_val: int, steps: int, tiny: bool) -> None:
+    """The quick profile's plan per model and what it would cost in seconds on this machine."""
+    cfg = PROFILES["quick"]
+    size = cfg.image_size
+    print(f"quick profile: {cfg.budget_tflop:g} TFLOP per model at {size}px, {n_train} train + "
+          f"{n_val} val images; {torch.get_num_threads()} torch threads, load average "
+          f"{os.getloadavg()[0]:.1f}")
+    for name in names:
+        model, _ = models.build_model(name, 3, pretrained=False, image_size=size, tiny=tiny)
+        flops = planner.forward_flops(model, size)
+        x = torch.randn(cfg.batch_size, 3, size, size)
+        y = torch.randint(0, 3, (cfg.batch_size,))
+        img_s = train_throughput(model, x, y, optimised=False, steps=steps, warmup=1)
+        rate = img_s * planner.TRAIN_STEP * flops
+        for pretrained in (False, True):
+            plan = planner.plan_schedule(cfg, forward=flops, n_train=n_train, n_val=n_val,
+                                         pretrained=pretrained)
+            print(f"{name:<18} {'pretrained' if pretrained else 'scratch':<10} "
+                  f"{flops / 1e9:6.2f} GFLOP fwd  {rate / 1e9:6.1f} GFLOP/s  plan {plan.epochs} "
+                  f"epochs ({plan.head_epochs} head, {plan.max_batches or 'all'} batches) "
+                  f"{plan.planned_flops / 1e12:5.2f} TFLOP ~{plan.planned_flops / rate:5.0f} s",
+                  flush=True)
+        del model
+
+
+def remeasure(run_ids: str | None, threads: int) -> int:
+    """Time stored runs' CPU latency again and store it where comparable."""
+    ids = [r.strip() for r in run_ids.split(",") if r.strip()] if run_ids else None
+    rows = cost.remeasure_runs(ids, threads=threads or None)
+    if not rows:
+        print("no stored model runs to measure")
+        return 0
+    bad = [r["run_id"] for r in rows if not r["comparable"]]
+    print(f"{len(rows)} run(s) timed, {len(rows) - len(bad)} comparable"
+          + (f"; NOT comparable (machine busy: rerun when it is quiet): {', '.join(bad)}" if bad else ""))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     cuda = torch.cuda.is_available()
     p = argparse.ArgumentParser(prog="python -m scripts.bench.models", description=__doc__.split("\n")[0])
@@ -258,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="untimed steps per loop (default 5 on CUDA, else 1; onnx section 3)")
     p.add_argument("--tiny", action="store_true", help="tiny model configs (tests)")
     p.add_argument("--compile", action="store_true", help="torch.compile the inference model")
-    p.add_argument("--section", choices=("throughput", "explain", "onnx", "all"),
+    p.add_argument("--section", choices=("throughput", "explain", "onnx", "budget", "all"),
                    default="throughput")
     p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = default)")
     p.add_argument("--scorecam", action="store_true",
@@ -267,7 +316,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=20, help="onnx section: timed calls per engine")
     p.add_argument("--interleave", action="store_true",
                    help="onnx section: alternate the two engines per repeat")
+    p.add_argument("--remeasure-runs", action="store_true",
+                   help="time the CPU latency of stored runs again and store it where comparable")
+    p.add_argument("--runs", default=None, help="--remeasure-runs: these run ids (default: all)")
+    p.add_argument("--n-train", type=int, default=465, help="budget section: train images "
+                   "(default: webfaces3's 465)")
+    p.add_argument("--n-val", type=int, default=115, help="budget section: val images")
     args = p.parse_args(argv)
+    if args.remeasure_runs:
+        return remeasure(args.runs, args.threads)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
 
@@ -285,7 +342,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.section in ("onnx", "all"):
         onnx_section(names, sizes, args.repeats, 3 if args.warmup is None else args.warmup,
                      args.interleave, args.tiny)
-    if args.section in ("explain", "onnx"):
+    if args.section in ("budget", "all"):
+        budget_section(names, args.n_train, args.n_val, args.steps, args.tiny)
+    if args.section in ("explain", "onnx", "budget"):
         return 0
     if args.warmup is None:
         args.warmup = 5 if cuda else 1

@@ -1,0 +1,150 @@
+"""Writing a trained model as a run: evaluate the best weights on val and test, measure its cost,
+and store everything through `store.save_run` (rank 0 only).
+
+The manifest records the schedule that actually ran (`recipe`: the planned phases, epochs, batch
+cap, steps per epoch and the compute budget), not the profile's un-budgeted defaults, and every
+latency with the conditions it was measured under (evaluation/cost.py).
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from emotion_core import store
+from emotion_core.data.cache import CachedLoader, DecodedCache
+from emotion_core.evaluation import cost as cost_mod
+from emotion_core.evaluation import metrics as ev
+from emotion_core.evaluation.inference import collect_probs
+from emotion_core.store.runs import git_commit, split_hash
+from emotion_core.training.config import TrainConfig
+from emotion_core.training.planner import Phase, Plan
+from emotion_core.training.state import RunState
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """How a run was trained: what its manifest says besides the numbers."""
+
+    run_id: str
+    model_name: str
+    dataset: str
+    dataset_root: str
+    config: TrainConfig  # the command's config (the profile plus its overrides)
+    weights_source: str  # where the starting weights really came from
+    mean: list[float]
+    std: list[float]
+    plan: Plan
+    phases: list[Phase]  # the phases the plan trains
+    steps_per_epoch: int  # optimisation steps per epoch and process
+    device: torch.device
+    amp: bool
+    channels_last: bool
+    world_size: int = 1
+
+    def recipe(self) -> dict[str, Any]:
+        """The schedule that ran: phases (name, epochs, peak lr), the plan and its budget."""
+        p = self.plan
+        return {"phases": [{"name": ph.name, "epochs": ph.epochs, "lr": ph.lr} for ph in self.phases],
+                "epochs": p.epochs, "head_epochs": p.head_epochs, "max_batches": p.max_batches,
+                "steps_per_epoch": self.steps_per_epoch, "batch_size": self.config.batch_size,
+                "budget_tflop": p.budget_flops / 1e12,
+                "planned_tflop": None if p.planned_flops is None else p.planned_flops / 1e12,
+                "forward_flops": p.forward_flops}
+
+
+def evaluate_loader(model: nn.Module, loader: Iterable, device: torch.device,
+                    classes: list[str], *, amp: bool = False,
+                    channels_last: bool = False) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+    """Metrics, probabilities and labels of `model` over an evaluation loader."""
+    probs, y = collect_probs(model, loader, amp=amp, channels_last=channels_last)
+    if len(y) == 0:
+        probs = np.zeros((0, len(classes)))
+    return ev.compute_metrics(y, probs, classes), probs, y
+
+
+def evaluate_subsets(model: nn.Module, cache: DecodedCache, ctx: RunContext
+                     ) -> tuple[dict[str, Any], pd.DataFrame, pd.DataFrame]:
+    """(metrics per subset, predictions table, confusion table) over val and test."""
+    classes = list(cache.classes)
+    metrics: dict[str, Any] = {"classes": classes}
+    pred_parts, conf_parts = [], []
+    for subset in ("val", "test"):
+        idx = cache.indices(subset)
+        if len(idx) == 0:
+            continue
+        loader = CachedLoader(cache, idx, ctx.config.eval_batch_size, shuffle=False, aug=None,
+                              mean=ctx.mean, std=ctx.std, seed=ctx.config.seed,
+                              device=ctx.device if ctx.device.type == "cuda" else None)
+        m, probs, y = evaluate_loader(model, loader, ctx.device, classes, amp=ctx.amp,
+                                      channels_last=ctx.channels_last)
+        metrics[subset] = m
+        pred_parts.append(ev.predictions_table([cache.rels[i] for i in idx], [subset] * len(idx),
+                                               y, probs, classes))
+        conf = ev.confusion_table(y, probs.argmax(1), classes)
+        conf.insert(0, "subset", subset)
+        conf_parts.append(conf)
+    return metrics, pd.concat(pred_parts, ignore_index=True), pd.concat(conf_parts, ignore_index=True)
+
+
+def measure_cost(model: nn.Module, ctx: RunContext) -> dict[str, Any]:
+    """Parameters, forward FLOPs and CPU latency at batch 1 (with its conditions) when asked."""
+    out: dict[str, Any] = {"params": cost_mod.count_params(model), "flops": ctx.plan.forward_flops,
+                           "latency_ms": None, "latency": None}
+    if ctx.config.measure_speed:
+        cpu_model = model.float().to("cpu").to(memory_format=torch.contiguous_format)
+        if out["flops"] is None:
+            out["flops"] = cost_mod.count_flops(cpu_model, ctx.config.image_size)
+        record = cost_mod.measure_latency_record(cpu_model, ctx.config.image_size)
+        out.update(latency_ms=cost_mod.headline_latency(record), latency=record)
+    return out
+
+
+def build_manifest(ctx: RunContext, state: RunState, cache: DecodedCache, metrics: dict[str, Any],
+                   cost: dict[str, Any], eval_seconds: float) -> dict[str, Any]:
+    classes = list(cache.classes)
+    labels = [classes[i] for i in cache.labels]
+    val, test = metrics.get("val", {}), metrics.get("test", {})
+    headline = {"val_accuracy": val.get("accuracy"), "val_macro_f1": val.get("macro_f1"),
+                "test_accuracy": test.get("accuracy"), "test_macro_f1": test.get("macro_f1"),
+                "val_ece": val.get("ece"), "params": cost["params"], "flops": cost["flops"],
+                "latency_ms": cost["latency_ms"], "train_seconds": round(state.train_seconds, 2),
+                "epochs_run": state.epoch, "epochs_planned": state.plan.epochs}
+    return {
+        "kind": "model", "run_id": ctx.run_id, "model": ctx.model_name, "dataset": ctx.dataset,
+        "dataset_root": ctx.dataset_root, "classes": classes,
+        "split_hash": split_hash(cache.rels, labels, cache.subsets),
+        "weights_source": ctx.weights_source, "pretrained_requested": ctx.config.pretrained,
+        "profile": ctx.config.profile, "config": ctx.config.to_dict(),
+        "image_size": ctx.config.image_size, "mean": ctx.mean, "std": ctx.std,
+        "git_commit": git_commit(), "created": datetime.now().isoformat(timespec="seconds"),
+        "recipe": ctx.recipe(), "best_epoch": state.best_epoch,
+        "timings": {"train_seconds": round(state.train_seconds, 2),
+                    "eval_seconds": round(eval_seconds, 2), "device": str(ctx.device),
+                    "world_size": ctx.world_size, "amp_bf16": ctx.amp,
+                    "channels_last": ctx.channels_last},
+        "latency": cost["latency"], "headline": headline,
+    }
+
+
+def write_run(ctx: RunContext, model: nn.Module, cache: DecodedCache, state: RunState,
+              weights: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """Evaluate `model` (already holding the best weights), store the run; returns its headline.
+    `model` is left on the CPU in fp32 after the cost measurement."""
+    t0 = time.perf_counter()
+    metrics, predictions, confusion = evaluate_subsets(model, cache, ctx)
+    eval_seconds = time.perf_counter() - t0
+    cost = measure_cost(model, ctx)
+    metrics["cost"] = cost
+    manifest = build_manifest(ctx, state, cache, metrics, cost, eval_seconds)
+    history = pd.DataFrame(state.history, columns=store.HISTORY_COLUMNS)
+    store.save_run(ctx.run_id, manifest=manifest, metrics=metrics, history=history,
+                   confusion=confusion, predictions=predictions, state_dict=weights)
+    return manifest["headline"]
