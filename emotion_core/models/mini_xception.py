@@ -46,8 +46,10 @@ class TFSameMaxPool(nn.Module):
         self.kernel, self.stride = kernel, stride
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        top, bottom = tf_same_pad(x.shape[-2], self.kernel, self.stride)
-        left, right = tf_same_pad(x.shape[-1], self.kernel, self.stride)
+        # Plain ints: an exported graph has a fixed input side, and traced shape arithmetic would
+        # turn the ceiling division into ONNX's truncating one (a 1-pixel shape mismatch).
+        top, bottom = tf_same_pad(int(x.shape[-2]), self.kernel, self.stride)
+        left, right = tf_same_pad(int(x.shape[-1]), self.kernel, self.stride)
         x = F.pad(x, (left, right, top, bottom), value=float("-inf"))
         return F.max_pool2d(x, self.kernel, self.stride)
 
