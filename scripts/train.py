@@ -1,11 +1,18 @@
 """Train and evaluate models on one dataset, then the ensembles, then print the leaderboard.
 
-    python -m scripts.train --data DIR --models all|NAME,NAME --profile quick|full
+    python -m scripts.train --data DIR [--data DIR ...] --models all|NAME,NAME --profile quick|full
         [--epochs N] [--budget-tflop T] [--pretrained|--scratch] [--dry-run] [--resume]
-        [--wandb] [--ensemble default|greedy|none] [--name DATASET_NAME] [--events FILE]
+        [--recipe finetune|probe] [--layer-decay D] [--label-smoothing S] [--tta-flip]
+        [--crop-faces] [--seed N] [--wandb] [--ensemble default|greedy|none] [--name NAME]
+        [--events FILE]
 
 `--data` is an image folder (prepared on first use) or an exported cache folder
-(emotion_core.data.cache_export) so a GPU machine can train without the images.
+(emotion_core.data.cache_export) so a GPU machine can train without the images. Given several
+times, the sets train together (emotion_core.data.combine): each keeps its own cleaning and split,
+copies across sets are resolved, and every set's test split is reported separately.
+`--recipe probe` fits a logistic-regression head on frozen features (training/probe.py) instead
+of training epochs; `--layer-decay` < 1 gives the fine-tune phase lower rates away from the head;
+`--tta-flip` evaluates (and later predicts) on each picture and its mirror image.
 `--dry-run` runs the real path with tiny models, one batch, one epoch (for CI).
 `--budget-tflop` caps each model's planned training compute (the quick profile's is 6 TFLOP): the
 schedule is planned from counted FLOPs, so it is the same on an idle or a busy machine.
@@ -21,9 +28,10 @@ from pathlib import Path
 
 from emotion_core import models
 from emotion_core.data import DecodedCache, PreparedDataset, build_cache, cache_export, open_folder
+from emotion_core.data.combine import combine
 from emotion_core.evaluation import ensemble
 from emotion_core.training import distributed, fit
-from emotion_core.training.config import DRY_RUN_CHANGES, TrainConfig, get_profile
+from emotion_core.training.config import DRY_RUN_CHANGES, RECIPES, TrainConfig, get_profile
 from emotion_core.training.distributed import DistInfo
 from emotion_core.training.progress import ENV_EVENTS, EventLog
 from emotion_core.views.tables import leaderboard_text
@@ -31,7 +39,8 @@ from emotion_core.views.tables import leaderboard_text
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m scripts.train", description=__doc__.split("\n")[0])
-    p.add_argument("--data", required=True, help="image folder or exported cache folder")
+    p.add_argument("--data", required=True, action="append",
+                   help="image folder or exported cache folder; repeat to train on several sets")
     p.add_argument("--models", default="all", help="'all' or comma-separated registry names")
     p.add_argument("--profile", default="quick", help="quick (CPU) or full (GPU, 224 px)")
     p.add_argument("--epochs", type=int, default=None, help="override the profile's epochs")
@@ -46,6 +55,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "not depend on the machine's load (default: the profile's)")
     p.add_argument("--image-size", type=int, default=None, dest="image_size",
                    help="override the profile's input size in pixels")
+    p.add_argument("--recipe", choices=RECIPES, default=None,
+                   help="finetune (the loop's phases, default) or probe (frozen features + a "
+                        "logistic-regression head chosen on validation)")
+    p.add_argument("--layer-decay", type=float, default=None,
+                   help="fine-tune: rate factor per depth group away from the head (default 1)")
+    p.add_argument("--label-smoothing", type=float, default=None)
+    p.add_argument("--tta-flip", action="store_true", default=None,
+                   help="evaluate/predict on each picture and its mirror image")
+    p.add_argument("--crop-faces", action="store_true", default=None,
+                   help="train and evaluate on face crops (the sets are prepared with face detection)")
+    p.add_argument("--seed", type=int, default=None)
     p.add_argument("--dry-run", action="store_true", help="tiny models, one batch, one epoch")
     p.add_argument("--resume", action="store_true", help="continue interrupted runs")
     p.add_argument("--wandb", action="store_true", help="log to Weights & Biases")
@@ -58,12 +78,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def load_data(path: str, name: str | None, config: TrainConfig, info: DistInfo,
+def load_data(paths: list[str], name: str | None, config: TrainConfig, info: DistInfo,
               progress: bool) -> tuple[PreparedDataset, DecodedCache]:
     """(PreparedDataset, DecodedCache): rank 0 prepares and caches, then the others reuse it."""
-    folder = Path(path).expanduser()
-    if not folder.is_dir():
-        raise FileNotFoundError(f"--data {path}: no such folder")
+    folders = [Path(p).expanduser() for p in paths]
+    for path, folder in zip(paths, folders, strict=True):
+        if not folder.is_dir():
+            raise FileNotFoundError(f"--data {path}: no such folder")
+    if len(folders) > 1:
+        if name is not None:
+            raise ValueError("--name names one dataset; with several --data each keeps its "
+                             "folder's name and the combination is named 'a+b'")
+        sets = [open_folder(f, detect_faces=config.crop_faces, progress=progress and info.is_main)
+                for f in folders]
+        ds = combine(sets)
+        return ds, build_cache(ds, config.image_size, crop_faces=config.crop_faces,
+                               progress=progress and info.is_main)
+    folder = folders[0]
     if cache_export.is_export(folder):
         # A compact export (e.g. 112 px to fit a transfer limit) is resized to the profile's size.
         cache = cache_export.load_exported_cache(folder, size=config.image_size,
@@ -71,7 +102,8 @@ def load_data(path: str, name: str | None, config: TrainConfig, info: DistInfo,
         return cache_export.dataset_of(cache, name), cache
     for rank_turn in (True, False):  # rank 0 first (builds), then the rest (reuse)
         if info.is_main == rank_turn:
-            ds = open_folder(folder, name, progress=progress and info.is_main)
+            ds = open_folder(folder, name, detect_faces=config.crop_faces,
+                             progress=progress and info.is_main)
             cache = build_cache(ds, config.image_size, crop_faces=config.crop_faces,
                                 progress=progress and info.is_main)
         distributed.barrier(info)
@@ -109,7 +141,9 @@ def train_all(args: argparse.Namespace, info: DistInfo, events: EventLog,
         config = get_profile(args.profile).override(
             epochs=args.epochs, pretrained=args.pretrained, wandb=args.wandb or None,
             wandb_mode=args.wandb_mode, budget_tflop=args.budget_tflop,
-            image_size=args.image_size)
+            image_size=args.image_size, recipe=args.recipe, layer_decay=args.layer_decay,
+            label_smoothing=args.label_smoothing, tta_flip=args.tta_flip,
+            crop_faces=args.crop_faces, seed=args.seed)
         if args.dry_run:
             config = config.override(**DRY_RUN_CHANGES)
         if config.epochs < 1:

@@ -300,15 +300,16 @@ def load_prepared(name: str) -> PreparedDataset:
                            classes=list(report["classes"]), split=split, report=report)
 
 
-def open_folder(root: str | Path, name: str | None = None, *, progress: bool = True) -> PreparedDataset:
+def open_folder(root: str | Path, name: str | None = None, *, detect_faces: bool = False,
+                progress: bool = True) -> PreparedDataset:
     """The prepared dataset of an image folder: the stored report when it was prepared from this
-    same folder, otherwise prepare it now (index, clean, split)."""
+    same folder (with face boxes, when `detect_faces` asks for them), otherwise prepare it now."""
     root = Path(root).expanduser().resolve()
     if not root.is_dir():
         raise FileNotFoundError(f"no such data folder: {root}")
     name = check_name(name or root.name)
     if store.is_prepared(name):
         ds = load_prepared(name)
-        if Path(ds.root).resolve() == root:
+        if Path(ds.root).resolve() == root and (ds.report.get("detect_faces") or not detect_faces):
             return ds
-    return prepare_dataset(root, name, progress=progress)
+    return prepare_dataset(root, name, detect_faces=detect_faces, progress=progress)

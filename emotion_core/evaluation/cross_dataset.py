@@ -14,7 +14,7 @@ import numpy as np
 from emotion_core import store
 from emotion_core.data import CachedLoader, PreparedDataset, build_cache, open_folder
 from emotion_core.evaluation.ensemble import average_probs
-from emotion_core.evaluation.inference import collect_probs
+from emotion_core.evaluation.inference import collect_probs, run_flips
 from emotion_core.evaluation.loading import load_model
 from emotion_core.evaluation.metrics import compute_metrics, metrics_by_subset, predictions_table
 
@@ -40,8 +40,15 @@ def run_probs(run_id: str, ds: PreparedDataset, rows: np.ndarray, *,
     cache = build_cache(ds, int(manifest["image_size"]), crop_faces=crop, progress=progress)
     loader = CachedLoader(cache, rows, 64, shuffle=False, aug=None, mean=manifest["mean"],
                           std=manifest["std"])
-    probs, _ = collect_probs(model, loader)
+    probs, _ = collect_probs(model, loader, tta_flip=run_flips(manifest))
     return probs
+
+
+def _crops(manifest: dict[str, Any]) -> bool:
+    """Whether a run (or any member of an ensemble) reads face crops."""
+    if manifest.get("kind") == "ensemble":
+        return any(_crops(store.load_run(m, tables=False).manifest) for m in manifest["members"])
+    return bool((manifest.get("config") or {}).get("crop_faces"))
 
 
 def evaluate_on_folder(run_id: str, root: str | Path, *, name: str | None = None,
@@ -50,7 +57,7 @@ def evaluate_on_folder(run_id: str, root: str | Path, *, name: str | None = None
     "predictions"}; refuses a dataset whose classes differ from the run's."""
     manifest = store.load_run(run_id, tables=False).manifest
     classes = list(manifest["classes"])
-    ds = open_folder(root, name, progress=progress)
+    ds = open_folder(root, name, detect_faces=_crops(manifest), progress=progress)
     if set(ds.classes) != set(classes):
         raise ValueError(f"dataset '{ds.name}' has classes {list(ds.classes)} but run '{run_id}' "
                          f"was trained on {classes}; cross-dataset evaluation needs the same classes")

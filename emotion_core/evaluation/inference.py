@@ -24,18 +24,28 @@ def device_of(model: nn.Module) -> torch.device:
     return torch.device(getattr(model, "device", "cpu"))
 
 
-def probabilities(model: nn.Module, x: torch.Tensor, *, amp: bool = False) -> torch.Tensor:
-    """Softmax class probabilities (float32, on the model's device) for a normalised batch."""
+def probabilities(model: nn.Module, x: torch.Tensor, *, amp: bool = False,
+                  tta_flip: bool = False) -> torch.Tensor:
+    """Softmax class probabilities (float32, on the model's device) for a normalised batch;
+    with `tta_flip`, the mean of the picture's and its mirror image's (a run's `tta_flip`)."""
     device = device_of(model)
     with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16,
                                                  enabled=amp and device.type == "cuda"):
-        logits = model(x.to(device, non_blocking=True))
-    return torch.softmax(logits.float(), dim=1)
+        x = x.to(device, non_blocking=True)
+        probs = torch.softmax(model(x).float(), dim=1)
+        if tta_flip:
+            probs = (probs + torch.softmax(model(x.flip(-1)).float(), dim=1)) / 2
+    return probs
+
+
+def run_flips(manifest: dict) -> bool:
+    """Whether a run predicts with flip test-time augmentation (recorded at training)."""
+    return bool(manifest.get("tta_flip") or (manifest.get("config") or {}).get("tta_flip"))
 
 
 def collect_probs(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], *,
-                  amp: bool = False, channels_last: bool = False,
-                  max_batches: int = 0) -> tuple[np.ndarray, np.ndarray]:
+                  amp: bool = False, channels_last: bool = False, max_batches: int = 0,
+                  tta_flip: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Probabilities and labels over an iterable of (images, labels) batches, in eval mode."""
     model.eval()
     all_p, all_y = [], []
@@ -44,7 +54,7 @@ def collect_probs(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.
             break
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        all_p.append(probabilities(model, x, amp=amp).cpu().numpy())
+        all_p.append(probabilities(model, x, amp=amp, tta_flip=tta_flip).cpu().numpy())
         all_y.append(y.numpy())
     if not all_p:
         return np.zeros((0, 0)), np.zeros(0, dtype=np.int64)
@@ -52,13 +62,13 @@ def collect_probs(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.
 
 
 def predict_images(model: nn.Module, images_rgb: Sequence[np.ndarray], preprocess: Preprocess,
-                   batch_size: int = 32) -> np.ndarray:
+                   batch_size: int = 32, *, tta_flip: bool = False) -> np.ndarray:
     """Class probabilities (float64, N x classes) for RGB uint8 pictures, preprocessed exactly
     like the training cache."""
     model.eval()
     out = []
     for i in range(0, len(images_rgb), batch_size):
         xb = torch.cat([preprocess(im)[0] for im in images_rgb[i:i + batch_size]])
-        out.append(probabilities(model, xb).cpu().numpy().astype(np.float64))
+        out.append(probabilities(model, xb, tta_flip=tta_flip).cpu().numpy().astype(np.float64))
     n_classes = int(getattr(model, "num_classes", 0) or 0)
     return np.concatenate(out) if out else np.zeros((0, n_classes))

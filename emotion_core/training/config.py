@@ -24,6 +24,9 @@ class TrainConfig:
     warmup_epochs: float = 0.5  # linear warm-up length (in epochs) at the start of each phase
     min_lr_ratio: float = 0.01  # cosine schedule floor, as a fraction of the peak rate
     label_smoothing: float = 0.0  # cross-entropy label smoothing
+    recipe: str = "finetune"  # "finetune": the loop's phases; "probe": frozen features + a logistic-regression head (probe.py)
+    layer_decay: float = 1.0  # fine-tune: each of 12 depth groups (input side first) gets this times the next group's rate (1 = one rate)
+    tta_flip: bool = False  # evaluate and predict on the picture and its mirror image, probabilities averaged
     class_weighted: bool = True  # weight the loss by inverse class frequency of the train subset
     patience: int = 3  # early stopping: epochs without a val macro-F1 gain before stopping
     budget_tflop: float = 0.0  # training compute per model in TFLOP (1e12 FLOPs): epochs/batches are planned to fit it (0 = none; see planner.py)
@@ -86,6 +89,9 @@ PROFILES: dict[str, TrainConfig] = {
 DRY_RUN_CHANGES: dict[str, Any] = dict(epochs=1, head_epochs=0, max_batches=1, tiny=True,
                                        image_size=32, batch_size=8, checkpoint_every=0,
                                        measure_speed=False)
+
+
+RECIPES = ("finetune", "probe")
 
 
 def get_profile(name: str) -> TrainConfig:

@@ -33,6 +33,7 @@ from emotion_core.data.transforms import AugmentConfig
 from emotion_core.training import checkpoint, distributed, planner
 from emotion_core.training.config import TrainConfig
 from emotion_core.training.planner import Phase
+from emotion_core.training.probe import run_probe
 from emotion_core.training.progress import EventLog, Reporter, start_wandb
 from emotion_core.training.setup import (
     Runtime,
@@ -116,7 +117,7 @@ def validate(setup: Setup) -> tuple[float, float, float]:
                               aug=None, mean=split.mean, std=split.std, seed=config.seed,
                               device=rt.aug_device)
         vm, _, _ = evaluate_loader(setup.model, loader, rt.device, split.classes, amp=rt.amp,
-                                   channels_last=rt.channels_last)
+                                   channels_last=rt.channels_last, tta_flip=config.tta_flip)
         vals = [vm["loss"], vm["accuracy"], vm["macro_f1"]]
     loss, acc, f1 = distributed.broadcast_floats(vals, rt.info, rt.device)
     return loss, acc, f1
@@ -159,10 +160,35 @@ def set_trainable(model: nn.Module, phase: Phase) -> list[nn.Parameter]:
     return [p for p in model.parameters() if p.requires_grad]
 
 
-def make_optimizer(params: list[nn.Parameter], phase: Phase, steps: int, config: TrainConfig
-                   ) -> tuple[torch.optim.Optimizer, Any]:
-    """AdamW at the phase's peak rate with per-step warm-up + cosine decay over the phase."""
-    optimizer = torch.optim.AdamW(params, lr=phase.lr, weight_decay=config.weight_decay)
+DEPTH_GROUPS = 12  # layer-wise decay: parameters in registration order, cut into this many groups
+
+
+def param_groups(model: nn.Module, params: list[nn.Parameter], phase: Phase,
+                 config: TrainConfig) -> list[dict[str, Any]]:
+    """One group at the phase's rate, or, for a fine-tune with layer_decay < 1, DEPTH_GROUPS
+    groups by registration order (input side first; every registry model registers its layers
+    in depth order) whose rates fall by layer_decay per group away from the head, which keeps
+    the phase's rate (discriminative fine-tuning, as in BEiT/ConvNeXt recipes)."""
+    if phase.name != "finetune" or config.layer_decay >= 1.0:
+        return [{"params": params, "lr": phase.lr}]
+    head = {id(p) for p in models.head_parameters(model)}
+    body = [p for p in params if id(p) not in head]
+    groups = [{"params": [p for p in params if id(p) in head], "lr": phase.lr}]
+    size = -(-len(body) // DEPTH_GROUPS)
+    for g in range(DEPTH_GROUPS):
+        chunk = body[g * size:(g + 1) * size]
+        if chunk:
+            groups.append({"params": chunk,
+                           "lr": phase.lr * config.layer_decay ** (DEPTH_GROUPS - g)})
+    return groups
+
+
+def make_optimizer(params: list[nn.Parameter], phase: Phase, steps: int, config: TrainConfig,
+                   model: nn.Module | None = None) -> tuple[torch.optim.Optimizer, Any]:
+    """AdamW at the phase's peak rate(s) with per-step warm-up + cosine decay over the phase."""
+    groups = param_groups(model, params, phase, config) if model is not None else \
+        [{"params": params, "lr": phase.lr}]
+    optimizer = torch.optim.AdamW(groups, lr=phase.lr, weight_decay=config.weight_decay)
     factor = planner.warmup_cosine(steps * phase.epochs, int(config.warmup_epochs * steps),
                                    config.min_lr_ratio)
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
@@ -179,7 +205,7 @@ def run_phase(setup: Setup, phases: list[Phase], index: int, state: RunState,
         net = nn.parallel.DistributedDataParallel(
             model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
     steps = setup.steps_per_epoch()
-    optimizer, scheduler = make_optimizer(params, phase, steps, setup.config)
+    optimizer, scheduler = make_optimizer(params, phase, steps, setup.config, model)
     if ckpt is not None and index == state.phase_index and state.epoch_in_phase > 0:
         checkpoint.restore(ckpt, model=model, optimizer=optimizer, scheduler=scheduler)
     else:  # early stopping counts within the final (fine-tune) phase
@@ -248,13 +274,21 @@ def fit(model_name: str, ds: PreparedDataset, config: TrainConfig, *, run_id: st
     reporter = Reporter((events or EventLog()) if main else EventLog(), show=rt.show,
                         wandb_run=wandb_run)
     run_config = state.plan.apply(config)
-    phases = planner.plan_phases(run_config, pretrained)
+    phases = planner.plan_phases(run_config, pretrained,
+                                 models.get_spec(model_name).finetune_lr_scale)
     setup = Setup(model_name, model, criterion, split, run_config, rt, reporter, work)
-    ctx = RunContext(state.run_id, model_name, ds.name, str(getattr(ds, "root", "")), config,
+    ctx = RunContext(state.run_id, model_name, ds.name, str(ds.root), config,
                      weights_source, split.mean, split.std, state.plan, phases,
                      setup.steps_per_epoch(), rt.device, rt.amp, rt.channels_last,
-                     rt.info.world_size)
+                     rt.info.world_size, sources=row_sources(ds))
+    if config.recipe == "probe":
+        return run_probe(setup, ctx, state)
     return train_and_write(setup, ctx, phases, state, ckpt)
+
+
+def row_sources(ds: PreparedDataset) -> tuple[str, ...] | None:
+    """The set each split row (= cache row) came from, for a combined dataset."""
+    return tuple(ds.split["source"].astype(str)) if "source" in ds.split.columns else None
 
 
 def train_and_write(setup: Setup, ctx: RunContext, phases: list[Phase], state: RunState,

