@@ -12,7 +12,7 @@ import sys
 
 from emotion_core import store
 from emotion_core.evaluation import CheckpointMismatchError
-from emotion_core.evaluation.cross_dataset import evaluate_on_folder
+from emotion_core.evaluation.cross_dataset import evaluate_on_folder, record
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,10 +37,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{sm['macro_f1']:.4f} top-2 {sm['top2_accuracy']:.4f} ECE {sm['ece']:.4f}")
     for c, pc in m["per_class"].items():
         print(f"  {c:<10} precision {pc['precision']:.3f} recall {pc['recall']:.3f} f1 {pc['f1']:.3f}")
-    summary = {k: m[k] for k in ("n", "accuracy", "macro_f1", "top2_accuracy", "ece", "loss")}
-    store.update_run_metrics(args.run, {"cross_dataset": {
-        **store.load_run(args.run, tables=False).metrics.get("cross_dataset", {}),
-        f"{res['dataset']}:{res['subset']}": summary}})
+    record(args.run, res)
     print(f"accuracy: {m['accuracy']:.4f} macro_f1: {m['macro_f1']:.4f}")
     return 0
 

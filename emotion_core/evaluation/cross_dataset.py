@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from emotion_core import store
 from emotion_core.data import CachedLoader, PreparedDataset, build_cache, open_folder
@@ -68,3 +69,31 @@ def evaluate_on_folder(run_id: str, root: str | Path, *, name: str | None = None
     preds = predictions_table(files["rel"], files["subset"], y, probs, classes)
     return {"dataset": ds.name, "subset": subset, "metrics": compute_metrics(y, probs, classes),
             "by_subset": metrics_by_subset(preds, classes), "predictions": preds}
+
+
+SUMMARY_KEYS = ("n", "accuracy", "macro_f1", "top2_accuracy", "ece", "loss")
+
+
+def record(run_id: str, result: dict[str, Any]) -> dict[str, Any]:
+    """Store a result's summary in the run's metrics under cross_dataset["<dataset>:<subset>"]
+    (bundled runs are read-only: their cross-dataset numbers are made before bundling)."""
+    summary = {k: result["metrics"][k] for k in SUMMARY_KEYS}
+    if not store.paths.is_bundled(run_id):
+        previous = store.load_run(run_id, tables=False).metrics.get("cross_dataset", {})
+        store.update_run_metrics(run_id, {"cross_dataset": {
+            **previous, f"{result['dataset']}:{result['subset']}": summary}})
+    return summary
+
+
+def matrix(run_ids: list[str], folders: list[str | Path], *, subset: str = "test",
+           progress: bool = True) -> pd.DataFrame:
+    """Train on X, test on every Y: one row per run, one column per dataset, the accuracy on
+    that dataset's `subset` (each set's own persisted split); results stored as by `record`."""
+    rows = []
+    for rid in run_ids:
+        row: dict[str, Any] = {"run_id": rid}
+        for folder in folders:
+            res = evaluate_on_folder(rid, folder, subset=subset, progress=progress)
+            row[res["dataset"]] = record(rid, res)["accuracy"]
+        rows.append(row)
+    return pd.DataFrame(rows)

@@ -335,3 +335,29 @@ def leaderboard_text(dataset: str | None = None, columns: list[str] | None = Non
         return "leaderboard: no runs yet"
     return (f"\nleaderboard ({dataset or 'all datasets'}), by validation macro-F1:\n"
             + format_table(df[columns or LEADERBOARD_VIEW]))
+
+
+def cross_matrix(records: list[store.RunRecord], subset: str = "test") -> pd.DataFrame:
+    """Generalisation: rows are runs, columns datasets, cells the accuracy on that dataset's
+    `subset` (from a run's own evaluation for the set(s) it trained on, from
+    `scripts.cross_eval` for the others); NaN where not measured. Empty without any cross score."""
+    rows = []
+    for rec in records:
+        m = rec.metrics or {}
+        row = {"run_id": rec.run_id, "trained on": rec.manifest.get("dataset")}
+        for key, summary in (m.get("cross_dataset") or {}).items():
+            name, _, part = key.rpartition(":")
+            if part == subset and isinstance(summary, dict):
+                row[name] = summary.get("accuracy")
+        for name, by in (m.get("by_source") or {}).items():
+            row.setdefault(name, (by.get(subset) or {}).get("accuracy"))
+        own = (m.get(subset) or {}).get("accuracy")
+        if not m.get("by_source") and own is not None:
+            row.setdefault(str(rec.manifest.get("dataset")), own)
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    sets = [c for c in df.columns if c not in ("run_id", "trained on")]
+    if df.empty or not any(df[c].notna().sum() and c != r for c in sets
+                           for r in df["trained on"].astype(str)):
+        return pd.DataFrame()
+    return df[["run_id", "trained on", *sorted(sets)]]
