@@ -66,6 +66,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--crop-faces", action="store_true", default=None,
                    help="train and evaluate on face crops (the sets are prepared with face detection)")
     p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None, help="peak rate from scratch and for the head")
+    p.add_argument("--finetune-lr", type=float, default=None, dest="finetune_lr",
+                   help="peak rate once a pretrained backbone is unfrozen (times the model's "
+                        "registry scale: 0.1 for pretrained transformers)")
+    p.add_argument("--head-epochs", type=int, default=None, dest="head_epochs")
+    p.add_argument("--patience", type=int, default=None, help="early stopping patience (epochs)")
     p.add_argument("--dry-run", action="store_true", help="tiny models, one batch, one epoch")
     p.add_argument("--resume", action="store_true", help="continue interrupted runs")
     p.add_argument("--wandb", action="store_true", help="log to Weights & Biases")
@@ -143,7 +149,8 @@ def train_all(args: argparse.Namespace, info: DistInfo, events: EventLog,
             wandb_mode=args.wandb_mode, budget_tflop=args.budget_tflop,
             image_size=args.image_size, recipe=args.recipe, layer_decay=args.layer_decay,
             label_smoothing=args.label_smoothing, tta_flip=args.tta_flip,
-            crop_faces=args.crop_faces, seed=args.seed)
+            crop_faces=args.crop_faces, seed=args.seed, lr=args.lr, finetune_lr=args.finetune_lr,
+            head_epochs=args.head_epochs, patience=args.patience)
         if args.dry_run:
             config = config.override(**DRY_RUN_CHANGES)
         if config.epochs < 1:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from emotion_core import store
 from emotion_core.data import cache_export
 from emotion_core.models import get_spec
 from scripts.gpu import export_reference, pack_remote
@@ -73,3 +74,21 @@ def test_export_reference_combines_every_run_without_weights(tmp_path):
     assert back["a"].manifest["origin"] == "reference:gpu-test"
     assert list(back["a"].history["val_macro_f1"]) == [0.15, 0.3]
     assert "run_id" not in back["a"].history.columns
+
+
+def test_a_packed_combination_trains_remotely_with_each_sets_test_reported(tmp_path, capsys):
+    from scripts import train as train_cli
+
+    a = tiny_shapes.make_folder(tmp_path / "sets" / "aset", seed=1)
+    b = tiny_shapes.make_folder(tmp_path / "sets" / "bset", seed=2)
+    assert pack_remote.main(["--data", str(a), "--data", str(b), "--out", str(tmp_path / "pack"),
+                             "--size", "32", "--quality", "75"]) == 0
+    exported = tmp_path / "pack" / "data" / "aset+bset"
+    back = cache_export.dataset_of(cache_export.load_exported_cache(exported, progress=False))
+    assert back.name == "aset+bset" and set(back.split["source"]) == {"aset", "bset"}
+    assert back.report["sources"][0]["name"] == "aset"
+    assert train_cli.main(["--data", str(exported), "--models", "vit_scratch", "--dry-run",
+                           "--quiet", "--ensemble", "none"]) == 0
+    (rec,) = store.list_runs()[0]
+    assert rec.manifest["sources"] == ["aset", "bset"]
+    assert set(rec.metrics["by_source"]) == {"aset", "bset"}

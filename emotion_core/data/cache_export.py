@@ -38,10 +38,23 @@ def is_export(folder: Path) -> bool:
 def dataset_of(cache: DecodedCache, name: str | None = None) -> PreparedDataset:
     """The prepared dataset an imported cache holds: its split, classes and stored report."""
     meta = cache.meta
-    report = dict(meta.get("extra") or {})
+    extra = dict(meta.get("extra") or {})
+    split = cache.split_table()
+    sources = extra.get("sources")
+    if isinstance(sources, list) and len(sources) == len(split):  # a combination of sets
+        split["source"] = sources
     return PreparedDataset(name=name or str(meta.get("name", cache.key)),
-                           root=Path(str(meta.get("root", cache.path))),
-                           classes=list(cache.classes), split=cache.split_table(), report=report)
+                           root=Path(str(meta.get("root", cache.path))), classes=list(cache.classes),
+                           split=split, report=dict(extra.get("report") or extra))
+
+
+def export_dataset(ds: PreparedDataset, cache: DecodedCache, out_dir: Path, **kwargs: Any) -> Path:
+    """`export_cache` with what `dataset_of` needs to give `ds` back on the other side: its
+    report and, for a combination of sets, the set of every row."""
+    extra: dict[str, Any] = {"report": ds.report}
+    if "source" in ds.split.columns:
+        extra["sources"] = ds.split["source"].astype(str).tolist()
+    return export_cache(cache, out_dir, extra=extra, **kwargs)
 
 
 def export_cache(cache: DecodedCache, out_dir: Path, *, codec: str = "webp", quality: int = 90,

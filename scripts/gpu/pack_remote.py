@@ -1,6 +1,7 @@
 """Pack what a remote GPU machine needs to train without the images or the weight packages.
 
-    python -m scripts.gpu.pack_remote --data DIR --out FOLDER [--size 112] [--weights a,b] [--budget-mib 40]
+    python -m scripts.gpu.pack_remote [--data DIR ...] --out FOLDER [--size 112] [--quality 90]
+        [--crop-faces] [--weights a,b] [--budget-mib 40]
 
 Writes FOLDER/data/<name>/ (the compact exported cache: pass it to `scripts.train --data`, which
 resizes it to the profile's input size) and FOLDER/weights/<model>/model.safetensors (the offline
@@ -17,6 +18,7 @@ from safetensors.torch import save_file
 
 from emotion_core import data, models, store
 from emotion_core.data import cache_export
+from emotion_core.data.combine import combine
 from emotion_core.models.weights import resolve_weights
 
 
@@ -43,18 +45,26 @@ def pack_weights(names: list[str], out: Path) -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m scripts.gpu.pack_remote", description=__doc__.split("\n")[0])
-    p.add_argument("--data", required=True, type=Path)
+    p.add_argument("--data", action="append", default=[], type=Path,
+                   help="image folder; repeat to pack several sets as one combination")
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--name", default=None)
     p.add_argument("--size", type=int, default=112, help="side of the exported images")
+    p.add_argument("--quality", type=int, default=90, help="WebP quality of the exported images")
+    p.add_argument("--crop-faces", action="store_true",
+                   help="export face crops (the sets are prepared with face detection)")
     p.add_argument("--budget-mib", type=float, default=None, help="lower WebP quality to fit")
     p.add_argument("--weights", default="", help="comma-separated models whose weights travel")
     args = p.parse_args(argv)
     try:
-        ds = data.prepare_dataset(args.data, args.name)
-        cache = data.build_cache(ds, args.size)
-        dest = cache_export.export_cache(cache, args.out / "data" / ds.name, budget_mib=args.budget_mib)
-        print(f"data: {dest} ({_mib(dest):.1f} MiB)")
+        if args.data:
+            sets = [data.open_folder(d, args.name if len(args.data) == 1 else None,
+                                     detect_faces=args.crop_faces) for d in args.data]
+            ds = sets[0] if len(sets) == 1 else combine(sets)
+            cache = data.build_cache(ds, args.size, crop_faces=args.crop_faces)
+            dest = cache_export.export_dataset(ds, cache, args.out / "data" / ds.name,
+                                               quality=args.quality, budget_mib=args.budget_mib)
+            print(f"data: {dest} ({_mib(dest):.1f} MiB)")
         names = [n.strip() for n in args.weights.split(",") if n.strip()]
         for name, label in pack_weights(names, args.out / "weights").items():
             print(f"weights: {name} [{label}] ({_mib(args.out / 'weights' / name):.1f} MiB)")
