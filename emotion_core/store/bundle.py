@@ -6,12 +6,19 @@ step writes there; `runs.save_run` and friends refuse bundled ids.
 """
 from __future__ import annotations
 
+import os
 import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 
 from emotion_core.store import paths
-from emotion_core.store.files import file_sha256, make_temp_dir, publish_dir, write_json
+from emotion_core.store.files import (
+    file_sha256,
+    make_temp_dir,
+    mode_for_file,
+    publish_dir,
+    write_json,
+)
 from emotion_core.store.runs import BrokenRunError, load_run
 
 
@@ -35,6 +42,7 @@ def bundle_run(run_id: str, card: str, *, bundle_id: str | None = None) -> Path:
         half = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in tensors.items()}
         meta = {"model": str(rec.manifest["model"]), "classes": ",".join(rec.manifest["classes"])}
         save_file(half, str(tmp / paths.WEIGHTS), metadata=meta)
+        os.chmod(tmp / paths.WEIGHTS, mode_for_file())
         manifest = dict(rec.manifest, run_id=bundle_id, bundled_from=run_id,
                         weights_dtype="float16",
                         bundled_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),

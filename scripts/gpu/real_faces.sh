@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# Real-face models on a lent GPU (docs/gpu.md): the bundled candidates (small pretrained CNNs and
+# DINOv2-S, fine-tuned on face crops of all the real training data, flip TTA, label smoothing),
+# a linear probe for comparison, and the full-profile reference of every other architecture.
+# Usage: bash scripts/gpu/real_faces.sh PACK_DIR OUT_DIR
+#   PACK_DIR  made here by `python -m scripts.gpu.pack_remote --data A --data B --crop-faces ...`
+#             (data/<a+b>/ and weights/<model>/); DINOv2's weights may already lie in
+#             $RF/weights from an earlier call on the same warm machine (they do not fit beside
+#             the data in one call's 64 MiB).
+#   OUT_DIR   what comes back (at most 8 files): runs.tar.gz (every run's tables and the bundled
+#             candidates' folders without weights), each candidate's fp16 weights (DINOv2's in
+#             15 MiB parts), train.log.
+# Every stage has its own time limit, ordered by priority, so one that overruns costs only itself.
+# SMOKE=1 runs the same stages with tiny models for a local check of the script.
+set -uo pipefail
+pack=$1 out=$2
+RF=${RF:-/tmp/rf}
+export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 EMOTION_ARTIFACTS=$RF/artifacts
+export EMOTION_WEIGHTS_DIR=$RF/weights EMOTION_BUNDLED=$RF/bundled
+mkdir -p "$RF/weights" "$out"
+cp -r "$pack"/weights/* "$RF/weights/" 2>/dev/null
+data=$(ls -d "$pack"/data/* | head -1)
+log=$out/train.log
+smoke=${SMOKE:-0}
+extra=$([ "$smoke" = 1 ] && echo "--dry-run" || true)
+limit() { [ "$smoke" = 1 ] && echo 120 || echo "$1"; }
+echo "gpu: $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 || echo none);" \
+  "torch $(python3 -c 'import torch; print(torch.__version__)'); data: $data" | tee -a "$log"
+
+train() {  # train SECONDS MODEL [options]: one model, its own time limit
+  local secs=$1 model=$2; shift 2
+  local t0=$SECONDS
+  timeout "$(limit "$secs")" python3 -m scripts.train --data "$data" --models "$model" \
+    --profile full --crop-faces --tta-flip --label-smoothing 0.1 --ensemble none --quiet \
+    $extra "$@" >>"$log" 2>&1
+  echo "[$model $* -> exit $? in $((SECONDS - t0)) s]" | tee -a "$log"
+}
+
+cnn="--epochs 14 --head-epochs 2 --lr 1e-3 --finetune-lr 3e-4 --patience 5"
+train 100 mobilenet_v2 $cnn
+train 80 efficientnet_lite0 $cnn
+if [ -f "$RF/weights/dinov2_small/model.safetensors" ] || [ "$smoke" = 1 ]; then
+  train 110 dinov2_small --epochs 8 --head-epochs 1 --lr 1e-3 --finetune-lr 3e-4 \
+    --layer-decay 0.75 --patience 4
+else
+  echo "[dinov2_small skipped: its weights did not reach this machine]" | tee -a "$log"
+fi
+train 45 dinov2_small,mobilenet_v2 --recipe probe
+ref="--lr 5e-4 --patience 4"
+train 45 resnet34 --epochs 10 $ref
+train 40 vgg16 --epochs 8 $ref
+train 35 vit_scratch --epochs 10 $ref
+train 55 vit_hf --epochs 6 $ref
+train 80 efficientnet_b4 --epochs 6 $ref
+
+timeout 120 python3 - "$out" >>"$log" 2>&1 <<'EOF'
+import sys
+from pathlib import Path
+from emotion_core import store
+from emotion_core.evaluation import ensemble
+from emotion_core.store import bundle
+
+out = Path(sys.argv[1])
+runs = {r.manifest["model"] + ("-probe" if r.manifest.get("recipe", {}).get("name") == "probe" else ""): r.run_id
+        for r in store.list_runs()[0] if r.manifest.get("kind") == "model"}
+print("runs:", runs)
+for mode, members in (("default", [runs.get("resnet34"), runs.get("efficientnet_b4")]),
+                      ("greedy", None)):
+    try:
+        ids = members if members else ensemble.greedy_subset([v for k, v in runs.items()])
+        if None not in ids and len(ids) > 1:
+            print("ensemble", mode, ensemble.build_ensemble(ids, label=mode))
+    except Exception as exc:  # an ensemble must not cost the rest
+        print("ensemble", mode, "failed:", exc)
+for model in ("mobilenet_v2", "efficientnet_lite0", "dinov2_small"):
+    if model in runs:
+        path = bundle.bundle_run(runs[model], "model card written when the bundle is installed",
+                                 bundle_id=f"realfaces-{model}")
+        print("bundled", model, path)
+EOF
+# What comes back: the tables of every run (reference set) and the bundled folders without
+# weights in one archive, each candidate's fp16 weights beside it (DINOv2's in 15 MiB parts).
+python3 -m scripts.gpu.export_reference --out "$RF/reference" \
+  --note "full profile on $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1), face crops of affectnet3+webfaces3 at 224 px (192 px WebP), flip TTA, label smoothing 0.1; $(python3 -c 'import torch; print("torch", torch.__version__)')" >>"$log" 2>&1
+tar -czf "$out/runs.tar.gz" --exclude=weights.safetensors -C "$RF" reference \
+  $(cd "$RF" && ls -d bundled 2>/dev/null)
+for dir in "$RF"/bundled/*/; do
+  [ -d "$dir" ] || continue
+  name=$(basename "$dir")
+  if [ "$(stat -c %s "$dir/weights.safetensors")" -gt 15728640 ]; then
+    split -b 15M -d "$dir/weights.safetensors" "$out/$name.part"
+  else
+    cp "$dir/weights.safetensors" "$out/$name.safetensors"
+  fi
+done
+ls -la "$out" | tee -a "$log"
