@@ -1,0 +1,88 @@
+"""A bundled model's card: what data, what recipe, which command, what metrics on which split,
+and under what terms (Hugging Face model-card style), written from the run's own files."""
+from __future__ import annotations
+
+from typing import Any
+
+from emotion_core import models, store
+
+# The team's real sets state no licence (shared/data/README.md): research use only.
+DATA_TERMS = ("The training data state no licence: affectnet3 is the angry/happy/sad part of the "
+              "public GitHub repository quanbk2512/effectnet (commit b01f8890), webfaces3 that of "
+              "YuXuan1216/Emotions_Recognition (commit 5f2f49bd), both scraped face pictures. "
+              "Treat these weights as research-only, like the data they were trained on.")
+
+
+def training_command(manifest: dict[str, Any]) -> str:
+    """The scripts.train command that reproduces the run (data folders named by set)."""
+    c = manifest.get("config") or {}
+    sources = manifest.get("sources") or [manifest.get("dataset")]
+    args = [f"--data ../shared/data/{s}" for s in sources]
+    args += [f"--models {manifest['model']}", f"--profile {c.get('profile', 'full')}",
+             f"--image-size {manifest.get('image_size')}", f"--epochs {c.get('epochs')}",
+             f"--head-epochs {c.get('head_epochs')}", f"--lr {c.get('lr')}",
+             f"--finetune-lr {c.get('finetune_lr')}", f"--patience {c.get('patience')}",
+             f"--label-smoothing {c.get('label_smoothing')}", f"--seed {c.get('seed')}"]
+    if c.get("recipe", "finetune") != "finetune":
+        args.append(f"--recipe {c['recipe']}")
+    if c.get("layer_decay", 1.0) != 1.0:
+        args.append(f"--layer-decay {c['layer_decay']}")
+    args += [flag for key, flag in (("tta_flip", "--tta-flip"), ("crop_faces", "--crop-faces"))
+             if c.get(key) or manifest.get(key)]
+    return "python -m scripts.train " + " ".join(args)
+
+
+def _metric_rows(metrics: dict[str, Any], dataset: str) -> list[str]:
+    rows = []
+    by_source = metrics.get("by_source") or {dataset: {s: metrics[s] for s in ("val", "test")
+                                                       if s in metrics}}
+    for src, parts in by_source.items():
+        for subset in ("val", "test"):
+            m = parts.get(subset)
+            if m:
+                rows.append(f"| {src} | {subset} | {m['n']} | {m['accuracy']:.3f} | "
+                            f"{m['macro_f1']:.3f} | {m.get('ece', float('nan')):.3f} |")
+    for key, m in (metrics.get("cross_dataset") or {}).items():
+        name, _, subset = key.rpartition(":")
+        rows.append(f"| {name} (cross-dataset) | {subset} | {m['n']} | {m['accuracy']:.3f} | "
+                    f"{m['macro_f1']:.3f} | {m.get('ece', float('nan')):.3f} |")
+    return rows
+
+
+def model_card(run_id: str, *, note: str = "") -> str:
+    """Markdown for MODEL_CARD.md of a stored (or bundled) run."""
+    rec = store.load_run(run_id, tables=False)
+    m, spec = rec.manifest, models.get_spec(rec.manifest["model"])
+    details = [s.detail for s in spec.pretrained if s.label == m.get("weights_source") and s.detail]
+    recipe = m.get("recipe") or {}
+    phases = ", ".join(f"{p['name']} {p['epochs']} epochs at {p['lr']:.2g}"
+                       for p in recipe.get("phases", []))
+    lines = [
+        f"# {run_id}", "", spec.description, "",
+        "## Model", "",
+        f"- architecture: `{m['model']}`; classes (output order): {', '.join(m['classes'])}",
+        f"- input: {m['image_size']} px square, RGB, mean {m['mean']}, std {m['std']}"
+        + ("; predictions average the picture and its mirror image" if m.get("tta_flip") else ""),
+        f"- starting weights: {m.get('weights_source')}" + (f" ({details[0]})" if details else ""),
+        f"- weights stored in float16 ({m.get('weights_bytes', 0) / 2**20:.1f} MiB), sha256 "
+        f"`{m.get('weights_sha256', '')[:16]}...`; loaded in float32",
+        "", "## Data", "",
+        f"- trained on: {', '.join(m.get('sources') or [m.get('dataset')])} "
+        f"(each set with its own cleaning and persisted split; face crops: "
+        f"{bool((m.get('config') or {}).get('crop_faces'))})",
+        "", "## Recipe", "",
+        f"- {recipe.get('name', 'finetune')}: {phases}; best epoch {m.get('best_epoch')}; "
+        f"label smoothing {recipe.get('label_smoothing')}, layer decay {recipe.get('layer_decay')}",
+        f"- trained on {m.get('timings', {}).get('device')} in "
+        f"{m.get('timings', {}).get('train_seconds')} s; code commit {m.get('git_commit')}; "
+        f"created {m.get('created')}",
+        f"- command: `{training_command(m)}` (on a GPU: scripts/gpu/real_faces.sh)",
+        "", "## Metrics", "",
+        "Validation picked the epoch; test numbers come from splits that chose nothing.", "",
+        "| set | split | images | accuracy | macro-F1 | ECE |", "|---|---|---|---|---|---|",
+        *_metric_rows(rec.metrics, str(m.get("dataset"))),
+        "", "## Terms", "", DATA_TERMS,
+    ]
+    if note:
+        lines += ["", note]
+    return "\n".join(lines) + "\n"
