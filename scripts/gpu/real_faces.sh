@@ -27,9 +27,14 @@ limit() { [ "$smoke" = 1 ] && echo 120 || echo "$1"; }
 echo "gpu: $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 || echo none);" \
   "torch $(python3 -c 'import torch; print(torch.__version__)'); data: $data" | tee -a "$log"
 
+DEADLINE=${DEADLINE:-540}  # seconds into the call after which no stage starts that could overrun
 train() {  # train SECONDS MODEL [options]: one model, its own time limit
   local secs=$1 model=$2; shift 2
   local t0=$SECONDS
+  if [ "$smoke" != 1 ] && [ $((SECONDS + secs)) -gt "$DEADLINE" ]; then
+    echo "[$model skipped: $secs s would pass the call's deadline ($SECONDS s used)]" | tee -a "$log"
+    return
+  fi
   timeout "$(limit "$secs")" python3 -m scripts.train --data "$data" --models "$model" \
     --profile full --crop-faces --tta-flip --label-smoothing 0.1 --ensemble none --quiet \
     $extra "$@" >>"$log" 2>&1
@@ -46,44 +51,25 @@ else
   echo "[dinov2_small skipped: its weights did not reach this machine]" | tee -a "$log"
 fi
 train 45 dinov2_small,mobilenet_v2 --recipe probe
-ref="--lr 5e-4 --patience 4"
-train 45 resnet34 --epochs 10 $ref
-train 40 vgg16 --epochs 8 $ref
-train 35 vit_scratch --epochs 10 $ref
-train 55 vit_hf --epochs 6 $ref
-train 80 efficientnet_b4 --epochs 6 $ref
-
-timeout 120 python3 - "$out" >>"$log" 2>&1 <<'EOF'
+bundle_candidates() {
+timeout 60 python3 - "$out" >>"$log" 2>&1 <<'EOF'
 import sys
 from pathlib import Path
 from emotion_core import store
-from emotion_core.evaluation import ensemble
 from emotion_core.store import bundle
 
 out = Path(sys.argv[1])
-runs = {r.manifest["model"] + ("-probe" if r.manifest.get("recipe", {}).get("name") == "probe" else ""): r.run_id
-        for r in store.list_runs()[0] if r.manifest.get("kind") == "model"}
+runs = {r.manifest["model"]: r.run_id for r in store.list_runs()[0]
+        if r.manifest.get("kind") == "model" and r.manifest["recipe"].get("name") != "probe"}
 print("runs:", runs)
-for mode, members in (("default", [runs.get("resnet34"), runs.get("efficientnet_b4")]),
-                      ("greedy", None)):
-    try:
-        ids = members if members else ensemble.greedy_subset([v for k, v in runs.items()])
-        if None not in ids and len(ids) > 1:
-            print("ensemble", mode, ensemble.build_ensemble(ids, label=mode))
-    except Exception as exc:  # an ensemble must not cost the rest
-        print("ensemble", mode, "failed:", exc)
 for model in ("mobilenet_v2", "efficientnet_lite0", "dinov2_small"):
     if model in runs:
         path = bundle.bundle_run(runs[model], "model card written when the bundle is installed",
                                  bundle_id=f"realfaces-{model}")
         print("bundled", model, path)
 EOF
-# What comes back: the tables of every run (reference set) and the bundled folders without
-# weights in one archive, each candidate's fp16 weights beside it (DINOv2's in 15 MiB parts).
-python3 -m scripts.gpu.export_reference --out "$RF/reference" \
-  --note "full profile on $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1), face crops of affectnet3+webfaces3 at 224 px (192 px WebP), flip TTA, label smoothing 0.1; $(python3 -c 'import torch; print("torch", torch.__version__)')" >>"$log" 2>&1
-tar -czf "$out/runs.tar.gz" --exclude=weights.safetensors -C "$RF" reference \
-  $(cd "$RF" && ls -d bundled 2>/dev/null)
+}
+send_weights() {
 for dir in "$RF"/bundled/*/; do
   [ -d "$dir" ] || continue
   name=$(basename "$dir")
@@ -93,4 +79,44 @@ for dir in "$RF"/bundled/*/; do
     cp "$dir/weights.safetensors" "$out/$name.safetensors"
   fi
 done
+}
+ensembles() {
+timeout 60 python3 - >>"$log" 2>&1 <<'EOF'
+from emotion_core import store
+from emotion_core.evaluation import ensemble
+
+runs = {r.manifest["model"]: r.run_id for r in store.list_runs()[0]
+        if r.manifest.get("kind") == "model" and r.manifest["recipe"].get("name") != "probe"}
+for mode, members in (("default", [runs.get("resnet34"), runs.get("efficientnet_b4")]),
+                      ("greedy", None)):
+    try:
+        ids = members if members else ensemble.greedy_subset(list(runs.values()))
+        if None not in ids and len(ids) > 1:
+            print("ensemble", mode, ensemble.build_ensemble(ids, label=mode))
+    except Exception as exc:  # an ensemble must not cost the rest
+        print("ensemble", mode, "failed:", exc)
+EOF
+}
+pack_tables() {  # every run's tables (a reference set) and the bundled folders without weights
+  rm -rf "$RF/reference"
+  python3 -m scripts.gpu.export_reference --out "$RF/reference" --note "full profile on \
+$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1), face crops of \
+affectnet3+webfaces3 at 224 px (192 px WebP q75), flip TTA, label smoothing 0.1; \
+$(python3 -c 'import torch; print("torch", torch.__version__)')" >>"$log" 2>&1
+  tar -czf "$out/runs.tar.gz" --exclude=weights.safetensors -C "$RF" reference \
+    $(cd "$RF" && ls -d bundled 2>/dev/null)
+}
+bundle_candidates
+send_weights
+pack_tables  # sent now too: a call cut short still brings the candidates back whole
+
+ref="--lr 5e-4 --patience 4"
+train 45 resnet34 --epochs 10 $ref
+train 40 vgg16 --epochs 8 $ref
+train 35 vit_scratch --epochs 10 $ref
+train 55 vit_hf --epochs 6 $ref
+train 80 efficientnet_b4 --epochs 6 $ref
+
+ensembles
+pack_tables
 ls -la "$out" | tee -a "$log"
