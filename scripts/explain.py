@@ -26,6 +26,8 @@ from emotion_core.evaluation import CheckpointMismatchError, load_model
 from emotion_core.explain import ALL_METHODS as METHODS
 from emotion_core.explain import NotApplicableError, evaluate_maps
 
+MIN_SIDE = 16  # smaller pictures cannot hold a recognisable face: refused with a sentence
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m scripts.explain", description=__doc__.split("\n")[0])
@@ -78,7 +80,7 @@ def run_image(args: argparse.Namespace) -> int:
         return fail("--image and --out are required to explain a picture (or use --faithfulness)")
     store.load_run(args.run, tables=False)  # an unknown run is named before the image is read
     try:
-        rgb = images.load_rgb(args.image)
+        rgb = images.load_rgb(args.image, min_side=MIN_SIDE)
     except (OSError, images.ImageDecodeError) as exc:
         return fail(f"cannot read image {args.image}: {exc}")
     model, manifest = load_model(args.run, device=explain.resolve_device(args.device))
@@ -88,6 +90,9 @@ def run_image(args: argparse.Namespace) -> int:
         if not layer.lstrip("-").isdigit():
             return fail(f"--layer for attention is a block index, got '{layer}'")
         layer = int(layer)
+    if min(rgb.shape[:2]) < int(manifest["image_size"]):
+        print(f"note: the picture is {rgb.shape[1]}x{rgb.shape[0]} px; it is enlarged to the "
+              f"model's {manifest['image_size']} px input, so the map shows little detail")
     x, view = Preprocess.of(manifest)(rgb)
     res = explain.explain_image(model, x, view, args.method, layer=layer, head=args.head,
                                 target=target, discard_ratio=args.discard_ratio,

@@ -56,8 +56,8 @@ class ImageInfo:
     exif_rotated: bool
 
 
-def load_rgb(source: Source, *, min_side: int = 1,
-             max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+def load_rgb(source: Source, *, min_side: int = 1, max_pixels: int = DEFAULT_MAX_PIXELS,
+             max_side: int | None = None) -> np.ndarray:
     """Decode `source` (path, bytes or binary file object) to an upright HxWx3 uint8 RGB array.
 
     Raises ImageDecodeError with kind "not_an_image" (no known image format), "unreadable"
@@ -65,12 +65,15 @@ def load_rgb(source: Source, *, min_side: int = 1,
     max_pixels pixels: a decompression bomb is refused before its pixels are decoded).
     FileNotFoundError is left as is: a missing file is a caller mistake, not a bad image.
     """
-    return read_image(source, min_side=min_side, max_pixels=max_pixels)[0]
+    return read_image(source, min_side=min_side, max_pixels=max_pixels, max_side=max_side)[0]
 
 
 def read_image(source: Source, *, min_side: int = 1, max_pixels: int = DEFAULT_MAX_PIXELS,
-               name: str | None = None) -> tuple[np.ndarray, ImageInfo]:
-    """`load_rgb` plus the file's own format/mode/size, in one decode (`name` for messages)."""
+               name: str | None = None, max_side: int | None = None) -> tuple[np.ndarray, ImageInfo]:
+    """`load_rgb` plus the file's own format/mode/size, in one decode (`name` for messages).
+
+    `max_side` shrinks a picture whose longer side is larger (JPEGs are decoded at a reduced
+    scale directly, so a 48-megapixel phone photo never exists at full size in memory)."""
     name = f"'{name}'" if name else _describe(source)
     fp = _open_stream(source)
     try:
@@ -92,7 +95,11 @@ def read_image(source: Source, *, min_side: int = 1, max_pixels: int = DEFAULT_M
                                        f"{min_side} px on its short side")
             fmt, mode = im.format or "", im.mode
             try:
+                if max_side and max(w, h) > max_side and fmt == "JPEG":
+                    im.draft("RGB", (max_side, max_side))  # DCT scaling: 1/2, 1/4 or 1/8
                 im.load()
+                if max_side and max(im.size) > max_side:
+                    im.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
                 rotated = im.getexif().get(_ORIENTATION_TAG, 1) not in (None, 1)
                 rgb = _to_rgb(ImageOps.exif_transpose(im) if rotated else im)
             except Image.DecompressionBombError as exc:

@@ -27,7 +27,8 @@ from emotion_core.evaluation.inference import probabilities, run_flips
 from emotion_core.evaluation.loading import load_model
 from emotion_core.views.labels import SEP
 
-UPLOAD_MAX_PIXELS = 25_000_000  # a 25-megapixel photo is plenty; larger is refused as a bomb
+UPLOAD_MAX_PIXELS = 120_000_000  # phone photos reach 50-108 MP; beyond this: refused as a bomb
+UPLOAD_MAX_SIDE = 4096  # uploads are shrunk to this (JPEGs decoded at reduced scale): memory bound
 MAX_FACES = 6  # beyond this many faces only the largest are classified (said in the result)
 
 Loader = Callable[[str], tuple[Any, dict[str, Any]]]
@@ -112,7 +113,8 @@ def decode_upload(data: bytes, *, max_pixels: int = UPLOAD_MAX_PIXELS) -> np.nda
     if not data:
         raise UploadError("not_an_image", "The upload is empty (0 bytes). Choose a photo file.")
     try:
-        rgb = images.load_rgb(bytes(data), min_side=16, max_pixels=max_pixels)
+        rgb = images.load_rgb(bytes(data), min_side=16, max_pixels=max_pixels,
+                              max_side=UPLOAD_MAX_SIDE)
     except images.ImageDecodeError as exc:
         raise UploadError(exc.kind, upload_error_message(exc)) from exc
     h, w = rgb.shape[:2]
