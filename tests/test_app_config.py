@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import re
-import tomllib
 from pathlib import Path
+
+import pytest
+
+tomllib = pytest.importorskip("tomllib", reason="Python 3.11+ reads TOML")
 
 REPO = Path(__file__).resolve().parent.parent
 
