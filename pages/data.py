@@ -9,6 +9,8 @@ from emotion_core.data import images
 from emotion_core.views import samples, tables
 from pages import _cache, _sidebar
 
+EDA_MEAN_WIDTH = 560  # px: the mean-face strips, enlarged from their model-input size
+
 st.title("Data")
 ds = _sidebar.current_dataset()
 if ds is None or ds not in store.list_datasets():
@@ -18,20 +20,41 @@ if ds is None or ds not in store.list_datasets():
 kind, where = tables.data_source(ds)
 st.caption(f"Dataset **{ds}** · source: {kind} · `{where}`")
 
-st.subheader("Class distribution per split")
+st.subheader("Class distribution")
 counts = tables.class_counts(ds)
 if counts.empty:
     st.info("The dataset report holds no class counts.")
 else:
-    st.plotly_chart(px.bar(counts, x="split", y="n", color="class", barmode="group"),
-                    width="stretch")
+    top = float(counts["n"].max()) * 1.1
+    for col, stage in zip(st.columns(2), (tables.SOURCE_STAGE, tables.FINAL_STAGE), strict=True):
+        part = counts[counts["stage"] == stage]
+        with col:
+            st.markdown(f"**{stage[0].upper() + stage[1:]}**")
+            if part.empty:
+                st.caption("none recorded")
+                continue
+            fig = px.bar(part, x="split", y="n", color="class", barmode="group",
+                         labels={"n": "images", "split": ""}, range_y=[0, top])
+            st.plotly_chart(fig, width="stretch", key=f"data_counts_{stage[:5]}")
+    st.caption("Left: readable images per split folder of the source. Right: the subsets after "
+               "cleaning (duplicates, unreadable and mislabelled files dropped) and carving "
+               "validation and test out of train where the source has none.")
 
 st.subheader("Samples and mean faces")
 gallery = samples.eda_gallery(ds)
-for picture, caption in gallery:
-    st.image(str(picture), caption=caption)
+grids = [(p, c) for p, c in gallery if p.stem.startswith("sample_grid")]
+means = [(p, c) for p, c in gallery if not p.stem.startswith("sample_grid")]
+if grids:
+    st.image(str(grids[0][0]), caption=grids[0][1])
+for picture, caption in means:
+    st.image(str(picture), caption=caption, width=EDA_MEAN_WIDTH)
+if len(grids) > 1:
+    with st.expander("Sample grids of the other subsets"):
+        for picture, caption in grids[1:]:
+            st.image(str(picture), caption=caption)
 if not gallery:
-    st.info("No EDA images saved for this dataset yet (they are written by prepare_data).")
+    st.info("No EDA pictures saved for this dataset yet: `python -m scripts.prepare_data --data "
+            "DIR` writes them (the quick demo does too).")
 
 st.subheader("Image size and mode")
 try:
@@ -42,14 +65,17 @@ except FileNotFoundError as exc:
 st.subheader("Cleaning report")
 issues = tables.issue_counts(ds)
 if len(issues):
-    st.plotly_chart(px.bar(issues, x="issue", y="files"), width="stretch")
+    st.plotly_chart(px.bar(issues, x="issue", y="files", labels={"files": "files"}),
+                    width="stretch")
+else:
+    st.success("No cleaning issue: every file was readable, unique, large enough and consistently "
+               "labelled, so nothing was dropped or flagged.")
 try:
     cleaning = _cache.table(ds, "cleaning")
 except FileNotFoundError as exc:
     st.info(str(exc))
     st.stop()
 if cleaning.empty:
-    st.success("No issue found: every file was readable, unique and consistently labelled.")
     st.stop()
 kinds = sorted(cleaning["issue"].astype(str).unique())
 pick = st.multiselect("Issue kinds", kinds, default=kinds, key="data_issue_kinds")
