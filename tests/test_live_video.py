@@ -231,3 +231,13 @@ def test_a_real_face_on_a_640x480_frame_is_found_and_labelled() -> None:
     assert out.shape == (480, 640, 3)
     st = s.stats()
     assert st.faces == 1 and st.error == "" and st.detect_ms > 0
+
+
+def test_ice_servers_none_by_default_or_from_the_environment(monkeypatch) -> None:
+    monkeypatch.delenv(lv.ICE_SERVERS_ENV, raising=False)
+    assert lv.ice_servers() == []
+    monkeypatch.setenv(lv.ICE_SERVERS_ENV, '[{"urls": ["stun:stun.example.org:3478"]}]')
+    assert lv.ice_servers() == [{"urls": ["stun:stun.example.org:3478"]}]
+    monkeypatch.setenv(lv.ICE_SERVERS_ENV, "stun:nope")
+    with pytest.raises(ValueError, match="not JSON"):
+        lv.ice_servers()

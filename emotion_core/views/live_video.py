@@ -18,6 +18,8 @@ from streamlit-webrtc's worker thread, gets the labelled frame back, and shows
 """
 from __future__ import annotations
 
+import json
+import os
 import threading
 import time
 from collections import deque
@@ -41,8 +43,25 @@ LATENCY_FRAMES = 30  # per-frame latency is the mean over this many frames
 DEFAULT_WINDOW = 5  # smoothing window in frames (EMA alpha = 2 / (window + 1))
 DEFAULT_DETECT_EVERY = 2  # detect faces on every 2nd frame, hold the boxes in between
 TORCH_THREADS = 1  # intra-op threads of the thread that processes frames (see LiveSession)
+ICE_SERVERS_ENV = "EMOTION_WEBRTC_ICE_SERVERS"  # JSON list of RTCIceServer dicts (STUN/TURN)
 CLASS_COLOURS = {"angry": (230, 60, 50), "happy": (40, 190, 80), "sad": (60, 120, 230)}  # RGB
 OTHER_COLOUR = (220, 220, 220)
+
+
+def ice_servers() -> list[dict[str, Any]]:
+    """ICE servers for the browser-to-app video connection: none by default (the app and the
+    browser on one machine or one LAN reach each other directly); a JSON list in
+    $EMOTION_WEBRTC_ICE_SERVERS adds STUN/TURN servers for viewers behind NAT."""
+    raw = os.environ.get(ICE_SERVERS_ENV, "").strip()
+    if not raw:
+        return []
+    try:
+        servers = json.loads(raw)
+    except ValueError as exc:
+        raise ValueError(f"${ICE_SERVERS_ENV} is not JSON: {exc}") from exc
+    if not isinstance(servers, list) or not all(isinstance(s, dict) and "urls" in s for s in servers):
+        raise ValueError(f"${ICE_SERVERS_ENV} must be a list of {{\"urls\": ...}} objects")
+    return servers
 
 
 def ema_alpha(window: int) -> float:
