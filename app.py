@@ -10,15 +10,17 @@ import streamlit as st
 
 from emotion_core import jobs
 from emotion_core.views import display, tables
-from pages import _cache, _charts, _sidebar, _warmup
+from pages import _cache, _charts, _entry, _sidebar, _warmup
 
-HOME_COLUMNS = ["model", "weights_source", "val_accuracy", "val_macro_f1", "test_accuracy",
-                "test_macro_f1", "latency_ms", "run_id"]  # the run's label would repeat 2 of them
+HOME_COLUMNS = ["model", "weights_source", "created", "val_accuracy", "val_macro_f1",
+                "test_accuracy", "test_macro_f1", "latency_ms"]  # run ids: on Compare
 
 
 def main() -> None:
     st.set_page_config(page_title="Emotion benchmark", layout="wide")
+    _entry.mark_app_run()
     nav = st.navigation(pages())
+    _entry.resume_intended()  # a page URL that was the server's first request
     _sidebar.render()
     _warmup.start()  # load the current dataset's models in the background
     nav.run()  # Home (below) or the page chosen

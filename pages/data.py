@@ -6,11 +6,12 @@ import streamlit as st
 
 from emotion_core import store
 from emotion_core.data import images
-from emotion_core.views import samples, tables
-from pages import _cache, _sidebar
+from emotion_core.views import display, samples, tables
+from pages import _cache, _entry, _sidebar
 
-EDA_MEAN_WIDTH = 560  # px: the mean-face strips, enlarged from their model-input size
+EDA_MEAN_WIDTH = 480  # px: the class mean faces, enlarged from their model-input size
 
+_entry.require_app("pages/data.py")
 st.title("Data")
 ds = _sidebar.current_dataset()
 if ds is None or ds not in store.list_datasets():
@@ -33,8 +34,9 @@ else:
             if part.empty:
                 st.caption("none recorded")
                 continue
-            fig = px.bar(part, x="split", y="n", color="class", barmode="group",
+            fig = px.bar(part, x="split", y="n", color="class", barmode="group", height=320,
                          labels={"n": "images", "split": ""}, range_y=[0, top])
+            fig.update_layout(margin={"l": 10, "r": 10, "t": 10, "b": 10})
             st.plotly_chart(fig, width="stretch", key=f"data_counts_{stage[:5]}")
     st.caption("Left: readable images per split folder of the source. Right: the subsets after "
                "cleaning (duplicates, unreadable and mislabelled files dropped) and carving "
@@ -46,8 +48,9 @@ grids = [(p, c) for p, c in gallery if p.stem.startswith("sample_grid")]
 means = [(p, c) for p, c in gallery if not p.stem.startswith("sample_grid")]
 if grids:
     st.image(str(grids[0][0]), caption=grids[0][1])
-for picture, caption in means:
-    st.image(str(picture), caption=caption, width=EDA_MEAN_WIDTH)
+for picture, caption in means:  # a strip of batch means spans the page; 3 class means do not
+    st.image(str(picture), caption=caption,
+             width="stretch" if picture.stem == "batch_mean_faces" else EDA_MEAN_WIDTH)
 if len(grids) > 1:
     with st.expander("Sample grids of the other subsets"):
         for picture, caption in grids[1:]:
@@ -58,7 +61,8 @@ if not gallery:
 
 st.subheader("Image size and mode")
 try:
-    st.dataframe(tables.image_stats(ds), hide_index=True, width="stretch")
+    st.dataframe(tables.image_stats(ds), hide_index=True, width="stretch",
+                 placeholder=display.MISSING)
 except FileNotFoundError as exc:
     st.info(str(exc))
 
@@ -80,7 +84,7 @@ if cleaning.empty:
 kinds = sorted(cleaning["issue"].astype(str).unique())
 pick = st.multiselect("Issue kinds", kinds, default=kinds, key="data_issue_kinds")
 shown = cleaning[cleaning["issue"].astype(str).isin(pick)]
-st.dataframe(shown, hide_index=True, width="stretch")
+st.dataframe(shown, hide_index=True, width="stretch", placeholder=display.MISSING)
 if tables.dataset_root(ds) is not None and len(shown):
     f = st.selectbox("View an offending image", list(shown["file"].astype(str))[:500],
                      key="data_offending")

@@ -10,7 +10,7 @@ import streamlit as st
 
 from emotion_core import explain as ex
 from emotion_core.views import display, probe, tables
-from pages import _cache, _inputs, _maps, _sidebar, _warmup
+from pages import _cache, _entry, _inputs, _maps, _sidebar, _warmup
 
 OVERLAY_PX = 224  # every map is shown at this size, whatever the model's input size
 SCORE_HINT = ("Runs without a stored faithfulness score: run `python -m scripts.explain --run "
@@ -29,6 +29,7 @@ def show_scores(view: probe.MapView, metrics: dict, method: str) -> bool:
     return bool(view.faithfulness or stored)
 
 
+_entry.require_app("pages/explain.py")
 st.title("Explain")
 runs, labels = _sidebar.runs_or_stop("No trained model runs for this dataset yet.", models_only=True)
 metrics = {r.run_id: r.metrics for r in runs}
@@ -69,7 +70,7 @@ for col, rid in zip(cols, chosen, strict=False):
         except Exception as exc:  # one failing run must not hide the others
             st.warning(f"{labels[rid]}: {exc}")
             continue
-        st.image(display.square(view.overlay, OVERLAY_PX),
+        st.image(display.square(view.overlay, OVERLAY_PX), width=OVERLAY_PX,
                  caption=f"{labels[rid]} → {view.predicted}")
         st.caption(view.title)
         unscored |= not show_scores(view, metrics[rid], method)
@@ -101,9 +102,10 @@ grid = probe.patch_grid(model, manifest, pic.rgb)
 cols = st.columns(3)
 for col, view, kind in zip(cols[:2], (a, r), ("attention", "rollout"), strict=True):
     with col:
-        st.image(display.square(view.overlay, OVERLAY_PX), caption=view.title)
+        st.image(display.square(view.overlay, OVERLAY_PX), width=OVERLAY_PX, caption=view.title)
         unscored |= not show_scores(view, metrics[vid], kind)
 if grid is not None:
-    cols[2].image(display.square(grid, OVERLAY_PX), caption="patch grid (each cell became one token)")
+    cols[2].image(display.square(grid, OVERLAY_PX), width=OVERLAY_PX,
+                  caption="patch grid (each cell became one token)")
 if unscored and not hinted:  # the hint once per page
     st.caption(SCORE_HINT)

@@ -4,10 +4,11 @@ from __future__ import annotations
 import streamlit as st
 
 from emotion_core.views import display, probe, tables
-from pages import _cache, _inputs, _maps, _sidebar, _warmup
+from pages import _cache, _entry, _inputs, _maps, _sidebar, _warmup
 
 INPUT_PX = 224  # the model-input picture beside the channel grid, at one size
 
+_entry.require_app("pages/feature_maps.py")
 st.title("Feature maps")
 runs, labels = _sidebar.runs_or_stop("No trained model runs for this dataset yet.", models_only=True)
 ids = list(labels)
@@ -34,5 +35,5 @@ if pic is None:
     st.stop()
 grid, channels, small = _maps.feature_map_grid(rid, pic, layer, int(top_k))
 c1, c2 = st.columns([1, 3])
-c1.image(display.square(small, INPUT_PX), caption=f"input {small.shape[0]} px · {pic.caption}")
+c1.image(display.square(small, INPUT_PX), width=INPUT_PX, caption=f"input {small.shape[0]} px · {pic.caption}")
 c2.image(grid, caption=f"{layer}: channels {', '.join(map(str, channels))}")

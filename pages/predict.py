@@ -13,10 +13,11 @@ import streamlit as st
 
 from emotion_core.models import REGISTRY
 from emotion_core.views import display, live
-from pages import _cache, _inputs, _live, _maps, _sidebar
+from pages import _cache, _entry, _inputs, _live, _maps, _sidebar
 
 SOURCES = ["Upload a photo", "Webcam snapshot", "Live webcam"]
 WHY_PX = 150  # side of each why-map
+WHY_COLUMNS = 6  # why-maps per row
 WHY_FACES = 3  # faces that get why-maps (the largest)
 ROLLOUT = {"discard_ratio": 0.9, "fusion": "mean"}  # the ViTs' why-map, as Explain's default
 
@@ -36,16 +37,17 @@ def why_row(i: int, face: live.FacePrediction, pic: _inputs.Picture) -> None:
     if not singles:
         return
     st.markdown("**Why:** where each run looked on this face (the map of its predicted class)")
-    cols = st.columns(min(len(singles), 6))
     short = live.chart_names(face)
     for k, p in enumerate(singles):
-        with cols[k % len(cols)]:
+        if k % WHY_COLUMNS == 0:
+            cols = st.columns(WHY_COLUMNS)  # small maps side by side, a new row every 6
+        with cols[k % WHY_COLUMNS]:
             try:
                 view, kind = why_map(p.run_id, pic)
             except Exception as exc:  # a map that fails leaves the answers intact
                 st.caption(f"{short[p.run_id]}: no map ({exc})")
                 continue
-            st.image(display.square(view.overlay, WHY_PX),
+            st.image(display.square(view.overlay, WHY_PX), width=WHY_PX,
                      caption=f"{short[p.run_id]} → {view.predicted} · {kind}")
             if st.button("Open in Explain", key=f"pr_why_{i}_{p.run_id}",
                          help=f"The full Explain view of {labels[p.run_id]} on this face"):
@@ -82,6 +84,7 @@ def answers_block(i: int, face: live.FacePrediction) -> None:
     if face.ensemble is not None or any(p.kind == "ensemble" for p in face.runs):
         st.caption(live.ENSEMBLE_CAPTION)
     st.dataframe(pd.DataFrame(live.summary_table(face, labels)), hide_index=True, width="stretch",
+                 placeholder=display.MISSING,
                  column_config={
                      "run": st.column_config.Column("run", width="large"),
                      "prediction": st.column_config.Column("prediction", width="small"),
@@ -90,6 +93,7 @@ def answers_block(i: int, face: live.FacePrediction) -> None:
                      "error": st.column_config.Column("error", width="small")})
 
 
+_entry.require_app("pages/predict.py")
 st.title("Predict")
 runs, labels = _sidebar.runs_or_stop("No runs to predict with yet.")
 _run_models = {r.run_id: r.manifest.get("model") for r in runs}
@@ -126,8 +130,9 @@ result = live.predict_faces(rgb, chosen, loader=_cache.load_model, whole_image=w
 shown = display.fit_image(result.image)
 scaled = "" if shown.shape == result.image.shape else \
     f" · {rgb.shape[1]}x{rgb.shape[0]} px, shown scaled to fit"
-st.image(shown, caption=f"{name}: {result.faces_found} face(s) found · detection "
-                        f"{result.detect_ms:.0f} ms · total {result.total_ms:.0f} ms{scaled}")
+st.image(shown, width=shown.shape[1])  # its own width: a caption must not stretch a thin strip
+st.caption(f"{name}: {result.faces_found} face(s) found · detection {result.detect_ms:.0f} ms · "
+           f"total {result.total_ms:.0f} ms{scaled}")
 if result.note:
     (st.warning if not result.predictions else st.info)(result.note)
 if not result.predictions:

@@ -5,8 +5,9 @@ import streamlit as st
 
 from emotion_core import jobs
 from emotion_core.views import tables
-from pages import _cache, _charts, _jobs, _sidebar
+from pages import _cache, _charts, _entry, _jobs, _sidebar
 
+_entry.require_app("pages/train.py")
 st.title("Train")
 st.markdown("Choose a dataset, models, profile and epochs, then start. The job runs "
             "`python -m scripts.train` in its own process; only one job runs at a time, and "
@@ -21,9 +22,8 @@ if info is not None:
 st.subheader("Runs on disk")
 runs, broken = _cache.all_runs()
 if runs:
-    _charts.run_table(tables.comparison_table(runs), ["model", "weights_source", "dataset",
-                                                      "profile", "val_macro_f1", "train_seconds",
-                                                      "run_id"])
+    _charts.run_table(tables.comparison_table(runs), ["model", "dataset", "profile", "val_macro_f1",
+                                                      "train_seconds", "run_id"])
 else:
     st.info("No runs yet.")
 for rid, why in broken.items():

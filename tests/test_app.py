@@ -317,7 +317,7 @@ def test_predict_page_tall_upload_is_scaled_to_fit(at_store) -> None:
     Image.fromarray(np.full((4000, 20, 3), 90, np.uint8)).save(buf, format="PNG")
     at.file_uploader(key="pr_upload").set_value(("strip.png", buf.getvalue(), "image/png")).run()
     assert not at.exception
-    assert any("20x4000 px, shown scaled to fit" in i.captions[0] for i in at.image)
+    assert any("20x4000 px, shown scaled to fit" in c.value for c in at.caption)
 
 
 class _FakeStreamer:

@@ -25,7 +25,7 @@ HEADINGS = {
     "val_accuracy": "val accuracy", "val_macro_f1": "val macro-F1",
     "test_accuracy": "test accuracy", "test_macro_f1": "test macro-F1",
     "val_ece": "val calibration error", "latency_ms": "CPU ms per image",
-    "params": "parameters (M)", "flops": "GFLOPs per image", "train_seconds": "training (s)",
+    "params": "parameters (M)", "flops": "GFLOPs", "train_seconds": "training (s)",
     "epochs_run": "epochs", "profile": "profile", "dataset": "dataset", "run_id": "run id",
     "kind": "kind",
 }
@@ -43,8 +43,9 @@ HELP = {
     "val_ece": "expected calibration error on validation: 0 = confidences match accuracy",
     "latency_ms": "one image, batch 1, on this machine's CPU, measured after training",
     "params": "trainable and frozen parameters, in millions",
-    "flops": "multiply-adds x 2 for one image at the run's input size, in billions",
+    "flops": "floating-point operations for one image at the run's input size, in billions",
     "train_seconds": "wall time of training, evaluation excluded",
+    "created": "when the run was made (month-day hour:minute)",
 }
 
 

@@ -17,7 +17,7 @@ import pandas as pd
 from emotion_core import store
 from emotion_core.data import eda, synthetic
 from emotion_core.models import REGISTRY, STUDY_ENSEMBLE, STUDY_ENSEMBLE_ACCURACY, ModelSpec
-from emotion_core.views.labels import run_labels, weights_label
+from emotion_core.views.labels import created_stamp, run_labels, weights_label
 
 STUDY_NOTE = ("The study's own reported validation accuracies on its data (HES), not ours: "
               "ResNet-34 52%, EfficientNet-B4 76%, the from-scratch ViT 44%, the ResNet-34 + "
@@ -55,9 +55,10 @@ def comparison_table(records: list[store.RunRecord], dataset: str | None = None)
                "profile": m.get("profile")}
         row.update({k: v for k, v in (m.get("headline") or {}).items() if k in TABLE_COLUMNS})
         row["label"] = labels[rec.run_id]
+        row["created"] = created_stamp(m.get("created"))
         row["study_val_accuracy"] = study_accuracy(str(m.get("model")))
         rows.append(row)
-    df = pd.DataFrame(rows, columns=[*TABLE_COLUMNS, "label", "study_val_accuracy"])
+    df = pd.DataFrame(rows, columns=[*TABLE_COLUMNS, "label", "created", "study_val_accuracy"])
     return df.sort_values("val_macro_f1", ascending=False, na_position="last").reset_index(drop=True)
 
 
