@@ -42,15 +42,6 @@ def _callback(session: live_video.LiveSession) -> Callable[[Any], Any]:
     return process
 
 
-def fastest_first(runs: list[store.RunRecord]) -> list[str]:
-    """Model runs, lowest stored CPU latency first (runs without one last)."""
-    models = [r for r in runs if r.manifest.get("kind", "model") == "model"]
-    def latency(r: store.RunRecord) -> float:
-        value = (r.manifest.get("headline") or {}).get("latency_ms")
-        return float(value) if value is not None else float("inf")
-    return [r.run_id for r in sorted(models, key=latency)]
-
-
 def live_section(runs: list[store.RunRecord], labels: dict[str, str]) -> np.ndarray | None:
     """The live webcam with its controls; returns the frozen frame, if any."""
     try:
@@ -59,7 +50,7 @@ def live_section(runs: list[store.RunRecord], labels: dict[str, str]) -> np.ndar
         st.info("The live webcam needs the streamlit-webrtc package "
                 "(`pip install -r requirements.txt`).")
         return None
-    ids = fastest_first(runs)
+    ids = live_video.fastest_runs(runs)
     if not ids:
         st.info("No trained model run to label the video with (stored ensembles are not run live).")
         return None

@@ -82,11 +82,13 @@ def test_home_shows_dataset_source_and_leaderboard_with_weights(at_store) -> Non
     assert metrics["Dataset"] == DATASET and metrics["Data source"] == "synthetic demo"
     assert metrics["Runs shown"] == f"{len(ids)} of {len(ids)}"
     board = at.dataframe[0].value
-    assert set(board["run id"]) == set(ids.values())
-    assert list(board.columns) == ["model", "weights", "val accuracy", "val macro-F1",
-                                   "test accuracy", "test macro-F1", "CPU ms per image", "run id"]
+    assert sorted(board["model"]) == sorted([*MODELS, f"ensemble({MODELS[0]}+{MODELS[1]})"])
+    assert list(board.columns) == ["model", "weights", "created", "val accuracy", "val macro-F1",
+                                   "test accuracy", "test macro-F1", "CPU ms per image"]
     assert (board["weights"].astype(str) != "").all()  # every number beside its weights
     assert board["val macro-F1"].is_monotonic_decreasing
+    # what each weights source is: the registry's sentence in the run picker's tooltip
+    assert "scratch: random initialisation" in at.multiselect(key="runs").help
     (chart,) = at.get("plotly_chart")
     spec = json.loads(chart.proto.spec)
     bars = [y for trace in spec["data"] for y in trace["y"]]
@@ -408,7 +410,7 @@ def test_broken_run_is_listed_and_the_others_still_work(built_store, monkeypatch
     monkeypatch.setenv(store.paths.ENV_ROOT, str(root))
     at = _open(AppTest.from_file(APP, default_timeout=TIMEOUT))
     assert ids[MODELS[0]] in _texts(at) and "weights.safetensors" in _texts(at)
-    assert ids[MODELS[0]] not in set(at.dataframe[0].value["run id"])
+    assert MODELS[0] not in set(at.dataframe[0].value["model"])
     at.switch_page("pages/predict.py").run()
     at.file_uploader(key="pr_upload").set_value(("face.png", _face_png(), "image/png")).run()
     assert not at.exception
@@ -472,7 +474,7 @@ def test_runs_of_one_model_are_told_apart_on_every_page(at_twins) -> None:
     _offered(at.multiselect(key="runs"), cnns, labels)  # the sidebar
     assert set(cnns) <= set(at.multiselect(key="runs").value)
     board = at.dataframe[0].value
-    assert set(cnns) <= set(board["run id"]) and board["run id"].is_unique
+    assert (board["model"] == MODELS[1]).sum() == 3  # all three runs of the CNN are listed
     assert mine <= {y for trace in _chart_data(at, 0) for y in trace["y"]}  # one bar each
 
     _open(at, "compare")
@@ -535,7 +537,7 @@ def test_a_run_written_mid_session_is_ticked_in_the_sidebar(built_store, monkeyp
     assert not at.exception
     assert at.multiselect(key="runs").value == [cnn, new]  # kept the choice, added the new run
     assert {m.label: m.value for m in at.metric}["Runs shown"] == f"2 of {len(ids) + 1}"
-    assert new in set(at.dataframe[0].value["run id"])
+    assert (at.dataframe[0].value["model"] == MODELS[1]).sum() == 2  # on the leaderboard
 
 
 def test_train_form_is_on_the_train_page_with_fast_defaults(at_store) -> None:

@@ -241,3 +241,15 @@ def test_ice_servers_none_by_default_or_from_the_environment(monkeypatch) -> Non
     monkeypatch.setenv(lv.ICE_SERVERS_ENV, "stun:nope")
     with pytest.raises(ValueError, match="not JSON"):
         lv.ice_servers()
+
+
+def test_the_live_picker_offers_model_runs_fastest_first() -> None:
+    from pathlib import Path
+
+    from emotion_core import store
+
+    def rec(rid: str, ms: float | None, kind: str = "model") -> store.RunRecord:
+        return store.RunRecord(run_id=rid, path=Path(rid), manifest={
+            "kind": kind, "headline": {"latency_ms": ms}})
+    runs = [rec("slow", 90.0), rec("ens", 5.0, "ensemble"), rec("fast", 8.0), rec("unknown", None)]
+    assert lv.fastest_runs(runs) == ["fast", "slow", "unknown"]

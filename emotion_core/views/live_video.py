@@ -30,6 +30,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from emotion_core import store
 from emotion_core.data import faces
 from emotion_core.data.transforms import Preprocess
 from emotion_core.evaluation.inference import probabilities
@@ -46,6 +47,16 @@ TORCH_THREADS = 1  # intra-op threads of the thread that processes frames (see L
 ICE_SERVERS_ENV = "EMOTION_WEBRTC_ICE_SERVERS"  # JSON list of RTCIceServer dicts (STUN/TURN)
 CLASS_COLOURS = {"angry": (230, 60, 50), "happy": (40, 190, 80), "sad": (60, 120, 230)}  # RGB
 OTHER_COLOUR = (220, 220, 220)
+
+
+def fastest_runs(records: Sequence[store.RunRecord]) -> list[str]:
+    """Run ids of the model runs (stored ensembles have no model to run live), lowest stored
+    CPU latency first, runs without one last: the order the live picker offers them in."""
+    def latency(rec: store.RunRecord) -> float:
+        value = (rec.manifest.get("headline") or {}).get("latency_ms")
+        return float(value) if value is not None else float("inf")
+    models = [r for r in records if r.manifest.get("kind", "model") == "model"]
+    return [r.run_id for r in sorted(models, key=latency)]
 
 
 def ice_servers() -> list[dict[str, Any]]:
