@@ -64,7 +64,7 @@ def home() -> None:
             f"`{k}`: {v}" for k, v in broken.items()))
     table = tables.comparison_table(shown)
     st.subheader("Leaderboard (best validation macro-F1 first)")
-    _charts.run_table(table, HOME_COLUMNS)
+    _charts.run_table(table, HOME_COLUMNS, {"model": 155})
     _charts.score_bars(table, "val_macro_f1", display.chance_level(shown), key="home_bars")
     st.caption("Pages: Data (EDA and cleaning), Compare, Confusion, Feature maps, Explain, "
                "Predict (photo, snapshot or live webcam), Train (background jobs).")

@@ -23,7 +23,7 @@ st.subheader("Runs on disk")
 runs, broken = _cache.all_runs()
 if runs:
     _charts.run_table(tables.comparison_table(runs), ["model", "dataset", "profile", "val_macro_f1",
-                                                      "train_seconds", "run_id"])
+                                                      "train_seconds", "run_id"], {"model": 230})
 else:
     st.info("No runs yet.")
 for rid, why in broken.items():
