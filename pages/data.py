@@ -9,9 +9,10 @@ from emotion_core.data import images
 from emotion_core.views import display, samples, tables
 from pages import _cache, _entry, _sidebar
 
-EDA_MEAN_WIDTH = 480  # px: the class mean faces, enlarged from their model-input size
+STRIP_MAX_PX = 720  # a mean-face strip wider than this is fitted to the page width
 
 _entry.require_app("pages/data.py")
+
 st.title("Data")
 ds = _sidebar.current_dataset()
 if ds is None or ds not in store.list_datasets():
@@ -48,9 +49,9 @@ grids = [(p, c) for p, c in gallery if p.stem.startswith("sample_grid")]
 means = [(p, c) for p, c in gallery if not p.stem.startswith("sample_grid")]
 if grids:
     st.image(str(grids[0][0]), caption=grids[0][1])
-for picture, caption in means:  # a strip of batch means spans the page; 3 class means do not
-    st.image(str(picture), caption=caption,
-             width="stretch" if picture.stem == "batch_mean_faces" else EDA_MEAN_WIDTH)
+for picture, caption in means:  # 160 px per face; a long strip spans the page instead
+    width = samples.strip_width(picture)
+    st.image(str(picture), caption=caption, width=width if width <= STRIP_MAX_PX else "stretch")
 if len(grids) > 1:
     with st.expander("Sample grids of the other subsets"):
         for picture, caption in grids[1:]:

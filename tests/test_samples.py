@@ -54,3 +54,10 @@ def test_an_unreadable_sample_raises_a_decode_error(tiny, tmp_path, monkeypatch)
     monkeypatch.setattr(samples, "dataset_root", lambda name: tmp_path)
     with pytest.raises(images.ImageDecodeError):
         samples.load_sample(DATASET, "bad.png")
+
+
+def test_mean_face_strips_get_a_width_per_face(tiny) -> None:
+    gallery = dict((p.stem, p) for p, _ in samples.eda_gallery(DATASET))
+    per_class = samples.strip_width(gallery["mean_face_per_class"], per_tile=100)
+    assert per_class == 3 * 100  # three classes, one face each
+    assert samples.strip_width(gallery["batch_mean_faces"], per_tile=100) % 100 == 0

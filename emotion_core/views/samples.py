@@ -44,11 +44,21 @@ def eda_gallery(name: str) -> list[tuple[Path, str]]:
         f"mean face per class ({base}), left to right {classes}: the average of every image "
         f"of the class")
     captions["batch_mean_faces"] = (
-        f"batch-wise mean faces: each of the first {n_batches} random "
-        f"training batches of {summary.get('batch_size', '?')} images averaged; mixed batches "
+        f"batch-wise mean faces: each of the first {n_batches} random training batch(es) "
+        f"(up to {summary.get('batch_size', '?')} images each) averaged; mixed batches "
         f"average to a near-neutral face, so no batch carries a class shortcut in its average look")
     order = [k for k in captions if k in pictures] + sorted(k for k in pictures if k not in captions)
     return [(pictures[k], captions.get(k, k.replace("_", " "))) for k in order]
+
+
+def strip_width(picture: Path, per_tile: int = 160) -> int:
+    """Display width (px) of a one-row EDA strip (mean faces): `per_tile` px per face, so one
+    batch mean is not blown up to the page width and eight are not shrunk to stamps."""
+    from PIL import Image
+
+    with Image.open(picture) as im:
+        w, h = im.size
+    return max(1, round(w / max(h, 1))) * per_tile
 
 
 def sample_choices(name: str, limit: int = SAMPLE_LIMIT) -> list[str]:
