@@ -197,7 +197,8 @@ def test_every_page_in_chromium(app_url) -> None:
             page.goto(f"{url}/data")
             mean = page.locator('[data-testid="stImage"]', has_text="mean face per class")
             mean.wait_for()
-            assert mean.locator("img").evaluate("i => i.complete && i.naturalWidth > 0")
+            page.wait_for_function("img => img.complete && img.naturalWidth > 0",  # it loads
+                                   arg=mean.locator("img").element_handle(), timeout=30_000)
 
             # Explain: every overlay at one size, whatever the model's input size
             page.goto(f"{url}/explain")
