@@ -6,6 +6,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PORT ?= 8501
+# The app listens on this machine only; `make app APP_ADDRESS=0.0.0.0` opens it to the network
+# (put a reverse proxy with authentication in front first: see docs/app.md).
+APP_ADDRESS ?= 127.0.0.1
 DEMO_DATA := artifacts/data/synthetic
 
 export PYTHONUNBUFFERED := 1
@@ -36,7 +39,8 @@ demo-train: setup
 run: demo-train app
 
 app: setup
-	$(PY) -m streamlit run app.py --server.port $(PORT) --server.headless true
+	$(PY) -m streamlit run app.py --server.port $(PORT) --server.address $(APP_ADDRESS) \
+		--server.headless true
 
 test: setup
 	$(PY) -m pytest

@@ -6,17 +6,21 @@ changes no process state (no environment variables): `main()` at the bottom draw
 """
 from __future__ import annotations
 
-import plotly.express as px
 import streamlit as st
 
 from emotion_core import jobs
-from emotion_core.views import tables
-from pages import _cache, _sidebar, _warmup
+from emotion_core.views import display, tables
+from pages import _cache, _charts, _entry, _sidebar, _warmup
+
+HOME_COLUMNS = ["model", "weights_source", "created", "val_accuracy", "val_macro_f1",
+                "test_accuracy", "test_macro_f1", "latency_ms"]  # run ids: on Compare
 
 
 def main() -> None:
     st.set_page_config(page_title="Emotion benchmark", layout="wide")
+    _entry.mark_app_run()
     nav = st.navigation(pages())
+    _entry.resume_intended()  # a page URL that was the server's first request
     _sidebar.render()
     _warmup.start()  # load the current dataset's models in the background
     nav.run()  # Home (below) or the page chosen
@@ -48,31 +52,22 @@ def home() -> None:
         return
     ds = _sidebar.current_dataset()
     kind, where = tables.data_source(ds) if ds else ("unknown", "")
+    shown, on_disk = _sidebar.selected_runs(), _sidebar.dataset_runs()
     c1, c2, c3 = st.columns(3)
     c1.metric("Dataset", ds or "none")
     c2.metric("Data source", kind)
-    c3.metric("Runs loaded", len(_sidebar.dataset_runs()))
+    c3.metric("Runs shown", f"{len(shown)} of {len(on_disk)}",
+              help="The runs of this dataset ticked in the sidebar, of all its runs on disk.")
     st.caption(f"Images from `{where}`." if where else "")
     if broken:
         st.warning("Broken runs (listed, not loaded; the others work): " + "; ".join(
             f"`{k}`: {v}" for k, v in broken.items()))
-    table = tables.comparison_table(_sidebar.selected_runs())
-    st.subheader("Leaderboard (validation macro-F1)")
-    view = table[["label", "weights_source", "val_accuracy", "val_macro_f1", "test_accuracy",
-                  "test_macro_f1", "latency_ms", "run_id"]]
-    st.dataframe(view, hide_index=True, width="stretch", column_config={
-        "label": "run (model · weights source · created)",
-        "val_accuracy": st.column_config.NumberColumn("val acc", format="%.3f"),
-        "val_macro_f1": st.column_config.NumberColumn("val macro-F1", format="%.3f"),
-        "test_accuracy": st.column_config.NumberColumn("test acc", format="%.3f"),
-        "test_macro_f1": st.column_config.NumberColumn("test macro-F1", format="%.3f"),
-        "latency_ms": st.column_config.NumberColumn("CPU latency (ms)", format="%.1f")})
-    if len(table):
-        fig = px.bar(table, x="label", y="val_macro_f1", color="weights_source",
-                     labels={"label": "run", "val_macro_f1": "val macro-F1"})
-        st.plotly_chart(fig, width="stretch")
+    table = tables.comparison_table(shown)
+    st.subheader("Leaderboard (best validation macro-F1 first)")
+    _charts.run_table(table, HOME_COLUMNS, {"model": 155})
+    _charts.score_bars(table, "val_macro_f1", display.chance_level(shown), key="home_bars")
     st.caption("Pages: Data (EDA and cleaning), Compare, Confusion, Feature maps, Explain, "
-               "Predict (live), Train (background jobs).")
+               "Predict (photo, snapshot or live webcam), Train (background jobs).")
 
 
 def first_run(broken: dict[str, str]) -> None:

@@ -31,10 +31,37 @@ class Picture:
         return cls(rgb, path, caption, f"{digest}{rgb.shape}{path or ''}")
 
 
-def pick_image(key: str, dataset: str | None) -> Picture | None:
-    """Image source widget: a held-out dataset sample or an upload; None (with a note) when
-    there is no usable picture yet. `key` prefixes the widget keys."""
-    source = st.radio("Image", ["dataset sample", "upload"], horizontal=True, key=f"{key}_src")
+HANDOFF = "explain_handoff"  # session key: the face and run Predict handed to Explain
+HANDED = "face from Predict"  # the image source that shows it
+
+
+def hand_to_explain(rgb: np.ndarray, caption: str, run_id: str) -> None:
+    """Store a face crop and a run for the Explain page and open it (Predict's "why" link)."""
+    st.session_state[HANDOFF] = {"rgb": rgb, "caption": caption, "run": run_id, "fresh": True}
+    st.switch_page("pages/explain.py")
+
+
+def take_handoff() -> tuple[Picture | None, str | None]:
+    """(the face Predict handed over, the run to show first if it was just handed over)."""
+    handed = st.session_state.get(HANDOFF)
+    if not handed:
+        return None, None
+    fresh = handed.pop("fresh", False)
+    pic = Picture.of(handed["rgb"], None, handed["caption"])
+    return pic, handed["run"] if fresh else None
+
+
+def pick_image(key: str, dataset: str | None, handed: Picture | None = None) -> Picture | None:
+    """Image source widget: a held-out dataset sample, an upload, or the face `handed` over from
+    Predict; None (with a note) when there is no usable picture yet. `key` prefixes the widget
+    keys."""
+    options = ([HANDED] if handed is not None else []) + ["dataset sample", "upload"]
+    if st.session_state.get(f"{key}_src") not in options:
+        st.session_state.pop(f"{key}_src", None)
+    source = st.radio("Image", options, horizontal=True, key=f"{key}_src")
+    if source == HANDED and handed is not None:
+        st.image(handed.rgb, caption=handed.caption, width=160)
+        return handed
     if source == "upload":
         return _upload(key)
     if dataset is None or tables.dataset_root(dataset) is None:

@@ -1,36 +1,42 @@
-"""Background training from the app: the Train controls that start a job, and the job panel.
+"""Background training from the app: the Train form that starts a job, and the job panel.
 
 The job itself runs in its own process (emotion_core.jobs); these widgets only start it, show its
-state, progress and log, and cancel it. While it runs the panel is a fragment that redraws itself
-every 2 s, and when the job ends it reruns the whole app so the new runs appear everywhere.
+state and status line (`job_status(...).message`), the log (in an expander, Train page only) and
+cancel it. While it runs the panel is a fragment that redraws itself every 2 s, and when the job
+ends it reruns the whole app so the new runs appear everywhere (and are ticked in the sidebar).
 """
 from __future__ import annotations
 
 import streamlit as st
 
 from emotion_core import jobs
-from emotion_core.models import REGISTRY
-from emotion_core.views import tables
+from emotion_core.views import stamps, tables, train_form
 
 JOB_REFRESH_S = 2.0  # how often a running job's panel redraws itself
-LOG_LINES = {True: 8, False: 200}  # log lines shown: compact (sidebar) or full (Train page)
+LOG_LINES = 200  # log lines shown in the Train page's expander
+STATUS_CHARS = 160  # the status line is cut to this length
 STATE_TEXT = {"running": "Training job running", "succeeded": "Last job finished",
               "failed": "Last job failed", "cancelled": "Last job cancelled"}
 
 
-def train_controls(datasets: list[str]) -> None:
+def train_form_widgets(datasets: list[str]) -> None:
     """Choose dataset, models, profile and epochs; start a background job."""
     sources = {n: tables.dataset_root(n) for n in datasets}
     sources = {n: p for n, p in sources.items() if p is not None}
     if not sources:
-        st.caption("No dataset folder to train on yet: start the quick demo from Home.")
+        st.info("No dataset folder to train on yet: start the quick demo from Home.")
         return
-    ds = st.selectbox("Train on", list(sources), key="train_dataset")
-    names = list(REGISTRY)
-    chosen = st.multiselect("Models", names, default=names[:2], key="train_models")
-    profile = st.selectbox("Profile", ["quick", "full"], key="train_profile")
-    epochs = st.number_input("Epochs (0 = profile default)", 0, 200, 0, key="train_epochs")
-    if st.button("Start training", key="train_start", disabled=not chosen):
+    c1, c2, c3 = st.columns([2, 1, 1])
+    ds = c1.selectbox("Train on", list(sources), key="train_dataset")
+    profile = c2.selectbox("Profile", ["quick", "full"], key="train_profile",
+                           help="quick: CPU, 112 px, minutes per model; full: GPU, 224 px")
+    epochs = c3.number_input("Epochs (0 = profile default)", 0, 200, 0, key="train_epochs")
+    chosen = st.multiselect("Models", train_form.model_order(), default=train_form.default_models(),
+                            key="train_models", help=train_form.model_help(),
+                            placeholder="Choose models (fastest first)")
+    st.caption("Ticked by default: the fastest useful models (small pretrained CNNs). Models are "
+               "listed fastest first; hover the ? for each one.")
+    if st.button("Start training", key="train_start", type="primary", disabled=not chosen):
         args = ["--data", str(sources[ds]), "--name", ds, "--models", ",".join(chosen),
                 "--profile", profile]
         if epochs:
@@ -43,7 +49,8 @@ def train_controls(datasets: list[str]) -> None:
 
 
 def job_panel(*, compact: bool) -> None:
-    """Progress, state and log of the latest job; refreshes itself while it runs."""
+    """State and progress of the latest job (and its log when not compact); refreshes itself
+    while it runs."""
     info = jobs.job_status()
     if info is None:
         if not compact:
@@ -57,7 +64,19 @@ def job_panel(*, compact: bool) -> None:
 
 @st.fragment(run_every=JOB_REFRESH_S)
 def _live_job(job_id: str, compact: bool) -> None:
+    fingerprint = stamps.runs_fingerprint()
+    key = f"_job_runs_{'c' if compact else 'f'}"
+    before = st.session_state.get(key)
+    st.session_state[key] = fingerprint
+    if before is not None and before != fingerprint:
+        st.rerun()  # a model of the job finished: the whole app reruns and shows its run
     _job_body(job_id, compact, was_running=True)
+
+
+def status_line(message: str) -> str:
+    """The job's one-line status, cut to fit under the progress bar."""
+    line = " ".join(str(message or "").split())
+    return line if len(line) <= STATUS_CHARS else line[:STATUS_CHARS - 1] + "\N{HORIZONTAL ELLIPSIS}"
 
 
 def _job_body(job_id: str, compact: bool, was_running: bool) -> None:
@@ -65,11 +84,13 @@ def _job_body(job_id: str, compact: bool, was_running: bool) -> None:
     if now is None:
         return
     st.caption(f"{STATE_TEXT[now.state]} · {now.job_id}")
-    st.progress(min(1.0, max(0.0, now.progress)), text=now.message[:120])
+    st.progress(min(1.0, max(0.0, now.progress)), text=status_line(now.message) or None)
     if now.running and st.button("Cancel job", key=f"cancel_{'c' if compact else 'f'}"):
         jobs.cancel_job()
         st.rerun()
-    lines = jobs.read_log(now.job_id).splitlines()
-    st.code("\n".join(lines[-LOG_LINES[compact]:]) or "(no output yet)", language=None)
+    if not compact:
+        with st.expander("Log", expanded=False):
+            lines = jobs.read_log(now.job_id).splitlines()
+            st.code("\n".join(lines[-LOG_LINES:]) or "(no output yet)", language=None)
     if was_running and not now.running:
         st.rerun()  # the job just ended: rerun the whole app so its new runs appear

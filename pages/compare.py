@@ -5,31 +5,38 @@ import plotly.express as px
 import streamlit as st
 
 from emotion_core import store
-from emotion_core.views import tables
-from pages import _cache, _sidebar
+from emotion_core.views import display, tables
+from pages import _cache, _charts, _entry, _sidebar
 
+SCORE_COLUMNS = ["model", "weights_source", "val_accuracy", "val_macro_f1", "test_accuracy",
+                 "test_macro_f1", "val_ece"]
+COST_COLUMNS = ["model", "params", "flops", "latency_ms", "train_seconds", "epochs_run", "profile",
+                "run_id"]  # the weights are in the scores table above, the time in the run id
+CURVES = {"val_macro_f1": "val macro-F1", "val_acc": "val accuracy", "val_loss": "val loss",
+          "train_loss": "train loss", "train_acc": "train accuracy", "lr": "learning rate"}
+BAR_METRICS = ["val_macro_f1", "val_accuracy", "test_macro_f1", "test_accuracy", "val_ece",
+               "latency_ms", "params", "train_seconds"]
+
+_entry.require_app("pages/compare.py")
 st.title("Compare")
 runs = _sidebar.selected_runs()
 if not runs:
-    st.info("No runs for this dataset yet: train some from the sidebar or start the demo on Home.")
+    st.info("No runs for this dataset yet: train some on the Train page or start the demo on Home.")
     st.stop()
 table = tables.comparison_table(runs)
 names = dict(zip(table["run_id"], table["label"], strict=True))  # each run's label, everywhere
-st.subheader("Comparison table")
-st.caption("Every row names the weights the model started from; test columns are empty when the "
-           "dataset has no test split of its own.")
-shown = table.drop(columns=["study_val_accuracy"])
-st.dataframe(shown[["label", *(c for c in shown.columns if c != "label")]], hide_index=True,
-             width="stretch", column_config={
-                 "label": "run", **{c: st.column_config.NumberColumn(format="%.3f") for c in
-                                    ("val_accuracy", "val_macro_f1", "test_accuracy",
-                                     "test_macro_f1", "val_ece")}})
+chance = display.chance_level(runs)
+st.subheader("Scores")
+st.caption("Best validation macro-F1 first. Every row names the weights the model started from "
+           "(hover the heading for what each source is); test columns are empty when the dataset "
+           "has no test split of its own.")
+_charts.run_table(table, SCORE_COLUMNS, {"model": 220, "weights_source": 210})  # room to spare
+st.subheader("Cost and provenance")
+_charts.run_table(table, COST_COLUMNS)
 
-metric = st.selectbox("Bar chart metric", ["val_accuracy", "val_macro_f1", "test_accuracy",
-                                           "test_macro_f1", "val_ece", "latency_ms", "params",
-                                           "train_seconds"], key="cmp_metric")
-st.plotly_chart(px.bar(table, x="label", y=metric, color="weights_source",
-                       labels={"label": "run"}), width="stretch")
+metric = st.selectbox("Bar chart metric", BAR_METRICS, format_func=display.heading,
+                      key="cmp_metric")
+_charts.score_bars(table, metric, chance, key="cmp_bars")
 
 st.subheader("Per-class recall (validation)")
 full = []
@@ -48,11 +55,15 @@ hist = tables.history_long(full, names)
 ycols = [c for c in ("val_macro_f1", "val_acc", "val_loss", "train_loss", "train_acc", "lr")
          if c in hist.columns]
 if len(hist) and ycols:
-    y = st.selectbox("Curve", ycols, key="cmp_curve")
-    st.plotly_chart(px.line(hist, x="epoch", y=y, color="run", markers=True), width="stretch")
+    y = st.selectbox("Curve", ycols, key="cmp_curve", format_func=lambda c: CURVES.get(c, c))
+    st.plotly_chart(px.line(hist, x="epoch", y=y, color="run", markers=True,
+                            labels={y: CURVES.get(y, y)}), width="stretch")
 else:
     st.info("No training history (ensembles have none).")
 
 st.subheader("The study's reported numbers (for reference)")
 st.caption(tables.STUDY_NOTE)
-st.dataframe(tables.study_table(table), hide_index=True, width="stretch")
+st.dataframe(display.styled(tables.study_table(table)), hide_index=True, width="stretch",
+             placeholder=display.MISSING,
+             column_config={"model": st.column_config.Column(width=260),
+                            "our weights": st.column_config.Column(width="medium")})

@@ -7,8 +7,9 @@ import streamlit as st
 from emotion_core import store
 from emotion_core.data import images
 from emotion_core.views import samples, tables
-from pages import _cache, _sidebar
+from pages import _cache, _entry, _sidebar
 
+_entry.require_app("pages/confusion.py")
 st.title("Confusion")
 runs, labels = _sidebar.runs_or_stop("No runs for this dataset yet.")
 rid = st.selectbox("Run", list(labels), format_func=labels.get, key="cm_run")

@@ -6,8 +6,12 @@ import streamlit as st
 
 from emotion_core import store
 from emotion_core.data import images
-from emotion_core.views import samples, tables
-from pages import _cache, _sidebar
+from emotion_core.views import display, samples, tables
+from pages import _cache, _entry, _sidebar
+
+STRIP_MAX_PX = 720  # a mean-face strip wider than this is fitted to the page width
+
+_entry.require_app("pages/data.py")
 
 st.title("Data")
 ds = _sidebar.current_dataset()
@@ -18,43 +22,70 @@ if ds is None or ds not in store.list_datasets():
 kind, where = tables.data_source(ds)
 st.caption(f"Dataset **{ds}** · source: {kind} · `{where}`")
 
-st.subheader("Class distribution per split")
+st.subheader("Class distribution")
 counts = tables.class_counts(ds)
 if counts.empty:
     st.info("The dataset report holds no class counts.")
 else:
-    st.plotly_chart(px.bar(counts, x="split", y="n", color="class", barmode="group"),
-                    width="stretch")
+    top = float(counts["n"].max()) * 1.1
+    for col, stage in zip(st.columns(2), (tables.SOURCE_STAGE, tables.FINAL_STAGE), strict=True):
+        part = counts[counts["stage"] == stage]
+        with col:
+            st.markdown(f"**{stage[0].upper() + stage[1:]}**")
+            if part.empty:
+                st.caption("none recorded")
+                continue
+            fig = px.bar(part, x="split", y="n", color="class", barmode="group", height=320,
+                         labels={"n": "images", "split": ""}, range_y=[0, top])
+            fig.update_layout(margin={"l": 10, "r": 10, "t": 10, "b": 10})
+            st.plotly_chart(fig, width="stretch", key=f"data_counts_{stage[:5]}")
+    st.caption("Left: readable images per split folder of the source. Right: the subsets after "
+               "cleaning (duplicates, unreadable and mislabelled files dropped) and carving "
+               "validation and test out of train where the source has none.")
 
 st.subheader("Samples and mean faces")
 gallery = samples.eda_gallery(ds)
-for picture, caption in gallery:
-    st.image(str(picture), caption=caption)
+grids = [(p, c) for p, c in gallery if p.stem.startswith("sample_grid")]
+means = [(p, c) for p, c in gallery if not p.stem.startswith("sample_grid")]
+if grids:
+    st.image(str(grids[0][0]), caption=grids[0][1])
+for picture, caption in means:  # 160 px per face; a long strip spans the page instead
+    width = samples.strip_width(picture)
+    st.image(str(picture), caption=caption, width=width if width <= STRIP_MAX_PX else "stretch")
+if len(grids) > 1:
+    with st.expander("Sample grids of the other subsets"):
+        for picture, caption in grids[1:]:
+            st.image(str(picture), caption=caption)
 if not gallery:
-    st.info("No EDA images saved for this dataset yet (they are written by prepare_data).")
+    st.info("No EDA pictures saved for this dataset yet: `python -m scripts.prepare_data --data "
+            "DIR` writes them (the quick demo does too).")
 
 st.subheader("Image size and mode")
 try:
-    st.dataframe(tables.image_stats(ds), hide_index=True, width="stretch")
+    st.dataframe(tables.image_stats(ds), hide_index=True, width="stretch",
+                 placeholder=display.MISSING)
 except FileNotFoundError as exc:
     st.info(str(exc))
 
 st.subheader("Cleaning report")
 issues = tables.issue_counts(ds)
 if len(issues):
-    st.plotly_chart(px.bar(issues, x="issue", y="files"), width="stretch")
+    st.plotly_chart(px.bar(issues, x="issue", y="files", labels={"files": "files"}),
+                    width="stretch")
+else:
+    st.success("No cleaning issue: every file was readable, unique, large enough and consistently "
+               "labelled, so nothing was dropped or flagged.")
 try:
     cleaning = _cache.table(ds, "cleaning")
 except FileNotFoundError as exc:
     st.info(str(exc))
     st.stop()
 if cleaning.empty:
-    st.success("No issue found: every file was readable, unique and consistently labelled.")
     st.stop()
 kinds = sorted(cleaning["issue"].astype(str).unique())
 pick = st.multiselect("Issue kinds", kinds, default=kinds, key="data_issue_kinds")
 shown = cleaning[cleaning["issue"].astype(str).isin(pick)]
-st.dataframe(shown, hide_index=True, width="stretch")
+st.dataframe(shown, hide_index=True, width="stretch", placeholder=display.MISSING)
 if tables.dataset_root(ds) is not None and len(shown):
     f = st.selectbox("View an offending image", list(shown["file"].astype(str))[:500],
                      key="data_offending")

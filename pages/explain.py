@@ -1,45 +1,64 @@
-"""Explain: Grad-CAM family side by side for several runs; ViT attention, rollout, patch grid."""
+"""Explain: Grad-CAM family side by side for several runs; ViT attention, rollout, patch grid.
+
+The controls come before the picture, so choosing another picture source (or an upload not yet
+made) never resets them; every overlay is drawn at one size. A face handed over from Predict
+("why" link) opens here as the picture, with its run chosen.
+"""
 from __future__ import annotations
 
 import streamlit as st
 
 from emotion_core import explain as ex
-from emotion_core.views import probe, tables
-from pages import _cache, _inputs, _maps, _sidebar, _warmup
+from emotion_core.views import display, probe, tables
+from pages import _cache, _entry, _inputs, _maps, _sidebar, _warmup
+
+OVERLAY_PX = 224  # every map is shown at this size, whatever the model's input size
+SCORE_HINT = ("Runs without a stored faithfulness score: run `python -m scripts.explain --run "
+              "RUN_ID --faithfulness --data DIR --cam-layers stages` to score them on held-out "
+              "images, or tick the box above to score these maps on this picture.")
 
 
-def show_scores(view: probe.MapView, metrics: dict, method: str) -> None:
-    """This map's score on this picture, then the run's stored mean for the same method/layer."""
+def show_scores(view: probe.MapView, metrics: dict, method: str) -> bool:
+    """This map's score on this picture, then the run's stored mean for the same method/layer;
+    False when there was nothing to show."""
     for k, v in view.faithfulness.items():
         st.metric(k, f"{v:.3f}")
     stored = tables.stored_faithfulness(metrics, method, view.layer)
     for label, value, why in stored:
         st.metric(label, f"{value:.3f}", help=why)
-    if not view.faithfulness and not stored:
-        st.caption("No faithfulness score yet: tick the box above, or run "
-                   "`python -m scripts.explain --run RUN_ID --faithfulness --data DIR "
-                   "--cam-layers stages`.")
+    return bool(view.faithfulness or stored)
 
 
+_entry.require_app("pages/explain.py")
 st.title("Explain")
 runs, labels = _sidebar.runs_or_stop("No trained model runs for this dataset yet.", models_only=True)
 metrics = {r.run_id: r.metrics for r in runs}
-pic = _inputs.pick_image("ex", _sidebar.current_dataset())
-if pic is None:
-    st.stop()
-score = st.checkbox("Score every map on this picture (deletion/insertion AUC: about 20 extra "
-                    "forward passes per map)", value=False, key="ex_score")
+handed, handed_run = _inputs.take_handoff()
+vits = tables.vit_runs(runs)
+if handed_run in labels:  # just arrived from Predict's "why" link: that face, that run
+    st.session_state["ex_src"] = _inputs.HANDED
+    st.session_state["ex_runs"] = [handed_run]
+    if handed_run in vits:
+        st.session_state["ex_vit"] = handed_run
 
-st.subheader("Grad-CAM side by side")
-chosen = st.multiselect("Runs", list(labels), default=tables.explain_defaults(runs),
-                        format_func=labels.get, key="ex_runs")
+chosen = st.multiselect("Runs", list(labels), format_func=labels.get, key="ex_runs",
+                        **({} if "ex_runs" in st.session_state
+                           else {"default": tables.explain_defaults(runs)}))
 c1, c2 = st.columns(2)
 method = c1.selectbox("Method", list(ex.CAM_METHODS), key="ex_method")
 finer = c2.select_slider("CAM layer", options=list(range(5)), value=0, key="ex_finer",
                          format_func=lambda k: "last (default)" if k == 0 else f"{k} finer",
                          help="Earlier layers have finer feature grids (sharper maps) but less "
                               "class-specific features; each column's caption names the layer.")
-_warmup.wait_for([*chosen, *tables.vit_runs(runs)[:1]], "the maps")
+pic = _inputs.pick_image("ex", _sidebar.current_dataset(), handed)
+if pic is None:
+    st.stop()
+score = st.checkbox("Score every map on this picture (deletion/insertion AUC: about 20 extra "
+                    "forward passes per map)", value=False, key="ex_score")
+
+st.subheader("Grad-CAM side by side")
+_warmup.wait_for([*chosen, *vits[:1]], "the maps")
+unscored = False
 cols = st.columns(max(1, len(chosen)))
 for col, rid in zip(cols, chosen, strict=False):
     with col:
@@ -51,12 +70,15 @@ for col, rid in zip(cols, chosen, strict=False):
         except Exception as exc:  # one failing run must not hide the others
             st.warning(f"{labels[rid]}: {exc}")
             continue
-        st.image(view.overlay, caption=f"{labels[rid]} → {view.predicted}")
+        st.image(display.square(view.overlay, OVERLAY_PX), width=OVERLAY_PX,
+                 caption=f"{labels[rid]} → {view.predicted}")
         st.caption(view.title)
-        show_scores(view, metrics[rid], method)
+        unscored |= not show_scores(view, metrics[rid], method)
+hinted = unscored
+if unscored:
+    st.caption(SCORE_HINT)
 
 st.subheader("ViT attention")
-vits = tables.vit_runs(runs)
 if not vits:
     st.info("No ViT run selected (vit_scratch, vit_hf or dinov2_small).")
     st.stop()
@@ -80,7 +102,10 @@ grid = probe.patch_grid(model, manifest, pic.rgb)
 cols = st.columns(3)
 for col, view, kind in zip(cols[:2], (a, r), ("attention", "rollout"), strict=True):
     with col:
-        st.image(view.overlay, caption=view.title)
-        show_scores(view, metrics[vid], kind)
+        st.image(display.square(view.overlay, OVERLAY_PX), width=OVERLAY_PX, caption=view.title)
+        unscored |= not show_scores(view, metrics[vid], kind)
 if grid is not None:
-    cols[2].image(grid, caption="patch grid (each cell became one token)")
+    cols[2].image(display.square(grid, OVERLAY_PX), width=OVERLAY_PX,
+                  caption="patch grid (each cell became one token)")
+if unscored and not hinted:  # the hint once per page
+    st.caption(SCORE_HINT)

@@ -5,12 +5,16 @@ import streamlit as st
 
 from emotion_core import jobs
 from emotion_core.views import tables
-from pages import _cache, _jobs
+from pages import _cache, _charts, _entry, _jobs, _sidebar
 
+_entry.require_app("pages/train.py")
 st.title("Train")
-st.markdown("Choose dataset, models, profile and epochs under **Train** in the sidebar. The job "
-            "runs `python -m scripts.train` in its own process; only one job runs at a time, and "
-            "closing or reloading this page does not stop it.")
+st.markdown("Choose a dataset, models, profile and epochs, then start. The job runs "
+            "`python -m scripts.train` in its own process; only one job runs at a time, and "
+            "closing or reloading this page does not stop it. New runs appear on every page, "
+            "ticked in the sidebar, as each model finishes.")
+_jobs.train_form_widgets(_sidebar.dataset_names())
+st.subheader("Latest job")
 _jobs.job_panel(compact=False)
 info = jobs.job_status()
 if info is not None:
@@ -18,10 +22,8 @@ if info is not None:
 st.subheader("Runs on disk")
 runs, broken = _cache.all_runs()
 if runs:
-    st.dataframe(tables.comparison_table(runs)[["label", "run_id", "model", "weights_source",
-                                                  "dataset", "profile", "val_macro_f1",
-                                                  "train_seconds"]],
-                 hide_index=True, width="stretch", column_config={"label": "run"})
+    _charts.run_table(tables.comparison_table(runs), ["model", "dataset", "profile", "val_macro_f1",
+                                                      "train_seconds", "run_id"], {"model": 230})
 else:
     st.info("No runs yet.")
 for rid, why in broken.items():

@@ -2,6 +2,11 @@
 
     python -m scripts.prepare_data --data DIR [--name NAME] [--detect-faces] [--drop-no-face]
                                    [--val-fraction F] [--test-fraction F] [--seed S] [--min-side PX]
+                                   [--no-eda]
+
+Then writes the EDA tables and pictures (sample grids, mean face per class, batch-wise mean
+faces) under artifacts/datasets/<name>/eda/ for the app's Data page, from the decode-once cache
+at 112 px (the quick profile's size, so training reuses it).
 """
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ from pathlib import Path
 
 from emotion_core import store
 from emotion_core.data import prepare_dataset
+from emotion_core.data.eda import save_eda
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="share of train carved out for testing when the dataset has no test split")
     p.add_argument("--seed", type=int, default=0, help="seed of the stratified val/test carve")
     p.add_argument("--min-side", type=int, default=32, help="images smaller than this are dropped")
+    p.add_argument("--no-eda", action="store_true",
+                   help="skip the EDA tables and pictures (sample grids, mean faces)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -68,6 +76,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(summarise(ds.report))
+    if not args.no_eda:
+        try:
+            written = save_eda(ds)
+        except (OSError, ValueError) as exc:  # the report stands; only the pictures are missing
+            print(f"warning: EDA pictures not written: {exc}", file=sys.stderr)
+        else:
+            print(f"  EDA: {len(written)} tables and pictures in {store.paths.eda_dir(ds.name)}")
     return 0
 
 

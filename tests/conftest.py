@@ -18,6 +18,20 @@ import pytest  # noqa: E402
 from emotion_core import store  # noqa: E402
 
 
+def _full_error_details_in_tests() -> None:
+    """The committed .streamlit/config.toml hides error details from visitors; AppTest reads it
+    too, so tests put them back (a failing page then names its exception in the assertion)."""
+    try:
+        from streamlit import config
+    except ImportError:
+        return
+    config.get_option("client.showErrorDetails")  # parse the config files first
+    config.set_option("client.showErrorDetails", "full")
+
+
+_full_error_details_in_tests()
+
+
 @pytest.fixture(autouse=True)
 def isolated_artifacts(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Point the artifact store at a fresh temp folder for each test."""

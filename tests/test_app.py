@@ -6,6 +6,7 @@ import json
 import sys
 from datetime import datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -79,29 +80,46 @@ def test_home_shows_dataset_source_and_leaderboard_with_weights(at_store) -> Non
     _open(at)
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Dataset"] == DATASET and metrics["Data source"] == "synthetic demo"
-    assert metrics["Runs loaded"] == str(len(ids))
+    assert metrics["Runs shown"] == f"{len(ids)} of {len(ids)}"
     board = at.dataframe[0].value
-    assert set(board["run_id"]) == set(ids.values())
-    for label, source in zip(board["label"], board["weights_source"], strict=True):
-        assert f" · {source} · " in label  # the weights source beside the model's name
-    assert (board["weights_source"].astype(str) != "").all()
-    assert len(at.get("plotly_chart")) == 1
+    assert sorted(board["model"]) == sorted([*MODELS, f"ensemble({MODELS[0]}+{MODELS[1]})"])
+    assert list(board.columns) == ["model", "weights", "created", "val accuracy", "val macro-F1",
+                                   "test accuracy", "test macro-F1", "CPU ms per image"]
+    assert (board["weights"].astype(str) != "").all()  # every number beside its weights
+    assert board["val macro-F1"].is_monotonic_decreasing
+    # what each weights source is: the registry's sentence in the run picker's tooltip
+    assert "scratch: random initialisation" in at.multiselect(key="runs").help
+    (chart,) = at.get("plotly_chart")
+    spec = json.loads(chart.proto.spec)
+    bars = [y for trace in spec["data"] for y in trace["y"]]
+    assert len(bars) == len(ids)  # one bar per run, horizontal, best on top
+    chance = [s for s in spec["layout"]["shapes"] if s.get("line", {}).get("dash") == "dash"]
+    assert chance and chance[0]["x0"] == pytest.approx(1 / 3)
+    assert any("chance level, 1/3" in c.value for c in at.caption)
 
 
 def test_data_page(at_store) -> None:
     at, _ = at_store
     _open(at, "data")
     assert "Cleaning report" in [s.value for s in at.subheader]
-    assert len(at.get("plotly_chart")) >= 1  # class distribution per split
+    # two labelled class-distribution charts: as found, and after cleaning and carving
+    assert len(at.get("plotly_chart")) == 2  # no empty cleaning chart: the tiny set is clean
+    bold = " ".join(m.value for m in at.markdown)
+    assert "As found in the folders" in bold and "After cleaning and carving (what models" in bold
+    assert any("No cleaning issue" in x.value for x in at.success)
     captions = [c for img in at.image for c in img.captions]
-    assert any("mean face" in c for c in captions) and any("sample grid" in c for c in captions)
+    assert captions[0].startswith("sample grid (train)")
+    assert any(c.startswith("mean face per class") for c in captions)
+    assert any(c.startswith("batch-wise mean faces") for c in captions)
 
 
 def test_compare_page_shows_table_and_the_studys_numbers(at_store) -> None:
     at, ids = at_store
     _open(at, "compare")
-    table = at.dataframe[0].value
-    assert set(table["run_id"]) == set(ids.values())
+    scores, cost = at.dataframe[0].value, at.dataframe[1].value
+    assert set(cost["run id"]) == set(ids.values())
+    assert "val macro-F1" in scores.columns and "parameters (M)" in cost.columns
+    assert not set(scores.columns) & {"label", "run", "weights_source", "val_macro_f1"}
     study = at.dataframe[-1].value
     reported = dict(zip(study["model"], study["study's validation accuracy"], strict=True))
     assert reported.keys() == {"resnet34", "efficientnet_b4", "vgg16", "vit_scratch", "vit_hf",
@@ -263,8 +281,101 @@ def test_predict_page_every_run_and_the_ensemble(at_store) -> None:
     models = " ".join(summary["run"])
     for name in MODELS:
         assert name in models
-    assert "ensemble" in models
     assert summary["prediction"].notna().all() and (summary["latency_ms"] >= 0).all()
+    # the mean computed now and the stored ensemble run are named apart, and explained
+    names = list(summary["run"])
+    assert "mean of the 2 runs above (computed now)" in names
+    (stored,) = [n for n in names if n.startswith("stored ensemble run ")]
+    assert f"{MODELS[0]} + {MODELS[1]}" in stored and "equal weights" in stored
+    assert any("How the two kinds of ensemble differ" in c.value for c in at.caption)
+    axis = {y for trace in _chart_data(at, 0) for y in trace["y"]}
+    assert axis == {*MODELS, "mean (now)", "stored ensemble"}  # short names on the chart
+
+
+def test_predict_page_why_maps_beside_every_answer_and_the_link_to_explain(at_store) -> None:
+    at, ids = at_store
+    _open(at, "predict")
+    at.file_uploader(key="pr_upload").set_value(("face.png", _face_png(), "image/png")).run()
+    assert not at.exception, [e.value for e in at.exception]
+    why = [c for img in at.image for c in img.captions if " · Grad-CAM" in c or " · attention" in c]
+    assert sorted(c.split(" → ")[0] for c in why) == sorted(MODELS)  # one map per model run
+    assert any(c.startswith(f"{MODELS[0]} → ") and c.endswith("attention rollout") for c in why)
+    assert any(c.startswith(f"{MODELS[1]} → ") and c.endswith("Grad-CAM") for c in why)
+    vit = ids[MODELS[0]]
+    at.button(key=f"pr_why_1_{vit}").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.title[0].value == "Explain"
+    assert at.radio(key="ex_src").value == "face from Predict"
+    assert at.multiselect(key="ex_runs").value == [vit]
+    assert at.selectbox(key="ex_vit").value == vit
+    captions = [c for img in at.image for c in img.captions]
+    assert "face 1 from Predict" in captions and any("rollout" in c for c in captions)
+
+
+def test_predict_page_tall_upload_is_scaled_to_fit(at_store) -> None:
+    at, _ = at_store
+    _open(at, "predict")
+    buf = io.BytesIO()
+    Image.fromarray(np.full((4000, 20, 3), 90, np.uint8)).save(buf, format="PNG")
+    at.file_uploader(key="pr_upload").set_value(("strip.png", buf.getvalue(), "image/png")).run()
+    assert not at.exception
+    assert any("20x4000 px, shown scaled to fit" in c.value for c in at.caption)
+
+
+class _FakeStreamer:
+    """Stands in for streamlit_webrtc.webrtc_streamer, which needs a real server session: records
+    its arguments and, while "playing", feeds the page's frame callback a few camera frames."""
+
+    def __init__(self) -> None:
+        self.playing, self.frames, self.kwargs, self.out = False, 0, {}, []
+
+    def __call__(self, **kwargs):
+        import av
+
+        self.kwargs = kwargs
+        for _ in range(self.frames if self.playing else 0):
+            frame = av.VideoFrame.from_ndarray(photo_640x480(1), format="rgb24")
+            self.out.append(kwargs["video_frame_callback"](frame).to_ndarray(format="rgb24"))
+        return SimpleNamespace(state=SimpleNamespace(playing=self.playing))
+
+
+def test_predict_page_live_mode(at_store, monkeypatch) -> None:
+    streamlit_webrtc = pytest.importorskip("streamlit_webrtc")
+    fake = _FakeStreamer()
+    monkeypatch.setattr(streamlit_webrtc, "webrtc_streamer", fake)
+    at, ids = at_store
+    _open(at, "predict")
+    at.radio(key="pr_source").set_value("Live webcam").run()
+    assert not at.exception, [e.value for e in at.exception]
+    live = at.multiselect(key="live_runs")
+    assert live.value == [ids[MODELS[1]]]  # the fastest model run (no stored ensemble live)
+    assert ids["ensemble"] not in live.options
+    assert at.select_slider(key="live_every").value == 2
+    assert at.slider(key="live_window").value == 5
+    text = _texts(at)
+    assert "exponential moving average" in text and "alpha = 0.33" in text
+    assert "Press START" in text
+    assert fake.kwargs["rtc_configuration"] == {"iceServers": []}  # loopback/LAN, no STUN
+    assert fake.kwargs["async_processing"] is True
+    at.slider(key="live_window").set_value(1).run()
+    assert "not smoothed" in _texts(at)
+    at.button(key="live_freeze").click().run()
+    assert any("No frame yet" in w.value for w in at.warning)
+
+    fake.playing, fake.frames = True, 4  # START pressed: frames arrive and come back labelled
+    at.multiselect(key="live_runs").set_value([ids[m] for m in MODELS]).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert len(fake.out) == 4 and fake.out[-1].shape == (480, 640, 3)
+    assert not np.array_equal(fake.out[-1], photo_640x480(1))  # boxed and labelled
+    metrics = {m.label: m.value for m in at.metric}
+    assert float(metrics["Frames per second"]) > 0 and metrics["Latency per frame"].endswith(" ms")
+    assert any("4 frames processed · 1 face(s)" in c.value for c in at.caption)
+    assert any(m.value.startswith(f"**{MODELS[0]}** on the video") for m in at.markdown)
+    at.button(key="live_freeze").click().run()  # the frozen frame: every run side by side
+    assert not at.exception, [e.value for e in at.exception]
+    assert {"Frozen frame", "Face 1"} <= {h.value for h in at.subheader}
+    assert len(at.dataframe[0].value) == len(ids) + 1  # each run, the stored and the live mean
+    assert any(" · Grad-CAM" in c for img in at.image for c in img.captions)
 
 
 def test_predict_page_bad_upload_gets_a_message_not_a_traceback(at_store) -> None:
@@ -289,7 +400,7 @@ def test_predict_page_no_face_offers_the_whole_image(at_store) -> None:
 def test_train_page_lists_runs(at_store) -> None:
     at, ids = at_store
     _open(at, "train")
-    assert set(at.dataframe[0].value["run_id"]) == set(ids.values())
+    assert set(at.dataframe[0].value["run id"]) == set(ids.values())
 
 
 def test_broken_run_is_listed_and_the_others_still_work(built_store, monkeypatch, tmp_path) -> None:
@@ -299,7 +410,7 @@ def test_broken_run_is_listed_and_the_others_still_work(built_store, monkeypatch
     monkeypatch.setenv(store.paths.ENV_ROOT, str(root))
     at = _open(AppTest.from_file(APP, default_timeout=TIMEOUT))
     assert ids[MODELS[0]] in _texts(at) and "weights.safetensors" in _texts(at)
-    assert ids[MODELS[0]] not in set(at.dataframe[0].value["run_id"])
+    assert MODELS[0] not in set(at.dataframe[0].value["model"])
     at.switch_page("pages/predict.py").run()
     at.file_uploader(key="pr_upload").set_value(("face.png", _face_png(), "image/png")).run()
     assert not at.exception
@@ -315,7 +426,7 @@ def test_second_training_job_is_refused(built_store, monkeypatch, tmp_path) -> N
     holder = status.start_steps([[sys.executable, "-c", "import time; time.sleep(60)"]],
                               models=["vgg16"])
     try:
-        at = _open(AppTest.from_file(APP, default_timeout=TIMEOUT))
+        at = _open(AppTest.from_file(APP, default_timeout=TIMEOUT), "train")
         at.button(key="train_start").click().run()
         assert not at.exception
         assert any("already running" in e.value for e in at.error)
@@ -363,12 +474,13 @@ def test_runs_of_one_model_are_told_apart_on_every_page(at_twins) -> None:
     _offered(at.multiselect(key="runs"), cnns, labels)  # the sidebar
     assert set(cnns) <= set(at.multiselect(key="runs").value)
     board = at.dataframe[0].value
-    assert set(cnns) <= set(board["run_id"]) and board["label"].is_unique
+    assert (board["model"] == MODELS[1]).sum() == 3  # all three runs of the CNN are listed
+    assert mine <= {y for trace in _chart_data(at, 0) for y in trace["y"]}  # one bar each
 
     _open(at, "compare")
-    table = at.dataframe[0].value
-    assert set(cnns) <= set(table["run_id"]) and table["label"].is_unique
-    assert mine <= {x for trace in _chart_data(at, 0) for x in trace["x"]}  # metric bars
+    table = at.dataframe[1].value
+    assert set(cnns) <= set(table["run id"]) and table["run id"].is_unique
+    assert mine <= {y for trace in _chart_data(at, 0) for y in trace["y"]}  # metric bars
     for chart in (1, 2):  # per-class recall and training curves: one legend entry per run
         assert mine <= {trace["name"] for trace in _chart_data(at, chart)}
 
@@ -399,4 +511,85 @@ def test_runs_of_one_model_are_told_apart_on_every_page(at_twins) -> None:
     summary = at.dataframe[0].value.set_index("run")
     assert summary.index.is_unique and mine <= set(summary.index)
     assert summary.loc[sorted(mine), "prediction"].notna().all()  # every one answers
-    assert mine <= {y for trace in _chart_data(at, 0) for y in trace["y"]}
+    axis = {y for trace in _chart_data(at, 0) for y in trace["y"]}  # short names, one per answer
+    assert {MODELS[1], f"{MODELS[1]} #2", f"{MODELS[1]} #3"} <= axis
+    hover = {c[0] for trace in _chart_data(at, 0) for c in trace["customdata"]}
+    assert mine <= hover  # the full label on hover
+
+
+# ---------------------------------------------------------------------------------------------
+# Controls that keep their state, the Train form, runs that appear mid-session
+
+
+def test_a_run_written_mid_session_is_ticked_in_the_sidebar(built_store, monkeypatch,
+                                                            tmp_path) -> None:
+    root = copy_store(built_store[0], tmp_path / "store")
+    ids = built_store[1]
+    monkeypatch.setenv(store.paths.ENV_ROOT, str(root))
+    at = _open(AppTest.from_file(APP, default_timeout=TIMEOUT))
+    at.multiselect(key="runs").set_value([ids[MODELS[1]]]).run()  # the user narrows the choice
+    assert {m.label: m.value for m in at.metric}["Runs shown"] == f"1 of {len(ids)}"
+    cnn = ids[MODELS[1]]
+    created = datetime.fromisoformat(store.load_run(cnn, tables=False).manifest["created"])
+    new = copy_run(root, cnn, f"{DATASET}-{MODELS[1]}-{created + timedelta(hours=2):%Y%m%d-%H%M%S}",
+                   created=(created + timedelta(hours=2)).isoformat())  # a job just wrote it
+    at.run()
+    assert not at.exception
+    assert at.multiselect(key="runs").value == [cnn, new]  # kept the choice, added the new run
+    assert {m.label: m.value for m in at.metric}["Runs shown"] == f"2 of {len(ids) + 1}"
+    assert (at.dataframe[0].value["model"] == MODELS[1]).sum() == 2  # on the leaderboard
+
+
+def test_train_form_is_on_the_train_page_with_fast_defaults(at_store) -> None:
+    at, _ = at_store
+    _open(at)
+    assert not any(b.key == "train_start" for b in at.button)  # not hidden in the sidebar
+    assert not at.sidebar.code  # no clipped log box in the sidebar
+    _open(at, "train")
+    assert at.multiselect(key="train_models").value == ["mobilenet_v2", "efficientnet_lite0"]
+    assert at.multiselect(key="train_models").options[:2] == ["mobilenet_v2", "efficientnet_lite0"]
+    assert at.button(key="train_start").label == "Start training"
+
+
+def test_train_page_shows_the_jobs_status_line_and_keeps_the_log_in_an_expander(
+        built_store, monkeypatch, tmp_path) -> None:
+    root = copy_store(built_store[0], tmp_path / "store")
+    monkeypatch.setenv(store.paths.ENV_ROOT, str(root))
+    job = status.start_steps([[sys.executable, "-c", "print('hello from the job')"]],
+                             models=["mobilenet_v2"])
+    for _ in range(100):
+        if not status.job_status(job.job_id).running:
+            break
+        import time
+        time.sleep(0.1)
+    at = _open(AppTest.from_file(APP, default_timeout=TIMEOUT), "train")
+    assert any(job.job_id in c.value for c in at.caption)
+    (log,) = [e for e in at.expander if e.label == "Log"]
+    assert "hello from the job" in log.code[0].value
+    assert not at.sidebar.code  # the sidebar shows state and progress only
+
+
+def test_explain_keeps_the_cam_layer_when_the_picture_source_changes(at_store) -> None:
+    at, _ = at_store
+    _open(at, "explain")
+    at.select_slider(key="ex_finer").set_value(2).run()
+    at.radio(key="ex_src").set_value("upload").run()  # no upload yet: the page waits for one
+    assert at.select_slider(key="ex_finer").value == 2
+    at.file_uploader(key="ex_upload").set_value(("face.png", _face_png(), "image/png")).run()
+    assert not at.exception
+    assert at.select_slider(key="ex_finer").value == 2
+    hints = [c for c in at.caption if "scripts.explain" in c.value]
+    assert len(hints) <= 1  # the CLI hint once, not under every map
+
+
+def test_feature_maps_slider_and_maps_stay_on_one_layer_after_switching_to_upload(at_store) -> None:
+    at, _ = at_store
+    _open(at, "feature_maps")
+    slider = at.select_slider(key="fm_layer")
+    last = slider.options[-1]
+    slider.set_value(last).run()
+    at.radio(key="fm_src").set_value("upload").run()
+    at.file_uploader(key="fm_upload").set_value(("face.png", _face_png(), "image/png")).run()
+    assert not at.exception
+    assert at.select_slider(key="fm_layer").value == last
+    assert any(c.startswith(f"{last}: channels") for img in at.image for c in img.captions)

@@ -223,6 +223,13 @@ def test_cli_prints_summary_and_fails_cleanly(messy, capsys, tmp_path):
     out = capsys.readouterr().out
     assert "dataset cli" in out and "duplicate_across_splits 1" in out
     assert (store.paths.dataset_dir("cli") / "report.json").exists()
+    # the Data page's pictures are written with the report (the demo prepares through this CLI)
+    assert {p.stem for p in store.eda_images("cli")} >= {"sample_grid_train",
+                                                         "mean_face_per_class", "batch_mean_faces"}
+    assert "EDA:" in out
+    assert prepare_data.main(["--data", str(messy), "--name", "bare", "--quiet", "--no-eda"]) == 0
+    assert store.eda_images("bare") == []
+    capsys.readouterr()
     assert prepare_data.main(["--data", str(tmp_path / "nowhere"), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error:") and "Traceback" not in err

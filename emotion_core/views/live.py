@@ -27,6 +27,7 @@ from emotion_core.evaluation.inference import probabilities, run_flips
 from emotion_core.evaluation.loading import load_model
 from emotion_core.views.labels import SEP
 
+LIVE_MEAN_ID = "ensemble"  # run id of the mean computed now (no stored run has this id)
 UPLOAD_MAX_PIXELS = 120_000_000  # phone photos reach 50-108 MP; beyond this: refused as a bomb
 UPLOAD_MAX_SIDE = 4096  # uploads are shrunk to this (JPEGs decoded at reduced scale): memory bound
 MAX_FACES = 6  # beyond this many faces only the largest are classified (said in the result)
@@ -54,6 +55,8 @@ class RunPrediction:
     latency_ms: float = 0.0
     error: str | None = None
     engine: str = "torch"  # "onnx" when the loader gave an exported model (onnx_model.load_predictor)
+    kind: str = "model"  # "model", "ensemble" (a stored ensemble run) or "mean" (computed now)
+    note: str = ""  # a stored ensemble: its members and weights, in words
 
     @property
     def predicted(self) -> str | None:
@@ -160,16 +163,32 @@ def _forward(model: Any, manifest: dict[str, Any], crop: np.ndarray) -> np.ndarr
 
 
 def _ensemble_of(preds: Sequence[RunPrediction], weights: Sequence[float] | None = None, *,
-                 run_id: str = "ensemble", model: str = "") -> RunPrediction | None:
+                 run_id: str = LIVE_MEAN_ID, model: str = "", kind: str = "mean",
+                 note: str = "") -> RunPrediction | None:
     """Mean (or weighted mean) of the members' probabilities when they share a class list."""
     ok = [p for p in preds if p.probs is not None]
     if len(ok) < 2 or any(p.classes != ok[0].classes for p in ok):
         return None
     probs = average_probs([p.probs for p in ok], weights)
     engines = sorted({p.engine for p in ok})
-    return RunPrediction(run_id, model or f"ensemble (mean of {len(ok)})",
+    return RunPrediction(run_id, model or f"mean of the {len(ok)} runs above (computed now)",
                          " + ".join(p.weights_source for p in ok), ok[0].classes, probs,
-                         sum(p.latency_ms for p in ok), engine="+".join(engines))
+                         sum(p.latency_ms for p in ok), engine="+".join(engines), kind=kind,
+                         note=note)
+
+
+def stored_ensemble_note(manifest: Mapping[str, Any]) -> str:
+    """A stored ensemble's members and weights in words (for its name on Predict)."""
+    members = [str(m) for m in manifest.get("member_models") or manifest.get("members") or []]
+    weights = manifest.get("weights")
+    if weights and len(weights) == len(members):
+        parts = [f"{m} {float(w):.2f}" for m, w in zip(members, weights, strict=True)]
+        how = "weights fixed when it was built"
+    else:
+        parts, how = members, "equal weights"
+    chosen = {"greedy": "members chosen on validation (greedy forward selection), ",
+              "default": "the study's pair, "}.get(str(manifest.get("method")), "")
+    return f"{' + '.join(parts)}; {chosen}{how}"
 
 
 def _stored_ensemble(run_id: str, cache: dict[str, RunPrediction], loader: Loader,
@@ -186,11 +205,14 @@ def _stored_ensemble(run_id: str, cache: dict[str, RunPrediction], loader: Loade
     parts = [cache[mid] for mid in members]
     bad = [p for p in parts if p.probs is None]
     weights = m.get("weights") if not bad else None
-    ens = _ensemble_of(parts, weights, run_id=run_id, model=m.get("model", run_id)) if not bad else None
+    note = stored_ensemble_note(m)
+    ens = _ensemble_of(parts, weights, run_id=run_id, model=m.get("model", run_id),
+                       kind="ensemble", note=note) if not bad else None
     if ens is None:
         reason = bad[0].error if bad else "its members disagree on the classes"
         return RunPrediction(run_id, m.get("model", run_id), m.get("weights_source", "?"),
-                             list(m.get("classes", [])), None, error=f"ensemble unavailable: {reason}")
+                             list(m.get("classes", [])), None, error=f"ensemble unavailable: {reason}",
+                             kind="ensemble", note=note)
     return ens
 
 
@@ -265,10 +287,34 @@ def _run_kinds(run_ids: Sequence[str]) -> dict[str, str]:
 
 def entry_label(p: RunPrediction, labels: Mapping[str, str] | None = None) -> str:
     """How a page names one answer: the run's label from `labels` (distinct per run, see
-    labels.run_labels), else `model · weights source` (the unstored mean of the runs)."""
-    if labels and p.run_id in labels:
-        return labels[p.run_id]
-    return f"{p.model}{SEP}{p.weights_source}"
+    labels.run_labels), a stored ensemble as such with its members and weights, and the mean
+    computed now as "mean of the N runs above (computed now)"."""
+    if p.kind == "mean":
+        return p.model
+    name = labels[p.run_id] if labels and p.run_id in labels else f"{p.model}{SEP}{p.weights_source}"
+    if p.kind == "ensemble":
+        return f"stored ensemble run {name} ({p.note})" if p.note else f"stored ensemble run {name}"
+    return name
+
+
+def chart_names(pred: FacePrediction) -> dict[str, str]:
+    """{run id: short name} for a probability chart's axis: the model name (numbered when two
+    runs share one), "stored ensemble" and "mean (now)"; the full names go in a list beside it."""
+    out: dict[str, str] = {}
+    seen: dict[str, int] = {}
+    for p in answers(pred):
+        base = {"mean": "mean (now)", "ensemble": "stored ensemble"}.get(p.kind, p.model)
+        seen[base] = seen.get(base, 0) + 1
+        out[p.run_id] = base if seen[base] == 1 else f"{base} #{seen[base]}"
+    return out
+
+
+ENSEMBLE_CAPTION = (
+    "How the two kinds of ensemble differ: the **mean of the runs above (computed now)** "
+    "averages, with equal weights, the answers of the single-model runs chosen on this page for "
+    "this face; it changes with your choice and has no stored scores. A **stored ensemble run** "
+    "was built after training from fixed members and weights (chosen on validation) and has its "
+    "own scores on Home and Compare; here it answers with its members' models.")
 
 
 def answers(pred: FacePrediction) -> list[RunPrediction]:
@@ -278,15 +324,17 @@ def answers(pred: FacePrediction) -> list[RunPrediction]:
 
 def probability_table(pred: FacePrediction, labels: Mapping[str, str] | None = None
                       ) -> list[dict[str, Any]]:
-    """Long-format rows (run, class, probability) for a side-by-side bar chart."""
+    """Long-format rows (run, name, class, probability) for a side-by-side bar chart: `run` is
+    the full name (`entry_label`), `name` the short one for the axis (`chart_names`)."""
     rows = []
+    short = chart_names(pred)
     for p in answers(pred):
         if p.probs is None:
             continue
         label = entry_label(p, labels)
         for c, v in zip(p.classes, p.probs, strict=True):
-            rows.append({"run": label, "run_id": p.run_id, "class": c, "probability": float(v),
-                         "latency_ms": p.latency_ms})
+            rows.append({"run": label, "name": short[p.run_id], "run_id": p.run_id, "class": c,
+                         "probability": float(v), "latency_ms": p.latency_ms})
     return rows
 
 

@@ -18,9 +18,47 @@ SAMPLE_SUBSETS = ("val", "test")  # the pages probe held-out images only
 SAMPLE_LIMIT = 200  # choices offered in a sample picker
 
 
+GRID_ORDER = ("train", "val", "test")  # sample grids shown in this order
+
+
 def eda_gallery(name: str) -> list[tuple[Path, str]]:
-    """(picture, caption) for each EDA image saved for the dataset (`mean face per class`, ...)."""
-    return [(p, p.stem.replace("_", " ")) for p in store.eda_images(name)]
+    """(picture, caption) for each EDA image saved for the dataset: the sample grids (train
+    first), the mean face per class, then the batch-wise mean faces; captions say what each
+    picture is, from the EDA summary (classes, sizes, batches)."""
+    pictures = {p.stem: p for p in store.eda_images(name)}
+    try:
+        summary = store.read_json(store.paths.eda_dir(name) / store.paths.EDA_SUMMARY)
+    except (OSError, ValueError):
+        summary = {}
+    classes = ", ".join(summary.get("classes") or []) or "the classes"
+    try:  # the batches really averaged (a small set has fewer than asked for)
+        n_batches = len(store.read_csv(store.paths.eda_dir(name) / "batch_composition.csv"))
+    except (OSError, ValueError):
+        n_batches = summary.get("n_batches", "?")
+    size, base = summary.get("image_size", "?"), summary.get("mean_faces_subset", "train")
+    captions = {f"sample_grid_{s}": (
+        f"sample grid ({s}): one row per class, top to bottom {classes}; "
+        f"{summary.get('per_class', '?')} random images each, as the models see them ({size} px)")
+        for s in GRID_ORDER}
+    captions["mean_face_per_class"] = (
+        f"mean face per class ({base}), left to right {classes}: the average of every image "
+        f"of the class")
+    captions["batch_mean_faces"] = (
+        f"batch-wise mean faces: each of the first {n_batches} random training batch(es) "
+        f"(up to {summary.get('batch_size', '?')} images each) averaged; mixed batches "
+        f"average to a near-neutral face, so no batch carries a class shortcut in its average look")
+    order = [k for k in captions if k in pictures] + sorted(k for k in pictures if k not in captions)
+    return [(pictures[k], captions.get(k, k.replace("_", " "))) for k in order]
+
+
+def strip_width(picture: Path, per_tile: int = 160) -> int:
+    """Display width (px) of a one-row EDA strip (mean faces): `per_tile` px per face, so one
+    batch mean is not blown up to the page width and eight are not shrunk to stamps."""
+    from PIL import Image
+
+    with Image.open(picture) as im:
+        w, h = im.size
+    return max(1, round(w / max(h, 1))) * per_tile
 
 
 def sample_choices(name: str, limit: int = SAMPLE_LIMIT) -> list[str]:

@@ -17,7 +17,7 @@ import pandas as pd
 from emotion_core import store
 from emotion_core.data import eda, synthetic
 from emotion_core.models import REGISTRY, STUDY_ENSEMBLE, STUDY_ENSEMBLE_ACCURACY, ModelSpec
-from emotion_core.views.labels import run_labels
+from emotion_core.views.labels import created_stamp, run_labels, weights_label
 
 STUDY_NOTE = ("The study's own reported validation accuracies on its data (HES), not ours: "
               "ResNet-34 52%, EfficientNet-B4 76%, the from-scratch ViT 44%, the ResNet-34 + "
@@ -67,14 +67,15 @@ def comparison_table(records: list[store.RunRecord], dataset: str | None = None)
     for rec in records:
         m = rec.manifest
         row = {"run_id": rec.run_id, "model": m.get("model"), "kind": m.get("kind", "model"),
-               "role": run_role(m), "weights_source": m.get("weights_source"),
+               "role": run_role(m), "weights_source": weights_label(m.get("weights_source")),
                "dataset": m.get("dataset"),
                "profile": m.get("profile")}
         row.update({k: v for k, v in (m.get("headline") or {}).items() if k in TABLE_COLUMNS})
         row["label"] = labels[rec.run_id]
+        row["created"] = created_stamp(m.get("created"))
         row["study_val_accuracy"] = study_accuracy(str(m.get("model")))
         rows.append(row)
-    df = pd.DataFrame(rows, columns=[*TABLE_COLUMNS, "label", "study_val_accuracy"])
+    df = pd.DataFrame(rows, columns=[*TABLE_COLUMNS, "label", "created", "study_val_accuracy"])
     return df.sort_values("val_macro_f1", ascending=False, na_position="last").reset_index(drop=True)
 
 
@@ -171,20 +172,27 @@ def data_source(name: str) -> tuple[str, str]:
     return "local folder", root
 
 
+SOURCE_STAGE = "as found in the folders"
+FINAL_STAGE = "after cleaning and carving (what models train and are tested on)"
+
+
 def class_counts(name: str) -> pd.DataFrame:
-    """Long table (source split, class, n) from report.json's readable-image counts."""
+    """Long table (stage, split, class, n) from report.json: readable images per source split
+    as found in the folders, and the final subsets after cleaning and carving val/test."""
     rep = store.load_report(name)
-    rows = [{"split": s, "class": c, "n": int(n)} for s, per in (rep.get("counts") or {}).items()
-            for c, n in per.items()]
-    rows += [{"split": f"subset:{s}", "class": c, "n": int(n)}
+    rows = [{"stage": SOURCE_STAGE, "split": s, "class": c, "n": int(n)}
+            for s, per in (rep.get("counts") or {}).items() for c, n in per.items()]
+    rows += [{"stage": FINAL_STAGE, "split": s, "class": c, "n": int(n)}
              for s, per in (rep.get("subset_counts") or {}).items() for c, n in per.items()]
-    return pd.DataFrame(rows, columns=["split", "class", "n"])
+    return pd.DataFrame(rows, columns=["stage", "split", "class", "n"])
 
 
 def issue_counts(name: str) -> pd.DataFrame:
-    """Files per cleaning issue kind (issue, files) from the dataset report; empty when clean."""
+    """Files per cleaning issue kind (issue, files) from the dataset report, kinds with no file
+    left out: empty when the set is clean."""
     summary = eda.cleaning_summary(store.load_report(name))
-    return summary.rename(columns={"total": "files"})[["issue", "files"]]
+    out = summary.rename(columns={"total": "files"})[["issue", "files"]]
+    return out[out["files"] > 0].reset_index(drop=True)
 
 
 def image_stats(name: str) -> pd.DataFrame:
@@ -194,9 +202,11 @@ def image_stats(name: str) -> pd.DataFrame:
     if not cols or "width" not in idx.columns:
         return pd.DataFrame()
     g = idx.groupby(cols, dropna=False)
-    return g.agg(n=("width", "size"), width_min=("width", "min"), width_median=("width", "median"),
-                 width_max=("width", "max"), height_min=("height", "min"),
-                 height_median=("height", "median"), height_max=("height", "max")).reset_index()
+    out = g.agg(n=("width", "size"), width_min=("width", "min"), width_median=("width", "median"),
+                width_max=("width", "max"), height_min=("height", "min"),
+                height_median=("height", "median"), height_max=("height", "max")).reset_index()
+    return out.rename(columns={"n": "files", **{c: c.replace("_", " ") + " (px)" for c in out.columns
+                                                if c.startswith(("width_", "height_"))}})
 
 
 def missing_pieces() -> list[str]:

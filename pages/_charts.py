@@ -1,0 +1,58 @@
+"""Run tables and score bars shared by Home and Compare (headings, formats, chance line).
+
+Numbers, headings and order come from emotion_core.views.display; these helpers only choose
+Streamlit widths and draw. A table's columns are sized to fit the main column at 1400 px with
+the sidebar open, so none is cut off.
+"""
+from __future__ import annotations
+
+import pandas as pd
+import plotly.express as px
+import streamlit as st
+
+from emotion_core.views import display
+from emotion_core.views import labels as run_names
+
+# px: room for the longest registry name, weights label, run id; numbers size to their content.
+# Home and Compare's tables add up to less than the main column at 1400 px with the sidebar open.
+WIDTHS = {"label": 420, "model": 135, "weights_source": 190, "created": 95, "run_id": 315,
+          "profile": 60, "dataset": 90}
+
+
+def run_table(table: pd.DataFrame, columns: list[str], widths: dict[str, int] | None = None
+              ) -> None:
+    """The chosen columns of a comparison table: headed in words, formatted, no "None";
+    `widths` overrides the default column widths (px)."""
+    widths = {**WIDTHS, **(widths or {})}
+    shown = display.view(table, columns)
+    helps = display.help_for(columns)
+    if "weights_source" in columns:
+        helps[display.heading("weights_source")] = "where the starting weights came from:\n\n" + \
+            run_names.weights_help(list(zip(table["weights_source"], table["model"], strict=True)))
+    config = {display.heading(c): st.column_config.Column(
+        width=widths.get(c), help=helps.get(display.heading(c))) for c in columns}
+    st.dataframe(display.styled(shown), hide_index=True, width="stretch",
+                 placeholder=display.MISSING, column_config=config)
+
+
+def score_bars(table: pd.DataFrame, metric: str, chance: float | None, *, key: str) -> None:
+    """Horizontal bars of one metric, best run on top, coloured by weights source; the chance
+    level as a dashed line for scores (accuracy, macro-F1)."""
+    data = display.bars(table, metric)
+    if data.empty:
+        st.info(f"No run has a {display.heading(metric)} yet.")
+        return
+    name = display.heading(metric)
+    fig = px.bar(data, x=metric, y="label", color="weights_source", orientation="h",
+                 labels={metric: name, "label": "", "weights_source": "weights"},
+                 height=display.bar_height(len(data)),
+                 category_orders={"label": list(data["label"])})
+    if metric in display.SCORES:
+        fig.update_xaxes(range=[0, 1])
+        if chance is not None:
+            fig.add_vline(x=chance, line_dash="dash", line_color="grey",
+                          annotation_text=f"chance {chance:.3f}", annotation_position="top")
+    fig.update_layout(margin={"l": 10, "r": 10, "t": 30, "b": 10})
+    st.plotly_chart(fig, width="stretch", key=key)
+    if metric in display.SCORES and chance is not None:
+        st.caption(display.chance_note(chance))

@@ -1,0 +1,94 @@
+"""Benchmark live webcam processing: labelled frames per second at 640x480 (views.live_video).
+
+    python -m scripts.bench.live [--models mobilenet_v2,efficientnet_lite0] [--size 112]
+                                 [--frames 150] [--threads 1,2] [--every 1,2,3] [--run RUN_ID ...]
+
+Runs `LiveSession.process` (detection every Nth frame, crops, every run's forward, EMA smoothing
+and drawing) on a 640x480 frame with one synthetic face, in this process, no browser or WebRTC
+(decoding and re-encoding the video costs extra; see the browser test's figure in docs/app.md).
+Models are the registry's, built at `--size` with random weights (speed does not depend on
+them), or stored runs given with `--run`. Prints one line per setting: FPS over all frames after
+5 warm-up frames, mean and p90 per-frame latency, mean detection time.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def _models(names: list[str], size: int, run_ids: list[str]):
+    from emotion_core.evaluation import load_model
+    from emotion_core.models import REGISTRY, build_model
+    from emotion_core.views.live_video import LiveModel
+
+    out = []
+    for rid in run_ids:
+        model, manifest = load_model(rid)
+        out.append(LiveModel(rid, manifest["model"], model, manifest))
+    for name in names:
+        spec = REGISTRY[name]
+        model, _ = build_model(name, 3, pretrained=False, image_size=size)
+        model.eval()
+        manifest = {"model": name, "classes": ["angry", "happy", "sad"], "image_size": size,
+                    "mean": list(spec.mean), "std": list(spec.std)}
+        out.append(LiveModel(name, name, model, manifest))
+    return out
+
+
+def measure(models, frame, every: int, n_frames: int) -> dict[str, float]:
+    from emotion_core.views.live_video import LiveSession
+
+    s = LiveSession()
+    s.configure(models, detect_every=every, window=5)
+    for _ in range(5):
+        s.process(frame)
+    lat, det = [], []
+    t0 = time.perf_counter()
+    for _ in range(n_frames):
+        t = time.perf_counter()
+        s.process(frame)
+        lat.append((time.perf_counter() - t) * 1000)
+        det.append(s.stats().detect_ms)
+    wall = time.perf_counter() - t0
+    lat.sort()
+    return {"fps": n_frames / wall, "mean_ms": statistics.fmean(lat),
+            "p90_ms": lat[int(0.9 * (len(lat) - 1))], "detect_ms": statistics.fmean(det),
+            "faces": s.stats().faces}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--models", default="mobilenet_v2,efficientnet_lite0",
+                   help="registry models, comma-separated; each is measured alone")
+    p.add_argument("--size", type=int, default=112, help="model input side (quick profile: 112)")
+    p.add_argument("--frames", type=int, default=150)
+    p.add_argument("--threads", default="1,2", help="torch intra-op threads to try")
+    p.add_argument("--every", default="1,2,3", help="detect faces every N frames, N to try")
+    p.add_argument("--run", action="append", default=[], help="a stored run to measure instead")
+    args = p.parse_args(argv)
+    import torch
+
+    from scripts.bench.app import photo
+
+    frame = photo(None)
+    names = [n for n in args.models.split(",") if n] if not args.run else []
+    setups = [[m] for m in _models(names, args.size, args.run)]
+    print(f"frame {frame.shape[1]}x{frame.shape[0]}, {os.cpu_count()} CPUs, "
+          f"load average {os.getloadavg()[0]:.1f}")
+    for threads in (int(t) for t in args.threads.split(",")):
+        torch.set_num_threads(threads)
+        for models in setups:
+            for every in (int(e) for e in args.every.split(",")):
+                r = measure(models, frame, every, args.frames)
+                print(f"{models[0].name:18s} {args.size}px threads {threads} detect every {every}: "
+                      f"{r['fps']:5.1f} FPS, {r['mean_ms']:5.1f} ms/frame (p90 {r['p90_ms']:.1f}), "
+                      f"detection {r['detect_ms']:.1f} ms, faces {r['faces']}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

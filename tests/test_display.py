@@ -1,0 +1,69 @@
+"""How the pages show numbers and pictures (views.display) and the Train form's defaults."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from emotion_core import store
+from emotion_core.views import display, train_form
+
+
+def _table() -> pd.DataFrame:
+    return pd.DataFrame({
+        "label": ["a · x", "b · y", "c · z"], "model": ["a", "b", "c"],
+        "weights_source": ["x", None, "z"], "val_macro_f1": [0.5, 0.9, None],
+        "params": [2.2e6, None, 85.8e6], "latency_ms": [12.34, 3.0, None], "run_id": ["1", "2", "3"]})
+
+
+def test_view_heads_columns_in_words_and_converts_units() -> None:
+    v = display.view(_table(), ["model", "weights_source", "val_macro_f1", "params", "run_id"])
+    assert list(v.columns) == ["model", "weights", "val macro-F1", "parameters (M)", "run id"]
+    assert v["parameters (M)"].iloc[0] == 2.2
+
+
+def test_styled_uses_three_decimals_for_scores_and_never_prints_none() -> None:
+    v = display.view(_table(), ["model", "weights_source", "val_macro_f1", "params", "latency_ms"])
+    html = display.styled(v).to_html()
+    assert "0.500" in html and "0.900" in html and "12.3" in html and "85.8" in html
+    assert "None" not in html and "nan" not in html
+    assert html.count(display.MISSING) == 4  # weights, score, params, latency missing once each
+
+
+def test_bars_best_first_and_chance_level() -> None:
+    bars = display.bars(_table(), "val_macro_f1")
+    assert list(bars["model"]) == ["b", "a"]  # the run without the score is left out
+    assert list(display.bars(_table(), "latency_ms")["model"]) == ["b", "a"]  # lower is better
+    recs = [store.RunRecord(run_id=str(i), path=Path("."), manifest={"classes": ["a", "b", "c"]})
+            for i in range(2)]
+    assert display.chance_level(recs) == 1 / 3
+    assert "1/3 = 0.333" in display.chance_note(1 / 3)
+    odd = store.RunRecord(run_id="x", path=Path("."), manifest={"classes": ["a", "b"]})
+    assert display.chance_level([*recs, odd]) is None
+    assert display.bar_height(10) > display.bar_height(2)
+
+
+def test_pictures_fit_a_box_and_overlays_share_one_size() -> None:
+    strip = np.zeros((4000, 20, 3), np.uint8)  # the 20x4000 upload that made a 96,000 px page
+    assert display.fit_box(strip.shape) == 2 and display.fit_image(strip).shape[:2] == (480, 2)
+    photo = np.zeros((480, 640, 3), np.uint8)
+    assert display.fit_image(photo) is photo  # small enough: untouched
+    assert display.fit_image(np.zeros((3000, 4000, 3), np.uint8)).shape == (480, 640, 3)
+    for side in (32, 112, 224, 300):
+        assert display.square(np.zeros((side, side, 3), np.uint8), 224).shape == (224, 224, 3)
+
+
+def test_train_form_offers_the_fastest_useful_models_first() -> None:
+    from emotion_core.models import REGISTRY
+
+    order = train_form.model_order()
+    assert sorted(order) == sorted(REGISTRY)
+    assert train_form.default_models() == order[:2]
+    for name in train_form.default_models():
+        assert REGISTRY[name].family == "cnn" and REGISTRY[name].pretrained
+    sizes = [train_form.parameters_m(REGISTRY[n]) for n in order if REGISTRY[n].pretrained
+             and REGISTRY[n].family == "cnn"]
+    assert sizes == sorted(sizes)
+    assert order[-1] in [n for n, s in REGISTRY.items() if not s.pretrained]
+    assert "**mobilenet_v2** (pretrained)" in train_form.model_help()
