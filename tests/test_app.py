@@ -316,10 +316,10 @@ def test_predict_page_tall_upload_is_scaled_to_fit(at_store) -> None:
     at, _ = at_store
     _open(at, "predict")
     buf = io.BytesIO()
-    Image.fromarray(np.full((4000, 20, 3), 90, np.uint8)).save(buf, format="PNG")
+    Image.fromarray(np.full((3800, 200, 3), 90, np.uint8)).save(buf, format="PNG")  # thinnest accepted
     at.file_uploader(key="pr_upload").set_value(("strip.png", buf.getvalue(), "image/png")).run()
     assert not at.exception
-    assert any("20x4000 px, shown scaled to fit" in c.value for c in at.caption)
+    assert any("200x3800 px, shown scaled to fit" in c.value for c in at.caption)
 
 
 class _FakeStreamer:

@@ -239,10 +239,10 @@ def test_every_page_in_chromium(app_url) -> None:
             _tables_fit(page, "predict with a face")
             _shot(page, "predict_upload")
 
-            # a 20x4000 upload stays within a few screens
+            # a 200x3800 upload (as thin as faces.MAX_ASPECT allows) stays within a few screens
             page.goto(f"{url}/predict")
             page.get_by_role("heading", name="Predict", exact=True).wait_for()
-            _upload(page, "strip.png", np.full((4000, 20, 3), 90, np.uint8))
+            _upload(page, "strip.png", np.full((3800, 200, 3), 90, np.uint8))
             page.get_by_text("shown scaled to fit", exact=False).wait_for()
             _settle(page)
             assert _main_height(page) < 3000
@@ -319,9 +319,12 @@ def test_live_webcam_labels_frames_in_chromium(app_url, tmp_path) -> None:
             latency = _metric(page, "Latency per frame")
             summary = page.get_by_text(re.compile(r"frames processed")).first.inner_text()
             assert fps > 0 and re.search(r"[1-9]\d* frames processed · 1 face", summary), summary
-            video = frame.locator("video").first
-            assert video.evaluate("v => v.readyState >= 2 && v.videoWidth == 640 && "
-                                  "v.videoHeight == 480"), "the labelled frames reach the page"
+            # WebRTC lowers the resolution when the CPU is busy (its degradation preference), so
+            # the returned frames keep the camera's 4:3 shape but not always its 640x480 size
+            ready, w, h = frame.locator("video").first.evaluate(
+                "v => [v.readyState, v.videoWidth, v.videoHeight]")
+            assert ready >= 2 and h > 0 and abs(w / h - 4 / 3) < 0.02 and w <= 640, \
+                f"the labelled frames reach the page (readyState {ready}, {w}x{h})"
             (OUT / "live_fps.txt").write_text(
                 f"{fps:.1f} FPS, {latency} per frame; {summary}; load average "
                 f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs\n")
