@@ -47,8 +47,14 @@ def home() -> None:
         "them live on your own photos. Every number is labelled with the weights the model really "
         "started from (`scratch`, `imagenet (offline package)`, ...).")
     runs, broken = _cache.all_runs()
-    if not runs:
+    if not any(not r.bundled and not r.tables_only for r in runs):  # nothing of the user's yet
         first_run(broken)
+        bundled = [r for r in runs if r.bundled]
+        if bundled:
+            st.success(f"Meanwhile, {len(bundled)} bundled real-face model(s) are ready: open "
+                       "**Predict** to try them on your photo or webcam.")
+            st.page_link("pages/predict.py", label="Predict with the bundled models",
+                         icon=":material/photo_camera:")
         return
     ds = _sidebar.current_dataset()
     kind, where = tables.data_source(ds) if ds else ("unknown", "")

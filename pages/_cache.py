@@ -14,6 +14,7 @@ import pandas as pd
 import streamlit as st
 
 from emotion_core import store
+from emotion_core.store import reference
 from emotion_core.views import samples, stamps
 
 MODEL_CACHE_ENTRIES = 12  # models kept in memory at once (quick-profile models are small)
@@ -21,11 +22,17 @@ MODEL_CACHE_ENTRIES = 12  # models kept in memory at once (quick-profile models 
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def _runs(fingerprint: str) -> tuple[list[store.RunRecord], dict[str, str]]:
-    return store.list_runs()
+    good, broken = store.list_runs()
+    try:
+        good += reference.all_reference_runs()
+    except (OSError, ValueError) as exc:  # a damaged reference set hides itself, not the app
+        broken["reference runs"] = str(exc)
+    return good, broken
 
 
 def all_runs() -> tuple[list[store.RunRecord], dict[str, str]]:
-    """(complete runs, {broken run id: reason}) for the current artifacts folder."""
+    """(complete runs: the user's, the bundled ones, the GPU reference sets'; {broken run id:
+    reason}) for the current artifacts folder."""
     return _runs(stamps.runs_fingerprint())
 
 
@@ -36,6 +43,10 @@ def _run_full(root: str, run_id: str, stamp: str) -> store.RunRecord:
 
 def run_record(run_id: str) -> store.RunRecord:
     """A run with its tables (history, confusion, predictions); BrokenRunError if broken."""
+    runs, _ = all_runs()
+    tables_only = next((r for r in runs if r.run_id == run_id and r.tables_only), None)
+    if tables_only is not None:  # a GPU reference run: its tables came with the run list
+        return tables_only
     return _run_full(stamps.root(), run_id, stamps.tables_stamp(run_id))
 
 

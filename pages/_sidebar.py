@@ -11,14 +11,19 @@ from __future__ import annotations
 import streamlit as st
 
 from emotion_core import store
+from emotion_core.store import bundle
 from emotion_core.views import labels as run_names
+from emotion_core.views import tables
 from pages import _cache, _jobs
 
 
 def dataset_names() -> list[str]:
-    """Prepared datasets plus those that only runs mention (their report may be gone)."""
+    """Prepared datasets first (the first is the default), then those that only runs mention:
+    the user's (their report may be gone), the bundled models', the GPU reference sets'."""
     runs, _ = _cache.all_runs()
-    return sorted(set(store.list_datasets()) | {str(r.manifest.get("dataset")) for r in runs})
+    by_origin = sorted(runs, key=lambda r: (r.tables_only, r.bundled))
+    named = [str(r.manifest.get("dataset")) for r in by_origin]
+    return list(dict.fromkeys([*sorted(store.list_datasets()), *named]))
 
 
 def current_dataset() -> str | None:
@@ -44,17 +49,36 @@ def selected_runs() -> list[store.RunRecord]:
     return chosen or mine
 
 
-def runs_or_stop(empty_message: str, *, models_only: bool = False
+def runs_or_stop(empty_message: str, *, models_only: bool = False, tables_only_ok: bool = False
                  ) -> tuple[list[store.RunRecord], dict[str, str]]:
-    """The selected runs (trained models only if asked) and {run id: label}, labels distinct
-    among them; stops the page with `empty_message` when there are none."""
-    runs = selected_runs()
+    """The selected runs and {run id: label}, labels distinct among them; stops the page with
+    `empty_message` when there are none. `models_only`: runs with weights of their own (no
+    ensembles); GPU reference runs (tables only) only where `tables_only_ok`."""
+    runs = [r for r in selected_runs() if tables_only_ok or not r.tables_only]
     if models_only:
-        runs = [r for r in runs if r.manifest.get("kind", "model") == "model"]
+        runs = [r for r in runs if r.has_weights]
     if not runs:
         st.info(empty_message)
         st.stop()
     return runs, run_names.run_labels(runs)
+
+
+def photo_runs(empty_message: str, *, models_only: bool = False
+               ) -> tuple[list[store.RunRecord], dict[str, str], list[str]]:
+    """Runs for a picture of the user's own (Predict, Explain): the selected runs of the current
+    dataset plus the bundled real-face models, their labels, and the ones ticked at first: the
+    bundled models when none of the dataset's runs learned from real faces (the synthetic demo),
+    else the dataset's runs. Stops the page with `empty_message` when there are none."""
+    runs, _ = _cache.all_runs()
+    mine = [r for r in selected_runs() if not r.tables_only]
+    bundled = [r for r in runs if r.bundled and r not in mine]
+    offered = [r for r in [*mine, *bundled] if r.has_weights or not models_only]
+    if not offered:
+        st.info(empty_message)
+        st.stop()
+    real = [r.run_id for r in offered if r in mine and tables.learned_real_faces(r)]
+    default = real or [r.run_id for r in offered if r.bundled] or [r.run_id for r in offered]
+    return offered, run_names.run_labels(offered), default
 
 
 SEEN_KEY = "_runs_seen"  # the run ids the picker offered last time (new ones get ticked)
@@ -95,3 +119,23 @@ def render() -> None:
                 f"{k} ({v})" for k, v in broken.items()))
         st.page_link("pages/train.py", label="Train models", icon=":material/model_training:")
         _jobs.job_panel(compact=True)
+
+
+LICENCE_NOTE = ("research-only training data with no licence stated "
+                "(../shared/data/README.md): not for commercial use")
+
+
+def bundled_note(offered: list[store.RunRecord], chosen: list[str]) -> None:
+    """Under a run picker that offers bundled models: what they are, the licence caveat of their
+    training data, and each one's model card on demand."""
+    bundled = [r for r in offered if r.bundled]
+    if not bundled:
+        return
+    ticked = [r for r in bundled if r.run_id in chosen]
+    sets = sorted({s for r in bundled for s in r.manifest.get("sources") or [r.manifest.get("dataset")]})
+    st.caption(f"{'Ticked' if ticked else 'Also offered'}: {len(bundled)} bundled real-face "
+               f"model(s) that come with the code, trained on {', '.join(map(str, sets))}; "
+               f"{LICENCE_NOTE}.")
+    with st.expander("Model cards of the bundled models"):
+        for r in bundled:
+            st.markdown(bundle.model_card(r.run_id) or f"`{r.run_id}`: no model card")

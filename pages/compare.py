@@ -8,7 +8,7 @@ from emotion_core import store
 from emotion_core.views import display, tables
 from pages import _cache, _charts, _entry, _sidebar
 
-SCORE_COLUMNS = ["model", "weights_source", "val_accuracy", "val_macro_f1", "test_accuracy",
+SCORE_COLUMNS = ["model", "role", "weights_source", "val_accuracy", "val_macro_f1", "test_accuracy",
                  "test_macro_f1", "val_ece"]
 COST_COLUMNS = ["model", "params", "flops", "latency_ms", "train_seconds", "epochs_run", "profile",
                 "run_id"]  # the weights are in the scores table above, the time in the run id
@@ -30,7 +30,10 @@ st.subheader("Scores")
 st.caption("Best validation macro-F1 first. Every row names the weights the model started from "
            "(hover the heading for what each source is); test columns are empty when the dataset "
            "has no test split of its own.")
-_charts.run_table(table, SCORE_COLUMNS, {"model": 220, "weights_source": 210})  # room to spare
+_charts.run_table(table, SCORE_COLUMNS, {"model": 220, "role": 230, "weights_source": 210})
+for name, note in tables.reference_notes(runs).items():
+    st.caption(f"GPU reference set `{name}`: {note}. Tables only (no weights came back): shown "
+               "here and on Confusion, not on the pages that run a model.")
 st.subheader("Cost and provenance")
 _charts.run_table(table, COST_COLUMNS)
 
@@ -60,6 +63,19 @@ if len(hist) and ycols:
                             labels={y: CURVES.get(y, y)}), width="stretch")
 else:
     st.info("No training history (ensembles have none).")
+
+st.subheader("Across datasets (test accuracy)")
+every, _ = _cache.all_runs()
+cross = tables.cross_matrix([r for r in every if r.run_id in names])
+if len(cross):
+    st.caption("Rows are runs, columns the test split of each dataset: the set a run trained on "
+               "and every other set it was scored on. A run is tuned on nothing it is tested on.")
+    cross.insert(0, "run", cross.pop("run_id").map(names))
+    st.dataframe(display.styled(cross), hide_index=True, width="stretch",
+                 placeholder=display.MISSING)
+else:
+    st.caption("No run was scored on another dataset yet: `python -m scripts.cross_eval --data "
+               "DIR [--data DIR ...]` scores every run on each set's test split.")
 
 st.subheader("The study's reported numbers (for reference)")
 st.caption(tables.STUDY_NOTE)

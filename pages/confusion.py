@@ -11,7 +11,7 @@ from pages import _cache, _entry, _sidebar
 
 _entry.require_app("pages/confusion.py")
 st.title("Confusion")
-runs, labels = _sidebar.runs_or_stop("No runs for this dataset yet.")
+runs, labels = _sidebar.runs_or_stop("No runs for this dataset yet.", tables_only_ok=True)
 rid = st.selectbox("Run", list(labels), format_func=labels.get, key="cm_run")
 try:
     rec = _cache.run_record(rid)

@@ -31,7 +31,8 @@ def show_scores(view: probe.MapView, metrics: dict, method: str) -> bool:
 
 _entry.require_app("pages/explain.py")
 st.title("Explain")
-runs, labels = _sidebar.runs_or_stop("No trained model runs for this dataset yet.", models_only=True)
+runs, labels, first = _sidebar.photo_runs("No trained model runs for this dataset yet.",
+                                          models_only=True)
 metrics = {r.run_id: r.metrics for r in runs}
 handed, handed_run = _inputs.take_handoff()
 vits = tables.vit_runs(runs)
@@ -43,7 +44,8 @@ if handed_run in labels:  # just arrived from Predict's "why" link: that face, t
 
 chosen = st.multiselect("Runs", list(labels), format_func=labels.get, key="ex_runs",
                         **({} if "ex_runs" in st.session_state
-                           else {"default": tables.explain_defaults(runs)}))
+                           else {"default": tables.explain_defaults(runs, first)}))
+_sidebar.bundled_note(runs, chosen)
 c1, c2 = st.columns(2)
 method = c1.selectbox("Method", list(ex.CAM_METHODS), key="ex_method")
 finer = c2.select_slider("CAM layer", options=list(range(5)), value=0, key="ex_finer",

@@ -95,10 +95,11 @@ def answers_block(i: int, face: live.FacePrediction) -> None:
 
 _entry.require_app("pages/predict.py")
 st.title("Predict")
-runs, labels = _sidebar.runs_or_stop("No runs to predict with yet.")
+runs, labels, first = _sidebar.photo_runs("No runs to predict with yet.")
 _run_models = {r.run_id: r.manifest.get("model") for r in runs}
-chosen = st.multiselect("Runs", list(labels), default=list(labels), format_func=labels.get,
+chosen = st.multiselect("Runs", list(labels), default=first, format_func=labels.get,
                         key="pr_runs")
+_sidebar.bundled_note(runs, chosen)
 source = st.radio("Picture", SOURCES, horizontal=True, key="pr_source")
 rgb, name = None, ""
 if source == SOURCES[0]:

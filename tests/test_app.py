@@ -593,3 +593,96 @@ def test_feature_maps_slider_and_maps_stay_on_one_layer_after_switching_to_uploa
     assert not at.exception
     assert at.select_slider(key="fm_layer").value == last
     assert any(c.startswith(f"{last}: channels") for img in at.image for c in img.captions)
+
+
+# ---------------------------------------------------------------------------------------------
+# Bundled real-face models and GPU reference runs beside the user's runs
+
+BUNDLED_ID = "realfaces-mobilenet_v2"
+
+
+def _bundle_real_face_model(ids: dict[str, str]) -> str:
+    """The tiny CNN run bundled as if it had learned on two real-face sets."""
+    from emotion_core.store import bundle
+
+    path = bundle.bundle_run(ids["mobilenet_v2"], "# realfaces card\nresearch-only data",
+                             bundle_id=BUNDLED_ID)
+    manifest = store.read_json(path / store.paths.MANIFEST)
+    manifest.update(dataset="seta+setb", sources=["seta", "setb"], dataset_root="/nowhere")
+    store.write_json(path / store.paths.MANIFEST, manifest)
+    return BUNDLED_ID
+
+
+def _write_reference_set(ids: dict[str, str], name: str = "gpuset") -> str:
+    """A GPU reference set holding a copy of the tiny CNN run's tables (no weights)."""
+    rec = store.load_run(ids["mobilenet_v2"])
+    rid = "tinyfaces-mobilenet_v2-gpu"
+    manifest = dict(rec.manifest, run_id=rid, created="2026-11-27T21:19:11", git_commit="abc123def")
+    folder = store.paths.reference_dir() / name
+    folder.mkdir(parents=True)
+    store.write_json(folder / store.paths.REFERENCE_MANIFESTS,
+                     {"note": "full profile on a test GPU", "runs": {rid: manifest}})
+    store.write_json(folder / store.paths.REFERENCE_METRICS, {rid: rec.metrics})
+    for table in ("history", "confusion", "predictions"):
+        store.write_csv(folder / f"{table}.csv", getattr(rec, table).assign(run_id=rid))
+    return rid
+
+
+def test_predict_and_explain_default_to_bundled_models_on_a_synthetic_dataset(at_store) -> None:
+    at, ids = at_store
+    bundled = _bundle_real_face_model(ids)
+    _open(at, "predict")
+    assert at.multiselect(key="pr_runs").value == [bundled]  # the demo's runs are cartoon-trained
+    assert len(at.multiselect(key="pr_runs").options) == len(ids) + 1  # theirs still offered
+    assert any("research-only" in c.value and "bundled real-face" in c.value for c in at.caption)
+    assert any("realfaces card" in m.value for m in at.markdown)  # its model card, on demand
+    at.file_uploader(key="pr_upload").set_value(("face.png", _face_png(), "image/png")).run()
+    assert not at.exception, [e.value for e in at.exception]
+    names = list(at.dataframe[0].value["run"])
+    assert len(names) == 1 and "bundled" in names[0]
+    at.switch_page("pages/explain.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.multiselect(key="ex_runs").value == [bundled]
+
+
+def test_predict_prefers_the_datasets_runs_once_they_learned_real_faces(at_store, monkeypatch) -> None:
+    at, ids = at_store
+    bundled = _bundle_real_face_model(ids)
+    # the same runs, as if their dataset were photos: no generator metadata at its root
+    monkeypatch.setattr(explorer.synthetic, "METADATA_FILE", "no-such-file.json")
+    monkeypatch.setattr(explorer.synthetic, "DEMO_DATASET", "no-such-dataset")
+    _open(at, "predict")
+    chosen = at.multiselect(key="pr_runs").value
+    assert bundled not in chosen and set(chosen) == set(ids.values())
+    assert any("Also offered" in c.value for c in at.caption)
+
+
+def test_home_offers_the_demo_and_points_to_the_bundled_models(monkeypatch, tmp_path,
+                                                               built_store) -> None:
+    root, ids = built_store
+    monkeypatch.setenv(store.paths.ENV_ROOT, str(root))
+    _bundle_real_face_model(ids)
+    monkeypatch.setenv(store.paths.ENV_ROOT, str(tmp_path / "empty"))  # a fresh clone's store
+    at = _open(AppTest.from_file(APP, default_timeout=TIMEOUT))
+    assert at.button(key="start_demo").label == "Start the quick demo job"
+    assert any("1 bundled real-face model(s) are ready" in s.value for s in at.success)
+    _open(at, "predict")
+    assert at.multiselect(key="pr_runs").value == [BUNDLED_ID]
+
+
+def test_gpu_reference_runs_in_compare_and_confusion_only(at_store) -> None:
+    at, ids = at_store
+    rid = _write_reference_set(ids)
+    _open(at, "compare")
+    scores = at.dataframe[0].value
+    assert "GPU reference (set gpuset, 11-27 21:19, abc123de)" in set(scores["role"])
+    assert any("full profile on a test GPU" in c.value for c in at.caption)
+    at.switch_page("pages/confusion.py").run()
+    assert any("GPU reference" in o for o in at.selectbox(key="cm_run").options)
+    at.selectbox(key="cm_run").set_value(rid).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert len(at.get("plotly_chart")) == 1
+    for page, key in (("predict", "pr_runs"), ("explain", "ex_runs")):
+        at.switch_page(f"pages/{page}.py").run()
+        options = at.multiselect(key=key).options
+        assert not at.exception and options and not any("GPU reference" in o for o in options)

@@ -175,6 +175,10 @@ def export_dir(run_id: str) -> Path:
     return exports_dir() / checked("run id", run_id)
 
 
+REFERENCE_MANIFESTS = "manifests.json"  # a reference set: {note, runs: {run_id: manifest}}
+REFERENCE_METRICS = "metrics.json"  # a reference set: {run_id: metrics}
+
+
 def reference_dir() -> Path:
     """Committed evaluation tables of runs made elsewhere; like bundled/, not under
     $EMOTION_ARTIFACTS."""

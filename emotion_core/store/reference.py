@@ -22,7 +22,7 @@ def list_reference_sets() -> list[str]:
     base = paths.reference_dir()
     if not base.is_dir():
         return []
-    return sorted(p.name for p in base.iterdir() if (p / "manifests.json").is_file())
+    return sorted(p.name for p in base.iterdir() if (p / paths.REFERENCE_MANIFESTS).is_file())
 
 
 def _part(table: pd.DataFrame | None, run_id: str) -> pd.DataFrame | None:
@@ -34,8 +34,9 @@ def _part(table: pd.DataFrame | None, run_id: str) -> pd.DataFrame | None:
 def load_reference_runs(name: str) -> list[RunRecord]:
     """The runs of reference set `name`, each with its manifest, metrics and tables."""
     folder = paths.reference_dir() / paths.checked("reference set", name)
-    bundle = read_json(folder / "manifests.json")
-    metrics = read_json(folder / "metrics.json") if (folder / "metrics.json").is_file() else {}
+    bundle = read_json(folder / paths.REFERENCE_MANIFESTS)
+    metrics = read_json(folder / paths.REFERENCE_METRICS) \
+        if (folder / paths.REFERENCE_METRICS).is_file() else {}
     tables = {t: read_csv(folder / f"{t}.csv") if (folder / f"{t}.csv").is_file() else None
               for t in TABLES}
     out = []
@@ -53,3 +54,8 @@ def load_reference_runs(name: str) -> list[RunRecord]:
 
 def all_reference_runs() -> list[RunRecord]:
     return [rec for name in list_reference_sets() for rec in load_reference_runs(name)]
+
+
+def find_reference_run(run_id: str) -> RunRecord | None:
+    """The reference run with this id, with its tables (None when no reference set holds it)."""
+    return next((rec for rec in all_reference_runs() if rec.run_id == run_id), None)

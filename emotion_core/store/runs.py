@@ -56,9 +56,15 @@ class RunRecord:
         return self.manifest.get("kind") == "reference"
 
     @property
+    def tables_only(self) -> bool:
+        """A run made elsewhere (a lent GPU) of which only the evaluation tables were committed
+        (store.reference): shown in Compare and Confusion, never loaded."""
+        return str(self.manifest.get("origin", "")).startswith("reference:")
+
+    @property
     def has_weights(self) -> bool:
         """A model of its own (trained here, or a reference) that can be loaded and explained."""
-        return self.manifest.get("kind", "model") in ("model", "reference")
+        return self.manifest.get("kind", "model") in ("model", "reference") and not self.tables_only
 
     @property
     def weights_path(self) -> Path:

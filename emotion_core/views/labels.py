@@ -65,7 +65,17 @@ def run_label(manifest: Mapping[str, Any]) -> str:
     """`model · weights source · MM-DD HH:MM`: readable, but not unique on its own."""
     parts = [str(manifest.get("model", "?")), weights_label(manifest.get("weights_source", "?"))]
     when = created_stamp(manifest.get("created"))
-    return SEP.join([*parts, when] if when else parts)
+    return SEP.join([*parts, when] if when else parts) + origin_tag(manifest)
+
+
+def origin_tag(manifest: Mapping[str, Any]) -> str:
+    """` · bundled` for a release model committed with the code, ` · GPU reference` for a run
+    made on a lent GPU (tables only), "" for the user's own runs."""
+    if manifest.get("bundled_at"):
+        return f"{SEP}bundled"
+    if str(manifest.get("origin", "")).startswith("reference:"):
+        return f"{SEP}GPU reference"
+    return ""
 
 
 def created_stamp(created: Any) -> str:

@@ -28,13 +28,17 @@ def file_stamp(path: Path) -> str:
 
 
 def runs_fingerprint() -> str:
-    """Changes whenever a run folder appears, disappears or has its manifest or metrics rewritten."""
-    base = paths.runs_dir()
-    if not base.is_dir():
-        return f"{root()}|none"
-    parts = [f"{p.name}:{file_stamp(p / paths.MANIFEST)}:{file_stamp(p / paths.METRICS)}"
-             for p in sorted(base.iterdir()) if not p.name.startswith(".")]
-    return f"{root()}|" + "|".join(parts)
+    """Changes whenever a run folder (the user's, bundled or a reference set's) appears,
+    disappears or has its manifest or metrics rewritten."""
+    parts = [root()]
+    for base, files in ((paths.runs_dir(), (paths.MANIFEST, paths.METRICS)),
+                        (paths.bundled_dir(), (paths.MANIFEST, paths.METRICS)),
+                        (paths.reference_dir(), (paths.REFERENCE_MANIFESTS, paths.REFERENCE_METRICS))):
+        parts.append(str(base))
+        if base.is_dir():
+            parts += [p.name + ":" + ":".join(file_stamp(p / f) for f in files)
+                      for p in sorted(base.iterdir()) if not p.name.startswith(".")]
+    return "|".join(parts)
 
 
 def weights_stamp(run_id: str) -> str:

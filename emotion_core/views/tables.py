@@ -31,9 +31,17 @@ TRAINED_HERE = "trained here"
 
 
 def run_role(manifest: Mapping[str, Any]) -> str:
-    """Where a run's model learned: "trained here", or "external reference (<its training data>)"
-    for a reference run (kind "reference"), so no external number passes for one of ours."""
+    """Where a run's model learned: "trained here", "GPU reference (set, date, commit)",
+    "bundled release model", or "external reference (<its training data>)" for a model trained
+    elsewhere (kind "reference"), so no external number passes for one of ours."""
     kind = manifest.get("kind", "model")
+    origin = str(manifest.get("origin", ""))
+    if origin.startswith("reference:"):  # made on a lent GPU; its tables committed
+        made = created_stamp(manifest.get("created"))
+        commit = str(manifest.get("git_commit") or "")[:8] or "commit unrecorded"
+        return f"GPU reference (set {origin.split(':', 1)[1]}, {made}, {commit})"
+    if manifest.get("bundled_at"):
+        return "bundled release model (see its model card)"
     if kind == "reference":
         return f"external reference ({manifest.get('trained_on') or 'data unknown'})"
     if kind == "ensemble":
@@ -235,6 +243,18 @@ def _spec(rec: store.RunRecord) -> ModelSpec | None:
     return REGISTRY.get(str(rec.manifest.get("model")))
 
 
+def learned_real_faces(rec: store.RunRecord) -> bool:
+    """Whether a run learned from photos of real faces: bundled and external reference models
+    did; runs on a generated set (the synthetic demo, marked by its metadata file) did not."""
+    if rec.bundled or rec.is_reference:
+        return True
+    m = rec.manifest
+    if m.get("dataset") == synthetic.DEMO_DATASET:
+        return False
+    root = m.get("dataset_root")
+    return not (root and (Path(str(root)) / synthetic.METADATA_FILE).is_file())
+
+
 def model_runs(records: list[store.RunRecord]) -> list[store.RunRecord]:
     """Runs with weights of their own, trained here or external references (ensembles have
     none to explain)."""
@@ -248,9 +268,12 @@ def feature_map_default(records: list[store.RunRecord]) -> str | None:
     return (showcase or runs)[0].run_id if runs else None
 
 
-def explain_defaults(records: list[store.RunRecord]) -> list[str]:
-    """The runs whose Grad-CAMs the Explain page shows side by side before any choice."""
-    return [r.run_id for r in model_runs(records)[:EXPLAIN_DEFAULT_RUNS]]
+def explain_defaults(records: list[store.RunRecord], first: list[str] | None = None) -> list[str]:
+    """The runs whose Grad-CAMs the Explain page shows side by side before any choice: the
+    model runs among `first` (when given) before the others, at most EXPLAIN_DEFAULT_RUNS."""
+    runs = model_runs(records)
+    order = [r.run_id for r in runs if first is None or r.run_id in first]
+    return order[:EXPLAIN_DEFAULT_RUNS]
 
 
 def vit_runs(records: list[store.RunRecord]) -> list[str]:
@@ -371,3 +394,9 @@ def cross_matrix(records: list[store.RunRecord], subset: str = "test") -> pd.Dat
                            for r in df["trained on"].astype(str)):
         return pd.DataFrame()
     return df[["run_id", "trained on", *sorted(sets)]]
+
+
+def reference_notes(records: list[store.RunRecord]) -> dict[str, str]:
+    """{reference set: its note (machine, profile, budget)} for the GPU reference runs shown."""
+    return {str(r.manifest["origin"]).split(":", 1)[1]: str(r.manifest.get("reference_note", ""))
+            for r in records if r.tables_only}

@@ -38,8 +38,9 @@ def export_reference(out: Path, dataset: str | None = None, note: str | None = N
     board = board[board["run_id"].isin(metrics)]
     out.mkdir(parents=True, exist_ok=True)
     store.write_csv(out / "leaderboard.csv", board)
-    store.write_json(out / "metrics.json", metrics)
-    store.write_json(out / "manifests.json", {"note": note, "broken": broken, "runs": manifests})
+    store.write_json(out / store.paths.REFERENCE_METRICS, metrics)
+    store.write_json(out / store.paths.REFERENCE_MANIFESTS,
+                     {"note": note, "broken": broken, "runs": manifests})
     if histories:
         store.write_csv(out / "history.csv", pd.concat(histories, ignore_index=True))
     if confusions:
