@@ -94,3 +94,12 @@ def _job_body(job_id: str, compact: bool, was_running: bool) -> None:
             st.code("\n".join(lines[-LOG_LINES:]) or "(no output yet)", language=None)
     if was_running and not now.running:
         st.rerun()  # the job just ended: rerun the whole app so its new runs appear
+
+
+def busy_note() -> str:
+    """A sentence for timings taken while a training job shares the CPU ("" when none runs)."""
+    info = jobs.job_status()
+    if info is None or not info.running:
+        return ""
+    return (" · a training job is running (at lower priority): times here include its load on "
+            "the CPU")

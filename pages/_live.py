@@ -16,7 +16,7 @@ import streamlit as st
 
 from emotion_core import store
 from emotion_core.views import live_video
-from pages import _cache
+from pages import _cache, _jobs
 
 SESSION_KEY = "live_session"  # this viewer's LiveSession
 FROZEN_KEY = "pr_frozen"  # the frozen frame (RGB) the still analysis works on
@@ -124,6 +124,6 @@ def _stats(session: live_video.LiveSession) -> None:
     runs_ms = ", ".join(f"{k} {v:.0f} ms" for k, v in s.classify_ms.items())
     every = "every frame" if s.detect_every == 1 else f"every {s.detect_every} frames"
     st.caption(f"{s.frames} frames processed · {s.faces} face(s) · detection {s.detect_ms:.0f} ms, "
-               f"{every}" + (f" · {runs_ms}" if runs_ms else ""))
+               f"{every}" + (f" · {runs_ms}" if runs_ms else "") + _jobs.busy_note())
     if s.error:
         st.warning(f"Last frame failed: {s.error}")

@@ -13,7 +13,7 @@ import streamlit as st
 
 from emotion_core.models import REGISTRY
 from emotion_core.views import display, live
-from pages import _cache, _entry, _inputs, _live, _maps, _sidebar
+from pages import _cache, _entry, _inputs, _jobs, _live, _maps, _sidebar
 
 SOURCES = ["Upload a photo", "Webcam snapshot", "Live webcam"]
 WHY_PX = 150  # side of each why-map
@@ -133,7 +133,7 @@ scaled = "" if shown.shape == result.image.shape else \
     f" · {rgb.shape[1]}x{rgb.shape[0]} px, shown scaled to fit"
 st.image(shown, width=shown.shape[1])  # its own width: a caption must not stretch a thin strip
 st.caption(f"{name}: {result.faces_found} face(s) found · detection {result.detect_ms:.0f} ms · "
-           f"total {result.total_ms:.0f} ms{scaled}")
+           f"total {result.total_ms:.0f} ms{scaled}{_jobs.busy_note()}")
 if result.note:
     (st.warning if not result.predictions else st.info)(result.note)
 if not result.predictions:

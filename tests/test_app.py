@@ -686,3 +686,17 @@ def test_gpu_reference_runs_in_compare_and_confusion_only(at_store) -> None:
         at.switch_page(f"pages/{page}.py").run()
         options = at.multiselect(key=key).options
         assert not at.exception and options and not any("GPU reference" in o for o in options)
+
+
+def test_predict_says_when_a_training_job_shares_the_cpu(at_store, monkeypatch) -> None:
+    from emotion_core import jobs
+
+    at, _ = at_store
+    running = SimpleNamespace(running=True, job_id="j", state="running", progress=0.5,
+                              message="", models=[], started=0.0, returncode=None, steps=[])
+    for busy in (False, True):
+        monkeypatch.setattr(jobs, "job_status", lambda *a, _b=busy, **k: running if _b else None)
+        _open(at, "predict")
+        at.file_uploader(key="pr_upload").set_value(("face.png", _face_png(), "image/png")).run()
+        note = [c.value for c in at.caption if "face(s) found" in c.value]
+        assert not at.exception and note and ("a training job is running" in note[0]) == busy

@@ -41,6 +41,16 @@ def test_job_runs_steps_logs_and_succeeds() -> None:
     assert not store.paths.job_lock_path().exists()
 
 
+def test_job_steps_run_below_the_apps_cpu_priority() -> None:
+    from emotion_core.jobs.runner import JOB_NICENESS
+
+    status.start_steps([[PY, "-c", "import os; print('niceness', os.nice(0))"]], models=[])
+    assert _wait(lambda: status.job_status().state != "running")
+    st = status.job_status()
+    assert st.state == "succeeded"
+    assert f"niceness {min(19, os.nice(0) + JOB_NICENESS)}" in status.read_log(st.job_id)
+
+
 def test_failed_step_stops_the_job_and_reports_the_code() -> None:
     status.start_steps([[PY, "-c", "raise SystemExit(3)"], [PY, "-c", "print('never')"]], models=[])
     assert _wait(lambda: status.job_status().state != "running")

@@ -9,6 +9,7 @@ SIGTERM. Killed with SIGKILL it can do neither; jobs.status then reads the outco
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -19,6 +20,8 @@ from typing import Any
 from emotion_core import store
 from emotion_core.jobs.lock import release_lock
 from emotion_core.store.events import EventLog
+
+JOB_NICENESS = 10  # steps run this much below the app, so pages stay responsive during training
 
 
 def _run(jdir: Path) -> int:
@@ -33,6 +36,7 @@ def _run(jdir: Path) -> int:
         raise SystemExit(128 + signum)
 
     signal.signal(signal.SIGTERM, on_term)
+    os.nice(JOB_NICENESS)  # inherited by every step; the app's own process keeps its priority
     rc = 0
     events = EventLog(jdir / store.paths.JOB_EVENTS)
     steps = spec["steps"]
