@@ -139,20 +139,24 @@ def run_ensembles(mode: str, run_ids: dict[str, str]) -> str | None:
     return rid
 
 
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The profile with the command line's overrides (flags left out keep the profile's value)."""
+    config = get_profile(args.profile).override(
+        epochs=args.epochs, pretrained=args.pretrained, wandb=args.wandb or None,
+        wandb_mode=args.wandb_mode, budget_tflop=args.budget_tflop,
+        image_size=args.image_size, recipe=args.recipe, layer_decay=args.layer_decay,
+        label_smoothing=args.label_smoothing, tta_flip=args.tta_flip,
+        crop_faces=args.crop_faces, seed=args.seed, lr=args.lr, finetune_lr=args.finetune_lr,
+        head_epochs=args.head_epochs, patience=args.patience)
+    return config.override(**DRY_RUN_CHANGES) if args.dry_run else config
+
+
 def train_all(args: argparse.Namespace, info: DistInfo, events: EventLog,
               run_ids: dict[str, str], failures: dict[str, str]) -> int:
     """Train every asked-for model, then the ensemble; fills run_ids/failures; the exit code."""
     progress = not args.quiet
     try:
-        config = get_profile(args.profile).override(
-            epochs=args.epochs, pretrained=args.pretrained, wandb=args.wandb or None,
-            wandb_mode=args.wandb_mode, budget_tflop=args.budget_tflop,
-            image_size=args.image_size, recipe=args.recipe, layer_decay=args.layer_decay,
-            label_smoothing=args.label_smoothing, tta_flip=args.tta_flip,
-            crop_faces=args.crop_faces, seed=args.seed, lr=args.lr, finetune_lr=args.finetune_lr,
-            head_epochs=args.head_epochs, patience=args.patience)
-        if args.dry_run:
-            config = config.override(**DRY_RUN_CHANGES)
+        config = config_from_args(args)
         if config.epochs < 1:
             raise ValueError(f"--epochs must be at least 1, got {config.epochs}")
         names = models.select(args.models)

@@ -58,3 +58,23 @@ def test_a_damaged_bundled_weights_file_is_a_broken_run_not_a_crash():
     runs, broken = store.list_runs()
     assert "release-v1" in broken and "content hash" in broken["release-v1"]
     assert [r.run_id for r in runs] == ["mine"]
+
+
+def test_the_model_cards_command_reproduces_the_runs_training_config():
+    import shlex
+
+    from emotion_core.training.config import get_profile
+    from emotion_core.views import model_card
+    from scripts import train as train_cli
+
+    config = get_profile("quick").override(image_size=128, epochs=8, head_epochs=1, lr=2e-3,
+                                           finetune_lr=3e-4, patience=4, label_smoothing=0.1,
+                                           seed=7, budget_tflop=0.0, tta_flip=True,
+                                           crop_faces=True, layer_decay=0.8)
+    manifest = {"model": "mobilenet_v2", "sources": ["seta", "setb"], "image_size": 128,
+                "config": config.to_dict(), "tta_flip": True}
+    argv = shlex.split(model_card.training_command(manifest))[3:]  # after python -m scripts.train
+    args = train_cli.parse_args(argv)
+    assert args.data == ["../shared/data/seta", "../shared/data/setb"]
+    assert args.models == "mobilenet_v2"
+    assert train_cli.config_from_args(args).to_dict() == config.to_dict()

@@ -22,7 +22,8 @@ def training_command(manifest: dict[str, Any]) -> str:
              f"--image-size {manifest.get('image_size')}", f"--epochs {c.get('epochs')}",
              f"--head-epochs {c.get('head_epochs')}", f"--lr {c.get('lr')}",
              f"--finetune-lr {c.get('finetune_lr')}", f"--patience {c.get('patience')}",
-             f"--label-smoothing {c.get('label_smoothing')}", f"--seed {c.get('seed')}"]
+             f"--label-smoothing {c.get('label_smoothing')}", f"--seed {c.get('seed')}",
+             f"--budget-tflop {c.get('budget_tflop') or 0:g}"]
     if c.get("recipe", "finetune") != "finetune":
         args.append(f"--recipe {c['recipe']}")
     if c.get("layer_decay", 1.0) != 1.0:
@@ -76,7 +77,8 @@ def model_card(run_id: str, *, note: str = "") -> str:
         f"- trained on {m.get('timings', {}).get('device')} in "
         f"{m.get('timings', {}).get('train_seconds')} s; code commit {m.get('git_commit')}; "
         f"created {m.get('created')}",
-        f"- command: `{training_command(m)}` (on a GPU: scripts/gpu/real_faces.sh)",
+        f"- command: `{training_command(m)}`, run with the face boxes prepared by "
+        f"`python -m scripts.prepare_data --data DIR --detect-faces` for each set",
         "", "## Metrics", "",
         "Validation picked the epoch; test numbers come from splits that chose nothing.", "",
         "| set | split | images | accuracy | macro-F1 | ECE |", "|---|---|---|---|---|---|",
