@@ -8,10 +8,10 @@ from emotion_core import store
 from emotion_core.views import display, tables
 from pages import _cache, _charts, _entry, _sidebar
 
-SCORE_COLUMNS = ["model", "role", "weights_source", "val_accuracy", "val_macro_f1", "test_accuracy",
+SCORE_COLUMNS = ["model", "weights_source", "val_accuracy", "val_macro_f1", "test_accuracy",
                  "test_macro_f1", "val_ece"]
-COST_COLUMNS = ["model", "params", "flops", "latency_ms", "train_seconds", "epochs_run", "profile",
-                "run_id"]  # the weights are in the scores table above, the time in the run id
+COST_COLUMNS = ["model", "params", "flops", "latency_ms", "train_seconds", "epochs_run"]
+PROVENANCE_COLUMNS = ["model", "role", "profile", "run_id"]  # the created time is in the run id
 CURVES = {"val_macro_f1": "val macro-F1", "val_acc": "val accuracy", "val_loss": "val loss",
           "train_loss": "train loss", "train_acc": "train accuracy", "lr": "learning rate"}
 BAR_METRICS = ["val_macro_f1", "val_accuracy", "test_macro_f1", "test_accuracy", "val_ece",
@@ -30,12 +30,16 @@ st.subheader("Scores")
 st.caption("Best validation macro-F1 first. Every row names the weights the model started from "
            "(hover the heading for what each source is); test columns are empty when the dataset "
            "has no test split of its own.")
-_charts.run_table(table, SCORE_COLUMNS, {"model": 220, "role": 230, "weights_source": 210})
+_charts.run_table(table, SCORE_COLUMNS, {"model": 220, "weights_source": 210})  # room to spare
 for name, note in tables.reference_notes(runs).items():
     st.caption(f"GPU reference set `{name}`: {note}. Tables only (no weights came back): shown "
                "here and on Confusion, not on the pages that run a model.")
-st.subheader("Cost and provenance")
+st.subheader("Cost")
 _charts.run_table(table, COST_COLUMNS)
+st.subheader("Provenance")
+st.caption("Where each model learned: trained here, a bundled release model (model card on "
+           "Predict), a GPU reference run (tables only) or an external reference model.")
+_charts.run_table(table, PROVENANCE_COLUMNS, {"model": 180, "role": 300})
 
 metric = st.selectbox("Bar chart metric", BAR_METRICS, format_func=display.heading,
                       key="cmp_metric")

@@ -116,8 +116,8 @@ def test_data_page(at_store) -> None:
 def test_compare_page_shows_table_and_the_studys_numbers(at_store) -> None:
     at, ids = at_store
     _open(at, "compare")
-    scores, cost = at.dataframe[0].value, at.dataframe[1].value
-    assert set(cost["run id"]) == set(ids.values())
+    scores, cost, origin = (at.dataframe[k].value for k in range(3))
+    assert set(origin["run id"]) == set(ids.values()) and set(origin["role"]) == {"trained here", "ensemble of runs trained here"}
     assert "val macro-F1" in scores.columns and "parameters (M)" in cost.columns
     assert not set(scores.columns) & {"label", "run", "weights_source", "val_macro_f1"}
     study = at.dataframe[-1].value
@@ -674,8 +674,8 @@ def test_gpu_reference_runs_in_compare_and_confusion_only(at_store) -> None:
     at, ids = at_store
     rid = _write_reference_set(ids)
     _open(at, "compare")
-    scores = at.dataframe[0].value
-    assert "GPU reference (set gpuset, 11-27 21:19, abc123de)" in set(scores["role"])
+    origin = at.dataframe[2].value
+    assert "GPU reference (set gpuset, 11-27 21:19, abc123de)" in set(origin["role"])
     assert any("full profile on a test GPU" in c.value for c in at.caption)
     at.switch_page("pages/confusion.py").run()
     assert any("GPU reference" in o for o in at.selectbox(key="cm_run").options)

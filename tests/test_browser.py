@@ -314,10 +314,17 @@ def test_live_webcam_labels_frames_in_chromium(app_url, tmp_path) -> None:
                                 f"returned video never started (video {video}); component: {text!r}")
                 pytest.fail(f"the video plays (readyState {video[0]}) but no labelled frame "
                             f"was counted in {LIVE_WAIT_S} s; component: {text!r}")
-            page.wait_for_timeout(8000)  # a few seconds of steady streaming for the figures
+            # a few seconds of steady streaming for the figures; on a busy machine WebRTC sends
+            # blurrier frames and the detector can miss the face on some: wait for a tracked one
+            page.wait_for_timeout(8000)
+            summary = ""
+            for _ in range(60):
+                summary = page.get_by_text(re.compile(r"frames processed")).first.inner_text()
+                if re.search(r"[1-9]\d* frames processed · 1 face", summary):
+                    break
+                page.wait_for_timeout(1000)
             fps = float(_metric(page, "Frames per second"))
             latency = _metric(page, "Latency per frame")
-            summary = page.get_by_text(re.compile(r"frames processed")).first.inner_text()
             assert fps > 0 and re.search(r"[1-9]\d* frames processed · 1 face", summary), summary
             # WebRTC lowers the resolution when the CPU is busy (its degradation preference), so
             # the returned frames keep the camera's 4:3 shape but not always its 640x480 size
@@ -331,9 +338,17 @@ def test_live_webcam_labels_frames_in_chromium(app_url, tmp_path) -> None:
             print(f"live: {fps:.1f} FPS, {latency} per frame; {summary}")
             _shot(page, "predict_live")
 
-            page.get_by_role("button", name="Freeze: analyse this frame below").click()
-            page.get_by_role("heading", name="Frozen frame").wait_for()
-            page.get_by_text("Face 1", exact=True).wait_for()
+            for attempt in range(5):  # the frame frozen may be one the detector misses (above)
+                page.get_by_role("button", name="Freeze: analyse this frame below").click()
+                page.get_by_role("heading", name="Frozen frame").wait_for()
+                try:
+                    page.get_by_text("Face 1", exact=True).wait_for(timeout=30_000)
+                    break
+                except PlaywrightTimeout:
+                    _shot(page, f"predict_live_frozen_miss{attempt}")
+            else:
+                main = page.locator('[data-testid="stMain"]').inner_text()
+                pytest.fail(f"no face in 5 frozen frames: {main[-1500:]!r}")
             page.get_by_text(re.compile(r"^mobilenet_v2 → .* · Grad-CAM$")).wait_for()
             _settle(page, 60)
             _no_exception(page)
