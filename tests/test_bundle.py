@@ -78,3 +78,19 @@ def test_the_model_cards_command_reproduces_the_runs_training_config():
     assert args.data == ["../shared/data/seta", "../shared/data/setb"]
     assert args.models == "mobilenet_v2"
     assert train_cli.config_from_args(args).to_dict() == config.to_dict()
+
+
+def test_the_bundle_cli_writes_a_card_of_the_fp16_copy_and_refuses_to_overwrite(capsys):
+    from scripts import bundle as bundle_cli
+
+    _run("mine")
+    assert bundle_cli.main(["--run", "mine", "--as", "realfaces-x", "--note", "Trained here."]) == 0
+    rec = store.load_run("realfaces-x", tables=False)
+    card = bundle.model_card("realfaces-x")
+    assert rec.bundled and card.startswith("# realfaces-x\n") and "Trained here." in card
+    assert rec.manifest["weights_sha256"][:16] in card  # the fp16 file's hash, not the source's
+    assert "research-only" in card
+    assert bundle_cli.main(["--run", "mine", "--as", "realfaces-x"]) == 2
+    assert "--replace" in capsys.readouterr().err
+    assert bundle_cli.main(["--run", "missing", "--as", "other"]) == 2
+    assert not (store.paths.bundled_dir() / "other").exists()

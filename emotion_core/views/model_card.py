@@ -41,13 +41,20 @@ def _metric_rows(metrics: dict[str, Any], dataset: str) -> list[str]:
         for subset in ("val", "test"):
             m = parts.get(subset)
             if m:
-                rows.append(f"| {src} | {subset} | {m['n']} | {m['accuracy']:.3f} | "
-                            f"{m['macro_f1']:.3f} | {m.get('ece', float('nan')):.3f} |")
+                rows.append(_row(src, subset, m))
     for key, m in (metrics.get("cross_dataset") or {}).items():
         name, _, subset = key.rpartition(":")
-        rows.append(f"| {name} (cross-dataset) | {subset} | {m['n']} | {m['accuracy']:.3f} | "
-                    f"{m['macro_f1']:.3f} | {m.get('ece', float('nan')):.3f} |")
+        rows.append(_row(f"{name} (cross-dataset)", subset, m))
     return rows
+
+
+def _row(name: str, subset: str, m: dict[str, Any]) -> str:
+    def num(key: str) -> str:
+        v = m.get(key)
+        return f"{v:.3f}" if isinstance(v, (int, float)) else "—"
+
+    return (f"| {name} | {subset} | {m.get('n', '—')} | {num('accuracy')} | {num('macro_f1')} | "
+            f"{num('ece')} |")
 
 
 def model_card(run_id: str, *, note: str = "") -> str:
