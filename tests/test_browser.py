@@ -14,11 +14,9 @@ from __future__ import annotations
 import io
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +24,7 @@ import pytest
 from PIL import Image
 
 from emotion_core import store
+from scripts.bench import appserver
 from tests.fixtures_runs import MODELS, photo_640x480, tiny_store
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -45,33 +44,13 @@ LIVE_WAIT_S = 120  # for the first labelled frames (model load + ICE on 2 busy c
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 90.0) -> None:
-    end = time.time() + timeout
-    while time.time() < end:
-        if proc.poll() is not None:
-            raise RuntimeError(f"streamlit exited with code {proc.returncode}")
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-                if r.read().strip() == b"ok":
-                    return
-        except OSError:
-            time.sleep(0.5)
-    raise TimeoutError(f"streamlit did not answer on {url} within {timeout:.0f} s")
-
-
 @pytest.fixture
 def app_url(tmp_path_factory: pytest.TempPathFactory):
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} not found (apt-get install chromium)")
     pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
     root, ids = tiny_store(tmp_path_factory)
-    port = _free_port()
+    port = appserver.free_port()
     env = {**os.environ, store.paths.ENV_ROOT: str(root), "HF_HUB_OFFLINE": "1",
            "EMOTION_APP_WARMUP": "1"}  # as a user runs it: models load in the background
     log = open(tmp_path_factory.mktemp("streamlit") / "server.log", "w+")  # noqa: SIM115
@@ -83,7 +62,7 @@ def app_url(tmp_path_factory: pytest.TempPathFactory):
         cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_healthy(url, proc)
+        appserver.wait_healthy(url, proc)
         yield url, ids, log
     finally:
         proc.terminate()

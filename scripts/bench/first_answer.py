@@ -14,37 +14,17 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
+
+from scripts.bench import appserver
 
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
 ANSWER = re.compile(r"→ \w+ \(\d\.\d\d\) · [\d.]+ ms")  # one answer line of Predict
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 120) -> None:
-    end = time.time() + timeout
-    while time.time() < end:
-        if proc.poll() is not None:
-            raise SystemExit(f"streamlit exited with code {proc.returncode}")
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    raise SystemExit(f"streamlit did not answer within {timeout:.0f} s")
 
 
 def measure(image: Path, repeats: int, port: int) -> list[float]:
@@ -60,7 +40,7 @@ def measure(image: Path, repeats: int, port: int) -> list[float]:
     url = f"http://127.0.0.1:{port}"
     times = []
     try:
-        _wait_healthy(url, proc)
+        appserver.wait_healthy(url, proc, timeout=120)
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
@@ -96,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.image.is_file():
         ap.error(f"{args.image} is not a file")
     load = os.getloadavg()[0]
-    times = measure(args.image, args.repeats, args.port or _free_port())
+    times = measure(args.image, args.repeats, args.port or appserver.free_port())
     print(f"first answer on Predict, fresh store, bundled models, {args.image.name}: "
           + ", ".join(f"{t:.2f} s" for t in times)
           + f" (first includes model loading); load average {load:.1f} -> "
