@@ -58,10 +58,22 @@ def why_row(i: int, face: live.FacePrediction, pic: _inputs.Picture) -> None:
 
 
 def answers_block(i: int, face: live.FacePrediction) -> None:
-    """The crop, the probability bars (short names, one row per answer), the full names."""
+    """The crop with every answer beside it (text first: it shows before the chart's script has
+    loaded), then the probability bars (short names, one row per answer) and the summary table."""
     st.subheader(f"Face {i}" if face.box is not None else "Whole image")
     c1, c2 = st.columns([1, 4])
     c1.image(face.crop, caption="crop fed to the models", width=160)
+    short = live.chart_names(face)
+    with c2:
+        for p in live.answers(face):
+            name = live.entry_label(p, labels)
+            if p.probs is not None:
+                st.markdown(f"**{short[p.run_id]}** → **{p.predicted}** ({p.confidence:.2f}) · "
+                            f"{p.latency_ms:.1f} ms · {name}")
+            else:
+                st.markdown(f"**{short[p.run_id]}** → unavailable: {p.error} · {name}")
+        if face.ensemble is not None or any(p.kind == "ensemble" for p in face.runs):
+            st.caption(live.ENSEMBLE_CAPTION)
     rows = live.probability_table(face, labels)
     if rows:
         data = pd.DataFrame(rows)
@@ -72,17 +84,7 @@ def answers_block(i: int, face: live.FacePrediction) -> None:
                      labels={"name": "", "probability": "probability"},
                      category_orders={"name": list(dict.fromkeys(data["name"]))})
         fig.update_layout(margin={"l": 10, "r": 10, "t": 10, "b": 10})
-        c2.plotly_chart(fig, width="stretch", key=f"pr_chart_{i}")
-    short = live.chart_names(face)
-    for p in live.answers(face):
-        name = live.entry_label(p, labels)
-        if p.probs is not None:
-            st.markdown(f"**{short[p.run_id]}** → **{p.predicted}** ({p.confidence:.2f}) · "
-                        f"{p.latency_ms:.1f} ms · {name}")
-        else:
-            st.markdown(f"**{short[p.run_id]}** → unavailable: {p.error} · {name}")
-    if face.ensemble is not None or any(p.kind == "ensemble" for p in face.runs):
-        st.caption(live.ENSEMBLE_CAPTION)
+        st.plotly_chart(fig, width="stretch", key=f"pr_chart_{i}")
     st.dataframe(pd.DataFrame(live.summary_table(face, labels)), hide_index=True, width="stretch",
                  placeholder=display.MISSING,
                  column_config={
