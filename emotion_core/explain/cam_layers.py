@@ -44,6 +44,8 @@ def _record_grids(model: nn.Module, default: nn.Module, image_size: int
             return
         if out.shape[-1] * out.shape[-2] == 1 and mod is not default:
             return  # squeeze-excitation gates and global pools are channel weights, not grids
+        if out.shape[-1] != out.shape[-2] and mod is not default:
+            return  # a square input keeps square grids: this is channels-last (ConvNeXt's MLP)
         order.append(mod)
         grids[id(mod)] = tuple(out.shape[-2:])
         if mod is default:
