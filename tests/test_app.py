@@ -478,7 +478,7 @@ def test_runs_of_one_model_are_told_apart_on_every_page(at_twins) -> None:
     assert mine <= {y for trace in _chart_data(at, 0) for y in trace["y"]}  # one bar each
 
     _open(at, "compare")
-    table = at.dataframe[1].value
+    table = at.dataframe[2].value  # provenance: the run ids
     assert set(cnns) <= set(table["run id"]) and table["run id"].is_unique
     assert mine <= {y for trace in _chart_data(at, 0) for y in trace["y"]}  # metric bars
     for chart in (1, 2):  # per-class recall and training curves: one legend entry per run
