@@ -207,7 +207,7 @@ def test_every_page_in_chromium(app_url) -> None:
             _upload(page, "face.png", photo_640x480(1))
             page.get_by_text("Face 1", exact=True).wait_for()
             for name in MODELS:
-                page.get_by_text(re.compile(rf"^{name} → .* · (Grad-CAM|attention rollout)$")).wait_for()
+                page.get_by_text(re.compile(rf"^{name} → \w+ · (Grad-CAM|attention rollout)$")).wait_for()
             _settle(page)
             body = page.locator('[data-testid="stMain"]').inner_text()
             for name in MODELS:
@@ -328,7 +328,7 @@ def test_live_webcam_labels_frames_in_chromium(app_url, tmp_path) -> None:
             else:
                 main = page.locator('[data-testid="stMain"]').inner_text()
                 pytest.fail(f"no face in 5 frozen frames: {main[-1500:]!r}")
-            page.get_by_text(re.compile(r"^mobilenet_v2 → .* · Grad-CAM$")).wait_for()
+            page.get_by_text(re.compile(r"^mobilenet_v2 → \w+ · Grad-CAM$")).wait_for()
             _settle(page, 60)
             _no_exception(page)
             _shot(page, "predict_live_frozen")
