@@ -94,3 +94,24 @@ def test_the_bundle_cli_writes_a_card_of_the_fp16_copy_and_refuses_to_overwrite(
     assert "--replace" in capsys.readouterr().err
     assert bundle_cli.main(["--run", "missing", "--as", "other"]) == 2
     assert not (store.paths.bundled_dir() / "other").exists()
+
+
+def test_the_committed_bundled_models_reproduce_their_cards_test_scores(monkeypatch):
+    """The weights in git, read through today's pipeline (its own face detection, crops and
+    flip TTA, the split prepared afresh), score what their card says on a real test split."""
+    from emotion_core.evaluation import cross_dataset
+    from tests.conftest import shared_data_or_skip
+
+    folder = shared_data_or_skip("webfaces3")
+    monkeypatch.setenv(store.paths.ENV_BUNDLED, str(store.paths.REPO_ROOT / "artifacts" / "bundled"))
+    runs, broken = store.list_runs()
+    bundled = [r for r in runs if r.bundled and "webfaces3" in r.metrics.get("by_source", {})]
+    assert bundled and not broken, broken
+    for rec in bundled:
+        want = rec.metrics["by_source"]["webfaces3"]["test"]
+        got = cross_dataset.evaluate_on_folder(rec.run_id, folder, subset="test",
+                                               progress=False)["metrics"]
+        assert got["n"] == want["n"]  # the same carved test split, prepared here again
+        # the card's numbers are the float32 run's; the committed copy is float16: one answer
+        # may differ, not more
+        assert abs(got["accuracy"] - want["accuracy"]) <= 1.01 / want["n"], rec.run_id
