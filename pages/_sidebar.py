@@ -71,12 +71,13 @@ def photo_runs(empty_message: str, *, models_only: bool = False
     else the dataset's runs. Stops the page with `empty_message` when there are none."""
     runs, _ = _cache.all_runs()
     mine = [r for r in selected_runs() if not r.tables_only]
-    bundled = [r for r in runs if r.bundled and r not in mine]
+    own = {r.run_id for r in mine}
+    bundled = [r for r in runs if r.bundled and r.run_id not in own]
     offered = [r for r in [*mine, *bundled] if r.has_weights or not models_only]
     if not offered:
         st.info(empty_message)
         st.stop()
-    real = [r.run_id for r in offered if r in mine and tables.learned_real_faces(r)]
+    real = [r.run_id for r in offered if r.run_id in own and tables.learned_real_faces(r)]
     default = real or [r.run_id for r in offered if r.bundled] or [r.run_id for r in offered]
     return offered, run_names.run_labels(offered), default
 

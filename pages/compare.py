@@ -69,8 +69,7 @@ else:
     st.info("No training history (ensembles have none).")
 
 st.subheader("Across datasets (test accuracy)")
-every, _ = _cache.all_runs()
-cross = tables.cross_matrix([r for r in every if r.run_id in names])
+cross = tables.cross_matrix(runs)
 if len(cross):
     st.caption("Rows are runs, columns the test split of each dataset: the set a run trained on "
                "and every other set it was scored on. A run is tuned on nothing it is tested on.")

@@ -54,8 +54,3 @@ def load_reference_runs(name: str) -> list[RunRecord]:
 
 def all_reference_runs() -> list[RunRecord]:
     return [rec for name in list_reference_sets() for rec in load_reference_runs(name)]
-
-
-def find_reference_run(run_id: str) -> RunRecord | None:
-    """The reference run with this id, with its tables (None when no reference set holds it)."""
-    return next((rec for rec in all_reference_runs() if rec.run_id == run_id), None)
