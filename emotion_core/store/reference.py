@@ -13,7 +13,7 @@ import pandas as pd
 
 from emotion_core.store import paths
 from emotion_core.store.files import read_csv, read_json
-from emotion_core.store.runs import RunRecord
+from emotion_core.store.runs import REFERENCE_ORIGIN, RunRecord
 
 TABLES = ("history", "confusion", "predictions")
 
@@ -43,7 +43,7 @@ def load_reference_runs(name: str) -> list[RunRecord]:
     for run_id, manifest in (bundle.get("runs") or {}).items():
         if not isinstance(manifest, dict) or not isinstance(manifest.get("classes"), list):
             continue  # a malformed entry is skipped, not a crash
-        manifest = dict(manifest, origin=f"reference:{name}", reference_note=bundle.get("note", ""))
+        manifest = dict(manifest, origin=f"{REFERENCE_ORIGIN}{name}", reference_note=bundle.get("note", ""))
         out.append(RunRecord(run_id=run_id, path=Path(folder), manifest=manifest,
                              metrics=metrics.get(run_id, {}),
                              history=_part(tables["history"], run_id),

@@ -34,6 +34,15 @@ HISTORY_COLUMNS = ["epoch", "phase", "lr", "train_loss", "train_acc", "val_loss"
                    "val_macro_f1", "seconds"]  # history.csv: one row per epoch
 
 
+REFERENCE_ORIGIN = "reference:"  # manifest "origin" of a run read from reference/<set>/
+
+
+def reference_set_of(manifest: Mapping[str, Any]) -> str | None:
+    """The reference set a run was read from (a GPU run, tables only), or None for a local run."""
+    origin = str(manifest.get("origin", ""))
+    return origin[len(REFERENCE_ORIGIN):] if origin.startswith(REFERENCE_ORIGIN) else None
+
+
 @dataclass
 class RunRecord:
     """Everything stored for one run, as loaded from disk (weights loaded separately)."""
@@ -59,7 +68,7 @@ class RunRecord:
     def tables_only(self) -> bool:
         """A run made elsewhere (a lent GPU) of which only the evaluation tables were committed
         (store.reference): shown in Compare and Confusion, never loaded."""
-        return str(self.manifest.get("origin", "")).startswith("reference:")
+        return reference_set_of(self.manifest) is not None
 
     @property
     def has_weights(self) -> bool:

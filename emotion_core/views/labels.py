@@ -73,7 +73,7 @@ def origin_tag(manifest: Mapping[str, Any]) -> str:
     made on a lent GPU (tables only), "" for the user's own runs."""
     if manifest.get("bundled_at"):
         return f"{SEP}bundled"
-    if str(manifest.get("origin", "")).startswith("reference:"):
+    if store.runs.reference_set_of(manifest) is not None:
         return f"{SEP}GPU reference"
     return ""
 

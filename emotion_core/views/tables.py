@@ -35,11 +35,11 @@ def run_role(manifest: Mapping[str, Any]) -> str:
     "bundled release model", or "external reference (<its training data>)" for a model trained
     elsewhere (kind "reference"), so no external number passes for one of ours."""
     kind = manifest.get("kind", "model")
-    origin = str(manifest.get("origin", ""))
-    if origin.startswith("reference:"):  # made on a lent GPU; its tables committed
+    ref_set = store.runs.reference_set_of(manifest)
+    if ref_set is not None:  # made on a lent GPU; its tables committed
         made = created_stamp(manifest.get("created"))
         commit = str(manifest.get("git_commit") or "")[:8] or "commit unrecorded"
-        return f"GPU reference (set {origin.split(':', 1)[1]}, {made}, {commit})"
+        return f"GPU reference (set {ref_set}, {made}, {commit})"
     if manifest.get("bundled_at"):
         return "bundled release model (see its model card)"
     if kind == "reference":
@@ -398,5 +398,5 @@ def cross_matrix(records: list[store.RunRecord], subset: str = "test") -> pd.Dat
 
 def reference_notes(records: list[store.RunRecord]) -> dict[str, str]:
     """{reference set: its note (machine, profile, budget)} for the GPU reference runs shown."""
-    return {str(r.manifest["origin"]).split(":", 1)[1]: str(r.manifest.get("reference_note", ""))
+    return {str(store.runs.reference_set_of(r.manifest)): str(r.manifest.get("reference_note", ""))
             for r in records if r.tables_only}
