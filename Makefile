@@ -39,7 +39,7 @@ demo-train: setup
 run: demo-train app
 
 app: setup
-	$(PY) -m streamlit run app.py --server.port $(PORT) --server.address $(APP_ADDRESS) \
+	$(PY) -m scripts.run_app --server.port $(PORT) --server.address $(APP_ADDRESS) \
 		--server.headless true
 
 test: setup

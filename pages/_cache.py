@@ -30,10 +30,23 @@ def _runs(fingerprint: str) -> tuple[list[store.RunRecord], dict[str, str]]:
     return good, broken
 
 
+RUN_LIST_MEMO = "_run_list_memo"  # session state: (fingerprint, run list) read last
+
+
 def all_runs() -> tuple[list[store.RunRecord], dict[str, str]]:
     """(complete runs: the user's, the bundled ones, the GPU reference sets'; {broken run id:
-    reason}) for the current artifacts folder."""
-    return _runs(stamps.runs_fingerprint())
+    reason}) for the current artifacts folder. Read-only: the session shares one copy.
+
+    Why the session memo: `st.cache_data` hands every caller a fresh unpickled copy (17 ms with
+    the reference sets' tables), and one script run asks about ten times (sidebar, pickers,
+    page), which cost a new photo's answer about 0.2 s on 2 cores. The fingerprint still decides
+    when the list is read again."""
+    fingerprint = stamps.runs_fingerprint()
+    memo = st.session_state.get(RUN_LIST_MEMO)
+    if memo is None or memo[0] != fingerprint:
+        memo = (fingerprint, _runs(fingerprint))
+        st.session_state[RUN_LIST_MEMO] = memo
+    return memo[1]
 
 
 @st.cache_data(show_spinner=False, max_entries=64)

@@ -96,6 +96,15 @@ def _job_body(job_id: str, compact: bool, was_running: bool) -> None:
         st.rerun()  # the job just ended: rerun the whole app so its new runs appear
 
 
+def share_cores() -> None:
+    """Before a page predicts: one torch thread while a training job runs (see
+    evaluation.inference.share_cores), torch's default otherwise."""
+    from emotion_core.evaluation import inference  # imports torch: only on pages that predict
+
+    info = jobs.job_status()
+    inference.share_cores(info is not None and info.running)
+
+
 def busy_note() -> str:
     """A sentence for timings taken while a training job shares the CPU ("" when none runs)."""
     info = jobs.job_status()

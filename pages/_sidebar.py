@@ -63,22 +63,29 @@ def runs_or_stop(empty_message: str, *, models_only: bool = False, tables_only_o
     return runs, run_names.run_labels(runs)
 
 
-def photo_runs(empty_message: str, *, models_only: bool = False
-               ) -> tuple[list[store.RunRecord], dict[str, str], list[str]]:
-    """Runs for a picture of the user's own (Predict, Explain): the selected runs of the current
-    dataset plus the bundled real-face models, their labels, and the ones ticked at first: the
-    bundled models when none of the dataset's runs learned from real faces (the synthetic demo),
-    else the dataset's runs. Stops the page with `empty_message` when there are none."""
+def photo_choice(*, models_only: bool = False) -> tuple[list[store.RunRecord], list[str]]:
+    """(runs offered for a picture of the user's own, the ids ticked at first): the selected
+    runs of the current dataset plus the bundled real-face models; ticked: the bundled models
+    when none of the dataset's runs learned from real faces (the synthetic demo), else the
+    dataset's runs. Both empty when there is nothing to offer."""
     runs, _ = _cache.all_runs()
     mine = [r for r in selected_runs() if not r.tables_only]
     own = {r.run_id for r in mine}
     bundled = [r for r in runs if r.bundled and r.run_id not in own]
     offered = [r for r in [*mine, *bundled] if r.has_weights or not models_only]
+    real = [r.run_id for r in offered if r.run_id in own and tables.learned_real_faces(r)]
+    default = real or [r.run_id for r in offered if r.bundled] or [r.run_id for r in offered]
+    return offered, default
+
+
+def photo_runs(empty_message: str, *, models_only: bool = False
+               ) -> tuple[list[store.RunRecord], dict[str, str], list[str]]:
+    """Predict's and Explain's runs (`photo_choice`), their labels, and the ones ticked at
+    first. Stops the page with `empty_message` when there are none."""
+    offered, default = photo_choice(models_only=models_only)
     if not offered:
         st.info(empty_message)
         st.stop()
-    real = [r.run_id for r in offered if r.run_id in own and tables.learned_real_faces(r)]
-    default = real or [r.run_id for r in offered if r.bundled] or [r.run_id for r in offered]
     return offered, run_names.run_labels(offered), default
 
 

@@ -1,9 +1,12 @@
 """Background model warm-up: load the current dataset's models before a page asks for them.
 
 Why: importing timm and pytorch-grad-cam and building a model from its checkpoint take seconds on
-2 cores, so without this the first visit to Feature maps or Explain would freeze on them. When
-the app starts, one daemon thread per process and run set imports those libraries and fills the
-model cache of `_cache` in the order the pages need the models. A page that needs a model the
+2 cores, so without this the first visit to Feature maps or Explain would freeze on them, and a
+new user's first photo on Predict would wait 2 s for the bundled model. When the app starts, one
+daemon thread per process and run set loads the face detector, imports those libraries and
+fills the model cache of `_cache` in the order the pages need the models: first the bundled
+models Predict ticks for a dataset without real-face runs (a fresh clone, the demo), then the
+dataset's runs. A page that needs a model the
 thread has not reached yet shows a short note and reruns itself when the model is there, instead
 of blocking.
 
@@ -59,6 +62,7 @@ class _WarmUp(threading.Thread):
         self.done: frozenset[str] = frozenset()
 
     def run(self) -> None:
+        _load_face_detector()
         for i, rid in enumerate(self.run_ids):
             # a changed artifacts folder (tests switch it) must not be cached under this key
             if _STOP.is_set() or stamps.root() != self.root:
@@ -70,6 +74,15 @@ class _WarmUp(threading.Thread):
             self.done = self.done | {rid}
             if i == 0:  # Feature maps' model first (no CAM library needed), then the imports
                 _import_slow_libraries()
+
+
+def _load_face_detector() -> None:
+    from emotion_core.data import faces  # imports torch: in the thread, not the page
+
+    try:
+        faces.detector_name()  # MTCNN's weights (or the Haar fallback, with its warning)
+    except Exception:  # Predict reports a detector that cannot load
+        pass
 
 
 def _import_slow_libraries() -> None:
@@ -90,11 +103,17 @@ def _started(root: str, run_ids: tuple[str, ...]) -> _WarmUp:
 
 
 def start() -> threading.Thread | None:
-    """Start loading the current dataset's models in the background (once per process and run
-    set; at most as many as the model cache holds); None when switched off or no runs."""
+    """Start loading the face detector, the bundled models Predict ticks (when it ticks them)
+    and the current dataset's models in the background (once per process and run set; at most
+    as many models as the model cache holds); None when switched off or no runs."""
     if os.environ.get(WARM_UP_ENV, "1") == "0":
         return None
-    order = tables.warm_up_order(_sidebar.selected_runs())[:_cache.MODEL_CACHE_ENTRIES]
+    mine = _sidebar.selected_runs()
+    _, ticked = _sidebar.photo_choice(models_only=True)
+    own = {r.run_id for r in mine}
+    bundled_first = [rid for rid in ticked if rid not in own]
+    order = list(dict.fromkeys([*bundled_first, *tables.warm_up_order(mine)]))
+    order = order[:_cache.MODEL_CACHE_ENTRIES]
     return _started(stamps.root(), tuple(order)) if order else None
 
 

@@ -129,6 +129,7 @@ if rgb is None:
     st.stop()
 
 whole = st.checkbox("Use the whole image when no face is found", key="pr_whole")
+_jobs.share_cores()
 result = live.predict_faces(rgb, chosen, loader=_cache.load_model, whole_image=whole)
 shown = display.fit_image(result.image)
 scaled = "" if shown.shape == result.image.shape else \

@@ -670,6 +670,22 @@ def test_home_offers_the_demo_and_points_to_the_bundled_models(monkeypatch, tmp_
     assert at.multiselect(key="pr_runs").value == [BUNDLED_ID]
 
 
+def test_a_fresh_clones_warm_up_loads_the_bundled_model_before_the_first_photo(
+        monkeypatch, tmp_path, built_store) -> None:
+    root, ids = built_store
+    monkeypatch.setenv(store.paths.ENV_ROOT, str(root))
+    _bundle_real_face_model(ids)
+    monkeypatch.setenv(store.paths.ENV_ROOT, str(tmp_path / "empty"))  # a fresh clone's store
+    loads, _ = _fresh_warm_up(monkeypatch)
+    at = _open(AppTest.from_file(APP, default_timeout=TIMEOUT))  # Home: no page needs it yet
+    _join_warm_up()
+    assert loads == [BUNDLED_ID]
+    _open(at, "predict")
+    at.file_uploader(key="pr_upload").set_value(("face.png", _face_png(), "image/png")).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert loads == [BUNDLED_ID]  # the photo's answer found the model loaded
+
+
 def test_gpu_reference_runs_in_compare_and_confusion_only(at_store) -> None:
     at, ids = at_store
     rid = _write_reference_set(ids)

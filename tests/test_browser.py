@@ -1,4 +1,4 @@
-"""The real browser: `streamlit run app.py` + headless Debian Chromium driven by Playwright.
+"""The real browser: the app server as `make app` starts it (scripts.run_app) + headless Debian Chromium driven by Playwright.
 
 Opens every page at 1400 px (the server's first request is a page URL, not Home), checks that no
 table is wider than its container, that the Data page shows its mean faces, that a tall upload
@@ -15,7 +15,6 @@ import io
 import os
 import re
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -56,9 +55,7 @@ def app_url(tmp_path_factory: pytest.TempPathFactory):
     log = open(tmp_path_factory.mktemp("streamlit") / "server.log", "w+")  # noqa: SIM115
     # the committed .streamlit/config.toml applies (cwd = repo); the flags repeat what it says
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(REPO / "app.py"), "--server.port", str(port),
-         "--server.address", "127.0.0.1", "--server.headless", "true",
-         "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false"],
+        appserver.command(port, "--server.fileWatcherType", "none"),
         cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:

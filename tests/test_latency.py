@@ -84,3 +84,26 @@ def test_budget_section_prints_the_plan_per_model(capsys):
                        "--n-train", "40", "--n-val", "10"]) == 0
     out = capsys.readouterr().out
     assert "TFLOP per model" in out and "vit_scratch" in out and "GFLOP/s" in out
+
+
+def test_interactive_inference_uses_one_thread_while_a_job_holds_the_cores():
+    import threading
+
+    import torch
+
+    from emotion_core.evaluation import inference
+
+    seen: list[int] = []
+
+    def script_run() -> None:  # as an app script thread: the setting is per thread
+        seen.append(inference.share_cores(busy=True))
+        seen.append(torch.get_num_threads())
+        seen.append(inference.share_cores(busy=False))
+        seen.append(torch.get_num_threads())
+
+    t = threading.Thread(target=script_run)
+    t.start()
+    t.join()
+    default = inference._DEFAULT_THREADS
+    assert seen == [1, 1, default, default]
+    torch.set_num_threads(default)  # new threads inherit the last setting: leave the default

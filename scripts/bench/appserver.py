@@ -3,8 +3,16 @@ from __future__ import annotations
 
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
+
+
+def command(port: int, *extra: str) -> list[str]:
+    """The app's server as users start it (`make app`: scripts.run_app), on 127.0.0.1:`port`."""
+    return [sys.executable, "-m", "scripts.run_app", "--server.port", str(port),
+            "--server.address", "127.0.0.1", "--server.headless", "true",
+            "--browser.gatherUsageStats", "false", *extra]
 
 
 def free_port() -> int:

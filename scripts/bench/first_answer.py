@@ -1,13 +1,17 @@
 """A new user's first answer: a fresh store (nothing trained), the app, a real photo on Predict.
 
-    python -m scripts.bench.first_answer --image PHOTO [--repeats 3] [--port 8599]
+    python -m scripts.bench.first_answer --image PHOTO [--think 0 5] [--repeats 3] [--demo-job]
 
-Starts `streamlit run app.py` on an empty artifacts folder (as right after a fresh clone; the
-bundled models under artifacts/bundled/ are what Predict offers), opens Predict in headless
-Chromium, uploads PHOTO and times, per upload, the seconds from handing the file to the page
-until every ticked model's answer line (`<model> -> <class> (...)`) is on screen. The first
-upload includes loading the models (unless the app's warm-up already did); the later ones are
-warm. Prints the load average beside the numbers: take them on an otherwise idle machine.
+For each think time, starts the app's server as `make app` does (`scripts.run_app`) on an empty artifacts folder (as right after
+a fresh clone: the bundled models under artifacts/bundled/ are what Predict offers), then
+`--repeats` times opens Predict in a new headless-Chromium session, waits until the uploader is
+on screen plus the think time (a person finding the photo), hands the photo to the uploader and
+times the seconds until every ticked model's answer line (`<model> -> <class> (...)`) is on
+screen. The first session of each server is the server's first page: it pays the imports, and
+the answer waits for the background warm-up (face detector, bundled models) unless the think
+time covered it. `--demo-job` also starts the quick demo job in that store first, as `make run`
+does (it trains at niceness 10 on the same cores). Prints the load average beside the numbers:
+without `--demo-job`, take them on an otherwise idle machine.
 """
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from scripts.bench import appserver
@@ -27,60 +32,97 @@ CHROMIUM = Path("/usr/bin/chromium")
 ANSWER = re.compile(r"→ \w+ \(\d\.\d\d\) · [\d.]+ ms")  # one answer line of Predict
 
 
-def measure(image: Path, repeats: int, port: int) -> list[float]:
+@dataclass
+class Upload:
+    page_s: float  # from opening Predict until the uploader was on screen
+    answer_s: float  # from handing over the photo until every ticked model's answer showed
+
+
+def _demo_job(env: dict[str, str], action: str) -> None:
+    """Start the quick demo job in the store of `env` (as `make run`), or cancel it."""
+    code = ("from emotion_core import jobs; jobs.start_demo()" if action == "start" else
+            "from emotion_core import jobs; jobs.cancel_job()")
+    subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, check=True,
+                   stdout=subprocess.DEVNULL)
+
+
+def measure(image: Path, repeats: int, think: float, demo_job: bool = False,
+            preload: bool = True) -> list[Upload]:
     from playwright.sync_api import sync_playwright
 
     store_dir = tempfile.mkdtemp(prefix="first_answer_")
     env = {**os.environ, "EMOTION_ARTIFACTS": store_dir, "HF_HUB_OFFLINE": "1"}
+    if demo_job:
+        _demo_job(env, "start")
+    port = appserver.free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(REPO / "app.py"), "--server.port", str(port),
-         "--server.address", "127.0.0.1", "--server.headless", "true",
-         "--browser.gatherUsageStats", "false"],
+        appserver.command(port) if preload else
+        [sys.executable, "-m", "streamlit", "run", str(REPO / "app.py"),
+         *appserver.command(port)[3:]],
         cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
-    times = []
+    uploads = []
     try:
         appserver.wait_healthy(url, proc, timeout=120)
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.set_default_timeout(180_000)
             for _ in range(repeats):
+                page = browser.new_page(viewport={"width": 1400, "height": 1000})  # a new session
+                page.set_default_timeout(180_000)
+                t_open = time.perf_counter()
                 page.goto(f"{url}/predict")
-                page.get_by_role("heading", name="Predict", exact=True).wait_for()
-                picker = page.locator('[data-testid="stMultiSelect"]').first.inner_text()
-                ticked = picker.count("bundled")
+                uploader = page.locator('[data-testid="stFileUploaderDropzoneInput"]').first
+                uploader.wait_for(state="attached")
+                page_s = time.perf_counter() - t_open
+                picker = page.locator('[data-testid="stMain"] [data-testid="stMultiSelect"]').first
+                ticked = picker.inner_text().count("bundled")  # not the sidebar's run picker
                 if not ticked:
                     raise SystemExit("Predict ticked no bundled model: are there any under "
                                      "artifacts/bundled/?")
+                page.wait_for_timeout(think * 1000)
                 t0 = time.perf_counter()
-                page.locator('[data-testid="stFileUploaderDropzoneInput"]').first.set_input_files(
-                    str(image))
-                while len(ANSWER.findall(page.locator('[data-testid="stMain"]').inner_text())) \
-                        < ticked:
-                    page.wait_for_timeout(20)
-                times.append(time.perf_counter() - t0)
+                uploader.set_input_files(str(image))
+                main = page.locator('[data-testid="stMain"]')
+                while len(ANSWER.findall(main.inner_text())) < ticked:
+                    page.wait_for_timeout(10)
+                uploads.append(Upload(page_s, time.perf_counter() - t0))
+                page.close()
             browser.close()
     finally:
         proc.terminate()
         proc.wait(timeout=20)
-    return times
+        if demo_job:
+            _demo_job(env, "cancel")
+    return uploads
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--image", required=True, type=Path, help="a photo with one face")
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--port", type=int, default=0, help="0: a free port")
+    ap.add_argument("--think", type=float, nargs="+", default=[0.0, 5.0],
+                    help="seconds between the uploader showing and the photo handed over; "
+                         "a fresh server for each value")
+    ap.add_argument("--repeats", type=int, default=3, help="new sessions per server")
+    ap.add_argument("--demo-job", action="store_true",
+                    help="start the quick demo job first, as `make run` does")
+    ap.add_argument("--no-preload", dest="preload", action="store_false",
+                    help="plain `streamlit run app.py` instead of scripts.run_app (whose import "
+                         "preload this measures)")
     args = ap.parse_args(argv)
     if not args.image.is_file():
         ap.error(f"{args.image} is not a file")
-    load = os.getloadavg()[0]
-    times = measure(args.image, args.repeats, args.port or appserver.free_port())
-    print(f"first answer on Predict, fresh store, bundled models, {args.image.name}: "
-          + ", ".join(f"{t:.2f} s" for t in times)
-          + f" (first includes model loading); load average {load:.1f} -> "
-          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    if args.repeats < 1 or any(t < 0 for t in args.think):
+        ap.error("--repeats must be at least 1 and --think at least 0")
+    print(f"first answer on Predict, fresh store, bundled models, {args.image.name}"
+          + (", the quick demo job training" if args.demo_job else "")
+          + ("" if args.preload else ", no import preload"))
+    for think in args.think:
+        load = os.getloadavg()[0]
+        ups = measure(args.image, args.repeats, think, args.demo_job, args.preload)
+        print(f"think {think:g} s: answers after " + ", ".join(f"{u.answer_s:.2f}" for u in ups)
+              + " s (uploader shown after " + ", ".join(f"{u.page_s:.1f}" for u in ups)
+              + f" s; the first is the server's first page); load average {load:.1f} -> "
+              f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     return 0
 
 

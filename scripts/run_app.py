@@ -1,0 +1,53 @@
+"""Serve the app: `streamlit run app.py` with the heavy imports started at once (`make app` and
+`make run` call this).
+
+    python -m scripts.run_app [streamlit options, e.g. --server.port 8501]
+
+Why: the app needs torch and torchvision (which pulls in torch._dynamo) the first time a page or
+the model warm-up builds a model; on 2 cores those imports take about 5 s. Streamlit runs app.py
+only when a browser connects, so without this the first page, the warm-up and a new user's first
+photo all wait for them. Here a thread imports them in the server process while the server
+starts and the person opens the browser; the pages then find them in `sys.modules`.
+"""
+from __future__ import annotations
+
+import atexit
+import importlib
+import sys
+import threading
+from pathlib import Path
+
+APP = Path(__file__).resolve().parents[1] / "app.py"
+# what the first page, the warm-up and Predict import; the first two are most of the time
+PRELOAD = ("torch", "torchvision", "emotion_core.evaluation", "emotion_core.views.live",
+           "emotion_core.data.faces", "plotly.express")
+PRELOAD_THREAD = "preload-imports"
+
+
+def preload(modules: tuple[str, ...] = PRELOAD) -> list[str]:
+    """Import `modules` in order; returns those that failed (the pages report them when used)."""
+    failed = []
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except Exception:
+            failed.append(name)
+    return failed
+
+
+def _join(thread: threading.Thread) -> None:
+    thread.join(timeout=60)  # an interpreter leaving mid-import of torch can abort the process
+
+
+def main(argv: list[str] | None = None) -> int:
+    thread = threading.Thread(target=preload, name=PRELOAD_THREAD, daemon=True)
+    thread.start()
+    atexit.register(_join, thread)
+    from streamlit.web import cli
+
+    sys.argv = ["streamlit", "run", str(APP), *(sys.argv[1:] if argv is None else argv)]
+    return cli.main()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
