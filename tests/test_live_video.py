@@ -19,7 +19,6 @@ def _restore_torch_threads():
     before = torch.get_num_threads()
     yield
     torch.set_num_threads(before)
-    lv._worker.__dict__.clear()
 
 
 class _Switch(nn.Module):

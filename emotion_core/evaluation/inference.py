@@ -15,22 +15,26 @@ from torch import nn
 
 from emotion_core.data.transforms import Preprocess
 
-
 _DEFAULT_THREADS = torch.get_num_threads()  # torch's choice at import (the cores it may use)
 
 
-def share_cores(busy: bool) -> int:
-    """Set the calling thread's torch intra-op threads for interactive inference: one while
-    another job (training) holds the cores, else torch's default; returns the number set.
-
-    Why: with a training job on both of the 2 cores, face detection plus a MobileNetV2 answer
-    took 94 ms median with one thread and 153 ms with two (which wait on each other's busy
-    core); idle, 77 ms vs 69 ms (20 interleaved pairs, webfaces3 photo). The setting is
-    per thread under OpenMP, so each app script run sets it before it predicts."""
-    n = 1 if busy else _DEFAULT_THREADS
+def set_threads(n: int) -> int:
+    """Give the calling thread `n` torch intra-op threads; returns `n`. Under OpenMP the setting
+    is per thread (the app's other threads keep theirs; threads started later inherit it)."""
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
     return n
+
+
+def share_cores(busy: bool) -> int:
+    """The calling thread's torch threads for interactive inference: one while another job
+    (training) holds the cores, else torch's default; returns the number set.
+
+    Why: with a training job on both of the 2 cores, face detection plus a MobileNetV2 answer
+    took 94 ms median with one thread and 153 ms with two (which wait on each other's busy
+    core); idle, 77 ms vs 69 ms (20 interleaved pairs, webfaces3 photo). Each app script run
+    sets it before it predicts."""
+    return set_threads(1 if busy else _DEFAULT_THREADS)
 
 
 def device_of(model: nn.Module) -> torch.device:

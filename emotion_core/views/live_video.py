@@ -33,7 +33,7 @@ import numpy as np
 from emotion_core import store
 from emotion_core.data import faces
 from emotion_core.data.transforms import Preprocess
-from emotion_core.evaluation.inference import probabilities
+from emotion_core.evaluation.inference import probabilities, set_threads
 from emotion_core.explain.base import explaining
 
 MIN_IOU = 0.3  # a detection continues a track when their boxes overlap this much
@@ -43,7 +43,9 @@ FPS_WINDOW_S = 2.0  # FPS is measured over the frames of the last two seconds
 LATENCY_FRAMES = 30  # per-frame latency is the mean over this many frames
 DEFAULT_WINDOW = 5  # smoothing window in frames (EMA alpha = 2 / (window + 1))
 DEFAULT_DETECT_EVERY = 2  # detect faces on every 2nd frame, hold the boxes in between
-TORCH_THREADS = 1  # intra-op threads of the thread that processes frames (see LiveSession)
+# intra-op threads of the thread that processes frames: on 2 shared cores, 2 threads per forward
+# made live frames 5-10x slower than 1 (scripts.bench.live: 1-3 FPS instead of 11-16)
+TORCH_THREADS = 1
 ICE_SERVERS_ENV = "EMOTION_WEBRTC_ICE_SERVERS"  # JSON list of RTCIceServer dicts (STUN/TURN)
 CLASS_COLOURS = {"angry": (230, 60, 50), "happy": (40, 190, 80), "sad": (60, 120, 230)}  # RGB
 OTHER_COLOUR = (220, 220, 220)
@@ -203,20 +205,6 @@ class LiveStats:
     error: str = ""  # the last processing error, shown instead of crashing the stream
 
 
-_worker = threading.local()
-
-
-def _limit_torch_threads(n: int) -> None:
-    """Give the calling thread `n` torch intra-op threads (OpenMP's setting is per thread, so the
-    app's other threads keep theirs). On 2 shared cores, 2 threads per forward made live frames
-    5-10x slower than 1 (scripts.bench.live: 1-3 FPS instead of 11-16)."""
-    if getattr(_worker, "threads", None) != n:
-        import torch
-
-        torch.set_num_threads(n)
-        _worker.threads = n
-
-
 def classify(model: Any, manifest: dict[str, Any], crops: Sequence[np.ndarray]) -> np.ndarray:
     """Class probabilities (N x classes) for face crops, in one batch, preprocessed as in
     training; serialised with the explainers of the same shared model (no Grad-CAM hooks
@@ -286,7 +274,7 @@ class LiveSession:
         labelled copy. An error is drawn on the frame and kept in stats, never raised."""
         t0 = self._clock()
         if self.torch_threads:
-            _limit_torch_threads(self.torch_threads)
+            set_threads(self.torch_threads)
         frame = np.ascontiguousarray(rgb, dtype=np.uint8)
         with self._lock:
             self._last = frame
