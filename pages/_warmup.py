@@ -3,12 +3,12 @@
 Why: importing timm and pytorch-grad-cam and building a model from its checkpoint take seconds on
 2 cores, so without this the first visit to Feature maps or Explain would freeze on them, and a
 new user's first photo on Predict would wait 2 s for the bundled model. When the app starts, one
-daemon thread per process and run set loads the face detector, imports those libraries and
+daemon thread per process and run set runs the face detector once, imports those libraries and
 fills the model cache of `_cache` in the order the pages need the models: first the bundled
 models Predict ticks for a dataset without real-face runs (a fresh clone, the demo), then the
-dataset's runs. A page that needs a model the
-thread has not reached yet shows a short note and reruns itself when the model is there, instead
-of blocking.
+dataset's runs; each model answers one blank picture once loaded (first calls set up kernels).
+A page that needs a model the thread has not reached yet shows a short note and reruns itself
+when the model is there, instead of blocking.
 
 State: the thread object is the only record of the warm-up (which root, which runs, which of
 them it has dealt with); `_started` keeps one per process and run set, `_STOP` ends it at exit.
@@ -62,13 +62,14 @@ class _WarmUp(threading.Thread):
         self.done: frozenset[str] = frozenset()
 
     def run(self) -> None:
-        _load_face_detector()
+        _prime()
         for i, rid in enumerate(self.run_ids):
             # a changed artifacts folder (tests switch it) must not be cached under this key
             if _STOP.is_set() or stamps.root() != self.root:
                 return
             try:
                 _cache.load_model(rid)
+                _prime(rid)
             except Exception:  # a broken run is reported by the page that opens it
                 pass
             self.done = self.done | {rid}
@@ -76,12 +77,14 @@ class _WarmUp(threading.Thread):
                 _import_slow_libraries()
 
 
-def _load_face_detector() -> None:
-    from emotion_core.data import faces  # imports torch: in the thread, not the page
+def _prime(*run_ids: str) -> None:
+    """The face detector's first search (no run given), or a loaded run's first forward, on a
+    blank picture (views.live.prime), here rather than on a user's first photo."""
+    from emotion_core.views import live  # imports torch: in the thread, not the page
 
     try:
-        faces.detector_name()  # MTCNN's weights (or the Haar fallback, with its warning)
-    except Exception:  # Predict reports a detector that cannot load
+        live.prime(run_ids, loader=_cache.load_model)
+    except Exception:  # a detector or run that cannot answer is reported by the page
         pass
 
 

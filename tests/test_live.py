@@ -165,3 +165,21 @@ def test_a_broken_run_does_not_break_the_others() -> None:
     assert ok.predicted == "angry" and bad.probs is None and "cannot load" in bad.error
     assert res.predictions[0].ensemble is None  # one member left: no ensemble to show
 
+
+
+def test_prime_runs_the_detector_and_every_run_once_and_survives_a_broken_run(monkeypatch) -> None:
+    searched: list[tuple[int, ...]] = []
+    real_find = live.faces.find_faces
+    monkeypatch.setattr(live.faces, "find_faces",
+                        lambda rgb, **kw: searched.append(rgb.shape) or real_find(rgb, **kw))
+    inputs: list[tuple[int, ...]] = []
+    load = _loader()
+
+    def counted(run_id: str):
+        model, manifest = load(run_id)
+        model.register_forward_pre_hook(lambda m, args: inputs.append(tuple(args[0].shape)))
+        return model, manifest
+
+    live.prime(["r0", "gone", "r1"], loader=counted)  # "gone" cannot load: the others still run
+    assert searched == [(*live.PRIME_PICTURE, 3)]
+    assert inputs == [(1, 3, 32, 32)] * 2  # each loadable run once, at its input size
