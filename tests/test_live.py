@@ -183,3 +183,32 @@ def test_prime_runs_the_detector_and_every_run_once_and_survives_a_broken_run(mo
     live.prime(["r0", "gone", "r1"], loader=counted)  # "gone" cannot load: the others still run
     assert searched == [(*live.PRIME_PICTURE, 3)]
     assert inputs == [(1, 3, 32, 32)] * 2  # each loadable run once, at its input size
+
+
+def test_a_prediction_waits_for_an_explanation_of_the_same_shared_model() -> None:
+    import threading
+
+    from emotion_core.explain.base import explaining
+
+    model, manifest = _loader()("r0")
+    holding, release = threading.Event(), threading.Event()
+
+    def explainer() -> None:  # another session's Grad-CAM holds the shared model
+        with explaining(model):
+            holding.set()
+            release.wait(10)
+
+    crop = np.full((32, 32, 3), 128, np.uint8)
+    live._forward(model, manifest, crop)  # first call (kernel setup) out of the timed part
+    done: list[np.ndarray] = []
+    other = threading.Thread(target=explainer)
+    other.start()
+    assert holding.wait(10)
+    predictor = threading.Thread(target=lambda: done.append(live._forward(model, manifest, crop)))
+    predictor.start()
+    predictor.join(1.0)
+    assert not done  # it did not run its forward through the explainer's hooks
+    release.set()
+    predictor.join(10)
+    other.join(10)
+    assert len(done) == 1 and done[0].shape == (3,)

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
 import cv2
 import numpy as np
+from torch import nn
 
 from emotion_core import store
 from emotion_core.data import faces, images
@@ -25,6 +27,7 @@ from emotion_core.data.transforms import Preprocess
 from emotion_core.evaluation.ensemble import average_probs
 from emotion_core.evaluation.inference import probabilities, run_flips
 from emotion_core.evaluation.loading import load_model
+from emotion_core.explain.base import explaining
 from emotion_core.views.labels import SEP
 
 LIVE_MEAN_ID = "ensemble"  # run id of the mean computed now (no stored run has this id)
@@ -157,9 +160,13 @@ def _predict_one(loader: Loader, run_id: str, crop: np.ndarray) -> RunPrediction
 
 
 def _forward(model: Any, manifest: dict[str, Any], crop: np.ndarray) -> np.ndarray:
-    """Softmax probabilities for one crop, preprocessed with the training cache's recipe."""
+    """Softmax probabilities for one crop, preprocessed with the training cache's recipe; a
+    shared torch model is held like an explainer holds it (another session's Grad-CAM hooks
+    must not see this forward, nor the warm-up's first call see theirs)."""
     x, _ = Preprocess.of(manifest)(crop)
-    return probabilities(model, x, tta_flip=run_flips(manifest))[0].cpu().numpy().astype(np.float64)
+    with explaining(model) if isinstance(model, nn.Module) else nullcontext():
+        probs = probabilities(model, x, tta_flip=run_flips(manifest))
+    return probs[0].cpu().numpy().astype(np.float64)
 
 
 def _ensemble_of(preds: Sequence[RunPrediction], weights: Sequence[float] | None = None, *,
