@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import atexit
 import importlib
+import os
 import sys
 import threading
 from pathlib import Path
@@ -40,13 +41,17 @@ def _join(thread: threading.Thread) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    thread = threading.Thread(target=preload, name=PRELOAD_THREAD, daemon=True)
+    thread = threading.Thread(target=preload, args=(PRELOAD,), name=PRELOAD_THREAD, daemon=True)
     thread.start()
     atexit.register(_join, thread)
-    from streamlit.web import cli
+    try:
+        from streamlit.web import cli
 
-    sys.argv = ["streamlit", "run", str(APP), *(sys.argv[1:] if argv is None else argv)]
-    return cli.main()
+        sys.argv = ["streamlit", "run", str(APP), *(sys.argv[1:] if argv is None else argv)]
+        return cli.main()
+    except KeyboardInterrupt:  # Ctrl-C before the server was up (Streamlit handles it after)
+        print("Stopped before the app started.", file=sys.stderr)
+        os._exit(130)  # now: no waiting for, or teardown noise from, a half-done torch import
 
 
 if __name__ == "__main__":
