@@ -96,19 +96,24 @@ def _job_body(job_id: str, compact: bool, was_running: bool) -> None:
         st.rerun()  # the job just ended: rerun the whole app so its new runs appear
 
 
-def share_cores() -> None:
-    """Before a page predicts: one torch thread while a training job runs (see
+def training_now() -> bool:
+    """Whether a training job is running now (it shares the CPU with the app)."""
+    info = jobs.job_status()
+    return info is not None and info.running
+
+
+def share_cores(busy: bool) -> None:
+    """Before a page predicts: one torch thread while a training job runs (`busy`; see
     evaluation.inference.share_cores), torch's default otherwise."""
     from emotion_core.evaluation import inference  # imports torch: only on pages that predict
 
-    info = jobs.job_status()
-    inference.share_cores(info is not None and info.running)
+    inference.share_cores(busy)
 
 
-def busy_note() -> str:
-    """A sentence for timings taken while a training job shares the CPU ("" when none runs)."""
-    info = jobs.job_status()
-    if info is None or not info.running:
+def busy_note(busy: bool | None = None) -> str:
+    """A sentence for timings taken while a training job shares the CPU ("" when none runs);
+    `busy`: `training_now()` when the page has asked already."""
+    if not (training_now() if busy is None else busy):
         return ""
     return (" · a training job is running (at lower priority): times here include its load on "
             "the CPU")

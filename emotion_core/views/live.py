@@ -231,9 +231,10 @@ def prime(run_ids: Sequence[str] = (), *, loader: Loader | None = None) -> None:
     first photo does not pay the one-time costs of the first call (oneDNN sets up its kernels
     per shape): measured on a server's first upload, 0.54 s for MobileNetV2's first two
     forwards and 0.30 s for MTCNN's first search, where later calls take 0.03-0.05 s."""
-    faces.find_faces(np.full((*PRIME_PICTURE, 3), 128, np.uint8))
+    blank = np.full((*PRIME_PICTURE, 3), 128, np.uint8)
+    faces.find_faces(blank)
     for rid in run_ids:
-        _predict_one(loader or load_model, rid, np.full((*PRIME_PICTURE, 3), 128, np.uint8))
+        _predict_one(loader or load_model, rid, blank)
 
 
 def predict_crop(crop: np.ndarray, run_ids: Sequence[str], *, loader: Loader | None = None,

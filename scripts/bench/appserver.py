@@ -8,11 +8,15 @@ import time
 import urllib.request
 
 
+def flags(port: int) -> list[str]:
+    """Streamlit options for a local, headless server on 127.0.0.1:`port`."""
+    return ["--server.port", str(port), "--server.address", "127.0.0.1", "--server.headless",
+            "true", "--browser.gatherUsageStats", "false"]
+
+
 def command(port: int, *extra: str) -> list[str]:
     """The app's server as users start it (`make app`: scripts.run_app), on 127.0.0.1:`port`."""
-    return [sys.executable, "-m", "scripts.run_app", "--server.port", str(port),
-            "--server.address", "127.0.0.1", "--server.headless", "true",
-            "--browser.gatherUsageStats", "false", *extra]
+    return [sys.executable, "-m", "scripts.run_app", *flags(port), *extra]
 
 
 def free_port() -> int:

@@ -2,8 +2,9 @@
 
     python -m scripts.bench.first_answer --image PHOTO [--think 0 5] [--repeats 3] [--demo-job]
 
-For each think time, starts the app's server as `make app` does (`scripts.run_app`) on an empty artifacts folder (as right after
-a fresh clone: the bundled models under artifacts/bundled/ are what Predict offers), then
+For each think time, starts the app's server as `make app` does (`scripts.run_app`) on an empty
+artifacts folder (as right after a fresh clone: the bundled models under artifacts/bundled/ are
+what Predict offers), then
 `--repeats` times opens Predict in a new headless-Chromium session, waits until the uploader is
 on screen plus the think time (a person finding the photo), hands the photo to the uploader and
 times the seconds until every ticked model's answer line (`<model> -> <class> (...)`) is on
@@ -57,8 +58,7 @@ def measure(image: Path, repeats: int, think: float, demo_job: bool = False,
     port = appserver.free_port()
     proc = subprocess.Popen(
         appserver.command(port) if preload else
-        [sys.executable, "-m", "streamlit", "run", str(REPO / "app.py"),
-         *appserver.command(port)[3:]],
+        [sys.executable, "-m", "streamlit", "run", str(REPO / "app.py"), *appserver.flags(port)],
         cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     uploads = []
