@@ -3,13 +3,15 @@
     python -m scripts.train --data DIR [--data DIR ...] --models all|NAME,NAME --profile quick|full
         [--epochs N] [--budget-tflop T] [--pretrained|--scratch] [--dry-run] [--resume]
         [--recipe finetune|probe] [--layer-decay D] [--label-smoothing S] [--tta-flip]
-        [--crop-faces] [--seed N] [--wandb] [--ensemble default|greedy|none] [--name NAME]
+        [--crop-faces] [--set-sampling proportional|sqrt|equal] [--seed N] [--wandb] [--ensemble default|greedy|none] [--name NAME]
         [--events FILE]
 
 `--data` is an image folder (prepared on first use) or an exported cache folder
 (emotion_core.data.cache_export) so a GPU machine can train without the images. Given several
 times, the sets train together (emotion_core.data.combine): each keeps its own cleaning and split,
 copies across sets are resolved, and every set's test split is reported separately.
+`--set-sampling sqrt` draws each set in proportion to the square root of its size (a small set
+beside a large one is seen more often; training/sampling.py).
 `--recipe probe` fits a logistic-regression head on frozen features (training/probe.py) instead
 of training epochs; `--layer-decay` < 1 gives the fine-tune phase lower rates away from the head;
 `--tta-flip` evaluates (and later predicts) on each picture and its mirror image.
@@ -34,6 +36,7 @@ from emotion_core.training import distributed, fit
 from emotion_core.training.config import DRY_RUN_CHANGES, RECIPES, TrainConfig, get_profile
 from emotion_core.training.distributed import DistInfo
 from emotion_core.training.progress import ENV_EVENTS, EventLog
+from emotion_core.training.sampling import SET_SAMPLINGS
 from emotion_core.views.tables import leaderboard_text
 
 
@@ -65,6 +68,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="evaluate/predict on each picture and its mirror image")
     p.add_argument("--crop-faces", action="store_true", default=None,
                    help="train and evaluate on face crops (the sets are prepared with face detection)")
+    p.add_argument("--set-sampling", choices=SET_SAMPLINGS, default=None, dest="set_sampling",
+                   help="several --data sets: each set's share of an epoch, proportional to its "
+                        "size (default), to its square root, or equal (training/sampling.py)")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--lr", type=float, default=None, help="peak rate from scratch and for the head")
     p.add_argument("--finetune-lr", type=float, default=None, dest="finetune_lr",
@@ -146,7 +152,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         wandb_mode=args.wandb_mode, budget_tflop=args.budget_tflop,
         image_size=args.image_size, recipe=args.recipe, layer_decay=args.layer_decay,
         label_smoothing=args.label_smoothing, tta_flip=args.tta_flip,
-        crop_faces=args.crop_faces, seed=args.seed, lr=args.lr, finetune_lr=args.finetune_lr,
+        crop_faces=args.crop_faces, set_sampling=args.set_sampling, seed=args.seed, lr=args.lr,
+        finetune_lr=args.finetune_lr,
         head_epochs=args.head_epochs, patience=args.patience)
     return config.override(**DRY_RUN_CHANGES) if args.dry_run else config
 
@@ -162,6 +169,9 @@ def train_all(args: argparse.Namespace, info: DistInfo, events: EventLog,
         names = models.select(args.models)
         models.check_trainable(names)
         ds, cache = load_data(args.data, args.name, config, info, progress)
+        if config.set_sampling != "proportional" and "source" not in ds.split.columns:
+            raise ValueError(f"--set-sampling {config.set_sampling} mixes several sets; "
+                             f"'{ds.name}' is one (give --data more than once)")
         config = config.override(image_size=cache.size)
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)

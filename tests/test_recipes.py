@@ -11,7 +11,7 @@ from emotion_core import data, models, store
 from emotion_core.data import combine
 from emotion_core.evaluation.inference import probabilities
 from emotion_core.training import loop as train
-from emotion_core.training import planner
+from emotion_core.training import planner, sampling
 from emotion_core.training.config import PROFILES
 from scripts import train as train_cli
 from tests import tiny_shapes
@@ -99,3 +99,45 @@ def test_cli_trains_on_two_sets_and_reports_each_test_split(tmp_path: Path, caps
     assert data.load_prepared("aset+bset").split.equals(
         combine.load_combined(["aset", "bset"]).split)
     assert np.isfinite(m["headline"]["test_accuracy"])
+
+
+def test_sqrt_set_sampling_draws_a_small_set_more_often_and_reproducibly():
+    train = np.arange(5, 1105)  # cache rows 0-4 are val and never drawn
+    sources = np.array(["big"] * 1005 + ["small"] * 100)
+    assert np.array_equal(sampling.epoch_rows(train, sources, "proportional", seed=0, epoch=3), train)
+    assert np.array_equal(sampling.epoch_rows(train, None, "sqrt", seed=0, epoch=3), train)
+    shares = sampling.set_shares(sources[train], "sqrt")
+    assert shares["small"] == pytest.approx(10 / (10 + 1000 ** 0.5))
+    rows = sampling.epoch_rows(train, sources, "sqrt", seed=0, epoch=3)
+    assert len(rows) == len(train) and set(rows) <= set(train)
+    small = (sources[rows] == "small").mean()
+    assert abs(small - shares["small"]) < 0.04, "the small set's share follows the square root"
+    assert np.array_equal(rows, sampling.epoch_rows(train, sources, "sqrt", seed=0, epoch=3))
+    assert not np.array_equal(rows, sampling.epoch_rows(train, sources, "sqrt", seed=0, epoch=4))
+    equal = sampling.epoch_rows(train, sources, "equal", seed=1, epoch=0)
+    assert abs((sources[equal] == "small").mean() - 0.5) < 0.05
+    with pytest.raises(ValueError, match="unknown set sampling"):
+        sampling.epoch_rows(train, sources, "sqrtt", seed=0, epoch=0)
+
+
+def test_cli_set_sampling_is_used_by_the_loop_and_needs_several_sets(tmp_path: Path, monkeypatch,
+                                                                    capsys):
+    a = tiny_shapes.make_folder(tmp_path / "sets" / "aset", seed=1)
+    b = tiny_shapes.make_folder(tmp_path / "sets" / "bset", seed=2)
+    args = ["--models", "vit_scratch", "--dry-run", "--quiet", "--ensemble", "none"]
+    assert train_cli.main(["--data", str(a), *args, "--set-sampling", "sqrt"]) == 2
+    assert "mixes several sets" in capsys.readouterr().err
+    seen = []
+    real = sampling.epoch_rows
+
+    def spy(train_rows, sources, mode, **kw):
+        rows = real(train_rows, sources, mode, **kw)
+        seen.append((mode, None if sources is None else set(sources[rows])))
+        return rows
+
+    monkeypatch.setattr(sampling, "epoch_rows", spy)
+    assert train_cli.main(["--data", str(a), "--data", str(b), *args,
+                           "--set-sampling", "sqrt"]) == 0
+    assert seen and seen[0] == ("sqrt", {"aset", "bset"})
+    (rec,) = store.list_runs()[0]
+    assert store.load_run(rec.run_id).manifest["recipe"]["set_sampling"] == "sqrt"

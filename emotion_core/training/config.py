@@ -28,6 +28,7 @@ class TrainConfig:
     layer_decay: float = 1.0  # fine-tune: each of 12 depth groups (input side first) gets this times the next group's rate (1 = one rate)
     tta_flip: bool = False  # evaluate and predict on the picture and its mirror image, probabilities averaged
     class_weighted: bool = True  # weight the loss by inverse class frequency of the train subset
+    set_sampling: str = "proportional"  # several sets: each set's share of an epoch (training/sampling.py)
     patience: int = 3  # early stopping: epochs without a val macro-F1 gain before stopping
     budget_tflop: float = 0.0  # training compute per model in TFLOP (1e12 FLOPs): epochs/batches are planned to fit it (0 = none; see planner.py)
     grad_clip: float = 1.0  # max gradient norm (0 disables clipping)

@@ -30,7 +30,7 @@ from emotion_core import models, store
 from emotion_core.data.cache import CachedLoader, DecodedCache
 from emotion_core.data.prepare import PreparedDataset
 from emotion_core.data.transforms import AugmentConfig
-from emotion_core.training import checkpoint, distributed, planner
+from emotion_core.training import checkpoint, distributed, planner, sampling
 from emotion_core.training.config import TrainConfig
 from emotion_core.training.planner import Phase
 from emotion_core.training.probe import run_probe
@@ -128,7 +128,9 @@ def run_epoch(setup: Setup, net: nn.Module, optimizer: torch.optim.Optimizer, sc
     """Train one epoch on this rank's shard, validate, and return its history row."""
     rt, split, config = setup.rt, setup.split, setup.config
     t0 = time.perf_counter()
-    shard = distributed.shard_indices(split.train, rt.info, epoch=epoch, seed=config.seed)
+    rows = sampling.epoch_rows(split.train, split.sources, config.set_sampling, seed=config.seed,
+                               epoch=epoch)
+    shard = distributed.shard_indices(rows, rt.info, epoch=epoch, seed=config.seed)
     loader = CachedLoader(split.cache, shard, config.batch_size, shuffle=not rt.info.enabled,
                           aug=AugmentConfig(enabled=config.augment), mean=split.mean,
                           std=split.std, seed=config.seed + 1000 * rt.info.rank,

@@ -54,6 +54,7 @@ class Split:
     val: np.ndarray
     mean: list[float]
     std: list[float]
+    sources: np.ndarray | None = None  # the set each cache row came from (several sets), else None
 
     @property
     def classes(self) -> list[str]:
@@ -83,7 +84,11 @@ def make_split(ds: PreparedDataset, config: TrainConfig, cache: DecodedCache | N
     if len(train) == 0 or len(val) == 0:
         raise ValueError(f"dataset '{ds.name}' needs non-empty train and val subsets to train "
                          f"(got {len(train)} train, {len(val)} val images)")
-    return Split(cache, train, val, list(spec.mean), list(spec.std))
+    sources = ds.split["source"].astype(str).to_numpy() if "source" in ds.split.columns else None
+    if config.set_sampling != "proportional" and sources is None:
+        raise ValueError(f"set sampling '{config.set_sampling}' mixes several sets; '{ds.name}' is "
+                         "one set (give --data more than once)")
+    return Split(cache, train, val, list(spec.mean), list(spec.std), sources)
 
 
 def make_criterion(split: Split, config: TrainConfig, device: torch.device) -> nn.Module:
