@@ -51,6 +51,23 @@ def test_job_steps_run_below_the_apps_cpu_priority() -> None:
     assert f"niceness {min(19, os.nice(0) + JOB_NICENESS)}" in status.read_log(st.job_id)
 
 
+@pytest.mark.skipif(not os.path.exists("/proc/self/autogroup"),
+                    reason="the kernel does not group sessions for scheduling (no autogroup)")
+def test_a_jobs_session_group_runs_below_the_app_where_the_kernel_groups_sessions() -> None:
+    from emotion_core.jobs.runner import JOB_NICENESS
+
+    # Without this the job's own session competes with the app as an equal group, whatever
+    # the nice value of its processes.
+    status.start_steps([[PY, "-c", "print('group', open('/proc/self/autogroup').read())"]],
+                       models=[])
+    assert _wait(lambda: status.job_status().state != "running")
+    log = status.read_log(status.job_status().job_id)
+    mine = open("/proc/self/autogroup").read().split()[0]
+    line = next(ln for ln in log.splitlines() if ln.startswith("group "))
+    assert line.split()[1] != mine, "the job runs in a session (group) of its own"
+    assert line.endswith(f"nice {JOB_NICENESS}"), line
+
+
 def test_failed_step_stops_the_job_and_reports_the_code() -> None:
     status.start_steps([[PY, "-c", "raise SystemExit(3)"], [PY, "-c", "print('never')"]], models=[])
     assert _wait(lambda: status.job_status().state != "running")

@@ -24,6 +24,24 @@ from emotion_core.store.events import EventLog
 JOB_NICENESS = 10  # steps run this much below the app, so pages stay responsive during training
 
 
+def lower_priority(niceness: int = JOB_NICENESS) -> bool:
+    """Put this process, the steps it starts and its session below the app; True when the
+    session's scheduling group was lowered too.
+
+    A job runs in its own session. Under the kernel's autogroup scheduling (on by default in
+    most Linux distributions) each session competes with the others as one group, so a plain
+    nice value only ranks processes inside the job: a nice 10 job still took as much of the
+    cores as the app. Writing the session group's own nice value (/proc/self/autogroup, see
+    `man 7 sched`) is what puts the job below the app; lowering a priority needs no privilege.
+    """
+    os.nice(niceness)  # inherited by every step; the app's own process keeps its priority
+    try:
+        Path("/proc/self/autogroup").write_text(str(niceness))
+    except OSError:
+        return False  # no autogroups here (not Linux, or the kernel option is off): nice suffices
+    return True
+
+
 def _run(jdir: Path) -> int:
     spec = json.loads((jdir / store.paths.JOB_SPEC).read_text())
     job_id = spec["job_id"]
@@ -36,7 +54,7 @@ def _run(jdir: Path) -> int:
         raise SystemExit(128 + signum)
 
     signal.signal(signal.SIGTERM, on_term)
-    os.nice(JOB_NICENESS)  # inherited by every step; the app's own process keeps its priority
+    lower_priority()
     rc = 0
     events = EventLog(jdir / store.paths.JOB_EVENTS)
     steps = spec["steps"]
