@@ -112,6 +112,21 @@ def test_resume_continues_from_the_saved_epoch(tiny_ds, monkeypatch):
     np.testing.assert_allclose(hist["val_macro_f1"], reference["val_macro_f1"], rtol=1e-5)
 
 
+def test_a_checkpoint_written_before_a_config_field_existed_still_resumes(monkeypatch, tmp_path):
+    from types import SimpleNamespace
+
+    from emotion_core.training import checkpoint, setup
+
+    older = CFG.to_dict()
+    older.pop("set_sampling")  # the field came later; its default is what that run used
+    made = {"old": older, "other": {**older, "seed": 99}}
+    for name, config in made.items():
+        fake = SimpleNamespace(state=SimpleNamespace(config=config, model=MODEL))
+        monkeypatch.setattr(checkpoint, "load_checkpoint", lambda work, fake=fake: fake)
+        got = setup.open_checkpoint(tmp_path, MODEL, CFG, True, lambda text: None)
+        assert (got is fake) == (name == "old"), name
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

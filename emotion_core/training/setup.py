@@ -107,7 +107,9 @@ def open_checkpoint(work: Path, model_name: str, config: TrainConfig, resume: bo
     if not resume:
         return None
     ckpt = checkpoint.load_checkpoint(work)
-    if ckpt is not None and (ckpt.state.config != config.to_dict() or ckpt.state.model != model_name):
+    # through from_dict: a checkpoint written before a config field existed has its default
+    made_with = TrainConfig.from_dict(ckpt.state.config).to_dict() if ckpt is not None else None
+    if ckpt is not None and (made_with != config.to_dict() or ckpt.state.model != model_name):
         say(f"checkpoint in {work} was made with other settings; starting afresh")
         return None
     if ckpt is None:
