@@ -1,4 +1,5 @@
-"""Run tables and score bars shared by Home and Compare (headings, formats, chance line).
+"""Run tables and score bars shared by Home and Compare (headings, formats, chance line), and
+Predict's probability bars.
 
 Numbers, headings and order come from emotion_core.views.display; these helpers only choose
 Streamlit widths and draw. A table's columns are sized to fit the main column at 1400 px with
@@ -56,3 +57,16 @@ def score_bars(table: pd.DataFrame, metric: str, chance: float | None, *, key: s
     st.plotly_chart(fig, width="stretch", key=key)
     if metric in display.SCORES and chance is not None:
         st.caption(display.chance_note(chance))
+
+
+def probability_bars(rows: list[dict]):
+    """Predict's bars: one row per answer (`name`), a bar per class, probabilities 0-1; rows as
+    `views.live.probability_table` gives them."""
+    data = pd.DataFrame(rows)
+    fig = px.bar(data, x="probability", y="name", color="class", orientation="h",
+                 range_x=[0, 1], height=display.bar_height(data["name"].nunique(), per_bar=30, base=90),
+                 hover_data={"run": True, "name": False},
+                 labels={"name": "", "probability": "probability"},
+                 category_orders={"name": list(dict.fromkeys(data["name"]))})
+    fig.update_layout(margin={"l": 10, "r": 10, "t": 10, "b": 10})
+    return fig

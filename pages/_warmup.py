@@ -6,7 +6,9 @@ new user's first photo on Predict would wait 2 s for the bundled model. When the
 daemon thread per process and run set runs the face detector once, imports those libraries and
 fills the model cache of `_cache` in the order the pages need the models: first the bundled
 models Predict ticks for a dataset without real-face runs (a fresh clone, the demo), then the
-dataset's runs; each model answers one blank picture once loaded (first calls set up kernels).
+dataset's runs; each model answers one blank picture once loaded (first calls set up kernels),
+and after the first model Predict's chart is built once, unseen. The slow imports go piece by
+piece, each only while no page is running, so they do not slow a person's first photo.
 A page that needs a model the thread has not reached yet shows a short note and reruns itself
 when the model is there, instead of blocking.
 
@@ -20,15 +22,22 @@ import importlib
 import logging
 import os
 import threading
+import time
 from collections.abc import Sequence
 
 import streamlit as st
 
 from emotion_core.views import stamps, tables
-from pages import _cache, _sidebar
+from pages import _cache, _charts, _sidebar
 
 WARM_UP_ENV = "EMOTION_APP_WARMUP"  # "0" turns the background model warm-up off (the tests do)
-WARM_UP_IMPORTS = ("timm", "pytorch_grad_cam")  # slow first imports the explanation pages need
+# Slow first imports the explanation pages need (about 3.5 s on 2 cores), in pieces of at most
+# about a second so that a page that starts meanwhile waits for one piece, not all of them:
+# pytorch_grad_cam's own imports (matplotlib, scipy, scikit-learn's KernelPCA) come first.
+WARM_UP_IMPORTS = ("matplotlib.pyplot", "scipy.ndimage", "sklearn.decomposition", "timm",
+                   "pytorch_grad_cam")
+SCRIPT_THREAD = "ScriptRunner.scriptThread"  # Streamlit's thread for one session's page runs
+QUIET_WAIT_S = 20.0  # the longest an import waits for pages to finish before it goes ahead
 WARM_UP_THREAD = "model-warm-up"
 _STOP = threading.Event()
 
@@ -74,6 +83,7 @@ class _WarmUp(threading.Thread):
                 pass
             self.done = self.done | {rid}
             if i == 0:  # Feature maps' model first (no CAM library needed), then the imports
+                _prime_chart()
                 _import_slow_libraries()
 
 
@@ -88,8 +98,31 @@ def _prime(*run_ids: str) -> None:
         pass
 
 
+def _prime_chart() -> None:
+    """Predict's probability bars once, unseen: plotly builds its figure classes and JSON
+    encoder on first use, which cost a first photo about 0.3 s."""
+    try:
+        _charts.probability_bars([{"run": "warm-up", "name": "warm-up", "run_id": "",
+                                   "class": "warm-up", "probability": 0.5,
+                                   "latency_ms": 0.0}]).to_json()
+    except Exception:  # the page draws (and reports) its own chart
+        pass
+
+
+def _pages_quiet(timeout: float = QUIET_WAIT_S) -> None:
+    """Wait until no session is running a page (or `timeout`). An import holds the interpreter
+    lock most of the time: one running beside a person's first photo slowed its face search and
+    forward about four-fold (profiled with py-spy on a fresh server's first upload)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end and not _STOP.is_set():
+        if not any(t.name == SCRIPT_THREAD and t.is_alive() for t in threading.enumerate()):
+            return
+        time.sleep(0.05)
+
+
 def _import_slow_libraries() -> None:
     for name in WARM_UP_IMPORTS:
+        _pages_quiet()
         if _STOP.is_set():
             return
         try:

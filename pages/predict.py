@@ -8,12 +8,11 @@ answers never wait for the maps. "Open in Explain" hands the face and run to the
 from __future__ import annotations
 
 import pandas as pd
-import plotly.express as px
 import streamlit as st
 
 from emotion_core.models import REGISTRY
 from emotion_core.views import display, live
-from pages import _cache, _entry, _inputs, _jobs, _live, _maps, _sidebar
+from pages import _cache, _charts, _entry, _inputs, _jobs, _live, _maps, _sidebar
 
 SOURCES = ["Upload a photo", "Webcam snapshot", "Live webcam"]
 WHY_PX = 150  # side of each why-map
@@ -76,15 +75,7 @@ def answers_block(i: int, face: live.FacePrediction) -> None:
             st.caption(live.ENSEMBLE_CAPTION)
     rows = live.probability_table(face, labels)
     if rows:
-        data = pd.DataFrame(rows)
-        n = data["name"].nunique()
-        fig = px.bar(data, x="probability", y="name", color="class", orientation="h",
-                     range_x=[0, 1], height=display.bar_height(n, per_bar=30, base=90),
-                     hover_data={"run": True, "name": False},
-                     labels={"name": "", "probability": "probability"},
-                     category_orders={"name": list(dict.fromkeys(data["name"]))})
-        fig.update_layout(margin={"l": 10, "r": 10, "t": 10, "b": 10})
-        st.plotly_chart(fig, width="stretch", key=f"pr_chart_{i}")
+        st.plotly_chart(_charts.probability_bars(rows), width="stretch", key=f"pr_chart_{i}")
     st.dataframe(pd.DataFrame(live.summary_table(face, labels)), hide_index=True, width="stretch",
                  placeholder=display.MISSING,
                  column_config={

@@ -254,6 +254,26 @@ def test_app_start_warms_the_model_cache_for_the_pages(at_store, monkeypatch) ->
     assert len(loads) == len(MODELS)  # the pages found every model already loaded
 
 
+def test_warm_up_imports_wait_while_a_page_runs(monkeypatch) -> None:
+    import threading
+
+    from pages import _warmup
+
+    done: list[str] = []
+    monkeypatch.setattr(_warmup, "WARM_UP_IMPORTS", ("first.piece", "second.piece"))
+    monkeypatch.setattr(_warmup.importlib, "import_module", done.append)
+    page_done = threading.Event()
+    page = threading.Thread(target=page_done.wait, args=(TIMEOUT,), name=_warmup.SCRIPT_THREAD)
+    page.start()  # a session's page run, as Streamlit names its thread
+    importer = threading.Thread(target=_warmup._import_slow_libraries)
+    importer.start()
+    importer.join(timeout=0.5)
+    assert done == [] and importer.is_alive(), "no import while a page runs"
+    page_done.set()
+    importer.join(timeout=TIMEOUT)
+    assert done == ["first.piece", "second.piece"]
+
+
 def test_explain_page_waits_for_the_warm_up_instead_of_blocking(at_store, monkeypatch) -> None:
     at, ids = at_store
     loads, gate = _fresh_warm_up(monkeypatch)
