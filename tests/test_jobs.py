@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import time
+from types import SimpleNamespace
 
 import pytest
 
@@ -265,3 +266,62 @@ def test_log_collapses_carriage_return_redraws() -> None:
     assert _wait(lambda: status.job_status(info.job_id).state != "running")
     out_lines = status.read_log(info.job_id).splitlines()[1:]  # line 0 echoes the command
     assert "a 90%|" in out_lines and not any("10%" in ln for ln in out_lines)
+
+
+def _parent(pid: int) -> int:
+    return int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
+
+
+def _proc_state(pid: int) -> str:
+    try:
+        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="needs Linux /proc")
+def test_a_job_steps_aside_while_the_app_answers_and_can_be_cancelled_while_held() -> None:
+    from emotion_core.jobs import hold
+
+    with hold.answering() as held:
+        assert held is False, "no job runs: nothing to hold"
+    status.start_steps([_sleeper(60)], models=[])
+    assert _wait(lambda: len(status.job_status().processes) >= 2)
+    info = status.job_status()
+    step = next(p for p in info.processes if _parent(p) == info.pid)  # the runner's step
+    assert _proc_state(step) != "T"
+    with hold.answering() as held:
+        assert held
+        assert _wait(lambda: _proc_state(step) == "T", 2.0), "the step is stopped while held"
+    assert _wait(lambda: _proc_state(step) != "T", 2.0), "and continues after the answer"
+    with hold.answering():
+        assert _wait(lambda: _proc_state(step) == "T", 2.0)
+        st = status.cancel_job()  # cancelled while held: SIGTERM must reach the stopped step
+    assert st is not None and st.state == "cancelled"
+    assert _wait(lambda: _proc_state(step) == "gone", 10.0)
+
+
+def test_the_runner_never_starves_a_step_however_long_it_is_held(monkeypatch, tmp_path) -> None:
+    from emotion_core.jobs import hold
+
+    monkeypatch.setattr(hold, "MAX_STOP_S", 0.2)
+    monkeypatch.setattr(hold, "MIN_RUN_S", 0.3)
+    sent: list[tuple[float, str]] = []
+    fake = SimpleNamespace(send_signal=lambda sig: sent.append((time.monotonic(), sig.name)))
+    (tmp_path / hold.HOLDS).mkdir()
+    (tmp_path / hold.HOLDS / "a").write_text(f"{time.time() + 60:.3f}")  # one long hold
+    (tmp_path / hold.HOLDS / "b").write_text("not a number")  # ignored
+    (tmp_path / hold.HOLDS / "c").write_text(f"{time.time() - 120:.3f}")  # ended long ago
+    holder = hold.StepHolder(tmp_path, fake)
+    end = time.monotonic() + 1.0
+    while time.monotonic() < end:
+        holder.poll()
+        time.sleep(0.01)
+    holder.resume()
+    names = [s for _, s in sent]
+    assert names[:4] == ["SIGSTOP", "SIGCONT", "SIGSTOP", "SIGCONT"], names
+    stops = [t for t, s in sent if s == "SIGSTOP"]
+    conts = [t for t, s in sent if s == "SIGCONT"]
+    assert 0.2 <= conts[0] - stops[0] < 0.3, "continued after MAX_STOP_S"
+    assert stops[1] - conts[0] >= 0.3, "then ran at least MIN_RUN_S"
+    assert not (tmp_path / hold.HOLDS / "c").exists(), "an old hold is cleared away"
