@@ -280,25 +280,36 @@ def _proc_state(pid: int) -> str:
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="needs Linux /proc")
-def test_a_job_steps_aside_while_the_app_answers_and_can_be_cancelled_while_held() -> None:
+def test_a_job_steps_aside_while_the_app_answers_and_can_be_cancelled_while_held(
+        monkeypatch) -> None:
     from emotion_core.jobs import hold
 
     with hold.answering() as held:
         assert held is False, "no job runs: nothing to hold"
-    status.start_steps([_sleeper(60)], models=[])
-    assert _wait(lambda: len(status.job_status().processes) >= 2)
+    # a step that works in a child process, as the demo's data generation does in a pool
+    status.start_steps([[PY, "-c", "import subprocess, sys; "
+                         f"subprocess.run({_sleeper(60)!r})"]], models=[])
+    assert _wait(lambda: len(status.job_status().processes) >= 3)
     info = status.job_status()
     step = next(p for p in info.processes if _parent(p) == info.pid)  # the runner's step
-    assert _proc_state(step) != "T"
+    work = next(p for p in info.processes if _parent(p) == step)  # and its child
+    assert _proc_state(step) != "T" and _proc_state(work) != "T"
+    monkeypatch.setenv(hold.ENV_HOLD, "0")
+    with hold.answering() as held:
+        assert held is False, "switched off: the job runs on"
+    monkeypatch.delenv(hold.ENV_HOLD)
     with hold.answering() as held:
         assert held
-        assert _wait(lambda: _proc_state(step) == "T", 2.0), "the step is stopped while held"
-    assert _wait(lambda: _proc_state(step) != "T", 2.0), "and continues after the answer"
+        assert _wait(lambda: _proc_state(work) == "T" and _proc_state(step) == "T", 2.0), \
+            "the step and its child are stopped while held"
+        assert _proc_state(info.pid) != "T", "the runner itself keeps watching"
+    assert _wait(lambda: _proc_state(work) != "T" and _proc_state(step) != "T", 2.0), \
+        "and continue after the answer"
     with hold.answering():
-        assert _wait(lambda: _proc_state(step) == "T", 2.0)
-        st = status.cancel_job()  # cancelled while held: SIGTERM must reach the stopped step
+        assert _wait(lambda: _proc_state(work) == "T", 2.0)
+        st = status.cancel_job()  # cancelled while held: SIGTERM must reach the stopped steps
     assert st is not None and st.state == "cancelled"
-    assert _wait(lambda: _proc_state(step) == "gone", 10.0)
+    assert _wait(lambda: _proc_state(step) == "gone" and _proc_state(work) == "gone", 10.0)
 
 
 def test_the_runner_never_starves_a_step_however_long_it_is_held(monkeypatch, tmp_path) -> None:
@@ -307,7 +318,8 @@ def test_the_runner_never_starves_a_step_however_long_it_is_held(monkeypatch, tm
     monkeypatch.setattr(hold, "MAX_STOP_S", 0.2)
     monkeypatch.setattr(hold, "MIN_RUN_S", 0.3)
     sent: list[tuple[float, str]] = []
-    fake = SimpleNamespace(send_signal=lambda sig: sent.append((time.monotonic(), sig.name)))
+    fake = SimpleNamespace(pid=-7, poll=lambda: None)  # a step that runs on
+    monkeypatch.setattr(hold.os, "kill", lambda pid, sig: sent.append((time.monotonic(), sig.name)))
     (tmp_path / hold.HOLDS).mkdir()
     (tmp_path / hold.HOLDS / "a").write_text(f"{time.time() + 60:.3f}")  # one long hold
     (tmp_path / hold.HOLDS / "b").write_text("not a number")  # ignored

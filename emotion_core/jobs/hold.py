@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from emotion_core import store
-from emotion_core.jobs.lock import lock_is_live, read_lock
+from emotion_core.jobs.lock import lock_is_live, process_tree, read_lock
 
 HOLDS = "holds"  # folder of hold files inside a job's folder
 MAX_HOLD_S = 3.0  # the longest one hold lasts (it ends then even if never released)
@@ -33,6 +33,7 @@ RELEASE_GRACE_S = 0.3  # a released hold lasts this long more: the browser draws
 MAX_STOP_S = 3.0  # the runner continues a step held this long...
 MIN_RUN_S = 1.0  # ...and lets it run at least this long before the next stop
 POLL_S = 0.05  # how often the runner looks at the holds
+ENV_HOLD = "EMOTION_JOB_HOLD"  # "0": the app never holds a job (its throughput comes first)
 
 
 def _running_job_dir() -> Path | None:
@@ -53,7 +54,7 @@ def answering(seconds: float = MAX_HOLD_S) -> Iterator[bool]:
     """Hold the running job (if any) while the body computes an answer; yields whether a job
     was held. The hold lasts at most `seconds` (capped at MAX_HOLD_S), and RELEASE_GRACE_S
     after the body ends."""
-    jdir = _running_job_dir()
+    jdir = _running_job_dir() if os.environ.get(ENV_HOLD, "1") != "0" else None
     path = None
     if jdir is not None:
         try:
@@ -95,12 +96,14 @@ def held_until(jdir: Path, now: float | None = None) -> float:
 
 
 class StepHolder:
-    """The runner's side: stops and continues one step process as the holds say."""
+    """The runner's side: stops and continues a step, with every process it started (the
+    demo's data generation works in a process pool), as the holds say."""
 
     def __init__(self, jdir: Path, proc: subprocess.Popen) -> None:
         self.jdir, self.proc = jdir, proc
         self.stopped_at: float | None = None
         self.run_until = 0.0  # no stop before this monotonic time (after a long stop)
+        self.stopped: list[int] = []  # the processes stopped last
 
     def poll(self) -> None:
         now = time.monotonic()
@@ -109,21 +112,30 @@ class StepHolder:
             want = False
             self.run_until = now + MIN_RUN_S
         if want and self.stopped_at is None:
-            self._signal(signal.SIGSTOP)
+            self.stopped = self._step_processes()
+            self._signal(self.stopped, signal.SIGSTOP)
             self.stopped_at = now
         elif not want and self.stopped_at is not None:
             self.resume()
 
     def resume(self) -> None:
         if self.stopped_at is not None:
-            self._signal(signal.SIGCONT)
+            self._signal(self.stopped, signal.SIGCONT)
             self.stopped_at = None
 
-    def _signal(self, sig: int) -> None:
-        try:
-            self.proc.send_signal(sig)
-        except ProcessLookupError:
-            pass
+    def _step_processes(self) -> list[int]:
+        """The step and its descendants (the step alone where /proc is missing)."""
+        return process_tree(self.proc.pid) if self.proc.poll() is None else []
+
+    def _signal(self, pids: list[int], sig: int) -> None:
+        for pid in pids:
+            if pid == self.proc.pid:
+                if self.proc.poll() is not None:
+                    continue  # ended and reaped: its pid may belong to someone else now
+            try:
+                os.kill(pid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
 
     def wait(self) -> int:
         """Wait for the step to end, obeying holds meanwhile; its exit code."""
