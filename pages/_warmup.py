@@ -131,6 +131,33 @@ def _import_slow_libraries() -> None:
             pass
 
 
+def server_start() -> list[str]:
+    """What every fresh store's Predict needs, before any browser connects (scripts.run_app
+    calls this in its preload thread): the face detector, the bundled models with a first
+    forward each, and Predict's chart; the page warm-up then finds them in the process-wide
+    caches. Without it a photo that arrives with the server's first page waited for that
+    page's warm-up. Returns the bundled run ids loaded; nothing when the warm-up is off."""
+    if os.environ.get(WARM_UP_ENV, "1") == "0":
+        return []
+    from emotion_core import store
+
+    runs, _ = store.list_runs()
+    bundled = [r.run_id for r in runs if r.bundled and r.has_weights]
+    bundled = bundled[:_cache.MODEL_CACHE_ENTRIES]
+    _prime()
+    loaded = []
+    for rid in bundled:
+        try:
+            _cache.load_model(rid)
+        except Exception:  # a broken bundle is reported by the page that opens it
+            continue
+        _prime(rid)
+        loaded.append(rid)
+    if loaded:
+        _prime_chart()
+    return loaded
+
+
 @st.cache_resource(show_spinner=False, max_entries=4)
 def _started(root: str, run_ids: tuple[str, ...]) -> _WarmUp:
     thread = _WarmUp(root, run_ids)

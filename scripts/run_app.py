@@ -7,7 +7,9 @@ Why: the app needs torch and torchvision (which pulls in torch._dynamo) the firs
 the model warm-up builds a model; on 2 cores those imports take about 5 s. Streamlit runs app.py
 only when a browser connects, so without this the first page, the warm-up and a new user's first
 photo all wait for them. Here a thread imports them in the server process while the server
-starts and the person opens the browser; the pages then find them in `sys.modules`.
+starts and the person opens the browser; the pages then find them in `sys.modules`. Then it
+loads the bundled models and runs the face detector and each model once (pages/_warmup.py,
+`server_start`), so a photo that arrives with the first page does not wait for them.
 """
 from __future__ import annotations
 
@@ -25,14 +27,23 @@ PRELOAD = ("torch", "torchvision", "emotion_core.evaluation", "emotion_core.view
 PRELOAD_THREAD = "preload-imports"
 
 
-def preload(modules: tuple[str, ...] = PRELOAD) -> list[str]:
-    """Import `modules` in order; returns those that failed (the pages report them when used)."""
+def preload(modules: tuple[str, ...] = PRELOAD, *, warm: bool = True) -> list[str]:
+    """Import `modules` in order, then (`warm`) load and prime what a fresh store's Predict
+    needs (`pages._warmup.server_start`); returns the modules that failed to import (the pages
+    report them when used)."""
     failed = []
     for name in modules:
         try:
             importlib.import_module(name)
         except Exception:
             failed.append(name)
+    if warm:
+        try:
+            from pages import _warmup
+
+            _warmup.server_start()
+        except Exception:  # the pages' own warm-up and loads report any problem
+            pass
     return failed
 
 

@@ -11,8 +11,32 @@ from scripts import run_app
 
 def test_preload_imports_what_it_can_and_names_what_it_cannot() -> None:
     sys.modules.pop("colorsys", None)
-    assert run_app.preload(("colorsys", "no_such_module_here")) == ["no_such_module_here"]
+    assert run_app.preload(("colorsys", "no_such_module_here"), warm=False) == \
+        ["no_such_module_here"]
     assert "colorsys" in sys.modules
+
+
+def test_server_start_loads_and_primes_the_bundled_models_before_any_page(monkeypatch) -> None:
+    from emotion_core import evaluation as evaluate
+    from emotion_core import store
+    from emotion_core.views import live
+    from pages import _cache, _warmup
+
+    monkeypatch.setenv(store.paths.ENV_BUNDLED, str(store.paths.REPO_ROOT / "artifacts" / "bundled"))
+    bundled = [r.run_id for r in store.list_runs()[0] if r.bundled and r.has_weights]
+    assert bundled, "the repository ships at least one bundled model"
+    loads, primed = [], []
+    real = evaluate.load_model
+    monkeypatch.setattr(evaluate, "load_model", lambda rid, **kw: loads.append(rid) or real(rid, **kw))
+    monkeypatch.setattr(live, "prime", lambda run_ids, loader: primed.append(tuple(run_ids)))
+    _cache._model.clear()
+    assert _warmup.server_start() == [], "off while $EMOTION_APP_WARMUP is 0 (the tests' default)"
+    monkeypatch.setenv(_warmup.WARM_UP_ENV, "1")
+    assert run_app.preload((), warm=True) == []
+    assert loads == bundled and primed[0] == () and set(primed[1:]) == {(r,) for r in bundled}
+    for rid in bundled:
+        _cache.load_model(rid)  # what a page's first photo calls
+    assert loads == bundled, "the pages find the models already loaded"
 
 
 def test_ctrl_c_before_the_server_is_up_exits_130_with_one_line(monkeypatch, capsys) -> None:
