@@ -315,25 +315,22 @@ def test_a_job_steps_aside_while_the_app_answers_and_can_be_cancelled_while_held
 def test_the_runner_never_starves_a_step_however_long_it_is_held(monkeypatch, tmp_path) -> None:
     from emotion_core.jobs import hold
 
-    monkeypatch.setattr(hold, "MAX_STOP_S", 0.2)
-    monkeypatch.setattr(hold, "MIN_RUN_S", 0.3)
+    clock = [100.0]  # the runner's monotonic clock, stepped by hand
+    monkeypatch.setattr(hold, "time", SimpleNamespace(monotonic=lambda: clock[0], time=time.time))
     sent: list[tuple[float, str]] = []
     fake = SimpleNamespace(pid=-7, poll=lambda: None)  # a step that runs on
-    monkeypatch.setattr(hold.os, "kill", lambda pid, sig: sent.append((time.monotonic(), sig.name)))
+    monkeypatch.setattr(hold.os, "kill", lambda pid, sig: sent.append((clock[0], sig.name)))
     (tmp_path / hold.HOLDS).mkdir()
     (tmp_path / hold.HOLDS / "a").write_text(f"{time.time() + 60:.3f}")  # one long hold
     (tmp_path / hold.HOLDS / "b").write_text("not a number")  # ignored
     (tmp_path / hold.HOLDS / "c").write_text(f"{time.time() - 120:.3f}")  # ended long ago
     holder = hold.StepHolder(tmp_path, fake)
-    end = time.monotonic() + 1.0
-    while time.monotonic() < end:
+    while clock[0] < 100.0 + 2 * (hold.MAX_STOP_S + hold.MIN_RUN_S):
         holder.poll()
-        time.sleep(0.01)
+        clock[0] = round(clock[0] + hold.POLL_S, 3)
     holder.resume()
-    names = [s for _, s in sent]
-    assert names[:4] == ["SIGSTOP", "SIGCONT", "SIGSTOP", "SIGCONT"], names
-    stops = [t for t, s in sent if s == "SIGSTOP"]
-    conts = [t for t, s in sent if s == "SIGCONT"]
-    assert 0.2 <= conts[0] - stops[0] < 0.3, "continued after MAX_STOP_S"
-    assert stops[1] - conts[0] >= 0.3, "then ran at least MIN_RUN_S"
+    assert [s for _, s in sent][:4] == ["SIGSTOP", "SIGCONT", "SIGSTOP", "SIGCONT"], sent
+    (stop1, _), (cont1, _), (stop2, _) = sent[:3]
+    assert cont1 - stop1 == pytest.approx(hold.MAX_STOP_S, abs=hold.POLL_S), "continued in time"
+    assert stop2 - cont1 == pytest.approx(hold.MIN_RUN_S, abs=hold.POLL_S), "then ran a while"
     assert not (tmp_path / hold.HOLDS / "c").exists(), "an old hold is cleared away"
