@@ -7,8 +7,6 @@ ends it reruns the whole app so the new runs appear everywhere (and are ticked i
 """
 from __future__ import annotations
 
-from contextlib import AbstractContextManager, nullcontext
-
 import streamlit as st
 
 from emotion_core import jobs
@@ -112,19 +110,10 @@ def share_cores(busy: bool) -> None:
     inference.share_cores(busy)
 
 
-def answering(busy: bool) -> AbstractContextManager[bool]:
-    """Around a page's answer to a person: the running job (`busy`) is held until the answer is
-    drawn (jobs.hold); yields whether it was."""
-    return jobs.hold.answering() if busy else nullcontext(False)
-
-
-def busy_note(busy: bool | None = None, *, held: bool = False) -> str:
+def busy_note(busy: bool | None = None) -> str:
     """A sentence for timings taken while a training job shares the CPU ("" when none runs);
-    `busy`: `training_now()` when the page has asked already; `held`: the job stepped aside
-    for these timings (`answering`)."""
+    `busy`: `training_now()` when the page has asked already."""
     if not (training_now() if busy is None else busy):
         return ""
-    if held:
-        return " · a training job is running; it paused for this answer"
     return (" · a training job is running (at lower priority): times here include its load on "
             "the CPU")

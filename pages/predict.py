@@ -121,23 +121,22 @@ if rgb is None:
 
 whole = st.checkbox("Use the whole image when no face is found", key="pr_whole")
 busy = _jobs.training_now()  # one job-status read for the thread choice and the caption
-with _jobs.answering(busy) as held:  # a running job steps aside until the answers are drawn
-    _jobs.share_cores(busy and not held)
-    result = live.predict_faces(rgb, chosen, loader=_cache.load_model, whole_image=whole)
-    shown = display.fit_image(result.image)
-    scaled = "" if shown.shape == result.image.shape else \
-        f" · {rgb.shape[1]}x{rgb.shape[0]} px, shown scaled to fit"
-    st.image(shown, width=shown.shape[1])  # its own width: a caption must not stretch a thin strip
-    st.caption(f"{name}: {result.faces_found} face(s) found · detection {result.detect_ms:.0f} ms "
-               f"· total {result.total_ms:.0f} ms{scaled}{_jobs.busy_note(busy, held=held)}")
-    if result.note:
-        (st.warning if not result.predictions else st.info)(result.note)
-    if not result.predictions:
-        st.stop()
-    slots = []
-    for i, face in enumerate(result.predictions, start=1):
-        answers_block(i, face)
-        slots.append((i, face, st.container()))
+_jobs.share_cores(busy)
+result = live.predict_faces(rgb, chosen, loader=_cache.load_model, whole_image=whole)
+shown = display.fit_image(result.image)
+scaled = "" if shown.shape == result.image.shape else \
+    f" · {rgb.shape[1]}x{rgb.shape[0]} px, shown scaled to fit"
+st.image(shown, width=shown.shape[1])  # its own width: a caption must not stretch a thin strip
+st.caption(f"{name}: {result.faces_found} face(s) found · detection {result.detect_ms:.0f} ms · "
+           f"total {result.total_ms:.0f} ms{scaled}{_jobs.busy_note(busy)}")
+if result.note:
+    (st.warning if not result.predictions else st.info)(result.note)
+if not result.predictions:
+    st.stop()
+slots = []
+for i, face in enumerate(result.predictions, start=1):
+    answers_block(i, face)
+    slots.append((i, face, st.container()))
 for i, face, slot in slots[:WHY_FACES]:  # the maps come after every face's bars are on screen
     with slot:
         why_row(i, face, _inputs.Picture.of(face.crop, None, f"face {i} of {name}"))

@@ -4,7 +4,6 @@ from __future__ import annotations
 import io
 import json
 import sys
-from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
@@ -737,18 +736,3 @@ def test_predict_says_when_a_training_job_shares_the_cpu(at_store, monkeypatch) 
         at.file_uploader(key="pr_upload").set_value(("face.png", _face_png(), "image/png")).run()
         note = [c.value for c in at.caption if "face(s) found" in c.value]
         assert not at.exception and note and ("a training job is running" in note[0]) == busy
-    assert "lower priority" in note[0], "no job runs in this store: nothing was held"
-
-    held = []
-
-    @contextmanager
-    def holding():
-        held.append("held")
-        yield True
-        held.append("released")
-
-    monkeypatch.setattr(jobs.hold, "answering", holding)
-    at.file_uploader(key="pr_upload").set_value(("face2.png", _face_png(), "image/png")).run()
-    note = [c.value for c in at.caption if "face(s) found" in c.value]
-    assert not at.exception and held == ["held", "released"]
-    assert "it paused for this answer" in note[0]

@@ -6,7 +6,6 @@ import os
 import subprocess
 import sys
 import time
-from types import SimpleNamespace
 
 import pytest
 
@@ -266,71 +265,3 @@ def test_log_collapses_carriage_return_redraws() -> None:
     assert _wait(lambda: status.job_status(info.job_id).state != "running")
     out_lines = status.read_log(info.job_id).splitlines()[1:]  # line 0 echoes the command
     assert "a 90%|" in out_lines and not any("10%" in ln for ln in out_lines)
-
-
-def _parent(pid: int) -> int:
-    return int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
-
-
-def _proc_state(pid: int) -> str:
-    try:
-        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return "gone"
-
-
-@pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="needs Linux /proc")
-def test_a_job_steps_aside_while_the_app_answers_and_can_be_cancelled_while_held(
-        monkeypatch) -> None:
-    from emotion_core.jobs import hold
-
-    with hold.answering() as held:
-        assert held is False, "no job runs: nothing to hold"
-    # a step that works in a child process, as the demo's data generation does in a pool
-    status.start_steps([[PY, "-c", "import subprocess, sys; "
-                         f"subprocess.run({_sleeper(60)!r})"]], models=[])
-    assert _wait(lambda: len(status.job_status().processes) >= 3)
-    info = status.job_status()
-    step = next(p for p in info.processes if _parent(p) == info.pid)  # the runner's step
-    work = next(p for p in info.processes if _parent(p) == step)  # and its child
-    assert _proc_state(step) != "T" and _proc_state(work) != "T"
-    monkeypatch.setenv(hold.ENV_HOLD, "0")
-    with hold.answering() as held:
-        assert held is False, "switched off: the job runs on"
-    monkeypatch.delenv(hold.ENV_HOLD)
-    with hold.answering() as held:
-        assert held
-        assert _wait(lambda: _proc_state(work) == "T" and _proc_state(step) == "T", 2.0), \
-            "the step and its child are stopped while held"
-        assert _proc_state(info.pid) != "T", "the runner itself keeps watching"
-    assert _wait(lambda: _proc_state(work) != "T" and _proc_state(step) != "T", 2.0), \
-        "and continue after the answer"
-    with hold.answering():
-        assert _wait(lambda: _proc_state(work) == "T", 2.0)
-        st = status.cancel_job()  # cancelled while held: SIGTERM must reach the stopped steps
-    assert st is not None and st.state == "cancelled"
-    assert _wait(lambda: _proc_state(step) == "gone" and _proc_state(work) == "gone", 10.0)
-
-
-def test_the_runner_never_starves_a_step_however_long_it_is_held(monkeypatch, tmp_path) -> None:
-    from emotion_core.jobs import hold
-
-    clock = [100.0]  # the runner's monotonic clock, stepped by hand
-    monkeypatch.setattr(hold, "time", SimpleNamespace(monotonic=lambda: clock[0], time=time.time))
-    sent: list[tuple[float, str]] = []
-    fake = SimpleNamespace(pid=-7, poll=lambda: None)  # a step that runs on
-    monkeypatch.setattr(hold.os, "kill", lambda pid, sig: sent.append((clock[0], sig.name)))
-    (tmp_path / hold.HOLDS).mkdir()
-    (tmp_path / hold.HOLDS / "a").write_text(f"{time.time() + 60:.3f}")  # one long hold
-    (tmp_path / hold.HOLDS / "b").write_text("not a number")  # ignored
-    (tmp_path / hold.HOLDS / "c").write_text(f"{time.time() - 120:.3f}")  # ended long ago
-    holder = hold.StepHolder(tmp_path, fake)
-    while clock[0] < 100.0 + 2 * (hold.MAX_STOP_S + hold.MIN_RUN_S):
-        holder.poll()
-        clock[0] = round(clock[0] + hold.POLL_S, 3)
-    holder.resume()
-    assert [s for _, s in sent][:4] == ["SIGSTOP", "SIGCONT", "SIGSTOP", "SIGCONT"], sent
-    (stop1, _), (cont1, _), (stop2, _) = sent[:3]
-    assert cont1 - stop1 == pytest.approx(hold.MAX_STOP_S, abs=hold.POLL_S), "continued in time"
-    assert stop2 - cont1 == pytest.approx(hold.MIN_RUN_S, abs=hold.POLL_S), "then ran a while"
-    assert not (tmp_path / hold.HOLDS / "c").exists(), "an old hold is cleared away"

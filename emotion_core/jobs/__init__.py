@@ -2,11 +2,9 @@
 
     status     start a job (or the demo), its state, progress and status line, cancel it
     progress   what a job's JSON-lines events say: fraction done and a one-line status
-    hold       a running job steps aside (SIGSTOP/SIGCONT by its runner) while the app answers
     lock       the one job slot: a lock file naming the live process group that holds it
     runner     the detached process a job runs in (`python -m emotion_core.jobs.runner JOB_DIR`)
 """
-from emotion_core.jobs import hold
 from emotion_core.jobs.lock import JobBusyError
 from emotion_core.jobs.progress import JobProgress
 from emotion_core.jobs.status import (
@@ -21,5 +19,5 @@ from emotion_core.jobs.status import (
     status_line,
 )
 
-__all__ = ["JobBusyError", "hold", "JobInfo", "JobProgress", "cancel_job", "demo_plan", "job_progress",
+__all__ = ["JobBusyError", "JobInfo", "JobProgress", "cancel_job", "demo_plan", "job_progress",
            "job_status", "read_log", "start_demo", "start_job", "status_line"]

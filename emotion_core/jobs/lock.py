@@ -59,25 +59,6 @@ def group_members(pgid: int) -> list[int]:
     return sorted(members)
 
 
-def process_tree(pid: int) -> list[int]:
-    """`pid` and its live descendants (Linux /proc; just `pid` elsewhere)."""
-    try:
-        entries = [e for e in os.listdir("/proc") if e.isdigit()]
-    except OSError:
-        return [pid]
-    children: dict[int, list[int]] = {}
-    for entry in entries:
-        rest = _stat_fields(entry)
-        if rest and len(rest) > 1 and not rest[0].startswith("Z"):
-            children.setdefault(int(rest[1]), []).append(int(entry))
-    tree, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        tree.append(p)
-        todo.extend(children.get(p, []))
-    return tree
-
-
 def group_alive(pgid: int, leader_ticks: int | None) -> bool:
     """True while the group led by `pgid` (the job runner) has a live process. The leader itself
     counts when it is the same process (start time); a different process with the leader's pid

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 from emotion_core import store
-from emotion_core.jobs.hold import StepHolder
 from emotion_core.jobs.lock import release_lock
 from emotion_core.store.events import EventLog
 
@@ -51,7 +50,6 @@ def _run(jdir: Path) -> int:
     def on_term(signum: int, _frame: Any) -> None:
         for p in current:
             if p.poll() is None:
-                p.send_signal(signal.SIGCONT)  # a held step handles SIGTERM only once continued
                 p.terminate()
         raise SystemExit(128 + signum)
 
@@ -68,7 +66,7 @@ def _run(jdir: Path) -> int:
                 proc = subprocess.Popen(step, cwd=str(store.paths.REPO_ROOT), stdout=log,
                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
                 current[:] = [proc]
-                rc = StepHolder(jdir, proc).wait()  # stepping aside while the app answers (hold.py)
+                rc = proc.wait()
                 events.emit("step_finished", index=index, of=len(steps), returncode=rc)
                 if rc != 0:
                     log.write(f"step failed with exit code {rc}\n".encode())

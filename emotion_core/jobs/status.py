@@ -292,7 +292,6 @@ def cancel_job() -> JobInfo | None:
                                               "finished": time.time()})
     try:
         os.killpg(pid, signal.SIGTERM)  # the runner leads its own session: pgid == pid
-        os.killpg(pid, signal.SIGCONT)  # a step held for an answer (hold.py) must see the TERM
     except ProcessLookupError:
         pass
     deadline = time.time() + CANCEL_GRACE_S

@@ -1,7 +1,6 @@
 """A new user's first answer: a fresh store (nothing trained), the app, a real photo on Predict.
 
-    python -m scripts.bench.first_answer --image PHOTO [--think 0 5] [--repeats 3]
-        [--demo-job [--hold on|off|both]] [--no-preload]
+    python -m scripts.bench.first_answer --image PHOTO [--think 0 5] [--repeats 3] [--demo-job]
 
 For each think time, starts the app's server as `make app` does (`scripts.run_app`) on an empty
 artifacts folder (as right after a fresh clone: the bundled models under artifacts/bundled/ are
@@ -12,10 +11,8 @@ times the seconds until every ticked model's answer line (`<model> -> <class> (.
 screen. The first session of each server is the server's first page: it pays the imports, and
 the answer waits for the background warm-up (face detector, bundled models) unless the think
 time covered it. `--demo-job` also starts the quick demo job in that store first, as `make run`
-does (it trains at niceness 10 on the same cores); `--hold both` then alternates servers whose
-Predict holds the job while it answers (the default, jobs.hold) with servers that never do.
-Prints the load average beside the numbers: without `--demo-job`, take them on an otherwise
-idle machine.
+does (it trains at niceness 10 on the same cores). Prints the load average beside the numbers:
+without `--demo-job`, take them on an otherwise idle machine.
 """
 from __future__ import annotations
 
@@ -29,7 +26,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from emotion_core.jobs.hold import ENV_HOLD
 from scripts.bench import appserver
 
 REPO = Path(__file__).resolve().parents[2]
@@ -52,12 +48,11 @@ def _demo_job(env: dict[str, str], action: str) -> None:
 
 
 def measure(image: Path, repeats: int, think: float, demo_job: bool = False,
-            preload: bool = True, hold: bool = True) -> list[Upload]:
+            preload: bool = True) -> list[Upload]:
     from playwright.sync_api import sync_playwright
 
     store_dir = tempfile.mkdtemp(prefix="first_answer_")
-    env = {**os.environ, "EMOTION_ARTIFACTS": store_dir, "HF_HUB_OFFLINE": "1",
-           ENV_HOLD: "1" if hold else "0"}
+    env = {**os.environ, "EMOTION_ARTIFACTS": store_dir, "HF_HUB_OFFLINE": "1"}
     if demo_job:
         _demo_job(env, "start")
     port = appserver.free_port()
@@ -110,10 +105,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=3, help="new sessions per server")
     ap.add_argument("--demo-job", action="store_true",
                     help="start the quick demo job first, as `make run` does")
-    ap.add_argument("--hold", choices=["on", "off", "both"], default="on",
-                    help="with --demo-job: Predict holds the job while it answers (on, the "
-                         "app's default), never (off, $EMOTION_JOB_HOLD=0), or both, a server "
-                         "each, alternating, for a comparison in one run")
     ap.add_argument("--no-preload", dest="preload", action="store_false",
                     help="plain `streamlit run app.py` instead of scripts.run_app (whose import "
                          "preload this measures)")
@@ -125,13 +116,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"first answer on Predict, fresh store, bundled models, {args.image.name}"
           + (", the quick demo job training" if args.demo_job else "")
           + ("" if args.preload else ", no import preload"))
-    holds = {"on": [True], "off": [False], "both": [False, True]}[args.hold]
-    for think, hold in ((t, h) for t in args.think for h in holds):
+    for think in args.think:
         load = os.getloadavg()[0]
-        ups = measure(args.image, args.repeats, think, args.demo_job, args.preload, hold)
-        held = "" if not args.demo_job else (", job held" if hold else ", job not held")
-        print(f"think {think:g} s{held}: answers after "
-              + ", ".join(f"{u.answer_s:.2f}" for u in ups)
+        ups = measure(args.image, args.repeats, think, args.demo_job, args.preload)
+        print(f"think {think:g} s: answers after " + ", ".join(f"{u.answer_s:.2f}" for u in ups)
               + " s (uploader shown after " + ", ".join(f"{u.page_s:.1f}" for u in ups)
               + f" s; the first is the server's first page); load average {load:.1f} -> "
               f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
