@@ -38,8 +38,10 @@ WARM_UP_IMPORTS = ("matplotlib.pyplot", "scipy.ndimage", "sklearn.decomposition"
                    "pytorch_grad_cam")
 SCRIPT_THREAD = "ScriptRunner.scriptThread"  # Streamlit's thread for one session's page runs
 QUIET_WAIT_S = 20.0  # the longest an import waits for pages to finish before it goes ahead
+QUIET_FOR_S = 3.0  # ...and how long no page must have run: a person picks a photo meanwhile
 WARM_UP_THREAD = "model-warm-up"
 _STOP = threading.Event()
+_page_seen: float | None = None  # when the warm-up last saw a page running (monotonic clock)
 
 
 class _Quiet(logging.Filter):
@@ -109,15 +111,23 @@ def _prime_chart() -> None:
         pass
 
 
-def _pages_quiet(timeout: float = QUIET_WAIT_S) -> None:
-    """Wait until no session is running a page (or `timeout`). An import holds the interpreter
-    lock most of the time: one running beside a person's first photo slowed its face search and
-    forward about four-fold (profiled with py-spy on a fresh server's first upload)."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end and not _STOP.is_set():
-        if not any(t.name == SCRIPT_THREAD and t.is_alive() for t in threading.enumerate()):
+def _pages_quiet(timeout: float = QUIET_WAIT_S, quiet_for: float = QUIET_FOR_S) -> None:
+    """Wait until no session has run a page for `quiet_for` seconds (or `timeout`). An import
+    holds the interpreter lock most of the time: one running beside a person's first photo
+    slowed its face search and forward about four-fold (profiled with py-spy on a fresh
+    server's first upload), and right after a page is drawn its person is likely to act."""
+    global _page_seen
+    now = time.monotonic()
+    end = now + timeout
+    if _page_seen is None:
+        _page_seen = now  # the warm-up starts from a page run
+    while not _STOP.is_set() and now < end:
+        if any(t.name == SCRIPT_THREAD and t.is_alive() for t in threading.enumerate()):
+            _page_seen = now
+        elif now - _page_seen >= quiet_for:
             return
         time.sleep(0.05)
+        now = time.monotonic()
 
 
 def _import_slow_libraries() -> None:

@@ -261,6 +261,7 @@ def test_warm_up_imports_wait_while_a_page_runs(monkeypatch) -> None:
 
     done: list[str] = []
     monkeypatch.setattr(_warmup, "WARM_UP_IMPORTS", ("first.piece", "second.piece"))
+    monkeypatch.setattr(_warmup, "QUIET_FOR_S", 1.0)
     monkeypatch.setattr(_warmup.importlib, "import_module", done.append)
     page_done = threading.Event()
     page = threading.Thread(target=page_done.wait, args=(TIMEOUT,), name=_warmup.SCRIPT_THREAD)
@@ -270,6 +271,9 @@ def test_warm_up_imports_wait_while_a_page_runs(monkeypatch) -> None:
     importer.join(timeout=0.5)
     assert done == [] and importer.is_alive(), "no import while a page runs"
     page_done.set()
+    page.join()
+    importer.join(timeout=0.2)
+    assert done == [] and importer.is_alive(), "nor right after one: its person may act next"
     importer.join(timeout=TIMEOUT)
     assert done == ["first.piece", "second.piece"]
 
