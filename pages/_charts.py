@@ -64,9 +64,13 @@ def probability_bars(rows: list[dict]):
     `views.live.probability_table` gives them."""
     data = pd.DataFrame(rows)
     fig = px.bar(data, x="probability", y="name", color="class", orientation="h",
-                 range_x=[0, 1], height=display.bar_height(data["name"].nunique(), per_bar=30, base=90),
+                 range_x=[0, 1], height=display.bar_height(data["name"].nunique(), per_bar=30,
+                                                           base=110),
                  hover_data={"run": True, "name": False},
-                 labels={"name": "", "probability": "probability"},
+                 labels={"name": "", "probability": "probability", "class": ""},
                  category_orders={"name": list(dict.fromkeys(data["name"]))})
-    fig.update_layout(margin={"l": 10, "r": 10, "t": 10, "b": 10})
+    # the classes in one row above the bars: a legend beside one bar got the bar's height and
+    # scrolled, hiding the third class
+    fig.update_layout(margin={"l": 10, "r": 10, "t": 30, "b": 10},
+                      legend={"orientation": "h", "yanchor": "bottom", "y": 1.0, "x": 0})
     return fig

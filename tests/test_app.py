@@ -314,6 +314,10 @@ def test_predict_page_every_run_and_the_ensemble(at_store) -> None:
     assert any("How the two kinds of ensemble differ" in c.value for c in at.caption)
     axis = {y for trace in _chart_data(at, 0) for y in trace["y"]}
     assert axis == {*MODELS, "mean (now)", "stored ensemble"}  # short names on the chart
+    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert {t["name"] for t in spec["data"]} == {"angry", "happy", "sad"}  # a legend entry each
+    # the classes in one row above the bars: a legend beside a short chart scrolls and hides one
+    assert spec["layout"]["legend"]["orientation"] == "h"
 
 
 def test_predict_page_why_maps_beside_every_answer_and_the_link_to_explain(at_store) -> None:
