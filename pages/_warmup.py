@@ -42,6 +42,7 @@ QUIET_FOR_S = 3.0  # ...and how long no page must have run: a person picks a pho
 WARM_UP_THREAD = "model-warm-up"
 _STOP = threading.Event()
 _page_seen: float | None = None  # when the warm-up last saw a page running (monotonic clock)
+_primed: set[tuple] = set()  # (root, the runs' model-cache keys) primed in this process
 
 
 class _Quiet(logging.Filter):
@@ -78,11 +79,7 @@ class _WarmUp(threading.Thread):
             # a changed artifacts folder (tests switch it) must not be cached under this key
             if _STOP.is_set() or stamps.root() != self.root:
                 return
-            try:
-                _cache.load_model(rid)
-                _prime(rid)
-            except Exception:  # a broken run is reported by the page that opens it
-                pass
+            _load_and_prime(rid)
             self.done = self.done | {rid}
             if i == 0:  # Feature maps' model first (no CAM library needed), then the imports
                 _prime_chart()
@@ -91,13 +88,29 @@ class _WarmUp(threading.Thread):
 
 def _prime(*run_ids: str) -> None:
     """The face detector's first search (no run given), or a loaded run's first forward, on a
-    blank picture (views.live.prime), here rather than on a user's first photo."""
+    blank picture (views.live.prime), here rather than on a user's first photo; once per
+    process and artifacts root (the server-start warm-up and a page's warm-up share them)."""
     from emotion_core.views import live  # imports torch: in the thread, not the page
 
+    key = (stamps.root(), tuple(_cache.model_key(rid) for rid in run_ids))  # a retrained run anew
+    if key in _primed:
+        return
     try:
         live.prime(run_ids, loader=_cache.load_model)
     except Exception:  # a detector or run that cannot answer is reported by the page
-        pass
+        return
+    _primed.add(key)
+
+
+def _load_and_prime(run_id: str) -> bool:
+    """Load a run into the model cache and prime it; False when it cannot load (a broken run
+    is reported by the page that opens it)."""
+    try:
+        _cache.load_model(run_id)
+    except Exception:
+        return False
+    _prime(run_id)
+    return True
 
 
 def _prime_chart() -> None:
@@ -155,14 +168,7 @@ def server_start() -> list[str]:
     bundled = [r.run_id for r in runs if r.bundled and r.has_weights]
     bundled = bundled[:_cache.MODEL_CACHE_ENTRIES]
     _prime()
-    loaded = []
-    for rid in bundled:
-        try:
-            _cache.load_model(rid)
-        except Exception:  # a broken bundle is reported by the page that opens it
-            continue
-        _prime(rid)
-        loaded.append(rid)
+    loaded = [rid for rid in bundled if _load_and_prime(rid)]
     if loaded:
         _prime_chart()
     return loaded

@@ -32,11 +32,10 @@ from emotion_core import models
 from emotion_core.data import DecodedCache, PreparedDataset, build_cache, cache_export, open_folder
 from emotion_core.data.combine import combine
 from emotion_core.evaluation import ensemble
-from emotion_core.training import distributed, fit
+from emotion_core.training import distributed, fit, sampling
 from emotion_core.training.config import DRY_RUN_CHANGES, RECIPES, TrainConfig, get_profile
 from emotion_core.training.distributed import DistInfo
 from emotion_core.training.progress import ENV_EVENTS, EventLog
-from emotion_core.training.sampling import SET_SAMPLINGS
 from emotion_core.views.tables import leaderboard_text
 
 
@@ -68,7 +67,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="evaluate/predict on each picture and its mirror image")
     p.add_argument("--crop-faces", action="store_true", default=None,
                    help="train and evaluate on face crops (the sets are prepared with face detection)")
-    p.add_argument("--set-sampling", choices=SET_SAMPLINGS, default=None, dest="set_sampling",
+    p.add_argument("--set-sampling", choices=sampling.SET_SAMPLINGS, default=None, dest="set_sampling",
                    help="several --data sets: each set's share of an epoch, proportional to its "
                         "size (default), to its square root, or equal (training/sampling.py)")
     p.add_argument("--seed", type=int, default=None)
@@ -169,9 +168,7 @@ def train_all(args: argparse.Namespace, info: DistInfo, events: EventLog,
         names = models.select(args.models)
         models.check_trainable(names)
         ds, cache = load_data(args.data, args.name, config, info, progress)
-        if config.set_sampling != "proportional" and "source" not in ds.split.columns:
-            raise ValueError(f"--set-sampling {config.set_sampling} mixes several sets; "
-                             f"'{ds.name}' is one (give --data more than once)")
+        sampling.row_sources(ds, config.set_sampling)  # refused for one set, before training
         config = config.override(image_size=cache.size)
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -34,6 +34,8 @@ def test_server_start_loads_and_primes_the_bundled_models_before_any_page(monkey
     monkeypatch.setenv(_warmup.WARM_UP_ENV, "1")
     assert run_app.preload((), warm=True) == []
     assert loads == bundled and primed[0] == () and set(primed[1:]) == {(r,) for r in bundled}
+    _warmup.server_start()  # as a page's warm-up after it: nothing is primed twice
+    assert len(primed) == 1 + len(bundled)
     for rid in bundled:
         _cache.load_model(rid)  # what a page's first photo calls
     assert loads == bundled, "the pages find the models already loaded"

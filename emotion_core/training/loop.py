@@ -282,15 +282,11 @@ def fit(model_name: str, ds: PreparedDataset, config: TrainConfig, *, run_id: st
     ctx = RunContext(state.run_id, model_name, ds.name, str(ds.root), config,
                      weights_source, split.mean, split.std, state.plan, phases,
                      setup.steps_per_epoch(), rt.device, rt.amp, rt.channels_last,
-                     rt.info.world_size, sources=row_sources(ds))
+                     rt.info.world_size,
+                     sources=None if split.sources is None else tuple(split.sources))
     if config.recipe == "probe":
         return run_probe(setup, ctx, state)
     return train_and_write(setup, ctx, phases, state, ckpt)
-
-
-def row_sources(ds: PreparedDataset) -> tuple[str, ...] | None:
-    """The set each split row (= cache row) came from, for a combined dataset."""
-    return tuple(ds.split["source"].astype(str)) if "source" in ds.split.columns else None
 
 
 def train_and_write(setup: Setup, ctx: RunContext, phases: list[Phase], state: RunState,

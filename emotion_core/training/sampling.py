@@ -12,14 +12,32 @@ from __future__ import annotations
 
 import numpy as np
 
+from emotion_core.data.prepare import PreparedDataset
+
 SET_SAMPLINGS = ("proportional", "sqrt", "equal")
 _POWER = {"sqrt": 0.5, "equal": 0.0}
 
 
-def set_shares(sources: np.ndarray, mode: str) -> dict[str, float]:
-    """Each set's expected fraction of an epoch's draws under `mode`."""
+def _check(mode: str) -> None:
     if mode not in SET_SAMPLINGS:
         raise ValueError(f"unknown set sampling '{mode}'; choose one of {', '.join(SET_SAMPLINGS)}")
+
+
+def row_sources(ds: PreparedDataset, mode: str = "proportional") -> np.ndarray | None:
+    """The set each split row (= cache row) came from, None for a single set; ValueError when
+    `mode` mixes sets and `ds` is one."""
+    _check(mode)
+    if "source" in ds.split.columns:
+        return ds.split["source"].astype(str).to_numpy()
+    if mode != "proportional":
+        raise ValueError(f"set sampling '{mode}' mixes several sets; '{ds.name}' is one "
+                         "(give --data more than once)")
+    return None
+
+
+def set_shares(sources: np.ndarray, mode: str) -> dict[str, float]:
+    """Each set's expected fraction of an epoch's draws under `mode`."""
+    _check(mode)
     names, counts = np.unique(np.asarray(sources).astype(str), return_counts=True)
     weight = counts.astype(float) ** _POWER.get(mode, 1.0)
     return {str(n): float(w / weight.sum()) for n, w in zip(names, weight, strict=True)}
@@ -30,10 +48,9 @@ def epoch_rows(train: np.ndarray, sources: np.ndarray | None, mode: str, *, seed
     """The train rows epoch `epoch` visits: `train` itself under `proportional` (or one set),
     else len(train) rows drawn with replacement to the shares of `set_shares`.
     `sources` names the set of every cache row (None: a single set)."""
+    _check(mode)
     train = np.asarray(train, dtype=np.int64)
     if mode == "proportional" or sources is None or len(train) == 0:
-        if mode not in SET_SAMPLINGS:
-            raise ValueError(f"unknown set sampling '{mode}'; choose one of {', '.join(SET_SAMPLINGS)}")
         return train
     row_sets = np.asarray(sources).astype(str)[train]
     shares = set_shares(row_sets, mode)

@@ -16,7 +16,7 @@ from torch import nn
 from emotion_core import data, models
 from emotion_core.data.cache import DecodedCache, build_cache
 from emotion_core.data.prepare import PreparedDataset
-from emotion_core.training import checkpoint, distributed, planner
+from emotion_core.training import checkpoint, distributed, planner, sampling
 from emotion_core.training.config import TrainConfig
 from emotion_core.training.distributed import DistInfo
 from emotion_core.training.planner import Plan
@@ -84,11 +84,8 @@ def make_split(ds: PreparedDataset, config: TrainConfig, cache: DecodedCache | N
     if len(train) == 0 or len(val) == 0:
         raise ValueError(f"dataset '{ds.name}' needs non-empty train and val subsets to train "
                          f"(got {len(train)} train, {len(val)} val images)")
-    sources = ds.split["source"].astype(str).to_numpy() if "source" in ds.split.columns else None
-    if config.set_sampling != "proportional" and sources is None:
-        raise ValueError(f"set sampling '{config.set_sampling}' mixes several sets; '{ds.name}' is "
-                         "one set (give --data more than once)")
-    return Split(cache, train, val, list(spec.mean), list(spec.std), sources)
+    return Split(cache, train, val, list(spec.mean), list(spec.std),
+                 sampling.row_sources(ds, config.set_sampling))
 
 
 def make_criterion(split: Split, config: TrainConfig, device: torch.device) -> nn.Module:
