@@ -10,7 +10,8 @@ import time
 import pytest
 
 from emotion_core import jobs, store
-from emotion_core.jobs import lock, progress, status
+from emotion_core.jobs import lock, progress, runner, status
+from emotion_core.jobs.runner import JOB_NICENESS, session_group
 
 PY = sys.executable
 
@@ -42,8 +43,6 @@ def test_job_runs_steps_logs_and_succeeds() -> None:
 
 
 def test_job_steps_run_below_the_apps_cpu_priority() -> None:
-    from emotion_core.jobs.runner import JOB_NICENESS
-
     status.start_steps([[PY, "-c", "import os; print('niceness', os.nice(0))"]], models=[])
     assert _wait(lambda: status.job_status().state != "running")
     st = status.job_status()
@@ -51,10 +50,23 @@ def test_job_steps_run_below_the_apps_cpu_priority() -> None:
     assert f"niceness {min(19, os.nice(0) + JOB_NICENESS)}" in status.read_log(st.job_id)
 
 
-@pytest.mark.skipif(not os.path.exists("/proc/self/autogroup"),
+def test_session_group_reads_the_kernels_line_and_none_where_the_file_is_empty(tmp_path,
+                                                                               monkeypatch) -> None:
+    # Some sandboxed kernels show /proc/self/autogroup but leave it empty: that is no autogroup.
+    fake = tmp_path / "autogroup"
+    monkeypatch.setattr(runner, "AUTOGROUP", fake)
+    fake.write_text("/autogroup-1252 nice 10\n")
+    assert session_group() == ("/autogroup-1252", 10)
+    for text in ("", "garbage\n"):
+        fake.write_text(text)
+        assert session_group() is None
+    fake.unlink()
+    assert session_group() is None
+
+
+@pytest.mark.skipif(session_group() is None,
                     reason="the kernel does not group sessions for scheduling (no autogroup)")
 def test_a_jobs_session_group_runs_below_the_app_where_the_kernel_groups_sessions() -> None:
-    from emotion_core.jobs.runner import JOB_NICENESS
 
     # Without this the job's own session competes with the app as an equal group, whatever
     # the nice value of its processes.
@@ -62,7 +74,7 @@ def test_a_jobs_session_group_runs_below_the_app_where_the_kernel_groups_session
                        models=[])
     assert _wait(lambda: status.job_status().state != "running")
     log = status.read_log(status.job_status().job_id)
-    mine = open("/proc/self/autogroup").read().split()[0]
+    mine = session_group()[0]
     line = next(ln for ln in log.splitlines() if ln.startswith("group "))
     assert line.split()[1] != mine, "the job runs in a session (group) of its own"
     assert line.endswith(f"nice {JOB_NICENESS}"), line

@@ -24,6 +24,20 @@ from emotion_core.store.events import EventLog
 JOB_NICENESS = 10  # steps run this much below the app, so pages stay responsive during training
 
 
+AUTOGROUP = Path("/proc/self/autogroup")
+
+
+def session_group() -> tuple[str, int] | None:
+    """This process's autogroup (its name, its nice value), or None where the kernel does not
+    group sessions for scheduling: not Linux, the option off, or a sandboxed kernel that shows
+    the file but leaves it empty."""
+    try:
+        name, word, nice = AUTOGROUP.read_text().split()
+        return (name, int(nice)) if word == "nice" else None
+    except (OSError, ValueError):
+        return None
+
+
 def lower_priority(niceness: int = JOB_NICENESS) -> bool:
     """Put this process, the steps it starts and its session below the app; True when the
     session's scheduling group was lowered too.
@@ -35,11 +49,14 @@ def lower_priority(niceness: int = JOB_NICENESS) -> bool:
     `man 7 sched`) is what puts the job below the app; lowering a priority needs no privilege.
     """
     os.nice(niceness)  # inherited by every step; the app's own process keeps its priority
+    if session_group() is None:
+        return False  # no autogroups here: the nice value alone ranks the job below the app
     try:
-        Path("/proc/self/autogroup").write_text(str(niceness))
+        AUTOGROUP.write_text(str(niceness))
     except OSError:
-        return False  # no autogroups here (not Linux, or the kernel option is off): nice suffices
-    return True
+        return False
+    group = session_group()
+    return group is not None and group[1] == niceness
 
 
 def _run(jdir: Path) -> int:

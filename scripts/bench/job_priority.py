@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 
-from emotion_core.jobs.runner import JOB_NICENESS
+from emotion_core.jobs.runner import JOB_NICENESS, session_group
 
 _SPIN = "import time\nwhile True: pass\n"
 _SETUPS = {
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bursts", type=int, default=15)
     p.add_argument("--work", type=float, default=0.1, help="seconds of CPU work per burst (idle)")
     args = p.parse_args(argv)
-    grouped = os.path.exists("/proc/self/autogroup")
+    grouped = session_group() is not None
     print(f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}, kernel autogroup: "
           f"{'on' if grouped else 'off'}")
     n = _loop_count(args.work)
