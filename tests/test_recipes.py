@@ -10,8 +10,9 @@ import torch
 from emotion_core import data, models, store
 from emotion_core.data import combine
 from emotion_core.evaluation.inference import probabilities
+from emotion_core.store.events import EventLog, read_events
 from emotion_core.training import loop as train
-from emotion_core.training import planner, sampling
+from emotion_core.training import planner, probe, sampling
 from emotion_core.training.config import PROFILES
 from scripts import train as train_cli
 from tests import tiny_shapes
@@ -31,7 +32,9 @@ def _package_or_skip() -> None:
 def test_probe_recipe_fits_a_head_on_frozen_features_and_records_it(tmp_path: Path):
     _package_or_skip()
     ds = tiny_shapes.prepared(tiny_shapes.make_folder(tmp_path / "tiny"))
-    rid = train.fit("mobilenet_v2", ds, CFG.override(recipe="probe", pretrained=True), progress=False)
+    events = tmp_path / "events.jsonl"
+    rid = train.fit("mobilenet_v2", ds, CFG.override(recipe="probe", pretrained=True), progress=False,
+                    events=EventLog(events))
     rec = store.load_run(rid)
     recipe = rec.manifest["recipe"]
     assert recipe["name"] == "probe" and str(recipe["probe_C"]) in recipe["probe_val_macro_f1_by_C"]
@@ -40,8 +43,20 @@ def test_probe_recipe_fits_a_head_on_frozen_features_and_records_it(tmp_path: Pa
     assert rec.metrics["val"]["accuracy"] > 0.6  # coloured shapes: ImageNet features separate them
     feats = list(store.paths.root().joinpath("cache").glob("features-*"))
     assert len(feats) == 2, "train (with mirror images) and val features are cached"
-    again = train.fit("mobilenet_v2", ds, CFG.override(recipe="probe", pretrained=True), progress=False)
+    # The forward passes report progress: train twice (mirror images), val once, batch by batch.
+    seen = read_events(events)
+    started = [e for e in seen if e["event"] == "epoch_started"]
+    n_train, n_val = len(ds.files("train")), len(ds.files("val"))
+    expected = 2 * -(-n_train // probe.BATCH) + -(-n_val // probe.BATCH)
+    assert [(e["phase"], e["batches"]) for e in started] == [("probe", expected)]
+    done = [e["done"] for e in seen if e["event"] == "batches_done"]
+    assert done and done[-1] == expected and done == sorted(done)
+    events.unlink()
+    again = train.fit("mobilenet_v2", ds, CFG.override(recipe="probe", pretrained=True), progress=False,
+                      events=EventLog(events))
     assert store.load_run(again).metrics["val"] == rec.metrics["val"], "same features, same head"
+    assert [e["batches"] for e in read_events(events) if e["event"] == "epoch_started"] == [0], \
+        "cached features: nothing to compute"
 
 
 def test_probe_refuses_a_model_without_pretrained_weights(tmp_path: Path):

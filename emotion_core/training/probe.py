@@ -11,15 +11,18 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
 from torch import nn
+from tqdm.auto import tqdm
 
 from emotion_core import store
 from emotion_core.data.cache import CachedLoader, DecodedCache
@@ -31,6 +34,7 @@ from emotion_core.training.writer import RunContext, evaluate_loader, write_run
 if TYPE_CHECKING:  # loop imports this module; the type only
     from emotion_core.training.loop import Setup
 
+BATCH = 128  # images per forward pass while extracting features
 C_GRID = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)  # inverse L2 strengths tried on validation
 
 
@@ -54,26 +58,36 @@ def feature_key(manifest_part: dict, cache: DecodedCache, rows: np.ndarray, flip
     return "features-" + hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
+def _features_path(key: str) -> Path:
+    return store.paths.cache_dir(key) / "features.npy"
+
+
+def extract_batches(rows: np.ndarray, flip: bool, key: str, batch_size: int = BATCH) -> int:
+    """Forward batches `extract` will run for these rows (none when their features are cached)."""
+    return 0 if _features_path(key).is_file() else math.ceil(len(rows) / batch_size) * (1 + flip)
+
+
 def extract(model: nn.Module, cache: DecodedCache, rows: np.ndarray, *, mean: Sequence[float],
-            std: Sequence[float], flip: bool, key: str, batch_size: int = 128) -> np.ndarray:
+            std: Sequence[float], flip: bool, key: str, batch_size: int = BATCH,
+            on_batch: Callable[[], None] | None = None) -> np.ndarray:
     """Features of cache rows `rows` (and of their mirror images after them when `flip`),
-    read from the feature cache when this exact computation was done before."""
-    path = store.paths.cache_dir(key) / "features.npy"
+    read from the feature cache when this exact computation was done before; `on_batch()`
+    after each forward batch (progress)."""
+    path = _features_path(key)
     if path.is_file():
         return np.load(path)
     model.eval()
     device = next(model.parameters()).device
     loader = CachedLoader(cache, rows, batch_size, shuffle=False, aug=None, mean=mean, std=std)
-    parts = []
-    for x, _ in loader:
-        x = x.to(device)
-        parts.append(head_inputs(model, x).cpu().numpy())
-    feats = [np.concatenate(parts)]
-    if flip:
-        mirrored = []
+    feats = []
+    for mirrored in (False, True) if flip else (False,):
+        parts = []
         for x, _ in loader:
-            mirrored.append(head_inputs(model, x.flip(-1).to(device)).cpu().numpy())
-        feats.append(np.concatenate(mirrored))
+            x = x.flip(-1) if mirrored else x
+            parts.append(head_inputs(model, x.to(device)).cpu().numpy())
+            if on_batch is not None:
+                on_batch()
+        feats.append(np.concatenate(parts))
     out = np.concatenate(feats).astype(np.float32)
     path.parent.mkdir(parents=True, exist_ok=True)
     with store.atomic_path(path) as tmp:
@@ -149,9 +163,24 @@ def run_probe(setup: Setup, ctx: RunContext, state: RunState) -> str:
     t0 = time.perf_counter()
     part = {"model": setup.name, "weights": ctx.weights_source, "size": config.image_size,
             "mean": split.mean, "std": split.std}
-    feats = {rows_name: extract(model, split.cache, rows, mean=split.mean, std=split.std,
-                                flip=flip, key=feature_key(part, split.cache, rows, flip))
-             for rows_name, rows, flip in (("train", split.train, True), ("val", split.val, False))}
+    jobs = [(name, rows, flip, feature_key(part, split.cache, rows, flip))
+            for name, rows, flip in (("train", split.train, True), ("val", split.val, False))]
+    # The forward passes are the probe's long part (minutes on a CPU): one progress "epoch".
+    batches = sum(extract_batches(rows, flip, key) for _, rows, flip, key in jobs)
+    reporter.epoch_started(1, 1, "probe", batches)
+    bar = tqdm(total=batches, desc="probe features", leave=False, disable=not rt.show or not batches,
+               dynamic_ncols=True)
+    report, done = reporter.on_batch(1, batches), 0
+
+    def on_batch() -> None:
+        nonlocal done
+        done += 1
+        bar.update()
+        report(done)
+
+    feats = {name: extract(model, split.cache, rows, mean=split.mean, std=split.std, flip=flip,
+                           key=key, on_batch=on_batch) for name, rows, flip, key in jobs}
+    bar.close()
     labels = split.cache.labels
     train_y = np.concatenate([labels[split.train]] * 2)
     fit = fit_head(feats["train"], train_y, feats["val"], labels[split.val], len(split.classes),
