@@ -8,7 +8,8 @@ fills the model cache of `_cache` in the order the pages need the models: first 
 models Predict ticks for a dataset without real-face runs (a fresh clone, the demo), then the
 dataset's runs; each model answers one blank picture once loaded (first calls set up kernels),
 and after the first model Predict's chart is built once, unseen. The slow imports go piece by
-piece, each only while no page is running, so they do not slow a person's first photo.
+piece, each only once no page has run for a while, and within a piece each import statement
+waits while a page runs (`_YieldingImport`), so they do not slow a person's first photo.
 A page that needs a model the thread has not reached yet shows a short note and reruns itself
 when the model is there, instead of blocking.
 
@@ -18,12 +19,15 @@ them it has dealt with); `_started` keeps one per process and run set, `_STOP` e
 from __future__ import annotations
 
 import atexit
+import builtins
 import importlib
+import importlib._bootstrap  # noqa: F401  (the import locks, read by _waited_on_by_others)
 import logging
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import streamlit as st
 
@@ -39,6 +43,7 @@ WARM_UP_IMPORTS = ("matplotlib.pyplot", "scipy.ndimage", "sklearn.decomposition"
 SCRIPT_THREAD = "ScriptRunner.scriptThread"  # Streamlit's thread for one session's page runs
 QUIET_WAIT_S = 20.0  # the longest an import waits for pages to finish before it goes ahead
 QUIET_FOR_S = 3.0  # ...and how long no page must have run: a person picks a photo meanwhile
+YIELD_MAX_S = 1.0  # within a piece, the longest one import statement waits for a running page
 WARM_UP_THREAD = "model-warm-up"
 _STOP = threading.Event()
 _page_seen: float | None = None  # when the warm-up last saw a page running (monotonic clock)
@@ -135,12 +140,64 @@ def _pages_quiet(timeout: float = QUIET_WAIT_S, quiet_for: float = QUIET_FOR_S) 
     if _page_seen is None:
         _page_seen = now  # the warm-up starts from a page run
     while not _STOP.is_set() and now < end:
-        if any(t.name == SCRIPT_THREAD and t.is_alive() for t in threading.enumerate()):
+        if _page_running():
             _page_seen = now
         elif now - _page_seen >= quiet_for:
             return
         time.sleep(0.05)
         now = time.monotonic()
+
+
+def _page_running() -> bool:
+    return any(t.name == SCRIPT_THREAD and t.is_alive() for t in threading.enumerate())
+
+
+def _waited_on_by_others() -> bool:
+    """True when another thread waits for a module this thread is importing: it would wait for
+    us while we wait for it. Reads CPython's import-lock bookkeeping (`_blocking_on`: thread id
+    to the module lock, or in later versions the locks, it waits for); False where it differs."""
+    me = threading.get_ident()
+    try:
+        for locks in list(importlib._bootstrap._blocking_on.values()):  # type: ignore[attr-defined]
+            for lock in locks if isinstance(locks, list) else [locks]:
+                if getattr(lock, "owner", None) == me:
+                    return True
+    except Exception:
+        pass
+    return False
+
+
+class _YieldingImport:
+    """`builtins.__import__` while the warm-up imports: before each import statement the
+    warm-up thread runs, it waits while a page runs, so a photo that arrives during an import
+    piece (scikit-learn alone takes about 2 s) waits for one module, not the piece. Other
+    threads pass straight through. It never waits for a page that waits for it (a module this
+    thread holds), at most YIELD_MAX_S at a time, and QUIET_WAIT_S in all per piece."""
+
+    def __init__(self, real: Callable[..., Any]) -> None:
+        self.real, self.thread = real, threading.get_ident()
+        self.budget = QUIET_WAIT_S
+
+    def __call__(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        if threading.get_ident() == self.thread and self.budget > 0:
+            start = time.monotonic()
+            end = start + min(YIELD_MAX_S, self.budget)
+            while (not _STOP.is_set() and time.monotonic() < end and _page_running()
+                   and not _waited_on_by_others()):
+                time.sleep(0.01)
+            self.budget -= time.monotonic() - start
+        return self.real(name, *args, **kwargs)
+
+
+def _import_yielding(name: str) -> None:
+    real = builtins.__import__
+    hook = _YieldingImport(real)
+    builtins.__import__ = hook
+    try:
+        importlib.import_module(name)
+    finally:
+        if builtins.__import__ is hook:  # another hook installed meanwhile keeps its place
+            builtins.__import__ = real
 
 
 def _import_slow_libraries() -> None:
@@ -149,7 +206,7 @@ def _import_slow_libraries() -> None:
         if _STOP.is_set():
             return
         try:
-            importlib.import_module(name)
+            _import_yielding(name)
         except Exception:  # missing, or the interpreter is shutting down: the pages import it
             pass
 

@@ -278,6 +278,81 @@ def test_warm_up_imports_wait_while_a_page_runs(monkeypatch) -> None:
     assert done == ["first.piece", "second.piece"]
 
 
+def _two_modules(tmp_path, monkeypatch, tag: str) -> tuple[str, str]:
+    """A module whose first statement imports a second one, both new to this process."""
+    outer, inner = f"warmup_{tag}_outer", f"warmup_{tag}_inner"
+    (tmp_path / f"{outer}.py").write_text(f"import {inner}\n")
+    (tmp_path / f"{inner}.py").write_text("VALUE = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return outer, inner
+
+
+def _wait_until(cond, timeout: float = TIMEOUT) -> bool:
+    import time
+
+    end = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def test_a_warm_up_import_holds_at_its_next_statement_while_a_page_runs(tmp_path,
+                                                                         monkeypatch) -> None:
+    import builtins
+    import threading
+
+    from pages import _warmup
+
+    outer, inner = _two_modules(tmp_path, monkeypatch, "hold")
+    monkeypatch.setattr(_warmup, "YIELD_MAX_S", 60.0)  # only the page's end may release it
+    real_import = builtins.__import__
+    page_done = threading.Event()
+    page = threading.Thread(target=page_done.wait, args=(TIMEOUT,), name=_warmup.SCRIPT_THREAD)
+    page.start()
+    importer = threading.Thread(target=_warmup._import_yielding, args=(outer,))
+    importer.start()
+    try:
+        assert _wait_until(lambda: outer in sys.modules)  # the piece has begun...
+        importer.join(timeout=0.3)
+        assert inner not in sys.modules and importer.is_alive(), "...and holds while a page runs"
+    finally:
+        page_done.set()
+    importer.join(timeout=TIMEOUT)
+    assert sys.modules[inner].VALUE == 1 and not importer.is_alive()
+    assert builtins.__import__ is real_import  # the hook is gone after the piece
+
+
+def test_a_warm_up_import_never_holds_a_module_a_page_waits_for(tmp_path, monkeypatch) -> None:
+    import threading
+
+    from pages import _warmup
+
+    outer, inner = _two_modules(tmp_path, monkeypatch, "lock")
+    monkeypatch.setattr(_warmup, "YIELD_MAX_S", 60.0)
+    page_done = threading.Event()
+    got: list[int] = []
+
+    def page() -> None:  # a page run that needs the module the warm-up is half-way through
+        assert _wait_until(lambda: outer in sys.modules)
+        got.append(__import__(outer) is not None)
+        page_done.wait(TIMEOUT)
+
+    runner = threading.Thread(target=page, name=_warmup.SCRIPT_THREAD)
+    runner.start()
+    importer = threading.Thread(target=_warmup._import_yielding, args=(outer,))
+    importer.start()
+    try:
+        # Held for the page, the warm-up would deadlock with it until YIELD_MAX_S ran out.
+        assert _wait_until(lambda: got == [True], timeout=10), "the page got its module"
+        importer.join(timeout=10)
+        assert not importer.is_alive() and inner in sys.modules
+    finally:
+        page_done.set()
+        runner.join()
+
+
 def test_explain_page_waits_for_the_warm_up_instead_of_blocking(at_store, monkeypatch) -> None:
     at, ids = at_store
     loads, gate = _fresh_warm_up(monkeypatch)
