@@ -332,7 +332,7 @@ def test_a_warm_up_import_never_holds_a_module_a_page_waits_for(tmp_path, monkey
     outer, inner = _two_modules(tmp_path, monkeypatch, "lock")
     monkeypatch.setattr(_warmup, "YIELD_MAX_S", 60.0)
     page_done = threading.Event()
-    got: list[int] = []
+    got: list[bool] = []
 
     def page() -> None:  # a page run that needs the module the warm-up is half-way through
         assert _wait_until(lambda: outer in sys.modules)
