@@ -57,6 +57,19 @@ def test_probe_recipe_fits_a_head_on_frozen_features_and_records_it(tmp_path: Pa
     assert store.load_run(again).metrics["val"] == rec.metrics["val"], "same features, same head"
     assert [e["batches"] for e in read_events(events) if e["event"] == "epoch_started"] == [0], \
         "cached features: nothing to compute"
+    # The history row's validation scores come from the features, the run's metrics from the
+    # network itself: the head is linear on the features, so they agree (with flip TTA too,
+    # whose mirror images of validation are the only new forward passes).
+    events.unlink()
+    flipped = store.load_run(train.fit("mobilenet_v2", ds, CFG.override(
+        recipe="probe", pretrained=True, tta_flip=True), progress=False, events=EventLog(events)))
+    assert [e["batches"] for e in read_events(events) if e["event"] == "epoch_started"] == \
+        [2 * -(-n_val // probe.BATCH)]
+    for run in (rec, flipped):
+        row = run.history.iloc[0]
+        assert row["val_acc"] == pytest.approx(run.metrics["val"]["accuracy"])
+        assert row["val_macro_f1"] == pytest.approx(run.metrics["val"]["macro_f1"])
+        assert row["val_loss"] == pytest.approx(run.metrics["val"]["loss"], rel=1e-4)
 
 
 def test_probe_refuses_a_model_without_pretrained_weights(tmp_path: Path):

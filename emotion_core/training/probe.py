@@ -26,10 +26,11 @@ from tqdm.auto import tqdm
 
 from emotion_core import store
 from emotion_core.data.cache import CachedLoader, DecodedCache
+from emotion_core.evaluation import metrics as ev
 from emotion_core.models import SCRATCH, spec_of
 from emotion_core.training.planner import Phase
 from emotion_core.training.state import RunState
-from emotion_core.training.writer import RunContext, evaluate_loader, write_run
+from emotion_core.training.writer import RunContext, write_run
 
 if TYPE_CHECKING:  # loop imports this module; the type only
     from emotion_core.training.loop import Setup
@@ -139,6 +140,15 @@ def fit_head(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y:
     return ProbeFit(best, scores, weight.astype(np.float32), bias.astype(np.float32))
 
 
+def head_probs(feats: np.ndarray, fit: ProbeFit, n: int) -> np.ndarray:
+    """The model's probabilities for `n` images from their features (the head is linear on
+    them); with 2n rows, the mean over each image and its mirror image (as flip TTA does)."""
+    logits = feats.astype(np.float64) @ fit.weight.T.astype(np.float64) + fit.bias
+    probs = np.exp(logits - logits.max(1, keepdims=True))
+    probs /= probs.sum(1, keepdims=True)
+    return probs if len(probs) == n else (probs[:n] + probs[n:]) / 2
+
+
 def load_head(model: nn.Module, fit: ProbeFit) -> None:
     """Write the fitted linear head into the model's classifier (an nn.Linear)."""
     head = spec_of(model).head(model)
@@ -163,8 +173,10 @@ def run_probe(setup: Setup, ctx: RunContext, state: RunState) -> str:
     t0 = time.perf_counter()
     part = {"model": setup.name, "weights": ctx.weights_source, "size": config.image_size,
             "mean": split.mean, "std": split.std}
-    jobs = [(name, rows, flip, feature_key(part, split.cache, rows, flip))
-            for name, rows, flip in (("train", split.train, True), ("val", split.val, False))]
+    # Validation's mirror images too when the run predicts with them: its metrics then follow
+    # from the features (below), with no second pass through the backbone.
+    jobs = [(name, rows, flip, feature_key(part, split.cache, rows, flip)) for name, rows, flip in
+            (("train", split.train, True), ("val", split.val, config.tta_flip))]
     # The forward passes are the probe's long part (minutes on a CPU): one progress "epoch".
     batches = sum(extract_batches(rows, flip, key) for _, rows, flip, key in jobs)
     reporter.epoch_started(1, 1, "probe", batches)
@@ -183,12 +195,11 @@ def run_probe(setup: Setup, ctx: RunContext, state: RunState) -> str:
     bar.close()
     labels = split.cache.labels
     train_y = np.concatenate([labels[split.train]] * 2)
-    fit = fit_head(feats["train"], train_y, feats["val"], labels[split.val], len(split.classes),
-                   class_weighted=config.class_weighted, seed=config.seed)
+    n_val = len(split.val)
+    fit = fit_head(feats["train"], train_y, feats["val"][:n_val], labels[split.val],
+                   len(split.classes), class_weighted=config.class_weighted, seed=config.seed)
     load_head(model, fit)
-    loader = CachedLoader(split.cache, split.val, config.eval_batch_size, shuffle=False, aug=None,
-                          mean=split.mean, std=split.std)
-    vm, _, _ = evaluate_loader(model, loader, rt.device, split.classes, tta_flip=config.tta_flip)
+    vm = ev.compute_metrics(labels[split.val], head_probs(feats["val"], fit, n_val), split.classes)
     row = {"epoch": 1, "phase": "probe", "lr": 0.0, "train_loss": float("nan"),
            "train_acc": float("nan"), "val_loss": vm["loss"], "val_acc": vm["accuracy"],
            "val_macro_f1": vm["macro_f1"], "seconds": time.perf_counter() - t0}
