@@ -18,6 +18,7 @@ from emotion_core.jobs import status
 from emotion_core.views import labels as run_names
 from emotion_core.views import tables as explorer
 from tests.fixtures_runs import DATASET, MODELS, copy_run, copy_store, photo_640x480, tiny_store
+from tests.polling import wait_until
 
 pytest.importorskip("streamlit.testing.v1")
 from streamlit.testing.v1 import AppTest  # noqa: E402
@@ -287,17 +288,6 @@ def _two_modules(tmp_path, monkeypatch, tag: str) -> tuple[str, str]:
     return outer, inner
 
 
-def _wait_until(cond, timeout: float = TIMEOUT) -> bool:
-    import time
-
-    end = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > end:
-            return False
-        time.sleep(0.01)
-    return True
-
-
 def test_a_warm_up_import_holds_at_its_next_statement_while_a_page_runs(tmp_path,
                                                                          monkeypatch) -> None:
     import builtins
@@ -314,7 +304,7 @@ def test_a_warm_up_import_holds_at_its_next_statement_while_a_page_runs(tmp_path
     importer = threading.Thread(target=_warmup._import_yielding, args=(outer,))
     importer.start()
     try:
-        assert _wait_until(lambda: outer in sys.modules)  # the piece has begun...
+        assert wait_until(lambda: outer in sys.modules, TIMEOUT)  # the piece has begun...
         importer.join(timeout=0.3)
         assert inner not in sys.modules and importer.is_alive(), "...and holds while a page runs"
     finally:
@@ -335,7 +325,7 @@ def test_a_warm_up_import_never_holds_a_module_a_page_waits_for(tmp_path, monkey
     got: list[bool] = []
 
     def page() -> None:  # a page run that needs the module the warm-up is half-way through
-        assert _wait_until(lambda: outer in sys.modules)
+        assert wait_until(lambda: outer in sys.modules, TIMEOUT)
         got.append(__import__(outer) is not None)
         page_done.wait(TIMEOUT)
 
@@ -345,7 +335,7 @@ def test_a_warm_up_import_never_holds_a_module_a_page_waits_for(tmp_path, monkey
     importer.start()
     try:
         # Held for the page, the warm-up would deadlock with it until YIELD_MAX_S ran out.
-        assert _wait_until(lambda: got == [True], timeout=10), "the page got its module"
+        assert wait_until(lambda: got == [True], timeout=10), "the page got its module"
         importer.join(timeout=10)
         assert not importer.is_alive() and inner in sys.modules
     finally:
@@ -660,11 +650,7 @@ def test_train_page_shows_the_jobs_status_line_and_keeps_the_log_in_an_expander(
     monkeypatch.setenv(store.paths.ENV_ROOT, str(root))
     job = status.start_steps([[sys.executable, "-c", "print('hello from the job')"]],
                              models=["mobilenet_v2"])
-    for _ in range(100):
-        if not status.job_status(job.job_id).running:
-            break
-        import time
-        time.sleep(0.1)
+    wait_until(lambda: not status.job_status(job.job_id).running, timeout=10, every=0.1)
     at = _open(AppTest.from_file(APP, default_timeout=TIMEOUT), "train")
     assert any(job.job_id in c.value for c in at.caption)
     (log,) = [e for e in at.expander if e.label == "Log"]

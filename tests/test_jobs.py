@@ -5,24 +5,19 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import pytest
 
 from emotion_core import jobs, store
 from emotion_core.jobs import lock, progress, runner, status
 from emotion_core.jobs.runner import JOB_NICENESS, session_group
+from tests.polling import wait_until
 
 PY = sys.executable
 
 
 def _wait(pred, timeout: float = 20.0) -> bool:
-    end = time.time() + timeout
-    while time.time() < end:
-        if pred():
-            return True
-        time.sleep(0.1)
-    return False
+    return wait_until(pred, timeout, every=0.1)
 
 
 def _sleeper(seconds: float) -> list[str]:

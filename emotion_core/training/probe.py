@@ -161,8 +161,9 @@ def load_head(model: nn.Module, fit: ProbeFit) -> None:
 
 
 def run_probe(setup: Setup, ctx: RunContext, state: RunState) -> str:
-    """The "probe" recipe: features of the (flipped too) training images and of the validation
-    images through the frozen backbone, a head fitted on them, then the usual run writer."""
+    """The "probe" recipe: features of the training images and their mirror images, and of the
+    validation images (their mirror images too with flip TTA), through the frozen backbone, a
+    head fitted on them, then the usual run writer."""
     model, split, config, rt = setup.model, setup.split, setup.config, setup.rt
     if ctx.weights_source == SCRATCH:
         raise ValueError(f"a linear probe needs pretrained weights, but '{setup.name}' starts from "
