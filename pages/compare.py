@@ -45,13 +45,46 @@ metric = st.selectbox("Bar chart metric", BAR_METRICS, format_func=display.headi
                       key="cmp_metric")
 _charts.score_bars(table, metric, chance, key="cmp_bars")
 
-st.subheader("Per-class recall (validation)")
 full = []
 for r in runs:
     try:
         full.append(_cache.run_record(r.run_id))
     except store.BrokenRunError as exc:
         st.warning(str(exc))
+
+st.subheader("How sure these scores are")
+st.caption("Accuracy with its 95% interval (Wilson) from the number of images behind it: on a "
+           "small split one image moves it a lot (70 images: 1.4 points each). A run on several "
+           "sets has a row for all of them and one per set.")
+intervals = tables.accuracy_intervals(full, names)
+if len(intervals):
+    st.dataframe(display.styled(intervals.rename(columns=display.HEADINGS)), hide_index=True,
+                 width="stretch", placeholder=display.MISSING)
+pairable = tables.paired_runs(full)
+if len(pairable) >= 2:
+    st.caption("Two runs on the same images: they differ only where exactly one is right. The "
+               "p-value (exact McNemar test) is how often a coin would split those images at "
+               "least this unevenly; above 0.05 the difference may be chance.")
+    ids = [r.run_id for r in pairable]
+    left, right = st.columns(2)
+    a = left.selectbox("Run A", ids, format_func=names.get, key="cmp_pair_a")
+    b = right.selectbox("Run B", ids, index=1, format_func=names.get, key="cmp_pair_b")
+    if a == b:
+        st.info("Pick two different runs.")
+    else:
+        by_id = {r.run_id: r for r in pairable}
+        try:
+            pair = tables.paired_table(by_id[a], by_id[b])
+        except ValueError as exc:
+            st.warning(str(exc))
+        else:
+            if len(pair):
+                st.dataframe(display.styled(pair.rename(columns=display.HEADINGS)),
+                             hide_index=True, width="stretch")
+            else:
+                st.info("These two runs share no scored image (different sets or splits).")
+
+st.subheader("Per-class recall (validation)")
 per = tables.per_class_long(full, "val", names)
 if len(per):
     st.plotly_chart(px.bar(per, x="class", y="recall", color="run", barmode="group"),

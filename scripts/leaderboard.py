@@ -1,8 +1,13 @@
 """Print the leaderboard: one row per stored run (models and ensembles), best val macro-F1 first.
 
     python -m scripts.leaderboard [--dataset NAME] [--csv]
+    python -m scripts.leaderboard --intervals [--dataset NAME]
+    python -m scripts.leaderboard --versus RUN_A RUN_B
 
 Rebuilds artifacts/leaderboard.csv from the run manifests; broken runs are listed, not hidden.
+`--intervals` prints each run's validation and test accuracy with its image count and 95%
+Wilson interval (per set for a run on several); `--versus` pairs two runs on the images both
+were scored on (both right, only A, only B, both wrong, exact McNemar p-value).
 """
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ import argparse
 import sys
 
 from emotion_core import store
+from emotion_core.views import tables
 from emotion_core.views.tables import format_table
 
 VIEW = ["dataset", "model", "kind", "weights_source", "profile", "epochs_run", "val_accuracy",
@@ -21,7 +27,13 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m scripts.leaderboard", description=__doc__.split("\n")[0])
     p.add_argument("--dataset", default=None, help="only runs on this dataset")
     p.add_argument("--csv", action="store_true", help="print every column as CSV")
+    p.add_argument("--intervals", action="store_true",
+                   help="accuracy with its 95%% Wilson interval per run, subset and set")
+    p.add_argument("--versus", nargs=2, metavar=("RUN_A", "RUN_B"),
+                   help="two runs on their shared images: exact McNemar test per subset and set")
     args = p.parse_args(argv)
+    if args.versus:
+        return _versus(*args.versus)
 
     df = store.write_leaderboard()
     _, broken = store.list_runs()
@@ -34,12 +46,30 @@ def main(argv: list[str] | None = None) -> int:
         df = df[df["dataset"] == args.dataset]
     if df.empty:
         print(f"no runs yet under {store.paths.runs_dir()}; train with `python -m scripts.train`")
+    elif args.intervals:
+        records = [store.load_run(r) for r in df["run_id"]]
+        print(format_table(tables.accuracy_intervals(records)))
     elif args.csv:
         print(df.to_csv(index=False), end="")
     else:
         print(format_table(df[VIEW]))
     for rid, why in broken.items():
         print(f"broken run {rid}: {why}", file=sys.stderr)
+    return 0
+
+
+def _versus(run_a: str, run_b: str) -> int:
+    try:
+        a, b = store.load_run(run_a), store.load_run(run_b)
+        pair = tables.paired_table(a, b)
+    except (store.BrokenRunError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if pair.empty:
+        print(f"error: runs '{run_a}' and '{run_b}' share no scored image", file=sys.stderr)
+        return 2
+    print(f"A = {run_a}\nB = {run_b}")
+    print(format_table(pair))
     return 0
 
 

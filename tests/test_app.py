@@ -133,6 +133,25 @@ def test_compare_page_shows_table_and_the_studys_numbers(at_store) -> None:
     assert len(at.get("plotly_chart")) >= 2  # metric bars + curves (+ per-class recall)
 
 
+def test_compare_page_gives_each_score_its_interval_and_pairs_two_runs(at_store) -> None:
+    at, ids = at_store
+    _open(at, "compare")
+    shown = [d.value for d in at.dataframe]
+    intervals = next(d for d in shown if "95% interval from" in d.columns)
+    rec = store.load_run(ids[MODELS[0]])
+    mine = intervals[(intervals["subset"] == "val") & (intervals["n"] == rec.metrics["val"]["n"])]
+    assert len(mine) >= 1 and (mine["95% interval from"] <= mine["accuracy"]).all()
+    assert (mine["accuracy"] <= mine["95% interval to"]).all()
+    at.selectbox(key="cmp_pair_a").set_value(ids[MODELS[0]]).run()
+    at.selectbox(key="cmp_pair_b").set_value(ids["ensemble"]).run()
+    pair = next(d.value for d in at.dataframe if "p (McNemar)" in d.value.columns)
+    val = pair.set_index("subset").loc["val"]
+    assert val["n"] == rec.metrics["val"]["n"]
+    assert val["A accuracy"] == pytest.approx(rec.metrics["val"]["accuracy"])
+    at.selectbox(key="cmp_pair_b").set_value(ids[MODELS[0]]).run()
+    assert "Pick two different runs." in _texts(at)
+
+
 def test_confusion_page_cell_drilldown(at_store) -> None:
     at, ids = at_store
     _open(at, "confusion")

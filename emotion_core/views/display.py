@@ -27,12 +27,15 @@ HEADINGS = {
     "val_ece": "val calibration error", "latency_ms": "CPU ms per image",
     "params": "parameters (M)", "flops": "GFLOPs", "train_seconds": "training (s)",
     "epochs_run": "epochs", "profile": "profile", "dataset": "dataset", "run_id": "run id",
-    "kind": "kind",
+    "kind": "kind", "ci_low": "95% interval from", "ci_high": "95% interval to",
+    "a_accuracy": "A accuracy", "b_accuracy": "B accuracy", "both_right": "both right",
+    "only_a": "only A right", "only_b": "only B right", "both_wrong": "both wrong",
+    "p_value": "p (McNemar)",
 }
 FORMATS = {  # by column name, applied after `view` converted units
     **{c: "{:.3f}" for c in (*SCORES, "val_ece")},
     "latency_ms": "{:.1f}", "params": "{:.1f}", "flops": "{:.2f}", "train_seconds": "{:.0f}",
-    "epochs_run": "{:.0f}",
+    "epochs_run": "{:.0f}", "p_value": "{:.2g}",
 }
 UNITS = {"params": 1e6, "flops": 1e9}  # stored as counts, shown in millions / billions
 HELP = {

@@ -16,6 +16,7 @@ import pandas as pd
 
 from emotion_core import store
 from emotion_core.data import eda, synthetic
+from emotion_core.evaluation import significance
 from emotion_core.models import REGISTRY, STUDY_ENSEMBLE, STUDY_ENSEMBLE_ACCURACY, ModelSpec
 from emotion_core.views.labels import created_stamp, run_labels, weights_label
 
@@ -342,6 +343,8 @@ def format_table(df: pd.DataFrame) -> str:
     for col in out.columns:
         if col in ("params", "flops", "epochs_run"):
             out[col] = [f"{int(v):,}" if _num(v) else "-" for v in df[col]]
+        elif col == "p_value":  # tiny p-values must not print as 0.0000
+            out[col] = [f"{float(v):.2g}" if _num(v) else "-" for v in df[col]]
         elif df[col].dtype.kind == "f" or col.endswith(("accuracy", "f1", "ece", "_ms", "seconds")):
             out[col] = [f"{float(v):.4f}" if _num(v) else "-" for v in df[col]]
     return out.to_string(index=False)
@@ -394,6 +397,35 @@ def cross_matrix(records: list[store.RunRecord], subset: str = "test") -> pd.Dat
                            for r in df["trained on"].astype(str)):
         return pd.DataFrame()
     return df[["run_id", "trained on", *sorted(sets)]]
+
+
+INTERVAL_COLUMNS = ["run", "subset", "source", "n", "correct", "accuracy", "ci_low", "ci_high"]
+
+
+def accuracy_intervals(records: list[store.RunRecord], labels: Mapping[str, str] | None = None
+                       ) -> pd.DataFrame:
+    """Every run's validation and test accuracy with its image count and 95% Wilson interval,
+    for all its sets together and (a run on several) for each set (`source`)."""
+    labels = labels or {}
+    rows = [{"run": labels.get(rec.run_id, rec.run_id), **row}
+            for rec in records for row in significance.accuracy_rows(rec.metrics or {})]
+    return pd.DataFrame(rows, columns=INTERVAL_COLUMNS)
+
+
+def paired_runs(records: list[store.RunRecord]) -> list[store.RunRecord]:
+    """The runs whose per-image answers are stored (predictions.csv), so they can be paired."""
+    return [r for r in records if r.predictions is not None and len(r.predictions)]
+
+
+def paired_table(a: store.RunRecord, b: store.RunRecord) -> pd.DataFrame:
+    """Two runs on the images both were scored on, per subset and set: both right, only A,
+    only B, both wrong and the exact McNemar p-value (`significance.paired`). Empty when they
+    share no image; ValueError when a run has no per-image answers or the labels disagree."""
+    for rec in (a, b):
+        if rec.predictions is None:
+            raise ValueError(f"run '{rec.run_id}' has no per-image answers (predictions.csv)")
+    return significance.paired(significance.keyed(a.predictions, str(a.manifest.get("dataset"))),
+                               significance.keyed(b.predictions, str(b.manifest.get("dataset"))))
 
 
 def reference_notes(records: list[store.RunRecord]) -> dict[str, str]:
