@@ -6,6 +6,7 @@ import streamlit as st
 
 from emotion_core import store
 from emotion_core.views import display, tables
+from emotion_core.views import labels as run_names
 from pages import _cache, _charts, _entry, _sidebar
 
 SCORE_COLUMNS = ["model", "weights_source", "val_accuracy", "val_macro_f1", "test_accuracy",
@@ -60,15 +61,24 @@ intervals = tables.accuracy_intervals(full, names)
 if len(intervals):
     st.dataframe(display.styled(intervals.rename(columns=display.HEADINGS)), hide_index=True,
                  width="stretch", placeholder=display.MISSING)
-pairable = tables.paired_runs(full)
+loaded = {r.run_id: r for r in full}
+for r in tables.pairing_candidates(runs, _cache.all_runs()[0]):
+    if r.run_id not in loaded:
+        try:
+            loaded[r.run_id] = _cache.run_record(r.run_id)
+        except store.BrokenRunError:
+            pass  # listed as broken on Home; nothing to pair
+pairable = tables.paired_runs(list(loaded.values()))
+pair_names = run_names.run_labels(pairable)
 if len(pairable) >= 2:
-    st.caption("Two runs on the same images: they differ only where exactly one is right. The "
+    st.caption("Two runs on the same images (the runs shown here, and any other run scored on "
+               "one of their sets): they differ only where exactly one is right. The "
                "p-value (exact McNemar test) is how often a coin would split those images at "
                "least this unevenly; above 0.05 the difference may be chance.")
     ids = [r.run_id for r in pairable]
     left, right = st.columns(2)
-    a = left.selectbox("Run A", ids, format_func=names.get, key="cmp_pair_a")
-    b = right.selectbox("Run B", ids, index=1, format_func=names.get, key="cmp_pair_b")
+    a = left.selectbox("Run A", ids, format_func=pair_names.get, key="cmp_pair_a")
+    b = right.selectbox("Run B", ids, index=1, format_func=pair_names.get, key="cmp_pair_b")
     if a == b:
         st.info("Pick two different runs.")
     else:

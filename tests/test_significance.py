@@ -114,3 +114,16 @@ def test_stored_runs_pair_in_the_views_and_the_cli(tmp_path_factory, monkeypatch
     assert leaderboard_cli.main(["--intervals"]) == 0
     out = capsys.readouterr().out
     assert "ci_low" in out and all(rid in out for rid in ids.values())
+
+
+def test_a_run_is_offered_for_pairing_with_every_run_scored_on_one_of_its_sets(tmp_path):
+    def run(run_id, dataset, sources=None, **extra):
+        manifest = {"dataset": dataset, **({"sources": sources} if sources else {}), **extra}
+        return store.RunRecord(run_id=run_id, path=tmp_path / run_id, manifest=manifest)
+
+    mine = run("mine", "a+b", ["a", "b"])
+    on_b, on_c = run("peer-b", "b"), run("other-c", "c")
+    gpu = run("gpu-a", "a", origin=store.runs.REFERENCE_ORIGIN + "a")  # tables only
+    offered = tables.pairing_candidates([mine], [mine, on_b, on_c, gpu])
+    assert [r.run_id for r in offered] == ["mine", "peer-b"]
+    assert tables.pairing_candidates([], [mine, on_b]) == []

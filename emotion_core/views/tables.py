@@ -417,6 +417,23 @@ def paired_runs(records: list[store.RunRecord]) -> list[store.RunRecord]:
     return [r for r in records if r.predictions is not None and len(r.predictions)]
 
 
+def run_sources(manifest: Mapping[str, Any]) -> set[str]:
+    """The sets a run was scored on: each source of a run on several, else its dataset."""
+    return {str(s) for s in manifest.get("sources") or [manifest.get("dataset")]}
+
+
+def pairing_candidates(selected: list[store.RunRecord], everything: list[store.RunRecord]
+                       ) -> list[store.RunRecord]:
+    """The selected runs, then every other run scored on one of their sets (a bundled model on
+    several sets, the peer on one), so a run is paired with what it competes with on any set.
+    GPU reference runs are left out: only their tables came back, no per-image answers."""
+    sets = set().union(*(run_sources(r.manifest) for r in selected)) if selected else set()
+    chosen = {r.run_id for r in selected}
+    others = [r for r in everything if r.run_id not in chosen and not r.tables_only
+              and run_sources(r.manifest) & sets]
+    return [*selected, *others]
+
+
 def paired_table(a: store.RunRecord, b: store.RunRecord) -> pd.DataFrame:
     """Two runs on the images both were scored on, per subset and set: both right, only A,
     only B, both wrong and the exact McNemar p-value (`significance.paired`). Empty when they
