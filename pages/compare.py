@@ -1,6 +1,9 @@
 """Compare: the runs side by side, per-class recall, training curves, and the study's numbers."""
 from __future__ import annotations
 
+from typing import Any
+
+import pandas as pd
 import plotly.express as px
 import streamlit as st
 
@@ -17,6 +20,16 @@ CURVES = {"val_macro_f1": "val macro-F1", "val_acc": "val accuracy", "val_loss":
           "train_loss": "train loss", "train_acc": "train accuracy", "lr": "learning rate"}
 BAR_METRICS = ["val_macro_f1", "val_accuracy", "test_macro_f1", "test_accuracy", "val_ece",
                "latency_ms", "params", "train_seconds"]
+
+# px per column of the interval and paired tables, so both fit the page (the wide layout's
+# main column is about 940 px at a 1400 px window)
+NARROW = {"run": 300, "subset": 60, "source": 100, "n": 60, "correct": 70}
+
+
+def _fitted(table: pd.DataFrame) -> dict[str, Any]:
+    """Column widths for a table headed by `display.HEADINGS`: known ones narrow, others 85 px."""
+    return {col: st.column_config.Column(width=NARROW.get(col, 85)) for col in table.columns}
+
 
 _entry.require_app("pages/compare.py")
 st.title("Compare")
@@ -59,8 +72,9 @@ st.caption("Accuracy with its 95% interval (Wilson) from the number of images be
            "sets has a row for all of them and one per set.")
 intervals = tables.accuracy_intervals(full, names)
 if len(intervals):
-    st.dataframe(display.styled(intervals.rename(columns=display.HEADINGS)), hide_index=True,
-                 width="stretch", placeholder=display.MISSING)
+    shown = intervals.rename(columns=display.HEADINGS)
+    st.dataframe(display.styled(shown), hide_index=True, width="stretch",
+                 placeholder=display.MISSING, column_config=_fitted(shown))
 loaded = {r.run_id: r for r in full}
 for r in tables.pairing_candidates(runs, _cache.all_runs()[0]):
     if r.run_id not in loaded:
@@ -89,8 +103,9 @@ if len(pairable) >= 2:
             st.warning(str(exc))
         else:
             if len(pair):
-                st.dataframe(display.styled(pair.rename(columns=display.HEADINGS)),
-                             hide_index=True, width="stretch")
+                shown = pair.rename(columns=display.HEADINGS)
+                st.dataframe(display.styled(shown), hide_index=True, width="stretch",
+                             column_config=_fitted(shown))
             else:
                 st.info("These two runs share no scored image (different sets or splits).")
 
