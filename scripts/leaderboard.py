@@ -16,7 +16,6 @@ import sys
 
 from emotion_core import store
 from emotion_core.views import tables
-from emotion_core.views.tables import format_table
 
 VIEW = ["dataset", "model", "kind", "weights_source", "profile", "epochs_run", "val_accuracy",
         "val_macro_f1", "test_accuracy", "test_macro_f1", "val_ece", "params", "latency_ms",
@@ -47,12 +46,12 @@ def main(argv: list[str] | None = None) -> int:
     if df.empty:
         print(f"no runs yet under {store.paths.runs_dir()}; train with `python -m scripts.train`")
     elif args.intervals:
-        records = [store.load_run(r) for r in df["run_id"]]
-        print(format_table(tables.accuracy_intervals(records)))
+        records = [store.load_run(r, tables=False) for r in df["run_id"]]  # metrics suffice
+        print(tables.format_table(tables.accuracy_intervals(records)))
     elif args.csv:
         print(df.to_csv(index=False), end="")
     else:
-        print(format_table(df[VIEW]))
+        print(tables.format_table(df[VIEW]))
     for rid, why in broken.items():
         print(f"broken run {rid}: {why}", file=sys.stderr)
     return 0
@@ -69,7 +68,7 @@ def _versus(run_a: str, run_b: str) -> int:
         print(f"error: runs '{run_a}' and '{run_b}' share no scored image", file=sys.stderr)
         return 2
     print(f"A = {run_a}\nB = {run_b}")
-    print(format_table(pair))
+    print(tables.format_table(pair))
     return 0
 
 

@@ -88,9 +88,8 @@ def keyed(predictions: pd.DataFrame, dataset: str) -> pd.DataFrame:
     if "source" not in df.columns:
         df["source"] = dataset
     prefix = df["source"].astype(str) + "/"
-    rel = df["rel"].astype(str)
-    starts = [r.startswith(p) for r, p in zip(rel, prefix, strict=True)]
-    df["item"] = [r[len(p):] if s else r for r, p, s in zip(rel, prefix, starts, strict=True)]
+    df["item"] = [r[len(p):] if r.startswith(p) else r
+                  for r, p in zip(df["rel"].astype(str), prefix, strict=True)]
     return df[["source", "subset", "item", "label", "pred"]]
 
 
@@ -103,8 +102,9 @@ def paired(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
 
     Raises ValueError if the shared images carry different labels (not the same question)."""
     both = a.merge(b, on=["source", "subset", "item"], suffixes=("_a", "_b"))
-    if (both["label_a"] != both["label_b"]).any():
-        bad = both[both["label_a"] != both["label_b"]].iloc[0]
+    conflicts = both[both["label_a"] != both["label_b"]]
+    if len(conflicts):
+        bad = conflicts.iloc[0]
         raise ValueError(f"the two runs label {bad['source']}/{bad['item']} differently "
                          f"({bad['label_a']} vs {bad['label_b']}); they answer different questions")
     rows = []
