@@ -3,7 +3,7 @@
     python -m scripts.train --data DIR [--data DIR ...] --models all|NAME,NAME --profile quick|full
         [--epochs N] [--budget-tflop T] [--pretrained|--scratch] [--dry-run] [--resume]
         [--recipe finetune|probe] [--layer-decay D] [--label-smoothing S] [--tta-flip]
-        [--crop-faces] [--set-sampling proportional|sqrt|equal] [--seed N] [--wandb] [--ensemble default|greedy|none] [--name NAME]
+        [--crop-faces] [--set-sampling proportional|sqrt|equal] [--scale-jitter Z] [--shift-jitter S] [--seed N] [--wandb] [--ensemble default|greedy|none] [--name NAME]
         [--events FILE]
 
 `--data` is an image folder (prepared on first use) or an exported cache folder
@@ -12,6 +12,8 @@ times, the sets train together (emotion_core.data.combine): each keeps its own c
 copies across sets are resolved, and every set's test split is reported separately.
 `--set-sampling sqrt` draws each set in proportion to the square root of its size (a small set
 beside a large one is seen more often; training/sampling.py).
+`--scale-jitter 0.1 --shift-jitter 0.08` add a random zoom and shift to the study's augmentations,
+so a face's size and place in its crop vary as a face detector's boxes do (data/transforms.py).
 `--recipe probe` fits a logistic-regression head on frozen features (training/probe.py) instead
 of training epochs; `--layer-decay` < 1 gives the fine-tune phase lower rates away from the head;
 `--tta-flip` evaluates (and later predicts) on each picture and its mirror image.
@@ -31,6 +33,7 @@ from pathlib import Path
 from emotion_core import models
 from emotion_core.data import DecodedCache, PreparedDataset, build_cache, cache_export, open_folder
 from emotion_core.data.combine import combine
+from emotion_core.data.transforms import AugmentConfig
 from emotion_core.evaluation import ensemble
 from emotion_core.training import distributed, fit, sampling
 from emotion_core.training.config import DRY_RUN_CHANGES, RECIPES, TrainConfig, get_profile
@@ -70,6 +73,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--set-sampling", choices=sampling.SET_SAMPLINGS, default=None, dest="set_sampling",
                    help="several --data sets: each set's share of an epoch, proportional to its "
                         "size (default), to its square root, or equal (training/sampling.py)")
+    p.add_argument("--scale-jitter", type=float, default=None, dest="scale_jitter",
+                   help="augment: zoom training pictures by U(1 - Z, 1 + Z) (default 0: off)")
+    p.add_argument("--shift-jitter", type=float, default=None, dest="shift_jitter",
+                   help="augment: shift training pictures by up to S of the side per axis "
+                        "(default 0: off)")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--lr", type=float, default=None, help="peak rate from scratch and for the head")
     p.add_argument("--finetune-lr", type=float, default=None, dest="finetune_lr",
@@ -151,7 +159,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         wandb_mode=args.wandb_mode, budget_tflop=args.budget_tflop,
         image_size=args.image_size, recipe=args.recipe, layer_decay=args.layer_decay,
         label_smoothing=args.label_smoothing, tta_flip=args.tta_flip,
-        crop_faces=args.crop_faces, set_sampling=args.set_sampling, seed=args.seed, lr=args.lr,
+        crop_faces=args.crop_faces, set_sampling=args.set_sampling,
+        scale_jitter=args.scale_jitter, shift_jitter=args.shift_jitter, seed=args.seed, lr=args.lr,
         finetune_lr=args.finetune_lr,
         head_epochs=args.head_epochs, patience=args.patience)
     return config.override(**DRY_RUN_CHANGES) if args.dry_run else config
@@ -165,6 +174,7 @@ def train_all(args: argparse.Namespace, info: DistInfo, events: EventLog,
         config = config_from_args(args)
         if config.epochs < 1:
             raise ValueError(f"--epochs must be at least 1, got {config.epochs}")
+        AugmentConfig(scale=config.scale_jitter, shift=config.shift_jitter)  # refuses bad ranges now
         names = models.select(args.models)
         models.check_trainable(names)
         ds, cache = load_data(args.data, args.name, config, info, progress)

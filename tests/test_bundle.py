@@ -60,7 +60,9 @@ def test_a_damaged_bundled_weights_file_is_a_broken_run_not_a_crash():
     assert [r.run_id for r in runs] == ["mine"]
 
 
-def test_the_model_cards_command_reproduces_the_runs_training_config():
+@pytest.mark.parametrize("more", [{}, {"set_sampling": "sqrt", "scale_jitter": 0.1,
+                                        "shift_jitter": 0.08}])
+def test_the_model_cards_command_reproduces_the_runs_training_config(more):
     import shlex
 
     from emotion_core.training.config import get_profile
@@ -70,7 +72,7 @@ def test_the_model_cards_command_reproduces_the_runs_training_config():
     config = get_profile("quick").override(image_size=128, epochs=8, head_epochs=1, lr=2e-3,
                                            finetune_lr=3e-4, patience=4, label_smoothing=0.1,
                                            seed=7, budget_tflop=0.0, tta_flip=True,
-                                           crop_faces=True, layer_decay=0.8)
+                                           crop_faces=True, layer_decay=0.8, **more)
     manifest = {"model": "mobilenet_v2", "sources": ["seta", "setb"], "image_size": 128,
                 "config": config.to_dict(), "tta_flip": True}
     argv = shlex.split(model_card.training_command(manifest))[3:]  # after python -m scripts.train

@@ -169,3 +169,30 @@ def test_cli_set_sampling_is_used_by_the_loop_and_needs_several_sets(tmp_path: P
     assert seen and seen[0] == ("sqrt", {"aset", "bset"})
     (rec,) = store.list_runs()[0]
     assert store.load_run(rec.run_id).manifest["recipe"]["set_sampling"] == "sqrt"
+
+
+def test_cli_geometric_jitter_reaches_the_loaders_draws_and_the_manifest(tmp_path: Path,
+                                                                          monkeypatch, capsys):
+    from emotion_core.data import transforms
+
+    a = tiny_shapes.make_folder(tmp_path / "sets" / "aset", seed=1)
+    args = ["--data", str(a), "--models", "vit_scratch", "--dry-run", "--quiet",
+            "--ensemble", "none"]
+    assert train_cli.main([*args, "--scale-jitter", "1.5"]) == 2  # refused before training
+    assert "scale must be below 1" in capsys.readouterr().err
+    drawn = []
+    real = transforms.sample_params
+
+    def spy(n, aug, generator=None):
+        p = real(n, aug, generator)
+        drawn.append(p)
+        return p
+
+    monkeypatch.setattr(transforms, "sample_params", spy)
+    assert train_cli.main([*args, "--scale-jitter", "0.1", "--shift-jitter", "0.05"]) == 0
+    assert drawn and all(p.zoom is not None and p.shift is not None for p in drawn)
+    assert all(float((p.zoom - 1).abs().max()) <= 0.1 and float(p.shift.abs().max()) <= 0.05
+               for p in drawn)
+    (rec,) = store.list_runs()[0]
+    recipe = store.load_run(rec.run_id).manifest["recipe"]
+    assert (recipe["scale_jitter"], recipe["shift_jitter"]) == (0.1, 0.05)

@@ -92,6 +92,82 @@ def test_cpu_kernel_matches_tensor_kernel_within_rounding():
     np.testing.assert_allclose(cpu0, ref0.permute(0, 2, 3, 1).numpy(), atol=1e-5)
 
 
+def jittered_params(n: int) -> AugmentParams:
+    p = fixed_params(n)
+    p.zoom = torch.tensor([0.9, 1.12, 1.0, 1.05])[:n]
+    p.shift = torch.tensor([[0.05, -0.08], [0.0, 0.06], [-0.07, 0.0], [0.02, 0.03]])[:n]
+    return p
+
+
+def test_zoom_and_shift_match_torchvision_affine_per_sample():
+    """The geometric jitter is torchvision's affine about the centre (its angle counts
+    clockwise, translate in pixels, scale), flipped afterwards: the tensor kernel equals it."""
+    h, w = 20, 26
+    x = torch.from_numpy(smooth_images(4, h, w, seed=3)).permute(0, 3, 1, 2).float() / 255
+    p = jittered_params(4)
+    out = apply_augment(x, p)
+    for i in range(4):
+        dx, dy = float(p.shift[i, 0]) * w, float(p.shift[i, 1]) * h
+        y = TF.affine(x[i], angle=-float(p.angles_deg[i]), translate=[dx, dy],  # clockwise
+                      scale=float(p.zoom[i]), shear=[0.0, 0.0],
+                      interpolation=TF.InterpolationMode.BILINEAR)
+        y = TF.adjust_contrast(TF.adjust_brightness(y, float(p.brightness[i])), float(p.contrast[i]))
+        if p.flip[i]:
+            y = TF.horizontal_flip(y)
+        torch.testing.assert_close(out[i], y, atol=1e-4, rtol=0)
+
+
+def test_cpu_kernel_matches_tensor_kernel_with_zoom_and_shift():
+    imgs = smooth_images(4, 24, 24, seed=4)
+    p = jittered_params(4)
+    cpu = augment_normalize_hwc(imgs, p)
+    ref = normalize_batch(apply_augment(torch.from_numpy(imgs).permute(0, 3, 1, 2).float() / 255, p))
+    diff = np.abs(cpu - ref.permute(0, 2, 3, 1).numpy()) * STD_LEVEL  # in grey levels
+    assert diff.mean() < 0.6 and diff.max() < 6.0
+
+
+def test_shift_moves_the_content_and_zoom_grows_it():
+    """A bright square in a black picture: a shift of +25% moves it a quarter of the side right
+    and down; a zoom of 1.5 makes it 1.5 times as wide, about the centre."""
+    img = np.zeros((1, 32, 32, 3), np.uint8)
+    img[0, 12:20, 12:20] = 255
+    plain = AugmentParams(angles_deg=torch.zeros(1), brightness=torch.ones(1),
+                          contrast=torch.ones(1), flip=torch.zeros(1, dtype=torch.bool))
+
+    def bright_cols_rows(p: AugmentParams) -> tuple[np.ndarray, np.ndarray]:
+        out = augment_normalize_hwc(img, p, (0, 0, 0), (1, 1, 1))[0, :, :, 0]
+        return np.flatnonzero(out.max(0) > 0.5), np.flatnonzero(out.max(1) > 0.5)
+
+    cols, rows = bright_cols_rows(plain)
+    assert (cols.min(), cols.max(), rows.min(), rows.max()) == (12, 19, 12, 19)
+    plain.shift = torch.tensor([[0.25, 0.25]])
+    cols, rows = bright_cols_rows(plain)
+    assert (cols.min(), cols.max(), rows.min(), rows.max()) == (20, 27, 20, 27)
+    plain.shift, plain.zoom = None, torch.tensor([1.5])
+    cols, rows = bright_cols_rows(plain)
+    assert cols.max() - cols.min() + 1 == 12 and abs((cols.min() + cols.max()) / 2 - 15.5) < 0.6
+
+
+def test_geometric_jitter_is_drawn_after_the_study_augmentations():
+    """Runs without the jitter draw exactly what they drew before it existed; with it the zoom
+    and shifts stay in range."""
+    base = AugmentConfig(rotation_deg=12, brightness=0.3, contrast=0.1)
+    jit = AugmentConfig(rotation_deg=12, brightness=0.3, contrast=0.1, scale=0.1, shift=0.08)
+    a = sample_params(4000, base, torch.Generator().manual_seed(0))
+    b = sample_params(4000, jit, torch.Generator().manual_seed(0))
+    for name in ("angles_deg", "brightness", "contrast", "flip"):
+        torch.testing.assert_close(getattr(a, name), getattr(b, name), atol=0, rtol=0)
+    assert a.zoom is None and a.shift is None and not sample_params(4, AugmentConfig(
+        rotation_deg=0), torch.Generator().manual_seed(0)).warps
+    assert 0.9 <= b.zoom.min() < 0.91 and 1.09 < b.zoom.max() <= 1.1
+    assert b.shift.shape == (4000, 2) and 0.079 < b.shift.abs().max() <= 0.08
+    assert AugmentConfig(rotation_deg=0, brightness=0, contrast=0, hflip=False, shift=0.1).active
+    with pytest.raises(ValueError, match="scale"):
+        AugmentConfig(scale=1.0)
+    with pytest.raises(ValueError, match="shift"):
+        AugmentConfig(shift=-0.1)
+
+
 def test_augmentation_off_is_deterministic_and_equals_eval_path():
     imgs = smooth_images(3, 16, 16)
     off = augment_normalize(imgs, AugmentConfig(enabled=False), torch.Generator().manual_seed(1))

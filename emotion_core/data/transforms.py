@@ -6,6 +6,9 @@ the same pixels.
 
 Augmentation (the study's four, in this fixed order) then normalisation:
   1. rotation by an angle ~ U(-rotation_deg, +rotation_deg) about the centre, bilinear, black fill;
+     with the optional geometric jitter (off by default, the study had none) the same warp also
+     zooms by z ~ U(1 - scale, 1 + scale) and shifts by ~ U(-shift, +shift) of the side on each
+     axis: the face's size and place in its crop vary as a detector's boxes do;
   2. brightness: x * b, b ~ U(max(0, 1 - brightness), 1 + brightness), clamped to [0, 1];
   3. contrast: c * x + (1 - c) * mean(gray(x)), c ~ U(max(0, 1 - contrast), 1 + contrast), clamped;
   4. horizontal flip with probability 0.5 (when hflip);
@@ -47,17 +50,23 @@ class AugmentConfig:
     brightness: float = 0.2  # multiplicative brightness jitter half-range
     contrast: float = 0.2  # contrast jitter half-range
     hflip: bool = True  # mirror left-right with probability 0.5
+    scale: float = 0.0  # zoom half-range: content scaled by U(1 - scale, 1 + scale) (0 = off)
+    shift: float = 0.0  # shift half-range per axis, as a fraction of the side (0 = off)
     enabled: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("rotation_deg", "brightness", "contrast"):
+        for name in ("rotation_deg", "brightness", "contrast", "scale", "shift"):
             if getattr(self, name) < 0:
                 raise ValueError(f"AugmentConfig.{name} must be >= 0, got {getattr(self, name)}")
+        if self.scale >= 1:
+            raise ValueError(f"AugmentConfig.scale must be below 1 (a zoom of 1 - scale > 0), "
+                             f"got {self.scale}")
 
     @property
     def active(self) -> bool:
         return self.enabled and (self.rotation_deg > 0 or self.brightness > 0
-                                 or self.contrast > 0 or self.hflip)
+                                 or self.contrast > 0 or self.hflip or self.scale > 0
+                                 or self.shift > 0)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -100,6 +109,21 @@ class AugmentParams:
     brightness: torch.Tensor  # (N,)
     contrast: torch.Tensor  # (N,)
     flip: torch.Tensor  # (N,) bool
+    zoom: torch.Tensor | None = None  # (N,) content scale factor; None: 1
+    shift: torch.Tensor | None = None  # (N, 2) x, y shift as a fraction of the side; None: 0
+
+    @property
+    def warps(self) -> bool:
+        """Whether any image needs the affine warp (rotation, zoom or shift) beyond a flip."""
+        return (bool((self.angles_deg != 0).any())
+                or (self.zoom is not None and bool((self.zoom != 1).any()))
+                or (self.shift is not None and bool((self.shift != 0).any())))
+
+    def zooms(self) -> torch.Tensor:
+        return torch.ones_like(self.angles_deg) if self.zoom is None else self.zoom
+
+    def shifts(self) -> torch.Tensor:
+        return torch.zeros(len(self.angles_deg), 2) if self.shift is None else self.shift
 
 
 def sample_params(n: int, aug: AugmentConfig, generator: torch.Generator | None = None
@@ -109,30 +133,42 @@ def sample_params(n: int, aug: AugmentConfig, generator: torch.Generator | None 
         return lo + (hi - lo) * torch.rand(n, generator=generator)
 
     r, b, c = aug.rotation_deg, aug.brightness, aug.contrast
-    return AugmentParams(
+    p = AugmentParams(
         angles_deg=uniform(-r, r) if r > 0 else torch.zeros(n),
         brightness=uniform(max(0.0, 1 - b), 1 + b) if b > 0 else torch.ones(n),
         contrast=uniform(max(0.0, 1 - c), 1 + c) if c > 0 else torch.ones(n),
         flip=(torch.rand(n, generator=generator) < 0.5) if aug.hflip
         else torch.zeros(n, dtype=torch.bool),
     )
+    # Drawn after the study's four, so runs without the jitter draw what they always drew.
+    if aug.scale > 0:
+        p.zoom = uniform(1 - aug.scale, 1 + aug.scale)
+    if aug.shift > 0:
+        p.shift = torch.stack([uniform(-aug.shift, aug.shift), uniform(-aug.shift, aug.shift)], 1)
+    return p
 
 
-def _rotation_grid(angles_deg: torch.Tensor, flip: torch.Tensor, shape: tuple[int, ...],
-                   device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """Sampling grid (for grid_sample, zero padding) of rotate-then-flip.
+def _rotation_grid(p: AugmentParams, shape: tuple[int, ...], device: torch.device,
+                   dtype: torch.dtype) -> torch.Tensor:
+    """Sampling grid (for grid_sample, zero padding) of rotate-zoom-shift, then flip.
 
     Counter-clockwise rotation about the centre like torchvision's `rotate`; a horizontal flip
-    after it is the same grid with the output x coordinate negated, so it costs nothing.
+    after it is the same grid with the output x coordinate negated, so it costs nothing. As
+    torchvision's `affine`: a zoom z grows the content z times about the centre, and a shift
+    (dx, dy) of the side then moves it by dx * w, dy * h pixels (before the flip).
     """
     n, _, h, w = shape
-    a = torch.deg2rad(angles_deg.to(device=device, dtype=dtype)).view(n, 1, 1)
-    cos, sin = torch.cos(a), torch.sin(a)
-    sx = 1.0 - 2.0 * flip.to(device=device, dtype=dtype).view(n, 1, 1)  # -1 mirrors the output
+    a = torch.deg2rad(p.angles_deg.to(device=device, dtype=dtype)).view(n, 1, 1)
+    z = p.zooms().to(device=device, dtype=dtype).view(n, 1, 1)
+    cos, sin = torch.cos(a) / z, torch.sin(a) / z
+    sx = 1.0 - 2.0 * p.flip.to(device=device, dtype=dtype).view(n, 1, 1)  # -1 mirrors the output
+    shift = p.shifts().to(device=device, dtype=dtype) * 2  # fraction of the side -> [-1, 1] units
     # Pixel centres in normalised coordinates (align_corners=False), as F.affine_grid makes them;
     # built by broadcasting because F.affine_grid's batched matmul is slow on a busy CPU.
     u = ((torch.arange(w, device=device, dtype=dtype) * 2 + 1) / w - 1).view(1, 1, w) * sx
     v = ((torch.arange(h, device=device, dtype=dtype) * 2 + 1) / h - 1).view(1, h, 1)
+    u = u - shift[:, 0].view(n, 1, 1)
+    v = v - shift[:, 1].view(n, 1, 1)
     gx = cos * u - sin * (h / w) * v
     gy = sin * (w / h) * u + cos * v
     return torch.stack([gx, gy], dim=-1)
@@ -153,9 +189,8 @@ def _augment_normalize(x: torch.Tensor, p: AugmentParams | None, unit: float,
     if p is None:
         return x.mul(unit / s).sub_(m / s)
     gain = p.brightness.to(dev, dt).view(n, 1, 1, 1) * unit
-    rotate = bool((p.angles_deg != 0).any())
-    if rotate:
-        grid = _rotation_grid(p.angles_deg, p.flip, tuple(x.shape), dev, dt)
+    if p.warps:
+        grid = _rotation_grid(p, tuple(x.shape), dev, dt)
         x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
         x = x.mul_(gain)
     else:
@@ -171,7 +206,8 @@ def _augment_normalize(x: torch.Tensor, p: AugmentParams | None, unit: float,
 
 
 def apply_augment(x: torch.Tensor, p: AugmentParams) -> torch.Tensor:
-    """Apply drawn parameters to a float NCHW batch in [0, 1] (rotation, brightness, contrast, flip)."""
+    """Apply drawn parameters to a float NCHW batch in [0, 1] (rotation with any zoom and shift,
+    brightness, contrast, flip)."""
     return _augment_normalize(x.clone(), p, 1.0, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
 
 
@@ -230,13 +266,17 @@ class Preprocess:
         return model_input(rgb, self.size, self.mean, self.std)
 
 
-def _cv2_rotation_matrix(angle_deg: float, flip: bool, h: int, w: int) -> np.ndarray:
-    """Inverse map (output pixel -> input pixel) of rotate-then-flip, as `_rotation_grid`."""
+def _cv2_rotation_matrix(angle_deg: float, flip: bool, h: int, w: int, zoom: float = 1.0,
+                        shift: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
+    """Inverse map (output pixel -> input pixel) of rotate-zoom-shift-then-flip, as
+    `_rotation_grid`."""
     a = np.deg2rad(angle_deg)
-    cos, sin, sx = np.cos(a), np.sin(a), (-1.0 if flip else 1.0)
+    cos, sin, sx = np.cos(a) / zoom, np.sin(a) / zoom, (-1.0 if flip else 1.0)
     cx, cy = (w - 1) / 2.0, (h - 1) / 2.0  # pixel-centre convention of align_corners=False
-    return np.array([[cos * sx, -sin, cx - cos * sx * cx + sin * cy],
-                     [sin * sx, cos, cy - sin * sx * cx - cos * cy]], dtype=np.float64)
+    tx, ty = shift[0] * w, shift[1] * h  # moves the content in the (unflipped) output
+    return np.array([[cos * sx, -sin, cx - cos * sx * cx + sin * cy - cos * tx + sin * ty],
+                     [sin * sx, cos, cy - sin * sx * cx - cos * cy - sin * tx - cos * ty]],
+                    dtype=np.float64)
 
 
 def augment_normalize_hwc(images: np.ndarray, p: AugmentParams | None, mean=IMAGENET_MEAN,
@@ -263,13 +303,15 @@ def augment_normalize_hwc(images: np.ndarray, p: AugmentParams | None, mean=IMAG
         cv2.LUT(images.reshape(n * h, w, 3), lut, dst=out.reshape(n * h, w, 3))
         return out
     angles, flips = p.angles_deg.double().numpy(), p.flip.numpy()
+    zooms, shifts = p.zooms().double().numpy(), p.shifts().double().numpy()
     rotated: list[np.ndarray] = [images[i] for i in range(n)]
     hists = np.empty((n, 3, 256))
 
     def geometry(i: int) -> None:
         img = images[i]
-        if angles[i] != 0:
-            img = cv2.warpAffine(img, _cv2_rotation_matrix(angles[i], flips[i], h, w), (w, h),
+        if angles[i] != 0 or zooms[i] != 1 or shifts[i].any():
+            matrix = _cv2_rotation_matrix(angles[i], flips[i], h, w, zooms[i], tuple(shifts[i]))
+            img = cv2.warpAffine(img, matrix, (w, h),
                                  flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                                  borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
         elif flips[i]:

@@ -33,6 +33,8 @@ class TrainConfig:
     budget_tflop: float = 0.0  # training compute per model in TFLOP (1e12 FLOPs): epochs/batches are planned to fit it (0 = none; see planner.py)
     grad_clip: float = 1.0  # max gradient norm (0 disables clipping)
     augment: bool = True  # random rotation / brightness / contrast / flip on train batches
+    scale_jitter: float = 0.0  # with augment: zoom the content by U(1 - s, 1 + s) (0 = off, the study's setting)
+    shift_jitter: float = 0.0  # with augment: shift it by U(-s, s) of the side per axis (0 = off)
     crop_faces: bool = False  # train on face crops from the prepared face boxes
     pretrained: bool = True  # ask for pretrained weights; offline, models without any get scratch (warned, in the manifest)
     tiny: bool = False  # minimal model configs (tests and --dry-run)

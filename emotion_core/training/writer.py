@@ -57,7 +57,8 @@ class RunContext:
         p, c = self.plan, self.config
         return {"name": c.recipe, "label_smoothing": c.label_smoothing,
                 "layer_decay": c.layer_decay, "tta_flip": c.tta_flip, "crop_faces": c.crop_faces,
-                "set_sampling": c.set_sampling,
+                "set_sampling": c.set_sampling, "scale_jitter": c.scale_jitter,
+                "shift_jitter": c.shift_jitter,
                 **(self.extra or {}),
                 "phases": [{"name": ph.name, "epochs": ph.epochs, "lr": ph.lr} for ph in self.phases],
                 "epochs": p.epochs, "head_epochs": p.head_epochs, "max_batches": p.max_batches,

@@ -28,6 +28,10 @@ def training_command(manifest: dict[str, Any]) -> str:
         args.append(f"--recipe {c['recipe']}")
     if c.get("layer_decay", 1.0) != 1.0:
         args.append(f"--layer-decay {c['layer_decay']}")
+    if c.get("set_sampling", "proportional") != "proportional":
+        args.append(f"--set-sampling {c['set_sampling']}")
+    args += [f"--{key.replace('_', '-')} {c[key]}" for key in ("scale_jitter", "shift_jitter")
+             if c.get(key)]
     args += [flag for key, flag in (("tta_flip", "--tta-flip"), ("crop_faces", "--crop-faces"))
              if c.get(key) or manifest.get(key)]
     return "python -m scripts.train " + " ".join(args)
