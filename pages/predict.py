@@ -42,7 +42,8 @@ def why_row(i: int, face: live.FacePrediction, pic: _inputs.Picture) -> None:
             cols = st.columns(WHY_COLUMNS)  # small maps side by side, a new row every 6
         with cols[k % WHY_COLUMNS]:
             try:
-                view, kind = why_map(p.run_id, pic)
+                view, kind = why_map(p.run_id, pic if face.one_framing else _inputs.Picture.of(
+                    face.crop_of(p.run_id), None, pic.caption))
             except Exception as exc:  # a map that fails leaves the answers intact
                 st.caption(f"{short[p.run_id]}: no map ({exc})")
                 continue
@@ -50,7 +51,8 @@ def why_row(i: int, face: live.FacePrediction, pic: _inputs.Picture) -> None:
                      caption=f"{short[p.run_id]} → {view.predicted} · {kind}")
             if st.button("Open in Explain", key=f"pr_why_{i}_{p.run_id}",
                          help=f"The full Explain view of {labels[p.run_id]} on this face"):
-                _inputs.hand_to_explain(face.crop, f"face {i} from Predict", p.run_id)
+                _inputs.hand_to_explain(face.crop_of(p.run_id), f"face {i} from Predict",
+                                        p.run_id)
     if any(p.kind == "ensemble" for p in face.runs):
         st.caption("Stored ensembles have no map of their own: their members' maps are above "
                    "when the members are chosen.")
@@ -61,7 +63,9 @@ def answers_block(i: int, face: live.FacePrediction) -> None:
     loaded), then the probability bars (short names, one row per answer) and the summary table."""
     st.subheader(f"Face {i}" if face.box is not None else "Whole image")
     c1, c2 = st.columns([1, 4])
-    c1.image(face.crop, caption="crop fed to the models", width=160)
+    c1.image(face.crop, width=160, caption="crop fed to the models" if face.one_framing else
+             "crop fed to the first run (the others frame this face their own way: margin and "
+             "edge as each was trained)")
     short = live.chart_names(face)
     with c2:
         for p in live.answers(face):

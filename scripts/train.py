@@ -3,7 +3,7 @@
     python -m scripts.train --data DIR [--data DIR ...] --models all|NAME,NAME --profile quick|full
         [--epochs N] [--budget-tflop T] [--pretrained|--scratch] [--dry-run] [--resume]
         [--recipe finetune|probe] [--layer-decay D] [--label-smoothing S] [--tta-flip]
-        [--crop-faces] [--set-sampling proportional|sqrt|equal] [--scale-jitter Z] [--shift-jitter S] [--seed N] [--wandb] [--ensemble default|greedy|none] [--name NAME]
+        [--crop-faces [--face-margin M] [--face-fit inside|pad]] [--set-sampling proportional|sqrt|equal] [--scale-jitter Z] [--shift-jitter S] [--seed N] [--wandb] [--ensemble default|greedy|none] [--name NAME]
         [--events FILE]
 
 `--data` is an image folder (prepared on first use) or an exported cache folder
@@ -31,7 +31,14 @@ import time
 from pathlib import Path
 
 from emotion_core import models
-from emotion_core.data import DecodedCache, PreparedDataset, build_cache, cache_export, open_folder
+from emotion_core.data import (
+    DecodedCache,
+    PreparedDataset,
+    build_cache,
+    cache_export,
+    faces,
+    open_folder,
+)
 from emotion_core.data.combine import combine
 from emotion_core.data.transforms import AugmentConfig
 from emotion_core.evaluation import ensemble
@@ -70,6 +77,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="evaluate/predict on each picture and its mirror image")
     p.add_argument("--crop-faces", action="store_true", default=None,
                    help="train and evaluate on face crops (the sets are prepared with face detection)")
+    p.add_argument("--face-margin", type=float, default=None, dest="face_margin",
+                   help="with --crop-faces: grow each face box by this fraction of its side on "
+                        f"each side (default {faces.DEFAULT_MARGIN:g}; 0.5 keeps hair and chin)")
+    p.add_argument("--face-fit", choices=faces.FACE_FITS, default=None, dest="face_fit",
+                   help="with --crop-faces: where the crop square meets the picture's edge, shift "
+                        "it inside (default) or pad with black (runs before this option)")
     p.add_argument("--set-sampling", choices=sampling.SET_SAMPLINGS, default=None, dest="set_sampling",
                    help="several --data sets: each set's share of an epoch, proportional to its "
                         "size (default), to its square root, or equal (training/sampling.py)")
@@ -112,6 +125,7 @@ def load_data(paths: list[str], name: str | None, config: TrainConfig, info: Dis
                 for f in folders]
         ds = combine(sets)
         return ds, build_cache(ds, config.image_size, crop_faces=config.crop_faces,
+                               face_margin=config.face_margin, face_fit=config.face_fit,
                                progress=progress and info.is_main)
     folder = folders[0]
     if cache_export.is_export(folder):
@@ -124,6 +138,7 @@ def load_data(paths: list[str], name: str | None, config: TrainConfig, info: Dis
             ds = open_folder(folder, name, detect_faces=config.crop_faces,
                              progress=progress and info.is_main)
             cache = build_cache(ds, config.image_size, crop_faces=config.crop_faces,
+                               face_margin=config.face_margin, face_fit=config.face_fit,
                                 progress=progress and info.is_main)
         distributed.barrier(info)
     return ds, cache
@@ -159,11 +174,22 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         wandb_mode=args.wandb_mode, budget_tflop=args.budget_tflop,
         image_size=args.image_size, recipe=args.recipe, layer_decay=args.layer_decay,
         label_smoothing=args.label_smoothing, tta_flip=args.tta_flip,
-        crop_faces=args.crop_faces, set_sampling=args.set_sampling,
+        crop_faces=args.crop_faces, face_margin=args.face_margin, face_fit=args.face_fit,
+        set_sampling=args.set_sampling,
         scale_jitter=args.scale_jitter, shift_jitter=args.shift_jitter, seed=args.seed, lr=args.lr,
         finetune_lr=args.finetune_lr,
         head_epochs=args.head_epochs, patience=args.patience)
     return config.override(**DRY_RUN_CHANGES) if args.dry_run else config
+
+
+def check_face_margin(asked: float | str | None, config: TrainConfig) -> None:
+    """Refuse a margin that crops nothing sensible, or one given without face crops."""
+    if asked is not None and not config.crop_faces:
+        raise ValueError("--face-margin and --face-fit need --crop-faces (whole pictures have "
+                         "no face box)")
+    if not 0.0 <= config.face_margin <= faces.MAX_MARGIN:
+        raise ValueError(f"--face-margin must be in [0, {faces.MAX_MARGIN:g}], got "
+                         f"{config.face_margin:g}")
 
 
 def train_all(args: argparse.Namespace, info: DistInfo, events: EventLog,
@@ -175,6 +201,7 @@ def train_all(args: argparse.Namespace, info: DistInfo, events: EventLog,
         if config.epochs < 1:
             raise ValueError(f"--epochs must be at least 1, got {config.epochs}")
         AugmentConfig(scale=config.scale_jitter, shift=config.shift_jitter)  # refuses bad ranges now
+        check_face_margin(args.face_margin if args.face_fit is None else args.face_fit, config)
         names = models.select(args.models)
         models.check_trainable(names)
         ds, cache = load_data(args.data, args.name, config, info, progress)

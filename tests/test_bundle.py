@@ -61,7 +61,8 @@ def test_a_damaged_bundled_weights_file_is_a_broken_run_not_a_crash():
 
 
 @pytest.mark.parametrize("more", [{}, {"set_sampling": "sqrt", "scale_jitter": 0.1,
-                                        "shift_jitter": 0.08}])
+                                        "shift_jitter": 0.08},
+                                  {"face_margin": 0.5, "face_fit": "pad"}])
 def test_the_model_cards_command_reproduces_the_runs_training_config(more):
     import shlex
 
@@ -80,6 +81,24 @@ def test_the_model_cards_command_reproduces_the_runs_training_config(more):
     assert args.data == ["../shared/data/seta", "../shared/data/setb"]
     assert args.models == "mobilenet_v2"
     assert train_cli.config_from_args(args).to_dict() == config.to_dict()
+
+
+def test_a_run_from_before_the_face_fit_option_reproduces_with_its_padded_crops():
+    """Old manifests have crop_faces but no face_fit: they were trained on black-padded crops,
+    and --crop-faces alone now means crops kept inside the picture."""
+    import shlex
+
+    from emotion_core.training.config import get_profile
+    from emotion_core.views import model_card
+    from scripts import train as train_cli
+
+    config = get_profile("quick").override(crop_faces=True, image_size=128).to_dict()
+    del config["face_margin"], config["face_fit"]  # as written before the options existed
+    manifest = {"model": "mobilenet_v2", "sources": ["seta"], "image_size": 128, "config": config}
+    command = model_card.training_command(manifest)
+    assert "--crop-faces" in command and "--face-fit pad" in command
+    new = train_cli.config_from_args(train_cli.parse_args(shlex.split(command)[3:]))
+    assert (new.crop_faces, new.face_margin, new.face_fit) == (True, 0.25, "pad")
 
 
 def test_the_bundle_cli_writes_a_card_of_the_fp16_copy_and_refuses_to_overwrite(capsys):

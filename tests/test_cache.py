@@ -114,6 +114,23 @@ def test_face_crop_uses_the_stored_box(ds):
     np.testing.assert_array_equal(c.images[1], resize_square(load_rgb(ds.root / split.rel[1]), SIZE))
 
 
+def test_face_margin_and_fit_are_part_of_the_cache_and_its_name(ds):
+    split = ds.split.copy()
+    split.loc[0, ["fx", "fy", "fw", "fh"]] = [4, 3, 8, 9]
+    boxed = PreparedDataset(ds.name, ds.root, ds.classes, split, ds.report)
+    keys = {(m, f): cache.cache_key(boxed, SIZE, crop_faces=True, face_margin=m, face_fit=f)
+            for m in (0.25, 0.5) for f in ("pad", "inside")}
+    assert len(set(keys.values())) == 4  # every framing has its own cache
+    # the old framing keeps the name it had before the fit was a choice (existing caches stay)
+    assert keys[(0.25, "pad")] == cache.cache_key(boxed, SIZE, crop_faces=True)
+    c = cache.build_cache(boxed, SIZE, crop_faces=True, face_margin=0.5, face_fit="inside",
+                          progress=False)
+    rgb = load_rgb(ds.root / split.rel[0])
+    np.testing.assert_array_equal(
+        c.images[0], resize_square(crop_face(rgb, FaceBox(4, 3, 8, 9), 0.5, fit="inside"), SIZE))
+    assert (c.meta["face_margin"], c.meta["face_fit"]) == (0.5, "inside")
+
+
 def test_loader_batches_shapes_and_epochs(ds):
     c = cache.build_cache(ds, SIZE, progress=False)
     idx = np.concatenate([c.indices("train"), c.indices("val")])

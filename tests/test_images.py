@@ -8,7 +8,14 @@ import pytest
 from PIL import Image
 
 from emotion_core.data import images
-from emotion_core.data.faces import FaceBox, crop_face, detect_faces, largest_face
+from emotion_core.data.faces import (
+    CropSpec,
+    FaceBox,
+    crop_face,
+    crop_spec,
+    detect_faces,
+    largest_face,
+)
 from emotion_core.data.images import ImageDecodeError, load_rgb, read_image
 
 
@@ -169,6 +176,42 @@ def test_crop_face_is_square_and_padded_at_edges():
     assert crop[-1, -1].tolist() == [255, 255, 255]
     inner = crop_face(img, FaceBox(x=30, y=20, w=10, h=10), margin=0.0)
     assert inner.shape == (10, 10, 3) and inner.min() == 255
+
+
+def test_inside_fit_keeps_a_face_filling_photo_whole_and_never_adds_black():
+    rng = np.random.default_rng(0)
+    img = rng.integers(1, 256, (120, 100, 3), dtype=np.uint8)  # no pure black anywhere
+    box = FaceBox(x=8, y=12, w=84, h=96)  # a face filling the photo, as in webfaces3
+    padded = crop_face(img, box, margin=0.25)
+    assert padded.shape == (144, 144, 3) and (padded == 0).all(axis=2).any()  # black border
+    inside = crop_face(img, box, margin=0.25, fit="inside")
+    assert inside.shape == (100, 100, 3) and not (inside == 0).all(axis=2).any()
+    # the square is the picture's full width, shifted down to centre on the face (cy = 60)
+    np.testing.assert_array_equal(inside, img[10:110, 0:100])
+
+
+def test_inside_fit_shifts_the_square_off_the_edge_and_equals_pad_away_from_it():
+    img = np.random.default_rng(1).integers(1, 256, (200, 300, 3), dtype=np.uint8)
+    corner = FaceBox(x=0, y=0, w=20, h=20)  # the padded square would start at (-10, -10)
+    np.testing.assert_array_equal(crop_face(img, corner, 0.5, fit="inside"), img[0:40, 0:40])
+    middle = FaceBox(x=120, y=80, w=30, h=30)
+    np.testing.assert_array_equal(crop_face(img, middle, 0.5, fit="inside"),
+                                  crop_face(img, middle, 0.5, fit="pad"))
+    with pytest.raises(ValueError, match="face fit"):
+        crop_face(img, middle, fit="stretch")
+
+
+@pytest.mark.parametrize("manifest, expected", [
+    ({"config": {"crop_faces": False}}, None),
+    ({"config": {}}, None),
+    # a run from before --face-margin/--face-fit: the framing it was trained on
+    ({"config": {"crop_faces": True}}, CropSpec(0.25, "pad")),
+    ({"config": {"crop_faces": True, "face_margin": 0.5, "face_fit": "inside"}},
+     CropSpec(0.5, "inside")),
+    ({"crop_faces": True, "config": {}}, CropSpec(0.25, "pad")),  # a bundled manifest's copy
+])
+def test_crop_spec_reads_a_runs_framing(manifest, expected):
+    assert crop_spec(manifest) == expected
 
 
 def test_detect_faces_on_blank_image_and_bad_input():

@@ -9,6 +9,8 @@ import torch
 from PIL import Image
 from torch import nn
 
+from emotion_core.data.faces import crop_face
+from emotion_core.data.transforms import Preprocess
 from emotion_core.views import live
 from tests.fixtures_runs import face_image, photo_640x480
 
@@ -122,6 +124,51 @@ def test_several_faces_are_each_cropped_and_classified() -> None:
     xs = sorted(f.box.x for f in res.predictions)
     assert xs[1] - xs[0] > 150  # two different faces, not one found twice
     assert all(f.crop.shape[0] == f.crop.shape[1] for f in res.predictions)
+
+
+class _Seen(nn.Module):
+    """Answers uniformly and keeps every input it was given (to see how a face was framed)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.zeros(()))  # inference reads the device off a parameter
+        self.inputs: list[torch.Tensor] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.inputs.append(x.detach().clone())
+        return self.scale * torch.zeros(len(x), 3)
+
+
+def test_each_run_reads_the_face_framed_as_it_was_trained() -> None:
+    """A run trained on wide crops sees a wide crop, an old run its padded crop; the face shown
+    (and handed to Explain) is the first run's framing."""
+    configs = {"wide": {"crop_faces": True, "face_margin": 1.0, "face_fit": "inside"},
+               "old": {"crop_faces": True}, "whole": {}}
+    seen = {rid: _Seen() for rid in configs}
+
+    def load(run_id: str):
+        return seen[run_id], {"model": run_id, "classes": CLASSES, "image_size": 32,
+                              "mean": [0.5] * 3, "std": [0.25] * 3, "weights_source": "scratch",
+                              "config": configs[run_id]}
+
+    photo = np.ascontiguousarray(photo_640x480(1)[120:360, 60:300])  # a face filling the picture
+    res = live.predict_faces(photo, list(configs), loader=load)
+    assert res.faces_found == 1
+    face = res.predictions[0]
+    wide = crop_face(photo, face.box, 1.0, fit="inside")
+    padded = crop_face(photo, face.box, 1.0, fit="pad")
+    assert (padded[:, 0] == 0).all() and (wide[:, 0] != 0).any(axis=1).all()  # shifted inside
+    np.testing.assert_array_equal(face.crop, wide)
+    expected = {"wide": wide, "old": crop_face(photo, face.box, 0.25, fit="pad"),
+                "whole": crop_face(photo, face.box, 0.25, fit="inside")}
+    for rid, crop in expected.items():
+        x, _ = Preprocess.of(load(rid)[1])(crop)
+        torch.testing.assert_close(seen[rid].inputs[0], x)
+        np.testing.assert_array_equal(face.crop_of(rid), crop)  # what Why-maps and Explain get
+    assert not torch.equal(seen["wide"].inputs[0], seen["whole"].inputs[0])
+    assert not face.one_framing
+    alone = live.predict_faces(photo, ["old"], loader=load).predictions[0]
+    assert alone.one_framing and alone.crop_of("old") is alone.crop
 
 
 def test_max_faces_limits_and_says_so() -> None:

@@ -196,3 +196,21 @@ def test_cli_geometric_jitter_reaches_the_loaders_draws_and_the_manifest(tmp_pat
     (rec,) = store.list_runs()[0]
     recipe = store.load_run(rec.run_id).manifest["recipe"]
     assert (recipe["scale_jitter"], recipe["shift_jitter"]) == (0.1, 0.05)
+
+
+def test_cli_face_framing_is_checked_used_for_the_cache_and_recorded(tmp_path: Path, capsys):
+    a = tiny_shapes.make_folder(tmp_path / "sets" / "aset", seed=1)
+    args = ["--data", str(a), "--models", "vit_scratch", "--dry-run", "--quiet",
+            "--ensemble", "none"]
+    assert train_cli.main([*args, "--face-margin", "0.5"]) == 2  # no face crops to frame
+    assert "need --crop-faces" in capsys.readouterr().err
+    assert train_cli.main([*args, "--crop-faces", "--face-margin", "3"]) == 2
+    assert "must be in [0, 2]" in capsys.readouterr().err
+    assert store.list_runs()[0] == []  # both refused before anything was trained
+    assert train_cli.main([*args, "--crop-faces", "--face-margin", "0.5", "--face-fit", "pad"]) == 0
+    (rec,) = store.list_runs()[0]
+    manifest = store.load_run(rec.run_id).manifest
+    assert data.faces.crop_spec(manifest) == data.faces.CropSpec(0.5, "pad")
+    assert (manifest["recipe"]["face_margin"], manifest["recipe"]["face_fit"]) == (0.5, "pad")
+    caches = [store.read_json(p) for p in store.paths.root().glob(f"cache/*/{store.paths.CACHE_META}")]
+    assert [(c["face_margin"], c["face_fit"]) for c in caches if c["crop_faces"]] == [(0.5, "pad")]

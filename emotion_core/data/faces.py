@@ -11,7 +11,9 @@ a face is flagged `face_crop` (never silently used whole). Numbers: docs/data.md
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import cv2
 import numpy as np
@@ -26,6 +28,14 @@ MIN_FACE = 20  # smallest face MTCNN searches for, in image pixels (>= 12 scanne
 CROP_SIDE = 400  # face_crop: shorter side at most this, ...
 CROP_ASPECT = 1.6  # ... at most this elongated, ...
 CROP_MIN_STD = 8.0  # ... and not flat (grey standard deviation), with no face found
+DEFAULT_MARGIN = 0.25  # crop_face: the box grows by this fraction of its side on each side
+MAX_MARGIN = 2.0  # beyond this a crop is mostly background
+# How a crop square meets the picture's edge: "inside" shifts it into the picture and shrinks it
+# to the shorter side (a picture that is already a face crop stays whole), "pad" keeps it centred
+# on the face and fills the outside with black (every run before --face-fit existed).
+FACE_FITS = ("inside", "pad")
+DEFAULT_FIT = "inside"  # new runs, reference runs and Predict's framing for runs on whole pictures
+LEGACY_FIT = "pad"
 
 _warned: list[str] = []  # the fallback warning, once per process
 
@@ -143,25 +153,64 @@ def detect_faces(rgb: np.ndarray, *, detector: str | None = None) -> list[FaceBo
     return find_faces(rgb, detector=detector).boxes
 
 
+@dataclass(frozen=True)
+class CropSpec:
+    """How a run cuts faces: the margin around the box and how the square meets the edge."""
+
+    margin: float = DEFAULT_MARGIN
+    fit: str = LEGACY_FIT
+
+    def cut(self, rgb: np.ndarray, box: FaceBox) -> np.ndarray:
+        return crop_face(rgb, box, self.margin, fit=self.fit)
+
+
+DEFAULT_CROP = CropSpec(DEFAULT_MARGIN, DEFAULT_FIT)
+
+
+def crop_spec(manifest: Mapping[str, Any]) -> CropSpec | None:
+    """How a run's face crops were cut, or None when it reads whole pictures.
+
+    Training, evaluation, Explain and Predict all ask this, so a run meets the same framing
+    everywhere; runs from before `--face-margin`/`--face-fit` existed read DEFAULT_MARGIN, "pad".
+    """
+    config = manifest.get("config") or {}
+    if not (config.get("crop_faces") or manifest.get("crop_faces")):
+        return None
+    margin = config.get("face_margin")
+    return CropSpec(DEFAULT_MARGIN if margin is None else float(margin),
+                    str(config.get("face_fit") or LEGACY_FIT))
+
+
 def largest_face(rgb: np.ndarray) -> FaceBox | None:
     faces = detect_faces(rgb)
     return faces[0] if faces else None
 
 
-def crop_face(rgb: np.ndarray, box: FaceBox, margin: float = 0.25) -> np.ndarray:
+def crop_face(rgb: np.ndarray, box: FaceBox, margin: float = DEFAULT_MARGIN, *,
+              fit: str = LEGACY_FIT) -> np.ndarray:
     """A square crop around `box`, grown by `margin` of the box side on each side.
 
-    Parts of the square that fall outside the image are padded with black (the same colour the
-    transparency rule in images.py uses), so the face stays centred and undistorted.
+    fit="pad": parts of the square outside the image are black (the colour the transparency
+    rule in images.py uses), so the face stays centred at the same scale. fit="inside": the
+    square is shrunk to the image's shorter side and shifted into it, so no black is added; a
+    photo that is already a tight face crop (most of webfaces3) stays whole instead of shrinking
+    inside a black frame.
     """
     img = np.asarray(rgb)
     if box.w <= 0 or box.h <= 0:
         raise ValueError(f"cannot crop an empty face box {box}")
+    if fit not in FACE_FITS:
+        raise ValueError(f"face fit must be one of {', '.join(FACE_FITS)}, got {fit!r}")
     side = int(round(max(box.w, box.h) * (1.0 + 2.0 * margin)))
     cx, cy = box.x + box.w / 2.0, box.y + box.h / 2.0
+    H, W = img.shape[:2]
+    if fit == "inside":
+        side = max(1, min(side, H, W))
+        x0 = min(max(int(round(cx - side / 2.0)), 0), W - side)
+        y0 = min(max(int(round(cy - side / 2.0)), 0), H - side)
+        return img[y0:y0 + side, x0:x0 + side].copy()
     x0, y0 = int(round(cx - side / 2.0)), int(round(cy - side / 2.0))
     x1, y1 = x0 + side, y0 + side
-    H, W = img.shape[:2]
     out = np.zeros((side, side) + img.shape[2:], dtype=img.dtype)
     sx0, sy0, sx1, sy1 = max(x0, 0), max(y0, 0), min(x1, W), min(y1, H)
     if sx1 > sx0 and sy1 > sy0:

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from emotion_core import store
-from emotion_core.data import CachedLoader, PreparedDataset, build_cache, open_folder
+from emotion_core.data import CachedLoader, PreparedDataset, build_cache, faces, open_folder
 from emotion_core.evaluation.ensemble import average_probs
 from emotion_core.evaluation.inference import collect_probs, run_flips
 from emotion_core.evaluation.loading import load_model
@@ -37,8 +37,11 @@ def run_probs(run_id: str, ds: PreparedDataset, rows: np.ndarray, *,
         members = [run_probs(m, ds, rows, progress=progress) for m in manifest["members"]]
         return average_probs(members, manifest.get("weights"))
     model, manifest = load_model(run_id)
-    crop = bool((manifest.get("config") or {}).get("crop_faces", False))
-    cache = build_cache(ds, int(manifest["image_size"]), crop_faces=crop, progress=progress)
+    spec = faces.crop_spec(manifest)  # the framing the run was trained on
+    cache = build_cache(ds, int(manifest["image_size"]), crop_faces=spec is not None,
+                        **({} if spec is None else {"face_margin": spec.margin,
+                                                    "face_fit": spec.fit}),
+                        progress=progress)
     loader = CachedLoader(cache, rows, 64, shuffle=False, aug=None, mean=manifest["mean"],
                           std=manifest["std"])
     probs, _ = collect_probs(model, loader, tta_flip=run_flips(manifest))
@@ -49,7 +52,7 @@ def _crops(manifest: dict[str, Any]) -> bool:
     """Whether a run (or any member of an ensemble) reads face crops."""
     if manifest.get("kind") == "ensemble":
         return any(_crops(store.load_run(m, tables=False).manifest) for m in manifest["members"])
-    return bool((manifest.get("config") or {}).get("crop_faces"))
+    return faces.crop_spec(manifest) is not None
 
 
 def evaluate_on_folder(run_id: str, root: str | Path, *, name: str | None = None,

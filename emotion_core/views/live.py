@@ -75,9 +75,19 @@ class FacePrediction:
     """One face (or the whole image) with every run's prediction and the ensemble's."""
 
     box: faces.FaceBox | None  # None: the whole image was used
-    crop: np.ndarray
+    crop: np.ndarray  # the first run's input (the face shown on the page)
     runs: list[RunPrediction] = field(default_factory=list)
     ensemble: RunPrediction | None = None
+    run_crops: dict[str, np.ndarray] = field(default_factory=dict)  # what each run read
+
+    def crop_of(self, run_id: str) -> np.ndarray:
+        """The picture run `run_id` classified (its own framing of the face)."""
+        return self.run_crops.get(run_id, self.crop)
+
+    @property
+    def one_framing(self) -> bool:
+        """Whether every run read the crop shown."""
+        return all(c is self.crop for c in self.run_crops.values())
 
 
 @dataclass
@@ -141,14 +151,46 @@ def draw_boxes(rgb: np.ndarray, boxes: Sequence[faces.FaceBox]) -> np.ndarray:
     return out
 
 
-def _predict_one(loader: Loader, run_id: str, crop: np.ndarray) -> RunPrediction:
+class FaceCrops:
+    """One face of a picture, cut the way each run was trained to see faces (`faces.crop_spec`:
+    margin and edge fit), each framing cut once. Runs on whole pictures get faces.DEFAULT_CROP."""
+
+    def __init__(self, rgb: np.ndarray, box: faces.FaceBox) -> None:
+        self.rgb, self.box = rgb, box
+        self._cut: dict[faces.CropSpec, np.ndarray] = {}
+
+    def cut(self, spec: faces.CropSpec | None) -> np.ndarray:
+        spec = spec or faces.DEFAULT_CROP
+        if spec not in self._cut:
+            self._cut[spec] = spec.cut(self.rgb, self.box)
+        return self._cut[spec]
+
+    def for_run(self, manifest: Mapping[str, Any]) -> np.ndarray:
+        return self.cut(faces.crop_spec(manifest))
+
+    def shown(self) -> np.ndarray:
+        """The first framing cut (the first run's), or faces.DEFAULT_CROP when none was cut."""
+        return next(iter(self._cut.values())) if self._cut else self.cut(None)
+
+Crop = np.ndarray | FaceCrops  # a fixed picture for every run, or a face cut per run
+
+
+def _crop_for(crop: Crop, manifest: Mapping[str, Any]) -> np.ndarray:
+    return crop.for_run(manifest) if isinstance(crop, FaceCrops) else crop
+
+
+def _predict_one(loader: Loader, run_id: str, crop: Crop,
+                 used: dict[str, np.ndarray] | None = None) -> RunPrediction:
     try:
         model, manifest = loader(run_id)
     except Exception as exc:  # a broken or mismatched run must not break the others
         return RunPrediction(run_id, run_id, "?", [], None, error=f"cannot load: {exc}")
     t0 = time.perf_counter()
     try:
-        probs = _forward(model, manifest, crop)
+        picture = _crop_for(crop, manifest)
+        if used is not None:
+            used[run_id] = picture
+        probs = _forward(model, manifest, picture)
     except Exception as exc:
         return RunPrediction(run_id, manifest.get("model", run_id),
                              manifest.get("weights_source", "?"), list(manifest["classes"]), None,
@@ -199,7 +241,7 @@ def stored_ensemble_note(manifest: Mapping[str, Any]) -> str:
 
 
 def _stored_ensemble(run_id: str, cache: dict[str, RunPrediction], loader: Loader,
-                     crop: np.ndarray) -> RunPrediction:
+                     crop: Crop, used: dict[str, np.ndarray] | None = None) -> RunPrediction:
     """A stored ensemble run answers with its members' models, weighted as it was built."""
     try:
         m = store.load_run(run_id, tables=False).manifest
@@ -208,7 +250,7 @@ def _stored_ensemble(run_id: str, cache: dict[str, RunPrediction], loader: Loade
     members = list(m.get("members", []))
     for mid in members:
         if mid not in cache:
-            cache[mid] = _predict_one(loader, mid, crop)
+            cache[mid] = _predict_one(loader, mid, crop, used)
     parts = [cache[mid] for mid in members]
     bad = [p for p in parts if p.probs is None]
     weights = m.get("weights") if not bad else None
@@ -237,23 +279,30 @@ def prime(run_ids: Sequence[str] = (), *, loader: Loader | None = None) -> None:
         _predict_one(loader or load_model, rid, blank)
 
 
-def predict_crop(crop: np.ndarray, run_ids: Sequence[str], *, loader: Loader | None = None,
+def predict_crop(crop: Crop, run_ids: Sequence[str], *, loader: Loader | None = None,
                  ensemble_kinds: dict[str, str] | None = None,
                  box: faces.FaceBox | None = None) -> FacePrediction:
-    """Every run's prediction for one crop, plus the mean of the single-model runs."""
+    """Every run's prediction for one crop, plus the mean of the single-model runs.
+
+    `crop` is one picture every run reads, or a FaceCrops that each run cuts its own way; the
+    face shown (and handed to Explain) is then the first run's framing.
+    """
     loader = loader or load_model
     kinds = ensemble_kinds or {}
     cache: dict[str, RunPrediction] = {}
+    used: dict[str, np.ndarray] = {}
     out: list[RunPrediction] = []
     for rid in run_ids:
         if kinds.get(rid) == "ensemble":
-            out.append(_stored_ensemble(rid, cache, loader, crop))
+            out.append(_stored_ensemble(rid, cache, loader, crop, used))
         else:
             if rid not in cache:
-                cache[rid] = _predict_one(loader, rid, crop)
+                cache[rid] = _predict_one(loader, rid, crop, used)
             out.append(cache[rid])
     singles = [p for rid, p in zip(run_ids, out, strict=True) if kinds.get(rid) != "ensemble"]
-    return FacePrediction(box=box, crop=crop, runs=out, ensemble=_ensemble_of(singles))
+    shown = crop.shown() if isinstance(crop, FaceCrops) else crop
+    return FacePrediction(box=box, crop=shown, runs=out, ensemble=_ensemble_of(singles),
+                          run_crops=used)
 
 
 def predict_faces(rgb: np.ndarray, run_ids: Sequence[str], *, loader: Loader | None = None,
@@ -270,12 +319,12 @@ def predict_faces(rgb: np.ndarray, run_ids: Sequence[str], *, loader: Loader | N
     boxes = found.boxes
     detect_ms = (time.perf_counter() - t0) * 1000.0
     kinds = _run_kinds(run_ids)
-    targets: list[tuple[faces.FaceBox | None, np.ndarray]] = []
+    targets: list[tuple[faces.FaceBox | None, Crop]] = []
     skipped = max(0, len(boxes) - max_faces)
     if boxes:
         note = (f"{len(boxes)} faces found; the {max_faces} largest were classified, the other "
                 f"{skipped} skipped (at most {max_faces} per picture)." if skipped else "")
-        targets = [(b, faces.crop_face(rgb, b)) for b in boxes[:max_faces]]
+        targets = [(b, FaceCrops(rgb, b)) for b in boxes[:max_faces]]
     elif whole_image:
         note = "No face found: the whole image was classified."
         targets = [(None, rgb)]

@@ -35,6 +35,7 @@ from emotion_core.data import faces
 from emotion_core.data.transforms import Preprocess
 from emotion_core.evaluation.inference import probabilities, set_threads
 from emotion_core.explain.base import explaining
+from emotion_core.views.live import FaceCrops
 
 MIN_IOU = 0.3  # a detection continues a track when their boxes overlap this much
 MAX_MISSED = 3  # detections in a row a track may miss before it is dropped
@@ -302,11 +303,11 @@ class LiveSession:
         shown = [t for t in self._tracks if t.missed == 0]
         if not shown:
             return
-        crops = [faces.crop_face(frame, t.box) for t in shown]
+        cuts = [FaceCrops(frame, t.box) for t in shown]
         alpha = ema_alpha(self.window)
         for m in self._models:
             t = self._clock()
-            probs = classify(m.model, m.manifest, crops)
+            probs = classify(m.model, m.manifest, [c.for_run(m.manifest) for c in cuts])
             self._classify_ms[m.name] = (self._clock() - t) * 1000.0
             for track, p in zip(shown, probs, strict=True):
                 prev = track.probs.get(m.run_id)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from emotion_core import models, store
+from emotion_core.data import faces
 
 # The team's real sets state no licence (shared/data/README.md): research use only.
 DATA_TERMS = ("The training data state no licence: affectnet3 is the angry/happy/sad part of the "
@@ -34,7 +35,21 @@ def training_command(manifest: dict[str, Any]) -> str:
              if c.get(key)]
     args += [flag for key, flag in (("tta_flip", "--tta-flip"), ("crop_faces", "--crop-faces"))
              if c.get(key) or manifest.get(key)]
+    crop = faces.crop_spec(manifest)
+    if crop is not None and crop.margin != faces.DEFAULT_MARGIN:
+        args.append(f"--face-margin {crop.margin:g}")
+    if crop is not None and crop.fit != faces.DEFAULT_FIT:  # runs before --face-fit: "pad"
+        args.append(f"--face-fit {crop.fit}")
     return "python -m scripts.train " + " ".join(args)
+
+
+def _crop_words(manifest: dict[str, Any]) -> str:
+    crop = faces.crop_spec(manifest)
+    if crop is None:
+        return "no, whole pictures"
+    edge = ("kept inside the picture" if crop.fit == "inside"
+            else "padded with black beyond the picture's edge")
+    return f"the box grown by {crop.margin:g} of its side on each side, {edge}"
 
 
 def _metric_rows(metrics: dict[str, Any], dataset: str) -> list[str]:
@@ -80,8 +95,7 @@ def model_card(run_id: str, *, note: str = "") -> str:
         f"`{m.get('weights_sha256', '')[:16]}...`; loaded in float32",
         "", "## Data", "",
         f"- trained on: {', '.join(m.get('sources') or [m.get('dataset')])} "
-        f"(each set with its own cleaning and persisted split; face crops: "
-        f"{bool((m.get('config') or {}).get('crop_faces'))})",
+        f"(each set with its own cleaning and persisted split; face crops: {_crop_words(m)})",
         "", "## Recipe", "",
         f"- {recipe.get('name', 'finetune')}: {phases}; best epoch {m.get('best_epoch')}; "
         f"label smoothing {recipe.get('label_smoothing')}, layer decay {recipe.get('layer_decay')}",
