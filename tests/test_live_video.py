@@ -126,6 +126,41 @@ def test_faces_are_detected_every_nth_frame_and_classified_on_every_frame() -> N
     assert "tiny" in st.classify_ms
 
 
+class _Keep(nn.Module):
+    """Answers uniformly and keeps its inputs (to see how each run's face was framed)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.zeros(1))
+        self.inputs: list[torch.Tensor] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.inputs.append(x.detach().clone())
+        return torch.zeros(x.shape[0], 3) + self.w
+
+
+def test_each_run_sees_the_live_face_framed_as_it_was_trained() -> None:
+    from emotion_core.data.faces import crop_face
+    from emotion_core.data.transforms import Preprocess
+
+    frame = np.random.default_rng(0).integers(1, 256, (240, 320, 3), dtype=np.uint8)
+    box = FaceBox(0, 40, 100, 100)  # at the frame's left edge: the padded square has black
+    detect, _ = _fixed_detector([box])
+    nets = {"pad": _Keep(), "inside": _Keep()}
+    models = []
+    for fit, net in nets.items():
+        m = _model(fit, net, name=fit)
+        m.manifest["config"] = {"crop_faces": True, "face_margin": 0.25, "face_fit": fit}
+        models.append(m)
+    s = lv.LiveSession(detect=detect)
+    s.configure(models, detect_every=1, window=1)
+    s.process(frame)
+    for m in models:
+        x, _ = Preprocess.of(m.manifest)(crop_face(frame, box, 0.25, fit=m.name))
+        torch.testing.assert_close(nets[m.name].inputs[0], x)
+    assert not torch.equal(nets["pad"].inputs[0], nets["inside"].inputs[0])
+
+
 def test_labels_are_smoothed_with_the_stated_window() -> None:
     detect, _ = _fixed_detector([BOX])
     net = _Switch()
