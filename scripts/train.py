@@ -192,6 +192,25 @@ def check_face_margin(asked: float | str | None, config: TrainConfig) -> None:
                          f"{config.face_margin:g}")
 
 
+def framing_of_export(meta: dict, config: TrainConfig, args: argparse.Namespace) -> TrainConfig:
+    """An export's pictures were cut when it was packed: the run records that framing (so
+    evaluation and Predict cut faces the same way), and a conflicting flag is refused."""
+    packed = faces.crop_spec({"config": {key: meta.get(key) for key in
+                                         ("crop_faces", "face_margin", "face_fit")}})
+    if packed is None:
+        if config.crop_faces:
+            raise ValueError("--crop-faces: this export holds whole pictures; pack it with "
+                             "`python -m scripts.gpu.pack_remote ... --crop-faces`")
+        return config
+    asked = {"--face-margin": (args.face_margin, packed.margin),
+             "--face-fit": (args.face_fit, packed.fit)}
+    for flag, (value, have) in asked.items():
+        if value is not None and value != have:
+            raise ValueError(f"{flag} {value}: this export's faces were cut with {have}; pack "
+                             f"it again with that {flag}")
+    return config.override(crop_faces=True, face_margin=packed.margin, face_fit=packed.fit)
+
+
 def train_all(args: argparse.Namespace, info: DistInfo, events: EventLog,
               run_ids: dict[str, str], failures: dict[str, str]) -> int:
     """Train every asked-for model, then the ensemble; fills run_ids/failures; the exit code."""
@@ -207,6 +226,8 @@ def train_all(args: argparse.Namespace, info: DistInfo, events: EventLog,
         ds, cache = load_data(args.data, args.name, config, info, progress)
         sampling.row_sources(ds, config.set_sampling)  # refused for one set, before training
         config = config.override(image_size=cache.size)
+        if len(args.data) == 1 and cache_export.is_export(Path(args.data[0]).expanduser()):
+            config = framing_of_export(cache.meta, config, args)
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from emotion_core import store
-from emotion_core.data import cache_export
+from emotion_core.data import cache_export, faces
 from emotion_core.models import get_spec
 from scripts.gpu import export_reference, pack_remote
 from tests import tiny_shapes
@@ -92,3 +92,22 @@ def test_a_packed_combination_trains_remotely_with_each_sets_test_reported(tmp_p
     (rec,) = store.list_runs()[0]
     assert rec.manifest["sources"] == ["aset", "bset"]
     assert set(rec.metrics["by_source"]) == {"aset", "bset"}
+
+
+def test_a_run_on_a_packed_export_records_the_framing_its_faces_were_cut_with(tmp_path, capsys):
+    from scripts import train as train_cli
+
+    a = tiny_shapes.make_folder(tmp_path / "sets" / "aset", seed=1)
+    assert pack_remote.main(["--data", str(a), "--out", str(tmp_path / "crops"), "--size", "32",
+                             "--crop-faces", "--face-margin", "0.5"]) == 0
+    assert pack_remote.main(["--data", str(a), "--out", str(tmp_path / "whole"), "--size", "32"]) == 0
+    crops, whole = (str(tmp_path / p / "data" / "aset") for p in ("crops", "whole"))
+    run = ["--models", "vit_scratch", "--dry-run", "--quiet", "--ensemble", "none"]
+    assert train_cli.main(["--data", crops, *run, "--crop-faces", "--face-fit", "pad"]) == 2
+    assert "cut with inside" in capsys.readouterr().err
+    assert train_cli.main(["--data", whole, *run, "--crop-faces"]) == 2
+    assert "holds whole pictures" in capsys.readouterr().err
+    assert store.list_runs()[0] == []
+    assert train_cli.main(["--data", crops, *run, "--crop-faces"]) == 0
+    (rec,) = store.list_runs()[0]
+    assert faces.crop_spec(rec.manifest) == faces.CropSpec(0.5, "inside")

@@ -123,6 +123,9 @@ def load_exported_cache(src: Path, *, size: int | None = None, progress: bool = 
                          f"make one with emotion_core.data.cache_export.export_cache)")
     meta = store.read_json(src / store.paths.CACHE_META)
     h = hashlib.sha256()
+    # the meta too: two exports of the same pictures may differ in what they say of them (how
+    # their faces were cut), and the imported cache keeps that meta
+    h.update((src / store.paths.CACHE_META).read_bytes())
     with open(src / store.paths.EXPORT_ARCHIVE, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 22), b""):
             h.update(chunk)

@@ -17,7 +17,7 @@ from pathlib import Path
 from safetensors.torch import save_file
 
 from emotion_core import data, models, store
-from emotion_core.data import cache_export
+from emotion_core.data import cache_export, faces
 from emotion_core.data.combine import combine
 from emotion_core.models.weights import resolve_weights
 
@@ -53,6 +53,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quality", type=int, default=90, help="WebP quality of the exported images")
     p.add_argument("--crop-faces", action="store_true",
                    help="export face crops (the sets are prepared with face detection)")
+    p.add_argument("--face-margin", type=float, default=faces.DEFAULT_MARGIN,
+                   help="with --crop-faces: the box grows by this fraction of its side per side")
+    p.add_argument("--face-fit", choices=faces.FACE_FITS, default=faces.DEFAULT_FIT,
+                   help="with --crop-faces: keep the square inside the picture or pad with black")
     p.add_argument("--budget-mib", type=float, default=None, help="lower WebP quality to fit")
     p.add_argument("--weights", default="", help="comma-separated models whose weights travel")
     args = p.parse_args(argv)
@@ -61,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
             sets = [data.open_folder(d, args.name if len(args.data) == 1 else None,
                                      detect_faces=args.crop_faces) for d in args.data]
             ds = sets[0] if len(sets) == 1 else combine(sets)
-            cache = data.build_cache(ds, args.size, crop_faces=args.crop_faces)
+            cache = data.build_cache(ds, args.size, crop_faces=args.crop_faces,
+                                     face_margin=args.face_margin, face_fit=args.face_fit)
             dest = cache_export.export_dataset(ds, cache, args.out / "data" / ds.name,
                                                quality=args.quality, budget_mib=args.budget_mib)
             print(f"data: {dest} ({_mib(dest):.1f} MiB)")
