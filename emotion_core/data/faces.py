@@ -170,8 +170,9 @@ DEFAULT_CROP = CropSpec(DEFAULT_MARGIN, DEFAULT_FIT)
 def crop_spec(manifest: Mapping[str, Any]) -> CropSpec | None:
     """How a run's face crops were cut, or None when it reads whole pictures.
 
-    Training, evaluation, Explain and Predict all ask this, so a run meets the same framing
-    everywhere; runs from before `--face-margin`/`--face-fit` existed read DEFAULT_MARGIN, "pad".
+    Evaluation, Predict (and the faces it hands to Explain) and the live webcam ask this, so a
+    run meets the framing it was trained on; runs from before `--face-margin`/`--face-fit`
+    existed read DEFAULT_MARGIN, "pad".
     """
     config = manifest.get("config") or {}
     if not (config.get("crop_faces") or manifest.get("crop_faces")):
