@@ -182,9 +182,9 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return config.override(**DRY_RUN_CHANGES) if args.dry_run else config
 
 
-def check_face_margin(asked: float | str | None, config: TrainConfig) -> None:
-    """Refuse a margin that crops nothing sensible, or one given without face crops."""
-    if asked is not None and not config.crop_faces:
+def check_face_framing(args: argparse.Namespace, config: TrainConfig) -> None:
+    """Refuse a margin that crops nothing sensible, or a framing flag without face crops."""
+    if (args.face_margin is not None or args.face_fit is not None) and not config.crop_faces:
         raise ValueError("--face-margin and --face-fit need --crop-faces (whole pictures have "
                          "no face box)")
     if not 0.0 <= config.face_margin <= faces.MAX_MARGIN:
@@ -220,7 +220,7 @@ def train_all(args: argparse.Namespace, info: DistInfo, events: EventLog,
         if config.epochs < 1:
             raise ValueError(f"--epochs must be at least 1, got {config.epochs}")
         AugmentConfig(scale=config.scale_jitter, shift=config.shift_jitter)  # refuses bad ranges now
-        check_face_margin(args.face_margin if args.face_fit is None else args.face_fit, config)
+        check_face_framing(args, config)
         names = models.select(args.models)
         models.check_trainable(names)
         ds, cache = load_data(args.data, args.name, config, info, progress)

@@ -168,10 +168,6 @@ class FaceCrops:
     def for_run(self, manifest: Mapping[str, Any]) -> np.ndarray:
         return self.cut(faces.crop_spec(manifest))
 
-    def shown(self) -> np.ndarray:
-        """The first framing cut (the first run's), or faces.DEFAULT_CROP when none was cut."""
-        return next(iter(self._cut.values())) if self._cut else self.cut(None)
-
 Crop = np.ndarray | FaceCrops  # a fixed picture for every run, or a face cut per run
 
 
@@ -300,7 +296,10 @@ def predict_crop(crop: Crop, run_ids: Sequence[str], *, loader: Loader | None = 
                 cache[rid] = _predict_one(loader, rid, crop, used)
             out.append(cache[rid])
     singles = [p for rid, p in zip(run_ids, out, strict=True) if kinds.get(rid) != "ensemble"]
-    shown = crop.shown() if isinstance(crop, FaceCrops) else crop
+    # the first run's picture; the default framing when no run read one (all failed to load)
+    shown = next(iter(used.values()), None)
+    if shown is None:
+        shown = crop.cut(None) if isinstance(crop, FaceCrops) else crop
     return FacePrediction(box=box, crop=shown, runs=out, ensemble=_ensemble_of(singles),
                           run_crops=used)
 
