@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from emotion_core.data import images
-from emotion_core.views import live, samples, tables
+from emotion_core.data import faces, images
+from emotion_core.views import framing, live, samples, tables
 from pages import _cache
 
 
@@ -24,11 +24,32 @@ class Picture:
     path: Path | None  # None for an upload
     caption: str  # the sample's name or the upload's file name
     key: str  # content hash + shape + source: the maps' cache key for this picture
+    handed: bool = False  # a face Predict cut and handed over (already framed for its run)
 
     @classmethod
-    def of(cls, rgb: np.ndarray, path: Path | None, caption: str) -> Picture:
+    def of(cls, rgb: np.ndarray, path: Path | None, caption: str, *,
+           handed: bool = False) -> Picture:
         digest = hashlib.sha1(np.ascontiguousarray(rgb).tobytes()).hexdigest()
-        return cls(rgb, path, caption, f"{digest}{rgb.shape}{path or ''}")
+        return cls(rgb, path, caption, f"{digest}{rgb.shape}{path or ''}", handed)
+
+
+@st.cache_data(show_spinner="Looking for the face...", max_entries=64)
+def _largest_face(image: str, _pic: Picture) -> faces.FaceBox | None:
+    return faces.largest_face(_pic.rgb)
+
+
+def for_run(run_id: str, pic: Picture) -> tuple[Picture, str]:
+    """The picture run `run_id` reads of `pic` (its face cut the way it was trained, see
+    views.framing) and a caption saying so ("" for runs on whole pictures). A face handed over
+    from Predict is already cut: it is read as it is. A cut face drops the sample's path, whose
+    ground-truth mask no longer lines up with it."""
+    manifest = _cache.load_model(run_id)[1]
+    if pic.handed or faces.crop_spec(manifest) is None:
+        return pic, ""
+    framed = framing.for_run(pic.rgb, _largest_face(pic.key, pic), manifest)
+    if not framed.cropped:
+        return pic, framed.note
+    return Picture.of(framed.rgb, None, pic.caption), framed.note
 
 
 HANDOFF = "explain_handoff"  # session key: the face and run Predict handed to Explain
@@ -47,7 +68,7 @@ def take_handoff() -> tuple[Picture | None, str | None]:
     if not handed:
         return None, None
     fresh = handed.pop("fresh", False)
-    pic = Picture.of(handed["rgb"], None, handed["caption"])
+    pic = Picture.of(handed["rgb"], None, handed["caption"], handed=True)
     return pic, handed["run"] if fresh else None
 
 

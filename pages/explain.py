@@ -1,8 +1,9 @@
 """Explain: Grad-CAM family side by side for several runs; ViT attention, rollout, patch grid.
 
 The controls come before the picture, so choosing another picture source (or an upload not yet
-made) never resets them; every overlay is drawn at one size. A face handed over from Predict
-("why" link) opens here as the picture, with its run chosen.
+made) never resets them; every overlay is drawn at one size. A run trained on face crops reads
+the sample's or upload's largest face, cut its way (views.framing). A face handed over from
+Predict ("why" link) opens here as the picture, with its run chosen.
 """
 from __future__ import annotations
 
@@ -65,7 +66,8 @@ cols = st.columns(max(1, len(chosen)))
 for col, rid in zip(cols, chosen, strict=False):
     with col:
         try:
-            view = _maps.cam_view(rid, pic, method, score=score, finer=finer)
+            seen, framed = _inputs.for_run(rid, pic)
+            view = _maps.cam_view(rid, seen, method, score=score, finer=finer)
         except ex.NotApplicableError as exc:
             st.info(f"{labels[rid]}: {exc}")
             continue
@@ -74,7 +76,7 @@ for col, rid in zip(cols, chosen, strict=False):
             continue
         st.image(display.square(view.overlay, OVERLAY_PX), width=OVERLAY_PX,
                  caption=f"{labels[rid]} → {view.predicted}")
-        st.caption(view.title)
+        st.caption(view.title + (f" · {framed}" if framed else ""))
         unscored |= not show_scores(view, metrics[rid], method)
 hinted = unscored
 if unscored:
@@ -87,7 +89,8 @@ if not vits:
 vid = st.selectbox("ViT run", vits, format_func=labels.get, key="ex_vit")
 try:
     model, manifest = _cache.load_model(vid)
-    att = _maps.attention_layout(vid, pic)
+    vpic, vframed = _inputs.for_run(vid, pic)
+    att = _maps.attention_layout(vid, vpic)
 except Exception as exc:
     st.warning(f"Attention unavailable: {exc}")
     st.stop()
@@ -98,9 +101,11 @@ head = c2.slider("Head (-1 = mean of heads)", -1, n_heads - 1, -1, key="ex_head"
 c3, c4 = st.columns(2)
 ratio = c3.slider("Rollout discard ratio", 0.0, 0.99, 0.9, key="ex_discard")
 fusion = c4.selectbox("Head fusion", list(ex.HEAD_FUSIONS), key="ex_fusion")
-a = _maps.attention_view(vid, pic, layer=layer, head=None if head < 0 else head, score=score)
-r = _maps.rollout_view(vid, pic, discard_ratio=float(ratio), fusion=fusion, score=score)
-grid = probe.patch_grid(model, manifest, pic.rgb)
+if vframed:
+    st.caption(f"{labels[vid]}: {vframed}")
+a = _maps.attention_view(vid, vpic, layer=layer, head=None if head < 0 else head, score=score)
+r = _maps.rollout_view(vid, vpic, discard_ratio=float(ratio), fusion=fusion, score=score)
+grid = probe.patch_grid(model, manifest, vpic.rgb)
 cols = st.columns(3)
 for col, view, kind in zip(cols[:2], (a, r), ("attention", "rollout"), strict=True):
     with col:

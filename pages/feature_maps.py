@@ -1,4 +1,6 @@
-"""Feature maps: a CNN run (VGG-16 by default), an image, a slider through the conv layers."""
+"""Feature maps: a CNN run (VGG-16 by default), an image, a slider through the conv layers.
+
+A run trained on face crops reads the picture's largest face, cut its way (views.framing)."""
 from __future__ import annotations
 
 import streamlit as st
@@ -33,6 +35,9 @@ top_k = st.slider("Channels shown (top by mean activation)", 4, 32, 16, step=4, 
 pic = _inputs.pick_image("fm", _sidebar.current_dataset())
 if pic is None:
     st.stop()
+pic, framed = _inputs.for_run(rid, pic)
+if framed:
+    st.caption(f"{labels[rid]}: {framed}")
 grid, channels, small = _maps.feature_map_grid(rid, pic, layer, int(top_k))
 c1, c2 = st.columns([1, 3])
 c1.image(display.square(small, INPUT_PX), width=INPUT_PX, caption=f"input {small.shape[0]} px · {pic.caption}")

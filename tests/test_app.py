@@ -754,6 +754,55 @@ def test_predict_and_explain_default_to_bundled_models_on_a_synthetic_dataset(at
     assert at.multiselect(key="ex_runs").value == [bundled]
 
 
+def test_explain_and_feature_maps_cut_the_face_for_a_run_trained_on_face_crops(
+        built_store, monkeypatch, tmp_path) -> None:
+    import streamlit as st
+
+    from emotion_core.views import probe
+
+    root = copy_store(built_store[0], tmp_path / "store")
+    cnn = built_store[1][MODELS[1]]
+    cropper = copy_run(root, cnn, cnn[:-2] + ("58" if cnn.endswith("59") else "59"))
+    monkeypatch.setenv(store.paths.ENV_ROOT, str(root))
+    path = store.paths.run_file(cropper, store.paths.MANIFEST)
+    manifest = store.read_json(path)
+    manifest["config"] = dict(manifest.get("config") or {}, crop_faces=True, face_margin=0.25,
+                              face_fit="inside")
+    store.write_json(path, manifest)
+    st.cache_data.clear()  # maps of this picture from other tests would skip the spies
+    read: dict[str, tuple[int, ...]] = {}
+    real_cam, real_grid = probe.cam_view, probe.feature_map_grid
+
+    def cam_spy(model, manifest, rgb, *args, **kwargs):
+        read[manifest["run_id"]] = rgb.shape
+        return real_cam(model, manifest, rgb, *args, **kwargs)
+
+    def grid_spy(model, manifest, rgb, *args, **kwargs):
+        read["feature maps"] = rgb.shape
+        return real_grid(model, manifest, rgb, *args, **kwargs)
+
+    monkeypatch.setattr(probe, "cam_view", cam_spy)
+    monkeypatch.setattr(probe, "feature_map_grid", grid_spy)
+    at = _open(AppTest.from_file(APP, default_timeout=TIMEOUT), "explain")
+    at.multiselect(key="ex_runs").set_value([cropper, cnn]).run()
+    at.radio(key="ex_src").set_value("upload").run()
+    at.file_uploader(key="ex_upload").set_value(("face.png", _face_png(), "image/png")).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert read[cnn] == (480, 640, 3)  # a run on whole pictures: the upload as it is
+    h, w, _ = read[cropper]
+    assert h == w < 480  # the face crop it was trained on
+    notes = [c.value for c in at.caption if "largest face, cut as it was trained" in c.value]
+    assert len(notes) == 1 and "kept inside the picture" in notes[0]
+
+    at.switch_page("pages/feature_maps.py").run()
+    at.selectbox(key="fm_run").set_value(cropper).run()
+    at.radio(key="fm_src").set_value("upload").run()
+    at.file_uploader(key="fm_upload").set_value(("face.png", _face_png(), "image/png")).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert read["feature maps"] == (h, w, 3)
+    assert any("largest face" in c.value for c in at.caption)
+
+
 def test_predict_prefers_the_datasets_runs_once_they_learned_real_faces(at_store, monkeypatch) -> None:
     at, ids = at_store
     bundled = _bundle_real_face_model(ids)

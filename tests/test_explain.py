@@ -93,6 +93,18 @@ def test_cam_works_inside_inference_mode():
     assert heat.shape == (SIZE, SIZE) and np.isfinite(heat).all()
 
 
+def test_mini_xception_explains_after_a_forward_in_inference_mode():
+    """Its cached resampling matrix, first made under inference_mode (the app's warm-up, Predict),
+    must not be an inference tensor, or Grad-CAM on the same input side fails afterwards."""
+    model = built("mini_xception").eval()
+    assert model.resize_to == SIZE
+    x = torch.randn(1, 3, 77, 77)  # a side no other test resamples from (a fresh cache entry)
+    with torch.inference_mode():
+        model(x)
+    heat = explain.compute_cam(model, x, method="gradcam")
+    assert heat.shape == (77, 77) and np.isfinite(heat).all()
+
+
 def test_vgg16_lists_13_conv_layers_in_forward_order():
     model = built("vgg16")
     layers = fmaps.conv_layers(model)

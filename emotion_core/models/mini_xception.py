@@ -63,6 +63,11 @@ def resample_matrix(out: int, n: int) -> torch.Tensor:
     (each output pixel averages the input pixels it covers, fractions weighted), bilinear with
     pixel centres (align_corners=False) when growing. A constant matmul: it exports to ONNX and
     matches the cache's own INTER_AREA resize."""
+    with torch.inference_mode(False):  # cached: an inference tensor would break a later Grad-CAM
+        return _resample_matrix(out, n)
+
+
+def _resample_matrix(out: int, n: int) -> torch.Tensor:
     m = torch.zeros(out, n, dtype=torch.float64)
     if n >= out:
         scale = n / out

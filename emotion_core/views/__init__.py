@@ -5,6 +5,7 @@
     labels   one readable name per run, distinct among the runs shown together; weights labels
     samples  a prepared dataset's pictures: EDA images, held-out samples, one image by name
     probe    one run on one picture: feature maps, CAMs, attention, with faithfulness
+    framing  what a run reads of a picture: its face cut as it was trained, or the picture
     live     decode an upload, find faces, every chosen run side by side
     live_video  webcam frames: faces tracked, labels smoothed, FPS counted, drawn
     train_form  the Train page's model order and defaults

@@ -6,6 +6,7 @@ from typing import Any
 
 from emotion_core import models, store
 from emotion_core.data import faces
+from emotion_core.views import framing
 
 # The team's real sets state no licence (shared/data/README.md): research use only.
 DATA_TERMS = ("The training data state no licence: affectnet3 is the angry/happy/sad part of the "
@@ -41,15 +42,6 @@ def training_command(manifest: dict[str, Any]) -> str:
     if crop is not None and crop.fit != faces.DEFAULT_FIT:  # runs before --face-fit: "pad"
         args.append(f"--face-fit {crop.fit}")
     return "python -m scripts.train " + " ".join(args)
-
-
-def _crop_words(manifest: dict[str, Any]) -> str:
-    crop = faces.crop_spec(manifest)
-    if crop is None:
-        return "no, whole pictures"
-    edge = ("kept inside the picture" if crop.fit == "inside"
-            else "padded with black beyond the picture's edge")
-    return f"the box grown by {crop.margin:g} of its side on each side, {edge}"
 
 
 def _metric_rows(metrics: dict[str, Any], dataset: str) -> list[str]:
@@ -95,7 +87,8 @@ def model_card(run_id: str, *, note: str = "") -> str:
         f"`{m.get('weights_sha256', '')[:16]}...`; loaded in float32",
         "", "## Data", "",
         f"- trained on: {', '.join(m.get('sources') or [m.get('dataset')])} "
-        f"(each set with its own cleaning and persisted split; face crops: {_crop_words(m)})",
+        f"(each set with its own cleaning and persisted split; face crops: "
+        f"{framing.describe(faces.crop_spec(m))})",
         "", "## Recipe", "",
         f"- {recipe.get('name', 'finetune')}: {phases}; best epoch {m.get('best_epoch')}; "
         f"label smoothing {recipe.get('label_smoothing')}, layer decay {recipe.get('layer_decay')}",

@@ -1,0 +1,47 @@
+"""What a run reads of a picture on Explain and Feature maps (views.framing)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from emotion_core.data import faces
+from emotion_core.views import framing
+from tests.fixtures_runs import photo_640x480
+
+INSIDE = {"config": {"crop_faces": True, "face_margin": 0.25, "face_fit": "inside"}}
+PADDED = {"config": {"crop_faces": True}}  # a run from before --face-fit: margin 0.25, "pad"
+WHOLE = {"config": {"crop_faces": False}}
+
+
+def test_a_crop_trained_run_reads_the_largest_face_cut_its_own_way() -> None:
+    photo = photo_640x480(2)
+    box = faces.largest_face(photo)
+    assert box is not None
+    seen = framing.for_run(photo, box, INSIDE)
+    assert seen.cropped and "largest face" in seen.note and "kept inside" in seen.note
+    np.testing.assert_array_equal(seen.rgb, faces.crop_face(photo, box, 0.25, fit="inside"))
+    assert seen.rgb.shape[0] == seen.rgb.shape[1] < photo.shape[0]  # a square face, not the photo
+    padded = framing.for_run(photo, box, PADDED)
+    np.testing.assert_array_equal(padded.rgb, faces.crop_face(photo, box, 0.25, fit="pad"))
+    assert "padded with black" in padded.note
+
+
+def test_a_whole_picture_run_reads_the_picture_as_it_is() -> None:
+    photo = photo_640x480(1)
+    seen = framing.for_run(photo, faces.largest_face(photo), WHOLE)
+    assert seen.rgb is photo and not seen.cropped and seen.note == ""
+
+
+def test_with_no_face_a_crop_trained_run_reads_the_whole_picture_and_says_so() -> None:
+    blank = np.full((120, 160, 3), 90, np.uint8)
+    seen = framing.for_run(blank, None, INSIDE)
+    assert seen.rgb is blank and not seen.cropped and "No face found" in seen.note
+
+
+@pytest.mark.parametrize(("spec", "words"), [
+    (None, "no, whole pictures"),
+    (faces.CropSpec(0.5, "inside"), "grown by 0.5 of its side on each side, kept inside"),
+    (faces.CropSpec(0.25, "pad"), "grown by 0.25 of its side on each side, padded with black"),
+])
+def test_describe_names_margin_and_edge(spec, words) -> None:
+    assert words in framing.describe(spec)
