@@ -20,7 +20,7 @@ from pathlib import Path
 import cv2
 
 from emotion_core import explain, store
-from emotion_core.data import images
+from emotion_core.data import faces, images
 from emotion_core.data.transforms import Preprocess
 from emotion_core.evaluation import CheckpointMismatchError, load_model
 from emotion_core.explain import ALL_METHODS as METHODS
@@ -84,6 +84,10 @@ def run_image(args: argparse.Namespace) -> int:
     except (OSError, images.ImageDecodeError) as exc:
         return fail(f"cannot read image {args.image}: {exc}")
     model, manifest = load_model(args.run, device=explain.resolve_device(args.device))
+    rgb, box = faces.as_trained(rgb, manifest)  # a run on face crops reads the face, cut its way
+    if box is not None:
+        print(f"note: the run was trained on face crops; it reads the largest face, at "
+              f"({box.x}, {box.y}) {box.w}x{box.h} px, cut with its framing")
     target = _target(args.target, list(manifest["classes"]))
     layer: str | int | None = args.layer
     if args.method == "attention" and layer is not None:

@@ -284,12 +284,12 @@ def test_vit_cam_layer_is_its_token_grid():
 # CLI
 
 
-def _store_run(run_id: str, name: str = "vit_scratch") -> None:
+def _store_run(run_id: str, name: str = "vit_scratch", **config) -> None:
     model = built(name)
     classes = ["angry", "happy", "sad"]
     spec = models.get_spec(name)
     manifest = {"kind": "model", "model": name, "classes": classes, "image_size": SIZE,
-                "mean": list(spec.mean), "std": list(spec.std), "config": {"tiny": True}}
+                "mean": list(spec.mean), "std": list(spec.std), "config": {"tiny": True, **config}}
     empty = pd.DataFrame({"a": [0]})
     store.save_run(run_id, manifest=manifest, metrics={"accuracy": 0.5}, history=empty,
                        confusion=empty, predictions=empty, state_dict=model.state_dict())
@@ -310,6 +310,37 @@ def test_cli_writes_overlays(tmp_path, capsys):
                          "--out", str(out), *extra]) == 0
         assert str(out) in capsys.readouterr().out
         assert np.asarray(Image.open(out)).ndim == 3
+
+
+def test_cli_shows_a_run_trained_on_face_crops_the_face_cut_its_way(tmp_path, capsys,
+                                                                     monkeypatch):
+    from PIL import Image
+
+    from emotion_core.data import faces
+    from scripts import explain as cli
+    from tests.fixtures_runs import photo_640x480
+
+    _store_run("whole", "resnet34")
+    _store_run("faces", "resnet34", crop_faces=True, face_margin=0.25, face_fit="inside")
+    src = tmp_path / "photo.png"
+    photo = photo_640x480(1)
+    Image.fromarray(photo).save(src)
+    box = faces.largest_face(photo)
+    seen: dict[str, tuple[int, ...]] = {}
+    real_of = cli.Preprocess.of
+
+    def spy_of(manifest):
+        pre = real_of(manifest)
+        return lambda rgb: (seen.__setitem__(manifest["config"].get("face_fit", "-"), rgb.shape),
+                            pre(rgb))[1]
+
+    monkeypatch.setattr(cli.Preprocess, "of", staticmethod(spy_of))
+    for run in ("whole", "faces"):
+        assert cli.main(["--run", run, "--image", str(src), "--out", str(tmp_path / "o.png")]) == 0
+    out = capsys.readouterr().out
+    assert out.count("trained on face crops") == 1 and f"{box.w}x{box.h} px" in out
+    assert seen["-"] == photo.shape  # a run on whole pictures reads the photo as it is
+    assert seen["inside"] == faces.crop_face(photo, box, 0.25, fit="inside").shape
 
 
 def test_cli_user_mistakes_exit_2(tmp_path, capsys):

@@ -148,6 +148,26 @@ def test_evaluate_model_scores_masks_on_synthetic_faces(tmp_path, register_toy):
     assert "gradcam" in em.format_table(res)
 
 
+def test_a_run_on_face_crops_is_scored_on_the_face_and_its_mask_cut_alike(tmp_path, register_toy,
+                                                                         monkeypatch):
+    from emotion_core.data import faces
+    from emotion_core.data.images import load_rgb
+    from emotion_core.data.transforms import resize_square
+
+    images = _synthetic_faces(tmp_path)
+    box = faces.FaceBox(12, 14, 24, 24)  # the middle of each 48 px face: its mask's share grows
+    monkeypatch.setattr(faces, "largest_face", lambda rgb: box)
+    whole = {"image_size": 32, "mean": [0.5] * 3, "std": [0.25] * 3}
+    cropped = {**whole, "config": {"crop_faces": True, "face_margin": 0.0, "face_fit": "inside"}}
+    model = register_toy(_toy_cnn(), 2)
+    res_whole = em.evaluate_model(model, whole, images, methods=["gradcam"], progress=False)
+    res_crop = em.evaluate_model(model, cropped, images, methods=["gradcam"], progress=False)
+    cut = [resize_square(load_rgb(mask_path(p))[14:38, 12:36], 32)[..., 0] > 127 for p, _ in images]
+    assert res_crop["chance"] == pytest.approx(float(np.mean([m.mean() for m in cut])))
+    assert res_crop["chance"] > res_whole["chance"]
+    assert res_crop["methods"]["gradcam"]["mean"] != pytest.approx(res_whole["methods"]["gradcam"]["mean"])
+
+
 def test_pointing_game_asks_whether_the_peak_is_inside_the_mask():
     m = _mask(32)
     heat = np.zeros(m.shape)

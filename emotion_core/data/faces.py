@@ -11,7 +11,7 @@ a face is flagged `face_crop` (never silently used whole). Numbers: docs/data.md
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -185,6 +185,19 @@ def crop_spec(manifest: Mapping[str, Any]) -> CropSpec | None:
 def largest_face(rgb: np.ndarray) -> FaceBox | None:
     faces = detect_faces(rgb)
     return faces[0] if faces else None
+
+
+def as_trained(rgb: np.ndarray, manifest: Mapping[str, Any], *,
+               find: Callable[[np.ndarray], FaceBox | None] | None = None
+               ) -> tuple[np.ndarray, FaceBox | None]:
+    """A picture the way the run of `manifest` read its training pictures, and the face box cut
+    (None: the picture as it is). A run trained on face crops reads the largest face (`find`,
+    default `largest_face`: a caller may pass a cached search) cut with its framing, and the whole picture where none is
+    found, like `data.cache` built its training images; any other run reads the picture as is.
+    Explain, Feature maps and `scripts.explain` show runs their pictures through this."""
+    spec = crop_spec(manifest)
+    box = None if spec is None else (find or largest_face)(rgb)
+    return (rgb, None) if spec is None or box is None else (spec.cut(rgb, box), box)
 
 
 def crop_face(rgb: np.ndarray, box: FaceBox, margin: float = DEFAULT_MARGIN, *,

@@ -17,6 +17,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from emotion_core import store
+from emotion_core.data import faces
 from emotion_core.data.images import load_rgb
 from emotion_core.data.layout import is_image_file, mask_path
 from emotion_core.data.transforms import Preprocess, resize_square
@@ -119,11 +120,14 @@ def evaluate_model(model: nn.Module, manifest: dict[str, Any], images: Sequence[
     size = preprocess.size
     xs, masks, labels = [], [], []
     for path, label in images:
-        x, _ = preprocess(load_rgb(path))
+        # a run trained on face crops is scored on the face it would read (faces.as_trained)
+        rgb, box = faces.as_trained(load_rgb(path), manifest)
+        x, _ = preprocess(rgb)
         xs.append(x[0])
         labels.append(label)
         if kind == "mask":
             m = load_rgb(mask_path(path))  # geometry exactly like the image: same crop and resize
+            m = m if box is None else faces.crop_spec(manifest).cut(m, box)
             masks.append(resize_square(m, size)[..., 0] > 127)
     x_all = to_model_device(model, torch.stack(xs))
     with explaining(model):

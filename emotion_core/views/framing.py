@@ -40,12 +40,12 @@ def describe(spec: faces.CropSpec | None) -> str:
 def for_run(rgb: np.ndarray, box: faces.FaceBox | None,
             manifest: Mapping[str, Any]) -> Framed:
     """What the run of `manifest` reads of `rgb`, whose largest face is `box` (None: no face)."""
+    seen, cut = faces.as_trained(rgb, manifest, find=lambda _: box)
     spec = faces.crop_spec(manifest)
     if spec is None:
         return Framed(rgb, False, "")
-    if box is None:
+    if cut is None:
         return Framed(rgb, False, "No face found: it reads the whole picture, as its training "
                                   "did for such pictures.")
-    return Framed(spec.cut(rgb, box), True, f"It reads the largest face, cut as it was trained "
-                                            f"({describe(spec)}).")
-
+    return Framed(seen, True, f"It reads the largest face, cut as it was trained "
+                              f"({describe(spec)}).")
