@@ -33,9 +33,11 @@ _full_error_details_in_tests()
 
 
 @pytest.fixture(autouse=True)
-def isolated_artifacts(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Point the artifact store at a fresh temp folder for each test."""
-    root = tmp_path_factory.mktemp("artifacts")
+def isolated_artifacts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Point the artifact store at a fresh temp folder for each test, inside the test's tmp_path:
+    removed when the test passes (tmp_path_retention_policy), kept when it fails."""
+    root = tmp_path / "artifacts"
+    root.mkdir()
     monkeypatch.setenv(store.paths.ENV_ROOT, str(root))
     monkeypatch.setenv(store.paths.ENV_BUNDLED, str(root / "bundled"))  # none unless a test adds
     monkeypatch.setenv(store.paths.ENV_REFERENCE, str(root / "reference"))

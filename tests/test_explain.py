@@ -320,8 +320,8 @@ def test_cli_shows_a_run_trained_on_face_crops_the_face_cut_its_way(tmp_path, ca
     from scripts import explain as cli
     from tests.fixtures_runs import photo_640x480
 
-    _store_run("whole", "resnet34")
-    _store_run("faces", "resnet34", crop_faces=True, face_margin=0.25, face_fit="inside")
+    _store_run("whole", "mini_xception")
+    _store_run("faces", "mini_xception", crop_faces=True, face_margin=0.25, face_fit="inside")
     src = tmp_path / "photo.png"
     photo = photo_640x480(1)
     Image.fromarray(photo).save(src)
