@@ -14,7 +14,7 @@ import numpy as np
 import streamlit as st
 
 from emotion_core.data import faces, images
-from emotion_core.views import framing, live, samples, tables
+from emotion_core.views import framing, live, probe, samples, tables
 from pages import _cache
 
 
@@ -25,12 +25,13 @@ class Picture:
     caption: str  # the sample's name or the upload's file name
     key: str  # content hash + shape + source: the maps' cache key for this picture
     handed: bool = False  # a face Predict cut and handed over (already framed for its run)
+    cut: probe.Cut | None = None  # a face cut from the file at `path` (its mask is cut alike)
 
     @classmethod
     def of(cls, rgb: np.ndarray, path: Path | None, caption: str, *,
-           handed: bool = False) -> Picture:
+           handed: bool = False, cut: probe.Cut | None = None) -> Picture:
         digest = hashlib.sha1(np.ascontiguousarray(rgb).tobytes()).hexdigest()
-        return cls(rgb, path, caption, f"{digest}{rgb.shape}{path or ''}", handed)
+        return cls(rgb, path, caption, f"{digest}{rgb.shape}{path or ''}", handed, cut)
 
 
 @st.cache_data(show_spinner="Looking for the face...", max_entries=64)
@@ -41,15 +42,15 @@ def _largest_face(image: str, _pic: Picture) -> faces.FaceBox | None:
 def for_run(run_id: str, pic: Picture) -> tuple[Picture, str]:
     """The picture run `run_id` reads of `pic` (its face cut the way it was trained, see
     views.framing) and a caption saying so ("" for runs on whole pictures). A face handed over
-    from Predict is already cut: it is read as it is. A cut face drops the sample's path, whose
-    ground-truth mask no longer lines up with it."""
+    from Predict is already cut: it is read as it is. A synthetic sample's ground-truth mask is
+    cut with the same box (`cut`), so its mask energy share still holds."""
     manifest = _cache.load_model(run_id)[1]
     if pic.handed or faces.crop_spec(manifest) is None:
         return pic, ""
     framed = framing.for_run(pic.rgb, _largest_face(pic.key, pic), manifest)
-    if not framed.cropped:
+    if framed.cut is None:
         return pic, framed.note
-    return Picture.of(framed.rgb, None, pic.caption), framed.note
+    return Picture.of(framed.rgb, pic.path, pic.caption, cut=framed.cut), framed.note
 
 
 HANDOFF = "explain_handoff"  # session key: the face and run Predict handed to Explain

@@ -21,8 +21,8 @@ MAP_CACHE_ENTRIES = 64  # maps kept per kind (small images at model input size)
 def _cam(root: str, run_id: str, stamp: str, image: str, method: str, score: bool, finer: int,
          _pic: Picture) -> probe.MapView:
     model, manifest = _cache.load_model(run_id)
-    return probe.cam_view(model, manifest, _pic.rgb, method, image_path=_pic.path, score=score,
-                          finer=finer)
+    return probe.cam_view(model, manifest, _pic.rgb, method, image_path=_pic.path, cut=_pic.cut,
+                          score=score, finer=finer)
 
 
 def cam_view(run_id: str, pic: Picture, method: str, *, score: bool, finer: int) -> probe.MapView:
@@ -47,7 +47,7 @@ def _attention(root: str, run_id: str, stamp: str, image: str, layer: int, head:
     model, manifest = _cache.load_model(run_id)
     att = _layout(root, run_id, stamp, image, _pic)
     return probe.attention_view(model, manifest, _pic.rgb, att, layer=layer, head=head,
-                                image_path=_pic.path, score=score)
+                                image_path=_pic.path, cut=_pic.cut, score=score)
 
 
 def attention_view(run_id: str, pic: Picture, *, layer: int, head: int | None,
@@ -62,7 +62,8 @@ def _rollout(root: str, run_id: str, stamp: str, image: str, discard_ratio: floa
     model, manifest = _cache.load_model(run_id)
     att = _layout(root, run_id, stamp, image, _pic)
     return probe.rollout_view(model, manifest, _pic.rgb, att, discard_ratio=discard_ratio,
-                              head_fusion=fusion, image_path=_pic.path, score=score)
+                              head_fusion=fusion, image_path=_pic.path, cut=_pic.cut,
+                              score=score)
 
 
 def rollout_view(run_id: str, pic: Picture, *, discard_ratio: float, fusion: str,

@@ -794,12 +794,29 @@ def test_explain_and_feature_maps_cut_the_face_for_a_run_trained_on_face_crops(
     notes = [c.value for c in at.caption if "largest face, cut as it was trained" in c.value]
     assert len(notes) == 1 and "kept inside the picture" in notes[0]
 
+    # a synthetic sample: the cut run's ground-truth mask is cut with its picture's box
+    from emotion_core.data import faces
+
+    box = faces.FaceBox(20, 20, 24, 24)
+    monkeypatch.setattr(faces, "largest_face", lambda rgb: box)
+    st.cache_data.clear()  # the first view of this sample searched it for real
+    cuts = []
+    real_mask = probe.load_mask
+    monkeypatch.setattr(probe, "load_mask", lambda path, size, cut=None: (
+        cuts.append(cut), real_mask(path, size, cut))[1])
+    at.radio(key="ex_src").set_value("dataset sample").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert read[cropper] == (36, 36, 3)  # the 24 px box grown by 0.25 per side
+    # the cut run's mask is cut like its picture; the whole-picture runs' masks are not
+    assert [c for c in cuts if c is not None] == [(faces.CropSpec(0.25, "inside"), box)]
+    assert len(cuts) > 1 and len([m for m in at.metric if m.label == "mask energy share"]) == len(cuts)
+
     at.switch_page("pages/feature_maps.py").run()
     at.selectbox(key="fm_run").set_value(cropper).run()
     at.radio(key="fm_src").set_value("upload").run()
     at.file_uploader(key="fm_upload").set_value(("face.png", _face_png(), "image/png")).run()
     assert not at.exception, [e.value for e in at.exception]
-    assert read["feature maps"] == (h, w, 3)
+    assert read["feature maps"] == (36, 36, 3)  # the same face search (still the fixed box)
     assert any("largest face" in c.value for c in at.caption)
 
 

@@ -24,7 +24,7 @@ class Framed:
     """The picture one run reads, and a caption that says how it was cut."""
 
     rgb: np.ndarray
-    cropped: bool  # True: a face cut from the picture (pixel positions no longer match it)
+    cut: tuple[faces.CropSpec, faces.FaceBox] | None  # how the face was cut; None: the picture
     note: str  # a sentence for a caption; "" when the run reads whole pictures
 
 
@@ -40,12 +40,12 @@ def describe(spec: faces.CropSpec | None) -> str:
 def for_run(rgb: np.ndarray, box: faces.FaceBox | None,
             manifest: Mapping[str, Any]) -> Framed:
     """What the run of `manifest` reads of `rgb`, whose largest face is `box` (None: no face)."""
-    seen, cut = faces.as_trained(rgb, manifest, find=lambda _: box)
+    seen, used = faces.as_trained(rgb, manifest, find=lambda _: box)
     spec = faces.crop_spec(manifest)
     if spec is None:
-        return Framed(rgb, False, "")
-    if cut is None:
-        return Framed(rgb, False, "No face found: it reads the whole picture, as its training "
-                                  "did for such pictures.")
-    return Framed(seen, True, f"It reads the largest face, cut as it was trained "
-                              f"({describe(spec)}).")
+        return Framed(rgb, None, "")
+    if used is None:
+        return Framed(rgb, None, "No face found: it reads the whole picture, as its training "
+                                 "did for such pictures.")
+    return Framed(seen, (spec, used), f"It reads the largest face, cut as it was trained "
+                                      f"({describe(spec)}).")

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from emotion_core import explain
+from emotion_core.data import faces
 from emotion_core.data.images import load_rgb
 from emotion_core.data.layout import mask_path
 from emotion_core.data.transforms import Preprocess, resize_square
@@ -79,16 +80,24 @@ def _faithfulness(model: torch.nn.Module, x: torch.Tensor, heat: np.ndarray, tar
     return {f"{k} AUC": float(res[k]) for k in ("deletion", "insertion")}
 
 
-def load_mask(image_path: Path | None, size: int) -> np.ndarray | None:
-    """The synthetic ground-truth mask beside an image, resized to the model input (or None)."""
+Cut = tuple[faces.CropSpec, faces.FaceBox]  # how a picture was cut from its file (framing)
+
+
+def load_mask(image_path: Path | None, size: int, cut: Cut | None = None) -> np.ndarray | None:
+    """The synthetic ground-truth mask beside an image, cut like the picture (`cut`: a face
+    crop of it) and resized to the model input (or None)."""
     mp = mask_path(Path(image_path)) if image_path is not None else None
     if mp is None or not mp.exists():
         return None
-    return resize_square(load_rgb(mp), size)[..., 0] > 127
+    mask = load_rgb(mp)
+    if cut is not None:
+        mask = cut[0].cut(mask, cut[1])
+    return resize_square(mask, size)[..., 0] > 127
 
 
 def cam_view(model: torch.nn.Module, manifest: dict[str, Any], rgb: np.ndarray, method: str,
-             *, image_path: Path | None = None, score: bool = False, finer: int = 0) -> MapView:
+             *, image_path: Path | None = None, cut: Cut | None = None, score: bool = False,
+             finer: int = 0) -> MapView:
     """A CAM-family map for the predicted class, its overlay and a faithfulness score.
 
     `finer`: 0 = the registry's CAM layer; k = the layer k feature-grid resolutions finer
@@ -101,7 +110,7 @@ def cam_view(model: torch.nn.Module, manifest: dict[str, Any], rgb: np.ndarray, 
     layer = choices[max(0, len(choices) - 1 - max(0, int(finer)))]
     heat = explain.compute_cam(model, x, method=method, target=target,
                                layer=None if layer.default else layer.name)
-    mask = load_mask(image_path, small.shape[0])
+    mask = load_mask(image_path, small.shape[0], cut)
     grid = "x".join(map(str, layer.grid)) if all(layer.grid) else "?"
     return MapView(f"{manifest['model']} · {method} · {layer.name} ({grid})",
                    explain.overlay(small, heat), heat, name,
@@ -117,13 +126,13 @@ def attention_layout(model: torch.nn.Module, manifest: dict[str, Any], rgb: np.n
 
 def attention_view(model: torch.nn.Module, manifest: dict[str, Any], rgb: np.ndarray, att: np.ndarray,
                    *, layer: int, head: int | None, image_path: Path | None = None,
-                   score: bool = False) -> MapView:
+                   cut: Cut | None = None, score: bool = False) -> MapView:
     """CLS-to-patch attention of one layer/head as an overlay, with its faithfulness."""
     x, small = to_input(rgb, manifest)
     grid = cls_attention(att, layer, head)
     heat = explain.to_heatmap(grid, small.shape[:2], nearest=True)
     target, name = predicted_class(model, x, list(manifest["classes"]))
-    mask = load_mask(image_path, small.shape[0])
+    mask = load_mask(image_path, small.shape[0], cut)
     head_name = "mean of heads" if head is None else f"head {head}"
     return MapView(f"layer {layer}, {head_name}", explain.overlay(small, heat), heat, name,
                    _faithfulness(model, x, heat, target, mask, score))
@@ -131,12 +140,12 @@ def attention_view(model: torch.nn.Module, manifest: dict[str, Any], rgb: np.nda
 
 def rollout_view(model: torch.nn.Module, manifest: dict[str, Any], rgb: np.ndarray, att: np.ndarray,
                  *, discard_ratio: float, head_fusion: str, image_path: Path | None = None,
-                 score: bool = False) -> MapView:
+                 cut: Cut | None = None, score: bool = False) -> MapView:
     x, small = to_input(rgb, manifest)
     grid = rollout(att, discard_ratio=discard_ratio, head_fusion=head_fusion)
     heat = explain.to_heatmap(grid, small.shape[:2])
     target, name = predicted_class(model, x, list(manifest["classes"]))
-    mask = load_mask(image_path, small.shape[0])
+    mask = load_mask(image_path, small.shape[0], cut)
     return MapView(f"rollout ({head_fusion}, discard {discard_ratio:.2f})",
                    explain.overlay(small, heat), heat, name,
                    _faithfulness(model, x, heat, target, mask, score))
