@@ -14,7 +14,7 @@ import numpy as np
 import streamlit as st
 
 from emotion_core.data import faces, images
-from emotion_core.views import framing, live, probe, samples, tables
+from emotion_core.views import framing, live, samples, tables
 from pages import _cache
 
 
@@ -25,11 +25,11 @@ class Picture:
     caption: str  # the sample's name or the upload's file name
     key: str  # content hash + shape + source: the maps' cache key for this picture
     handed: bool = False  # a face Predict cut and handed over (already framed for its run)
-    cut: probe.Cut | None = None  # a face cut from the file at `path` (its mask is cut alike)
+    cut: faces.Cut | None = None  # a face cut from the file at `path` (its mask is cut alike)
 
     @classmethod
     def of(cls, rgb: np.ndarray, path: Path | None, caption: str, *,
-           handed: bool = False, cut: probe.Cut | None = None) -> Picture:
+           handed: bool = False, cut: faces.Cut | None = None) -> Picture:
         digest = hashlib.sha1(np.ascontiguousarray(rgb).tobytes()).hexdigest()
         return cls(rgb, path, caption, f"{digest}{rgb.shape}{path or ''}", handed, cut)
 
@@ -44,10 +44,10 @@ def for_run(run_id: str, pic: Picture) -> tuple[Picture, str]:
     views.framing) and a caption saying so ("" for runs on whole pictures). A face handed over
     from Predict is already cut: it is read as it is. A synthetic sample's ground-truth mask is
     cut with the same box (`cut`), so its mask energy share still holds."""
-    manifest = _cache.load_model(run_id)[1]
-    if pic.handed or faces.crop_spec(manifest) is None:
+    if pic.handed:
         return pic, ""
-    framed = framing.for_run(pic.rgb, _largest_face(pic.key, pic), manifest)
+    framed = framing.for_run(pic.rgb, _cache.load_model(run_id)[1],
+                             find=lambda _: _largest_face(pic.key, pic))
     if framed.cut is None:
         return pic, framed.note
     return Picture.of(framed.rgb, pic.path, pic.caption, cut=framed.cut), framed.note

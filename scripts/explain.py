@@ -84,8 +84,9 @@ def run_image(args: argparse.Namespace) -> int:
     except (OSError, images.ImageDecodeError) as exc:
         return fail(f"cannot read image {args.image}: {exc}")
     model, manifest = load_model(args.run, device=explain.resolve_device(args.device))
-    rgb, box = faces.as_trained(rgb, manifest)  # a run on face crops reads the face, cut its way
-    if box is not None:
+    rgb, cut = faces.as_trained(rgb, manifest)  # a run on face crops reads the face, cut its way
+    if cut is not None:
+        box = cut[1]
         print(f"note: the run was trained on face crops; it reads the largest face, at "
               f"({box.x}, {box.y}) {box.w}x{box.h} px, cut with its framing")
     target = _target(args.target, list(manifest["classes"]))

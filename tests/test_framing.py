@@ -17,24 +17,24 @@ def test_a_crop_trained_run_reads_the_largest_face_cut_its_own_way() -> None:
     photo = photo_640x480(2)
     box = faces.largest_face(photo)
     assert box is not None
-    seen = framing.for_run(photo, box, INSIDE)
+    seen = framing.for_run(photo, INSIDE, find=lambda _: box)
     assert seen.cut == (faces.CropSpec(0.25, "inside"), box) and "largest face" in seen.note and "kept inside" in seen.note
     np.testing.assert_array_equal(seen.rgb, faces.crop_face(photo, box, 0.25, fit="inside"))
     assert seen.rgb.shape[0] == seen.rgb.shape[1] < photo.shape[0]  # a square face, not the photo
-    padded = framing.for_run(photo, box, PADDED)
+    padded = framing.for_run(photo, PADDED, find=lambda _: box)
     np.testing.assert_array_equal(padded.rgb, faces.crop_face(photo, box, 0.25, fit="pad"))
     assert "padded with black" in padded.note
 
 
 def test_a_whole_picture_run_reads_the_picture_as_it_is() -> None:
     photo = photo_640x480(1)
-    seen = framing.for_run(photo, faces.largest_face(photo), WHOLE)
+    seen = framing.for_run(photo, WHOLE)
     assert seen.rgb is photo and seen.cut is None and seen.note == ""
 
 
 def test_with_no_face_a_crop_trained_run_reads_the_whole_picture_and_says_so() -> None:
     blank = np.full((120, 160, 3), 90, np.uint8)
-    seen = framing.for_run(blank, None, INSIDE)
+    seen = framing.for_run(blank, INSIDE, find=lambda _: None)
     assert seen.rgb is blank and seen.cut is None and "No face found" in seen.note
 
 

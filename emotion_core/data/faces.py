@@ -187,17 +187,21 @@ def largest_face(rgb: np.ndarray) -> FaceBox | None:
     return faces[0] if faces else None
 
 
+Cut = tuple[CropSpec, FaceBox]  # how a face was cut out of a picture (to cut its mask alike)
+
+
 def as_trained(rgb: np.ndarray, manifest: Mapping[str, Any], *,
                find: Callable[[np.ndarray], FaceBox | None] | None = None
-               ) -> tuple[np.ndarray, FaceBox | None]:
-    """A picture the way the run of `manifest` read its training pictures, and the face box cut
+               ) -> tuple[np.ndarray, Cut | None]:
+    """A picture the way the run of `manifest` read its training pictures, and how it was cut
     (None: the picture as it is). A run trained on face crops reads the largest face (`find`,
-    default `largest_face`: a caller may pass a cached search) cut with its framing, and the whole picture where none is
-    found, like `data.cache` built its training images; any other run reads the picture as is.
-    Explain, Feature maps and `scripts.explain` show runs their pictures through this."""
+    default `largest_face`, is only asked for such a run: a caller may pass a cached search)
+    cut with its framing, and the whole picture where none is found, like `data.cache` built
+    its training images; any other run reads the picture as is. Explain, Feature maps,
+    `scripts.explain` and faithfulness scoring show runs their pictures through this."""
     spec = crop_spec(manifest)
     box = None if spec is None else (find or largest_face)(rgb)
-    return (rgb, None) if spec is None or box is None else (spec.cut(rgb, box), box)
+    return (rgb, None) if spec is None or box is None else (spec.cut(rgb, box), (spec, box))
 
 
 def crop_face(rgb: np.ndarray, box: FaceBox, margin: float = DEFAULT_MARGIN, *,

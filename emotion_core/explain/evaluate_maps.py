@@ -121,13 +121,13 @@ def evaluate_model(model: nn.Module, manifest: dict[str, Any], images: Sequence[
     xs, masks, labels = [], [], []
     for path, label in images:
         # a run trained on face crops is scored on the face it would read (faces.as_trained)
-        rgb, box = faces.as_trained(load_rgb(path), manifest)
+        rgb, cut = faces.as_trained(load_rgb(path), manifest)
         x, _ = preprocess(rgb)
         xs.append(x[0])
         labels.append(label)
         if kind == "mask":
             m = load_rgb(mask_path(path))  # geometry exactly like the image: same crop and resize
-            m = m if box is None else faces.crop_spec(manifest).cut(m, box)
+            m = m if cut is None else cut[0].cut(m, cut[1])
             masks.append(resize_square(m, size)[..., 0] > 127)
     x_all = to_model_device(model, torch.stack(xs))
     with explaining(model):

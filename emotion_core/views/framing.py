@@ -10,7 +10,7 @@ gave the stored training box every time.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +24,7 @@ class Framed:
     """The picture one run reads, and a caption that says how it was cut."""
 
     rgb: np.ndarray
-    cut: tuple[faces.CropSpec, faces.FaceBox] | None  # how the face was cut; None: the picture
+    cut: faces.Cut | None  # how the face was cut; None: the picture as it is
     note: str  # a sentence for a caption; "" when the run reads whole pictures
 
 
@@ -37,15 +37,15 @@ def describe(spec: faces.CropSpec | None) -> str:
     return f"the box grown by {spec.margin:g} of its side on each side, {edge}"
 
 
-def for_run(rgb: np.ndarray, box: faces.FaceBox | None,
-            manifest: Mapping[str, Any]) -> Framed:
-    """What the run of `manifest` reads of `rgb`, whose largest face is `box` (None: no face)."""
-    seen, used = faces.as_trained(rgb, manifest, find=lambda _: box)
-    spec = faces.crop_spec(manifest)
-    if spec is None:
+def for_run(rgb: np.ndarray, manifest: Mapping[str, Any], *,
+            find: Callable[[np.ndarray], faces.FaceBox | None] | None = None) -> Framed:
+    """What the run of `manifest` reads of `rgb` (`find`: its largest face, asked only for a run
+    on face crops; default faces.largest_face)."""
+    seen, cut = faces.as_trained(rgb, manifest, find=find)
+    if cut is not None:
+        return Framed(seen, cut, f"It reads the largest face, cut as it was trained "
+                                 f"({describe(cut[0])}).")
+    if faces.crop_spec(manifest) is None:
         return Framed(rgb, None, "")
-    if used is None:
-        return Framed(rgb, None, "No face found: it reads the whole picture, as its training "
-                                 "did for such pictures.")
-    return Framed(seen, (spec, used), f"It reads the largest face, cut as it was trained "
-                                      f"({describe(spec)}).")
+    return Framed(rgb, None, "No face found: it reads the whole picture, as its training did "
+                             "for such pictures.")

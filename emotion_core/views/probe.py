@@ -80,10 +80,8 @@ def _faithfulness(model: torch.nn.Module, x: torch.Tensor, heat: np.ndarray, tar
     return {f"{k} AUC": float(res[k]) for k in ("deletion", "insertion")}
 
 
-Cut = tuple[faces.CropSpec, faces.FaceBox]  # how a picture was cut from its file (framing)
-
-
-def load_mask(image_path: Path | None, size: int, cut: Cut | None = None) -> np.ndarray | None:
+def load_mask(image_path: Path | None, size: int, cut: faces.Cut | None = None
+              ) -> np.ndarray | None:
     """The synthetic ground-truth mask beside an image, cut like the picture (`cut`: a face
     crop of it) and resized to the model input (or None)."""
     mp = mask_path(Path(image_path)) if image_path is not None else None
@@ -96,7 +94,7 @@ def load_mask(image_path: Path | None, size: int, cut: Cut | None = None) -> np.
 
 
 def cam_view(model: torch.nn.Module, manifest: dict[str, Any], rgb: np.ndarray, method: str,
-             *, image_path: Path | None = None, cut: Cut | None = None, score: bool = False,
+             *, image_path: Path | None = None, cut: faces.Cut | None = None, score: bool = False,
              finer: int = 0) -> MapView:
     """A CAM-family map for the predicted class, its overlay and a faithfulness score.
 
@@ -126,7 +124,7 @@ def attention_layout(model: torch.nn.Module, manifest: dict[str, Any], rgb: np.n
 
 def attention_view(model: torch.nn.Module, manifest: dict[str, Any], rgb: np.ndarray, att: np.ndarray,
                    *, layer: int, head: int | None, image_path: Path | None = None,
-                   cut: Cut | None = None, score: bool = False) -> MapView:
+                   cut: faces.Cut | None = None, score: bool = False) -> MapView:
     """CLS-to-patch attention of one layer/head as an overlay, with its faithfulness."""
     x, small = to_input(rgb, manifest)
     grid = cls_attention(att, layer, head)
@@ -140,7 +138,7 @@ def attention_view(model: torch.nn.Module, manifest: dict[str, Any], rgb: np.nda
 
 def rollout_view(model: torch.nn.Module, manifest: dict[str, Any], rgb: np.ndarray, att: np.ndarray,
                  *, discard_ratio: float, head_fusion: str, image_path: Path | None = None,
-                 cut: Cut | None = None, score: bool = False) -> MapView:
+                 cut: faces.Cut | None = None, score: bool = False) -> MapView:
     x, small = to_input(rgb, manifest)
     grid = rollout(att, discard_ratio=discard_ratio, head_fusion=head_fusion)
     heat = explain.to_heatmap(grid, small.shape[:2])
