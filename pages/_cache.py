@@ -34,7 +34,7 @@ RUN_LIST_MEMO = "_run_list_memo"  # session state: (fingerprint, run list) read 
 
 
 def all_runs() -> tuple[list[store.RunRecord], dict[str, str]]:
-    """(complete runs: the user's, the bundled ones, the GPU reference sets'; {broken run id:
+    """(complete runs: the user's, the bundled ones, the reference sets'; {broken run id:
     reason}) for the current artifacts folder. Read-only: the session shares one copy.
 
     Why the session memo: `st.cache_data` hands every caller a fresh unpickled copy (17 ms with
@@ -58,7 +58,7 @@ def run_record(run_id: str) -> store.RunRecord:
     """A run with its tables (history, confusion, predictions); BrokenRunError if broken."""
     runs, _ = all_runs()
     tables_only = next((r for r in runs if r.run_id == run_id and r.tables_only), None)
-    if tables_only is not None:  # a GPU reference run: its tables came with the run list
+    if tables_only is not None:  # a reference run: its tables came with the run list
         return tables_only
     return _run_full(stamps.root(), run_id, stamps.tables_stamp(run_id))
 

@@ -19,7 +19,7 @@ from pages import _cache, _jobs
 
 def dataset_names() -> list[str]:
     """Prepared datasets first (the first is the default), then those that only runs mention:
-    the user's (their report may be gone), the bundled models', the GPU reference sets'."""
+    the user's (their report may be gone), the bundled models', the reference sets'."""
     runs, _ = _cache.all_runs()
     by_origin = sorted(runs, key=lambda r: (r.tables_only, r.bundled))
     named = [str(r.manifest.get("dataset")) for r in by_origin]
@@ -53,7 +53,7 @@ def runs_or_stop(empty_message: str, *, models_only: bool = False, tables_only_o
                  ) -> tuple[list[store.RunRecord], dict[str, str]]:
     """The selected runs and {run id: label}, labels distinct among them; stops the page with
     `empty_message` when there are none. `models_only`: runs with weights of their own (no
-    ensembles); GPU reference runs (tables only) only where `tables_only_ok`."""
+    ensembles); reference runs (tables only) only where `tables_only_ok`."""
     runs = [r for r in selected_runs() if tables_only_ok or not r.tables_only]
     if models_only:
         runs = [r for r in runs if r.has_weights]

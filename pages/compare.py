@@ -45,14 +45,14 @@ st.caption("Best validation macro-F1 first. Every row names the weights the mode
            "(hover the heading for what each source is); test columns are empty when the dataset "
            "has no test split of its own.")
 _charts.run_table(table, SCORE_COLUMNS, {"model": 220, "weights_source": 210})  # room to spare
-for name, note in tables.reference_notes(runs).items():
-    st.caption(f"GPU reference set `{name}`: {note}. Tables only (no weights came back): shown "
+for name, (kind, note) in tables.reference_notes(runs).items():
+    st.caption(f"{kind} set `{name}`: {note}. Tables only (no weights came back): shown "
                "here and on Confusion, not on the pages that run a model.")
 st.subheader("Cost")
 _charts.run_table(table, COST_COLUMNS)
 st.subheader("Provenance")
 st.caption("Where each model learned: trained here, a bundled release model (model card on "
-           "Predict), a GPU reference run (tables only) or an external reference model.")
+           "Predict), a GPU or CPU reference run (tables only) or an external reference model.")
 _charts.run_table(table, PROVENANCE_COLUMNS, {"model": 180, "role": 300})
 
 metric = st.selectbox("Bar chart metric", BAR_METRICS, format_func=display.heading,

@@ -705,7 +705,7 @@ def test_feature_maps_slider_and_maps_stay_on_one_layer_after_switching_to_uploa
 
 
 # ---------------------------------------------------------------------------------------------
-# Bundled real-face models and GPU reference runs beside the user's runs
+# Bundled real-face models and reference runs (GPU or CPU) beside the user's runs
 
 BUNDLED_ID = "realfaces-mobilenet_v2"
 
@@ -722,11 +722,13 @@ def _bundle_real_face_model(ids: dict[str, str]) -> str:
     return BUNDLED_ID
 
 
-def _write_reference_set(ids: dict[str, str], name: str = "gpuset") -> str:
-    """A GPU reference set holding a copy of the tiny CNN run's tables (no weights)."""
+def _write_reference_set(ids: dict[str, str], name: str = "gpuset", device: str = "cuda:0") -> str:
+    """A reference set holding a copy of the tiny CNN run's tables (no weights), as if trained
+    on `device`."""
     rec = store.load_run(ids["mobilenet_v2"])
-    rid = "tinyfaces-mobilenet_v2-gpu"
-    manifest = dict(rec.manifest, run_id=rid, created="2026-11-27T21:19:11", git_commit="abc123def")
+    rid = f"tinyfaces-mobilenet_v2-{name}"
+    manifest = dict(rec.manifest, run_id=rid, created="2026-11-27T21:19:11", git_commit="abc123def",
+                    timings=dict(rec.manifest["timings"], device=device))
     folder = store.paths.reference_dir() / name
     folder.mkdir(parents=True)
     store.write_json(folder / store.paths.REFERENCE_MANIFESTS,
@@ -861,13 +863,17 @@ def test_a_fresh_clones_warm_up_loads_the_bundled_model_before_the_first_photo(
     assert loads == [BUNDLED_ID]  # the photo's answer found the model loaded
 
 
-def test_gpu_reference_runs_in_compare_and_confusion_only(at_store) -> None:
+def test_reference_runs_in_compare_and_confusion_only(at_store) -> None:
     at, ids = at_store
     rid = _write_reference_set(ids)
+    _write_reference_set(ids, "cpuset", device="cpu")
     _open(at, "compare")
     origin = at.dataframe[2].value
-    assert "GPU reference (set gpuset, 11-27 21:19, abc123de)" in set(origin["role"])
-    assert any("full profile on a test GPU" in c.value for c in at.caption)
+    assert {"GPU reference (set gpuset, 11-27 21:19, abc123de)",
+            "CPU reference (set cpuset, 11-27 21:19, abc123de)"} <= set(origin["role"])
+    assert any(c.value.startswith("GPU reference set `gpuset`: full profile on a test GPU")
+               for c in at.caption)
+    assert any(c.value.startswith("CPU reference set `cpuset`") for c in at.caption)
     at.switch_page("pages/confusion.py").run()
     assert any("GPU reference" in o for o in at.selectbox(key="cm_run").options)
     at.selectbox(key="cm_run").set_value(rid).run()
@@ -876,7 +882,8 @@ def test_gpu_reference_runs_in_compare_and_confusion_only(at_store) -> None:
     for page, key in (("predict", "pr_runs"), ("explain", "ex_runs")):
         at.switch_page(f"pages/{page}.py").run()
         options = at.multiselect(key=key).options
-        assert not at.exception and options and not any("GPU reference" in o for o in options)
+        assert not at.exception and options
+        assert not any(k in o for o in options for k in ("GPU reference", "CPU reference"))
 
 
 def test_predict_says_when_a_training_job_shares_the_cpu(at_store, monkeypatch) -> None:

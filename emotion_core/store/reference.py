@@ -1,9 +1,11 @@
-"""Reference runs: evaluation tables of runs made elsewhere (a lent GPU), committed without weights.
+"""Reference runs: evaluation tables of runs made elsewhere (a lent GPU, a long CPU job), committed
+without weights.
 
 A reference set is a folder `reference/<set>/` written by `scripts.gpu.export_reference`:
 manifests.json ({note, runs: {run_id: manifest}}), metrics.json ({run_id: metrics}),
 history.csv / confusion.csv / predictions.csv (when present) with a run_id column. They load as
-RunRecords (no weights) so the app can show them beside local runs, labelled with their origin.
+RunRecords (no weights) so the app can show them beside local runs, labelled with their origin
+and the machine they trained on (GPU or CPU, from each manifest's timings).
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import pandas as pd
 
 from emotion_core.store import paths
 from emotion_core.store.files import read_csv, read_json
-from emotion_core.store.runs import REFERENCE_ORIGIN, RunRecord
+from emotion_core.store.runs import REFERENCE_ORIGIN, RunRecord, trained_on_machine
 
 TABLES = ("history", "confusion", "predictions")
 
@@ -39,11 +41,15 @@ def load_reference_runs(name: str) -> list[RunRecord]:
         if (folder / paths.REFERENCE_METRICS).is_file() else {}
     tables = {t: read_csv(folder / f"{t}.csv") if (folder / f"{t}.csv").is_file() else None
               for t in TABLES}
+    entries = {run_id: m for run_id, m in (bundle.get("runs") or {}).items()
+               if isinstance(m, dict) and isinstance(m.get("classes"), list)}  # malformed: skipped
+    # An ensemble records no device of its own: it takes its set's, when the set has one.
+    machines = {trained_on_machine(m) for m in entries.values()} - {None}
+    set_machine = machines.pop() if len(machines) == 1 else None
     out = []
-    for run_id, manifest in (bundle.get("runs") or {}).items():
-        if not isinstance(manifest, dict) or not isinstance(manifest.get("classes"), list):
-            continue  # a malformed entry is skipped, not a crash
-        manifest = dict(manifest, origin=f"{REFERENCE_ORIGIN}{name}", reference_note=bundle.get("note", ""))
+    for run_id, manifest in entries.items():
+        manifest = dict(manifest, origin=f"{REFERENCE_ORIGIN}{name}", reference_note=bundle.get("note", ""),
+                        reference_machine=trained_on_machine(manifest) or set_machine)
         out.append(RunRecord(run_id=run_id, path=Path(folder), manifest=manifest,
                              metrics=metrics.get(run_id, {}),
                              history=_part(tables["history"], run_id),

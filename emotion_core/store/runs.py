@@ -38,9 +38,24 @@ REFERENCE_ORIGIN = "reference:"  # manifest "origin" of a run read from referenc
 
 
 def reference_set_of(manifest: Mapping[str, Any]) -> str | None:
-    """The reference set a run was read from (a GPU run, tables only), or None for a local run."""
+    """The reference set a run was read from (made elsewhere, tables only), or None for a local run."""
     origin = str(manifest.get("origin", ""))
     return origin[len(REFERENCE_ORIGIN):] if origin.startswith(REFERENCE_ORIGIN) else None
+
+
+def trained_on_machine(manifest: Mapping[str, Any]) -> str | None:
+    """"GPU" or "CPU": the device a run trained on (its manifest's timings), None where unrecorded
+    (an ensemble, a run older than the record)."""
+    device = str((manifest.get("timings") or {}).get("device") or "")
+    if device.startswith("cuda"):
+        return "GPU"
+    return "CPU" if device == "cpu" else None
+
+
+def reference_kind(manifest: Mapping[str, Any]) -> str:
+    """"GPU reference", "CPU reference" (the machine its set was made on) or "reference"."""
+    machine = manifest.get("reference_machine")
+    return f"{machine} reference" if machine else "reference"
 
 
 @dataclass

@@ -69,12 +69,12 @@ def run_label(manifest: Mapping[str, Any]) -> str:
 
 
 def origin_tag(manifest: Mapping[str, Any]) -> str:
-    """` · bundled` for a release model committed with the code, ` · GPU reference` for a run
-    made on a lent GPU (tables only), "" for the user's own runs."""
+    """` · bundled` for a release model committed with the code, ` · GPU reference` (or CPU) for
+    a run made elsewhere (tables only), "" for the user's own runs."""
     if manifest.get("bundled_at"):
         return f"{SEP}bundled"
     if store.runs.reference_set_of(manifest) is not None:
-        return f"{SEP}GPU reference"
+        return f"{SEP}{store.runs.reference_kind(manifest)}"
     return ""
 
 

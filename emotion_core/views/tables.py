@@ -32,15 +32,15 @@ TRAINED_HERE = "trained here"
 
 
 def run_role(manifest: Mapping[str, Any]) -> str:
-    """Where a run's model learned: "trained here", "GPU reference (set, date, commit)",
+    """Where a run's model learned: "trained here", "GPU reference (set, date, commit)" (or CPU),
     "bundled release model", or "external reference (<its training data>)" for a model trained
     elsewhere (kind "reference"), so no external number passes for one of ours."""
     kind = manifest.get("kind", "model")
     ref_set = store.runs.reference_set_of(manifest)
-    if ref_set is not None:  # made on a lent GPU; its tables committed
+    if ref_set is not None:  # made elsewhere (a lent GPU, a long CPU job); its tables committed
         made = created_stamp(manifest.get("created"))
         commit = str(manifest.get("git_commit") or "")[:8] or "commit unrecorded"
-        return f"GPU reference (set {ref_set}, {made}, {commit})"
+        return f"{store.runs.reference_kind(manifest)} (set {ref_set}, {made}, {commit})"
     if manifest.get("bundled_at"):
         return "bundled release model (see its model card)"
     if kind == "reference":
@@ -426,7 +426,7 @@ def pairing_candidates(selected: list[store.RunRecord], everything: list[store.R
                        ) -> list[store.RunRecord]:
     """The selected runs, then every other run scored on one of their sets (a bundled model on
     several sets, the peer on one), so a run is paired with what it competes with on any set.
-    GPU reference runs are left out: only their tables came back, no per-image answers."""
+    Reference runs are left out: only their tables came back, no per-image answers."""
     sets = set().union(*(run_sources(r.manifest) for r in selected)) if selected else set()
     chosen = {r.run_id for r in selected}
     others = [r for r in everything if r.run_id not in chosen and not r.tables_only
@@ -445,7 +445,9 @@ def paired_table(a: store.RunRecord, b: store.RunRecord) -> pd.DataFrame:
                                significance.keyed(b.predictions, str(b.manifest.get("dataset"))))
 
 
-def reference_notes(records: list[store.RunRecord]) -> dict[str, str]:
-    """{reference set: its note (machine, profile, budget)} for the GPU reference runs shown."""
-    return {str(store.runs.reference_set_of(r.manifest)): str(r.manifest.get("reference_note", ""))
+def reference_notes(records: list[store.RunRecord]) -> dict[str, tuple[str, str]]:
+    """{reference set: ("GPU reference" or "CPU reference", its note: machine, profile, budget)}
+    for the reference runs shown."""
+    return {str(store.runs.reference_set_of(r.manifest)):
+            (store.runs.reference_kind(r.manifest), str(r.manifest.get("reference_note", "")))
             for r in records if r.tables_only}
