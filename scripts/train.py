@@ -4,7 +4,7 @@
         [--epochs N] [--budget-tflop T] [--pretrained|--scratch] [--dry-run] [--resume]
         [--recipe finetune|probe] [--layer-decay D] [--label-smoothing S] [--tta-flip]
         [--crop-faces [--face-margin M] [--face-fit inside|pad]] [--set-sampling proportional|sqrt|equal] [--scale-jitter Z] [--shift-jitter S] [--seed N] [--wandb] [--ensemble default|greedy|none] [--name NAME]
-        [--events FILE]
+        [--refit --epochs N] [--events FILE]
 
 `--data` is an image folder (prepared on first use) or an exported cache folder
 (emotion_core.data.cache_export) so a GPU machine can train without the images. Given several
@@ -17,6 +17,8 @@ so a face's size and place in its crop vary as a face detector's boxes do (data/
 `--recipe probe` fits a logistic-regression head on frozen features (training/probe.py) instead
 of training epochs; `--layer-decay` < 1 gives the fine-tune phase lower rates away from the head;
 `--tta-flip` evaluates (and later predicts) on each picture and its mirror image.
+`--refit --epochs N` trains on train + val for exactly N epochs (a validated run's best epoch)
+and scores only the test split, which stays unseen.
 `--dry-run` runs the real path with tiny models, one batch, one epoch (for CI).
 `--budget-tflop` caps each model's planned training compute (the quick profile's is 6 TFLOP): the
 schedule is planned from counted FLOPs, so it is the same on an idle or a busy machine.
@@ -98,6 +100,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "registry scale: 0.1 for pretrained transformers)")
     p.add_argument("--head-epochs", type=int, default=None, dest="head_epochs")
     p.add_argument("--patience", type=int, default=None, help="early stopping patience (epochs)")
+    p.add_argument("--refit", action="store_true",
+                   help="train on train + val for exactly --epochs (take them from a run that "
+                        "validated: its best epoch); no validation, no early stopping, only test "
+                        "numbers (docs/training.md#refit)")
     p.add_argument("--dry-run", action="store_true", help="tiny models, one batch, one epoch")
     p.add_argument("--resume", action="store_true", help="continue interrupted runs")
     p.add_argument("--wandb", action="store_true", help="log to Weights & Biases")
@@ -144,9 +150,12 @@ def load_data(paths: list[str], name: str | None, config: TrainConfig, info: Dis
     return ds, cache
 
 
-def run_ensembles(mode: str, run_ids: dict[str, str]) -> str | None:
+def run_ensembles(mode: str, run_ids: dict[str, str], refit: bool = False) -> str | None:
     """Build the asked-for ensemble of this command's runs; its run id, or None when skipped."""
     if mode == "none":
+        return None
+    if refit:
+        print("ensemble: skipped (a refit has no validation answers to weigh its members by)")
         return None
     if mode == "default":
         if not all(m in run_ids for m in models.STUDY_ENSEMBLE):
@@ -177,9 +186,23 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         crop_faces=args.crop_faces, face_margin=args.face_margin, face_fit=args.face_fit,
         set_sampling=args.set_sampling,
         scale_jitter=args.scale_jitter, shift_jitter=args.shift_jitter, seed=args.seed, lr=args.lr,
-        finetune_lr=args.finetune_lr,
+        finetune_lr=args.finetune_lr, refit=args.refit or None,
         head_epochs=args.head_epochs, patience=args.patience)
     return config.override(**DRY_RUN_CHANGES) if args.dry_run else config
+
+
+def check_refit(args: argparse.Namespace, config: TrainConfig) -> None:
+    """A refit's epochs come from a validated run, and nothing in it may look at val."""
+    if not config.refit:
+        return
+    if args.epochs is None:
+        raise ValueError("--refit needs --epochs: the best epoch of a run that validated the "
+                         "same recipe (a refit has no validation to stop on)")
+    if args.patience is not None:
+        raise ValueError("--refit does not stop early: drop --patience")
+    if config.recipe == "probe":
+        raise ValueError("--refit: the probe chooses its regularisation on val; refit a "
+                         "fine-tune instead")
 
 
 def check_face_framing(args: argparse.Namespace, config: TrainConfig) -> None:
@@ -221,6 +244,7 @@ def train_all(args: argparse.Namespace, info: DistInfo, events: EventLog,
             raise ValueError(f"--epochs must be at least 1, got {config.epochs}")
         AugmentConfig(scale=config.scale_jitter, shift=config.shift_jitter)  # refuses bad ranges now
         check_face_framing(args, config)
+        check_refit(args, config)
         names = models.select(args.models)
         models.check_trainable(names)
         ds, cache = load_data(args.data, args.name, config, info, progress)
@@ -255,7 +279,7 @@ def train_all(args: argparse.Namespace, info: DistInfo, events: EventLog,
                   f"-> run {run_ids[name]}", flush=True)
     if info.is_main:
         try:
-            rid = run_ensembles(args.ensemble, run_ids) if run_ids else None
+            rid = run_ensembles(args.ensemble, run_ids, config.refit) if run_ids else None
             if rid:
                 events.emit("ensemble_written", run_id=rid)
         except ValueError as exc:

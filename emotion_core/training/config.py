@@ -30,6 +30,7 @@ class TrainConfig:
     class_weighted: bool = True  # weight the loss by inverse class frequency of the train subset
     set_sampling: str = "proportional"  # several sets: each set's share of an epoch (training/sampling.py)
     patience: int = 3  # early stopping: epochs without a val macro-F1 gain before stopping
+    refit: bool = False  # train on train + val for exactly `epochs` (fixed by a validated run): no validation, no early stopping, no val numbers
     budget_tflop: float = 0.0  # training compute per model in TFLOP (1e12 FLOPs): epochs/batches are planned to fit it (0 = none; see planner.py)
     grad_clip: float = 1.0  # max gradient norm (0 disables clipping)
     augment: bool = True  # random rotation / brightness / contrast / flip on train batches

@@ -112,6 +112,8 @@ def validate(setup: Setup) -> tuple[float, float, float]:
     """(val loss, accuracy, macro-F1): rank 0 evaluates, every rank gets its numbers."""
     rt, split, config = setup.rt, setup.split, setup.config
     vals = [0.0, 0.0, 0.0]
+    if len(split.val) == 0:  # a refit trains on val: nothing is left to validate on
+        return float("nan"), float("nan"), float("nan")
     if rt.info.is_main:
         loader = CachedLoader(split.cache, split.val, config.eval_batch_size, shuffle=False,
                               aug=None, mean=split.mean, std=split.std, seed=config.seed,
@@ -216,7 +218,8 @@ def run_phase(setup: Setup, phases: list[Phase], index: int, state: RunState,
     while state.epoch_in_phase < phase.epochs and not state.done:
         row = run_epoch(setup, net, optimizer, scheduler, phase, state.epoch + 1, steps)
         improved = state.record_epoch(row, final_phase=index == len(phases) - 1,
-                                      patience=setup.config.patience)
+                                      patience=setup.config.patience,
+                                      keep_last=setup.config.refit)
         if improved:
             best = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
         setup.reporter.epoch_finished(row, epochs=setup.config.epochs, improved=improved)
@@ -256,7 +259,8 @@ def fit(model_name: str, ds: PreparedDataset, config: TrainConfig, *, run_id: st
     if rt.channels_last:
         model.to(memory_format=torch.channels_last)
     criterion = make_criterion(split, config, rt.device)
-    work = store.paths.work_dir(f"{ds.name}-{model_name}-{config.profile}")
+    kind = f"{model_name}-refit" if config.refit else model_name  # a refit is its own run
+    work = store.paths.work_dir(f"{ds.name}-{kind}-{config.profile}")
     say = (lambda text: print(f"  {text}", flush=True)) if rt.show else (lambda text: None)
     ckpt = open_checkpoint(work, model_name, config, resume, say)
     if ckpt is not None:
@@ -266,7 +270,7 @@ def fit(model_name: str, ds: PreparedDataset, config: TrainConfig, *, run_id: st
         say(f"resuming {state.run_id} after epoch {state.epoch}")
     else:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        state = RunState(run_id=run_id or f"{ds.name}-{model_name}-{stamp}", model=model_name,
+        state = RunState(run_id=run_id or f"{ds.name}-{kind}-{stamp}", model=model_name,
                          config=config.to_dict(),
                          plan=plan_run(model, split, config, pretrained, rt.info.world_size))
     state.run_id = distributed.broadcast_str(run_id or state.run_id, rt.info)
@@ -309,9 +313,16 @@ def train_and_write(setup: Setup, ctx: RunContext, phases: list[Phase], state: R
             model.load_state_dict(best)
         headline = write_run(ctx, model, setup.split.cache, state, best or model.state_dict())
         reporter.events.emit("run_written", run_id=state.run_id, headline=headline)
-        reporter.say(f"wrote run {state.run_id}: val acc {headline['val_accuracy']:.4f} "
-                     f"macro-F1 {headline['val_macro_f1']:.4f}")
+        reporter.say(f"wrote run {state.run_id}: {headline_text(headline)}")
         checkpoint.clear(setup.work)
     reporter.finish()
     distributed.barrier(rt.info)
     return state.run_id
+
+
+def headline_text(headline: dict[str, Any]) -> str:
+    """A written run's scores in one line: val when it has any (a refit has none), then test."""
+    parts = [f"{name} acc {headline[f'{key}_accuracy']:.4f} macro-F1 "
+             f"{headline[f'{key}_macro_f1']:.4f}" for key, name in (("val", "val"), ("test", "test"))
+             if headline.get(f"{key}_accuracy") is not None]
+    return "; ".join(parts) or "no held-out images"

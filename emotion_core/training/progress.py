@@ -59,10 +59,11 @@ class Reporter:
         metrics = {k: v for k, v in row.items() if k not in ("epoch", "phase", "seconds")}
         self.events.emit("epoch_finished", epoch=row["epoch"], epochs=epochs, phase=row["phase"],
                          metrics=metrics, seconds=round(float(row["seconds"]), 3), improved=improved)
+        val = ("no validation (refit)" if math.isnan(row["val_loss"]) else
+               f"val loss {row['val_loss']:.4f} acc {row['val_acc']:.3f} macro-F1 "
+               f"{row['val_macro_f1']:.3f}{' *' if improved else ''}")
         self.say(f"epoch {row['epoch']:>3} {row['phase']:<8} loss {row['train_loss']:.4f} "
-                 f"acc {row['train_acc']:.3f} | val loss {row['val_loss']:.4f} acc "
-                 f"{row['val_acc']:.3f} macro-F1 {row['val_macro_f1']:.3f}"
-                 f"{' *' if improved else ''} ({row['seconds']:.1f}s)")
+                 f"acc {row['train_acc']:.3f} | {val} ({row['seconds']:.1f}s)")
         if self.wandb is not None:
             self.wandb.log(row)
 

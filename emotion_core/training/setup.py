@@ -85,6 +85,11 @@ def make_split(ds: PreparedDataset, config: TrainConfig, cache: DecodedCache | N
     if len(train) == 0 or len(val) == 0:
         raise ValueError(f"dataset '{ds.name}' needs non-empty train and val subsets to train "
                          f"(got {len(train)} train, {len(val)} val images)")
+    if config.refit:  # val joins training; test stays the only held-out split
+        if len(cache.indices("test")) == 0:
+            raise ValueError(f"--refit: dataset '{ds.name}' has no test split, so nothing would "
+                             "be held out (a refit trains on train and val)")
+        train, val = np.sort(np.concatenate([train, val])), val[:0]
     return Split(cache, train, val, list(spec.mean), list(spec.std),
                  sampling.row_sources(ds, config.set_sampling))
 

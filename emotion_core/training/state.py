@@ -31,12 +31,18 @@ class RunState:
     train_seconds: float = 0.0  # measured wall time of the epochs so far (a record, not a limit)
     done: bool = False  # early stopping fired
 
-    def record_epoch(self, row: dict[str, Any], *, final_phase: bool, patience: int) -> bool:
-        """Append an epoch's history row and update best/stale/done; True when val macro-F1 improved."""
+    def record_epoch(self, row: dict[str, Any], *, final_phase: bool, patience: int,
+                     keep_last: bool = False) -> bool:
+        """Append an epoch's history row and update best/stale/done; True when val macro-F1
+        improved. `keep_last` (a refit, which has no validation): every epoch counts as the
+        best, so the run keeps its last weights and never stops early."""
         self.history.append(row)
         self.epoch = int(row["epoch"])
         self.epoch_in_phase += 1
         self.train_seconds += float(row["seconds"])
+        if keep_last:
+            self.best_epoch, self.stale = self.epoch, 0
+            return True
         improved = row["val_macro_f1"] > self.best_f1 + IMPROVEMENT
         if improved:
             self.best_f1, self.best_epoch, self.stale = float(row["val_macro_f1"]), self.epoch, 0

@@ -59,7 +59,7 @@ class RunContext:
                 "layer_decay": c.layer_decay, "tta_flip": c.tta_flip, "crop_faces": c.crop_faces,
                 "face_margin": c.face_margin if c.crop_faces else None,
                 "face_fit": c.face_fit if c.crop_faces else None,
-                "set_sampling": c.set_sampling, "scale_jitter": c.scale_jitter,
+                "set_sampling": c.set_sampling, "refit": c.refit, "scale_jitter": c.scale_jitter,
                 "shift_jitter": c.shift_jitter,
                 **(self.extra or {}),
                 "phases": [{"name": ph.name, "epochs": ph.epochs, "lr": ph.lr} for ph in self.phases],
@@ -87,7 +87,8 @@ def evaluate_subsets(model: nn.Module, cache: DecodedCache, ctx: RunContext
     classes = list(cache.classes)
     metrics: dict[str, Any] = {"classes": classes}
     pred_parts, conf_parts = [], []
-    for subset in ("val", "test"):
+    # a refit trained on val: its val answers would be scores on training images
+    for subset in ("test",) if ctx.config.refit else ("val", "test"):
         idx = cache.indices(subset)
         if len(idx) == 0:
             continue
