@@ -898,3 +898,30 @@ def test_predict_says_when_a_training_job_shares_the_cpu(at_store, monkeypatch) 
         at.file_uploader(key="pr_upload").set_value(("face.png", _face_png(), "image/png")).run()
         note = [c.value for c in at.caption if "face(s) found" in c.value]
         assert not at.exception and note and ("a training job is running" in note[0]) == busy
+
+
+def test_a_refit_run_shows_test_numbers_only_on_every_page(built_store, monkeypatch,
+                                                           tmp_path) -> None:
+    """A refit has no val answers: the pages show its test numbers and leave val empty."""
+    from emotion_core import data
+    from emotion_core.training import loop as train
+    from emotion_core.training.config import DRY_RUN_CHANGES, get_profile
+
+    root = copy_store(built_store[0], tmp_path / "store")
+    monkeypatch.setenv(store.paths.ENV_ROOT, str(root))
+    ds = data.prepare_dataset(store.paths.generated_data_dir(DATASET), DATASET, progress=False)
+    config = get_profile("quick").override(**{**DRY_RUN_CHANGES, "max_batches": 0,
+                                              "batch_size": 16, "refit": True})
+    rid = train.fit(MODELS[1], ds, config, progress=False)
+    store.write_leaderboard()
+    at = _open(AppTest.from_file(APP, default_timeout=TIMEOUT))
+    board = at.dataframe[0].value
+    row = board[board["model"] == MODELS[1]].sort_values("created").iloc[-1]
+    assert pd.isna(row["val macro-F1"]) and not pd.isna(row["test macro-F1"])
+    for page in PAGES:
+        at.switch_page(f"pages/{page}.py").run()
+        assert not at.exception, (page, [e.value for e in at.exception])
+    at.switch_page("pages/confusion.py").run()
+    at.selectbox(key="cm_run").set_value(rid).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert len(at.get("plotly_chart")) == 1

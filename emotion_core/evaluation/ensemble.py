@@ -84,7 +84,8 @@ def _subset_score(frame: pd.DataFrame, probs: np.ndarray, classes: Sequence[str]
                   subset: str, metric: str) -> float:
     sel = (frame["subset"] == subset).to_numpy()
     if not sel.any():
-        raise EnsembleError(f"member predictions have no '{subset}' rows to score on")
+        why = " (a refit trained on val and keeps no val answers)" if subset == "val" else ""
+        raise EnsembleError(f"member predictions have no '{subset}' rows to score on{why}")
     index = {c: i for i, c in enumerate(classes)}
     y = frame.loc[sel, "label"].map(index).to_numpy(dtype=np.int64)
     return float(ev.compute_metrics(y, probs[sel], classes)[metric])

@@ -23,7 +23,8 @@ def training_command(manifest: dict[str, Any]) -> str:
     args += [f"--models {manifest['model']}", f"--profile {c.get('profile', 'full')}",
              f"--image-size {manifest.get('image_size')}", f"--epochs {c.get('epochs')}",
              f"--head-epochs {c.get('head_epochs')}", f"--lr {c.get('lr')}",
-             f"--finetune-lr {c.get('finetune_lr')}", f"--patience {c.get('patience')}",
+             f"--finetune-lr {c.get('finetune_lr')}",
+             "--refit" if c.get("refit") else f"--patience {c.get('patience')}",
              f"--label-smoothing {c.get('label_smoothing')}", f"--seed {c.get('seed')}",
              f"--budget-tflop {c.get('budget_tflop') or 0:g}"]
     if c.get("recipe", "finetune") != "finetune":
@@ -42,6 +43,15 @@ def training_command(manifest: dict[str, Any]) -> str:
     if crop is not None and crop.fit != faces.DEFAULT_FIT:  # runs before --face-fit: "pad"
         args.append(f"--face-fit {crop.fit}")
     return "python -m scripts.train " + " ".join(args)
+
+
+def selection_note(manifest: dict[str, Any]) -> str:
+    """Which images chose the weights, and so which numbers are free of that choice."""
+    if (manifest.get("config") or {}).get("refit"):
+        return ("A refit: trained on train and validation together for a fixed number of epochs "
+                "(the best epoch of a run that validated the same recipe), so it has no "
+                "validation numbers; test numbers come from splits that chose nothing.")
+    return "Validation picked the epoch; test numbers come from splits that chose nothing."
 
 
 def _metric_rows(metrics: dict[str, Any], dataset: str) -> list[str]:
@@ -90,15 +100,17 @@ def model_card(run_id: str, *, note: str = "") -> str:
         f"(each set with its own cleaning and persisted split; face crops: "
         f"{framing.describe(faces.crop_spec(m))})",
         "", "## Recipe", "",
-        f"- {recipe.get('name', 'finetune')}: {phases}; best epoch {m.get('best_epoch')}; "
-        f"label smoothing {recipe.get('label_smoothing')}, layer decay {recipe.get('layer_decay')}",
+        f"- {recipe.get('name', 'finetune')}: {phases}; "
+        + ("refit on train + val, the last epoch kept; " if recipe.get("refit") else
+           f"best epoch {m.get('best_epoch')}; ")
+        + f"label smoothing {recipe.get('label_smoothing')}, layer decay {recipe.get('layer_decay')}",
         f"- trained on {m.get('timings', {}).get('device')} in "
         f"{m.get('timings', {}).get('train_seconds')} s; code commit {m.get('git_commit')}; "
         f"created {m.get('created')}",
         f"- command: `{training_command(m)}`, run with the face boxes prepared by "
         f"`python -m scripts.prepare_data --data DIR --detect-faces` for each set",
         "", "## Metrics", "",
-        "Validation picked the epoch; test numbers come from splits that chose nothing.", "",
+        selection_note(m), "",
         "| set | split | images | accuracy | macro-F1 | ECE |", "|---|---|---|---|---|---|",
         *_metric_rows(rec.metrics, str(m.get("dataset"))),
         "", "## Terms", "", DATA_TERMS,
