@@ -43,7 +43,8 @@ chance = display.chance_level(runs)
 st.subheader("Scores")
 st.caption("Best validation macro-F1 first. Every row names the weights the model started from "
            "(hover the heading for what each source is); test columns are empty when the dataset "
-           "has no test split of its own.")
+           "has no test split of its own, val columns for a refit (it trained on val; see "
+           "Provenance).")
 _charts.run_table(table, SCORE_COLUMNS, {"model": 220, "weights_source": 210})  # room to spare
 for name, (kind, note) in tables.reference_notes(runs).items():
     st.caption(f"{kind} set `{name}`: {note}. Tables only (no weights came back): shown "

@@ -921,6 +921,10 @@ def test_a_refit_run_shows_test_numbers_only_on_every_page(built_store, monkeypa
     for page in PAGES:
         at.switch_page(f"pages/{page}.py").run()
         assert not at.exception, (page, [e.value for e in at.exception])
+    at.switch_page("pages/compare.py").run()
+    origin = next(d.value for d in at.dataframe if "role" in d.value.columns)
+    refit_roles = [r for r in origin["role"] if "refit on train + val" in r]
+    assert len(refit_roles) == 1 and refit_roles[0].startswith("trained here")
     at.switch_page("pages/confusion.py").run()
     at.selectbox(key="cm_run").set_value(rid).run()
     assert not at.exception, [e.value for e in at.exception]

@@ -35,6 +35,13 @@ def run_role(manifest: Mapping[str, Any]) -> str:
     """Where a run's model learned: "trained here", "GPU reference (set, date, commit)" (or CPU),
     "bundled release model", or "external reference (<its training data>)" for a model trained
     elsewhere (kind "reference"), so no external number passes for one of ours."""
+    role = _origin(manifest)
+    if (manifest.get("config") or {}).get("refit"):  # why its val columns are empty
+        role += "; refit on train + val, so no val scores"
+    return role
+
+
+def _origin(manifest: Mapping[str, Any]) -> str:
     kind = manifest.get("kind", "model")
     ref_set = store.runs.reference_set_of(manifest)
     if ref_set is not None:  # made elsewhere (a lent GPU, a long CPU job); its tables committed
