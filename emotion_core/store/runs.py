@@ -52,6 +52,11 @@ def trained_on_machine(manifest: Mapping[str, Any]) -> str | None:
     return "CPU" if device == "cpu" else None
 
 
+def is_refit(manifest: Mapping[str, Any]) -> bool:
+    """Whether a run trained on train + val (`--refit`): it has no validation numbers."""
+    return bool((manifest.get("config") or {}).get("refit"))
+
+
 def reference_kind(manifest: Mapping[str, Any]) -> str:
     """"GPU reference", "CPU reference" (the machine its set was made on) or "reference"."""
     machine = manifest.get("reference_machine")

@@ -322,7 +322,7 @@ def train_and_write(setup: Setup, ctx: RunContext, phases: list[Phase], state: R
 
 def headline_text(headline: dict[str, Any]) -> str:
     """A written run's scores in one line: val when it has any (a refit has none), then test."""
-    parts = [f"{name} acc {headline[f'{key}_accuracy']:.4f} macro-F1 "
-             f"{headline[f'{key}_macro_f1']:.4f}" for key, name in (("val", "val"), ("test", "test"))
+    parts = [f"{key} acc {headline[f'{key}_accuracy']:.4f} macro-F1 "
+             f"{headline[f'{key}_macro_f1']:.4f}" for key in ("val", "test")
              if headline.get(f"{key}_accuracy") is not None]
     return "; ".join(parts) or "no held-out images"

@@ -24,7 +24,7 @@ def training_command(manifest: dict[str, Any]) -> str:
              f"--image-size {manifest.get('image_size')}", f"--epochs {c.get('epochs')}",
              f"--head-epochs {c.get('head_epochs')}", f"--lr {c.get('lr')}",
              f"--finetune-lr {c.get('finetune_lr')}",
-             "--refit" if c.get("refit") else f"--patience {c.get('patience')}",
+             "--refit" if store.runs.is_refit(manifest) else f"--patience {c.get('patience')}",
              f"--label-smoothing {c.get('label_smoothing')}", f"--seed {c.get('seed')}",
              f"--budget-tflop {c.get('budget_tflop') or 0:g}"]
     if c.get("recipe", "finetune") != "finetune":
@@ -47,7 +47,7 @@ def training_command(manifest: dict[str, Any]) -> str:
 
 def selection_note(manifest: dict[str, Any]) -> str:
     """Which images chose the weights, and so which numbers are free of that choice."""
-    if (manifest.get("config") or {}).get("refit"):
+    if store.runs.is_refit(manifest):
         return ("A refit: trained on train and validation together for a fixed number of epochs "
                 "(the best epoch of a run that validated the same recipe), so it has no "
                 "validation numbers; test numbers come from splits that chose nothing.")
@@ -101,7 +101,7 @@ def model_card(run_id: str, *, note: str = "") -> str:
         f"{framing.describe(faces.crop_spec(m))})",
         "", "## Recipe", "",
         f"- {recipe.get('name', 'finetune')}: {phases}; "
-        + ("refit on train + val, the last epoch kept; " if recipe.get("refit") else
+        + ("refit on train + val, the last epoch kept; " if store.runs.is_refit(m) else
            f"best epoch {m.get('best_epoch')}; ")
         + f"label smoothing {recipe.get('label_smoothing')}, layer decay {recipe.get('layer_decay')}",
         f"- trained on {m.get('timings', {}).get('device')} in "

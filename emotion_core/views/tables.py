@@ -36,7 +36,7 @@ def run_role(manifest: Mapping[str, Any]) -> str:
     "bundled release model", or "external reference (<its training data>)" for a model trained
     elsewhere (kind "reference"), so no external number passes for one of ours."""
     role = _origin(manifest)
-    if (manifest.get("config") or {}).get("refit"):  # why its val columns are empty
+    if store.runs.is_refit(manifest):  # why its val columns are empty
         role += "; refit on train + val, so no val scores"
     return role
 
