@@ -2,7 +2,7 @@
 
     python -m scripts.train --data DIR [--data DIR ...] --models all|NAME,NAME --profile quick|full
         [--epochs N] [--budget-tflop T] [--pretrained|--scratch] [--dry-run] [--resume]
-        [--recipe finetune|probe] [--layer-decay D] [--label-smoothing S] [--tta-flip]
+        [--recipe finetune|probe] [--layer-decay D] [--label-smoothing S] [--ema DECAY] [--tta-flip]
         [--crop-faces [--face-margin M] [--face-fit inside|pad]] [--set-sampling proportional|sqrt|equal] [--scale-jitter Z] [--shift-jitter S] [--seed N] [--wandb] [--ensemble default|greedy|none] [--name NAME]
         [--refit --epochs N] [--events FILE]
 
@@ -17,6 +17,8 @@ so a face's size and place in its crop vary as a face detector's boxes do (data/
 `--recipe probe` fits a logistic-regression head on frozen features (training/probe.py) instead
 of training epochs; `--layer-decay` < 1 gives the fine-tune phase lower rates away from the head;
 `--tta-flip` evaluates (and later predicts) on each picture and its mirror image.
+`--ema 0.998` validates and keeps a moving average of the weights instead of the last step's
+(training/ema.py).
 `--refit --epochs N` trains on train + val for exactly N epochs (a validated run's best epoch)
 and scores only the test split, which stays unseen.
 `--dry-run` runs the real path with tiny models, one batch, one epoch (for CI).
@@ -75,6 +77,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--layer-decay", type=float, default=None,
                    help="fine-tune: rate factor per depth group away from the head (default 1)")
     p.add_argument("--label-smoothing", type=float, default=None)
+    p.add_argument("--ema", type=float, default=None,
+                   help="validate and keep a moving average of the weights, updated every step "
+                        "with this decay (e.g. 0.998; default 0: off)")
     p.add_argument("--tta-flip", action="store_true", default=None,
                    help="evaluate/predict on each picture and its mirror image")
     p.add_argument("--crop-faces", action="store_true", default=None,
@@ -182,7 +187,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         epochs=args.epochs, pretrained=args.pretrained, wandb=args.wandb or None,
         wandb_mode=args.wandb_mode, budget_tflop=args.budget_tflop,
         image_size=args.image_size, recipe=args.recipe, layer_decay=args.layer_decay,
-        label_smoothing=args.label_smoothing, tta_flip=args.tta_flip,
+        label_smoothing=args.label_smoothing, ema=args.ema, tta_flip=args.tta_flip,
         crop_faces=args.crop_faces, face_margin=args.face_margin, face_fit=args.face_fit,
         set_sampling=args.set_sampling,
         scale_jitter=args.scale_jitter, shift_jitter=args.shift_jitter, seed=args.seed, lr=args.lr,
@@ -203,6 +208,15 @@ def check_refit(args: argparse.Namespace, config: TrainConfig) -> None:
     if config.recipe == "probe":
         raise ValueError("--refit: the probe chooses its regularisation on val; refit a "
                          "fine-tune instead")
+
+
+def check_ema(config: TrainConfig) -> None:
+    """Refuse a decay outside (0, 1), or an average for the probe, which takes no steps."""
+    if config.ema and config.recipe == "probe":
+        raise ValueError("--ema averages the weights over training steps; the probe fits its "
+                         "head in one solve: drop --ema")
+    if config.ema and not 0.0 < config.ema < 1.0:
+        raise ValueError(f"--ema must be in (0, 1), e.g. 0.998 (0 turns it off); got {config.ema:g}")
 
 
 def check_face_framing(args: argparse.Namespace, config: TrainConfig) -> None:
@@ -245,6 +259,7 @@ def train_all(args: argparse.Namespace, info: DistInfo, events: EventLog,
         AugmentConfig(scale=config.scale_jitter, shift=config.shift_jitter)  # refuses bad ranges now
         check_face_framing(args, config)
         check_refit(args, config)
+        check_ema(config)
         names = models.select(args.models)
         models.check_trainable(names)
         ds, cache = load_data(args.data, args.name, config, info, progress)

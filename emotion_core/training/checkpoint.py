@@ -36,12 +36,16 @@ class Checkpoint:
     """A loaded checkpoint: the run state, its tensors, the JSON extras and the best weights."""
 
     state: RunState
-    tensors: dict[str, torch.Tensor]  # model.*, optim.*, rng.*
+    tensors: dict[str, torch.Tensor]  # model.*, optim.*, rng.*, and ema.* under --ema
     extra: dict[str, Any]  # optimizer hyper-parameters, scheduler, numpy/python RNG
     best: dict[str, torch.Tensor] | None  # the best epoch's weights (None before any epoch)
 
     def model_state(self) -> dict[str, torch.Tensor]:
         return {k[len("model."):]: v for k, v in self.tensors.items() if k.startswith("model.")}
+
+    def ema_state(self) -> dict[str, torch.Tensor]:
+        """The weights' moving average (`--ema`) as `AveragedModel.state_dict()` gave it."""
+        return {k[len("ema."):]: v for k, v in self.tensors.items() if k.startswith("ema.")}
 
 
 def best_name(epoch: int) -> str:
@@ -49,15 +53,17 @@ def best_name(epoch: int) -> str:
 
 
 def save_checkpoint(folder: Path, *, state: RunState, model_state: dict[str, torch.Tensor],
-                    optimizer: Any, scheduler: Any, best_state: dict[str, torch.Tensor] | None) -> None:
+                    optimizer: Any, scheduler: Any, best_state: dict[str, torch.Tensor] | None,
+                    ema_state: dict[str, torch.Tensor] | None = None) -> None:
     """Write the best weights (if not yet on disk), then the checkpoint (the commit point), then
-    drop best files no checkpoint points to."""
+    drop best files no checkpoint points to. `ema_state` is the weights' moving average."""
     folder.mkdir(parents=True, exist_ok=True)
     best_file = folder / best_name(state.best_epoch)
     if best_state is not None and not best_file.exists():
         with store.atomic_path(best_file) as tmp:
             save_file(_cpu(best_state), str(tmp))
     tensors = {f"model.{k}": v for k, v in _cpu(model_state).items()}
+    tensors.update({f"ema.{k}": v for k, v in _cpu(ema_state or {}).items()})
     opt_t, opt_js = _flatten_optimizer(optimizer.state_dict())
     rng_t, rng_js = rng_state()
     tensors.update(opt_t)

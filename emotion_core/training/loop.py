@@ -24,13 +24,14 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.optim.swa_utils import AveragedModel
 from tqdm.auto import tqdm
 
 from emotion_core import models, store
 from emotion_core.data.cache import CachedLoader, DecodedCache
 from emotion_core.data.prepare import PreparedDataset
 from emotion_core.data.transforms import AugmentConfig
-from emotion_core.training import checkpoint, distributed, planner, sampling
+from emotion_core.training import checkpoint, distributed, ema, planner, sampling
 from emotion_core.training.config import TrainConfig
 from emotion_core.training.planner import Phase
 from emotion_core.training.probe import run_probe
@@ -62,6 +63,12 @@ class Setup:
     rt: Runtime
     reporter: Reporter
     work: Path  # the checkpoint folder
+    ema: AveragedModel | None = None  # --ema: the weights' moving average, what gets validated and kept
+
+    @property
+    def evaluated(self) -> nn.Module:
+        """The weights validation scores and the run keeps: the moving average under --ema."""
+        return self.model if self.ema is None else self.ema.module
 
     @property
     def drop_last(self) -> bool:
@@ -77,9 +84,11 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.opt
                     loader: Iterable, device: torch.device, scheduler: Any, *, amp: bool = False,
                     channels_last: bool = False, max_batches: int = 0, grad_clip: float = 0.0,
                     desc: str = "train", show: bool = True,
-                    on_batch: Callable[[int], None] | None = None) -> dict[str, float]:
+                    on_batch: Callable[[int], None] | None = None,
+                    on_step: Callable[[], None] | None = None) -> dict[str, float]:
     """One pass over `loader`, stepping the scheduler per batch; returns loss/correct sums.
-    `on_batch(n)` is called after the n-th batch (progress events)."""
+    `on_step()` runs after each optimizer step (the weights' moving average), `on_batch(n)`
+    after the n-th batch (progress events)."""
     model.train()
     loss_sum, correct, n = 0.0, 0, 0
     total = min(len(loader), max_batches) if max_batches else len(loader)
@@ -98,6 +107,8 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.opt
         if grad_clip:
             nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], grad_clip)
         optimizer.step()
+        if on_step is not None:
+            on_step()
         scheduler.step()
         loss_sum += loss.item() * len(y)
         correct += int((logits.argmax(1) == y).sum())
@@ -118,7 +129,7 @@ def validate(setup: Setup) -> tuple[float, float, float]:
         loader = CachedLoader(split.cache, split.val, config.eval_batch_size, shuffle=False,
                               aug=None, mean=split.mean, std=split.std, seed=config.seed,
                               device=rt.aug_device)
-        vm, _, _ = evaluate_loader(setup.model, loader, rt.device, split.classes, amp=rt.amp,
+        vm, _, _ = evaluate_loader(setup.evaluated, loader, rt.device, split.classes, amp=rt.amp,
                                    channels_last=rt.channels_last, tta_flip=config.tta_flip)
         vals = [vm["loss"], vm["accuracy"], vm["macro_f1"]]
     loss, acc, f1 = distributed.broadcast_floats(vals, rt.info, rt.device)
@@ -140,10 +151,13 @@ def run_epoch(setup: Setup, net: nn.Module, optimizer: torch.optim.Optimizer, sc
                           drop_last=setup.drop_last, device=rt.aug_device)
     loader.set_epoch(epoch)
     setup.reporter.epoch_started(epoch, config.epochs, phase.name, steps)
+    averaged = setup.ema
+    on_step = None if averaged is None else (lambda: averaged.update_parameters(setup.model))
     sums = train_one_epoch(net, setup.criterion, optimizer, loader, rt.device, scheduler,
                            amp=rt.amp, channels_last=rt.channels_last,
                            max_batches=config.max_batches, grad_clip=config.grad_clip,
                            show=rt.show, on_batch=setup.reporter.on_batch(epoch, steps),
+                           on_step=on_step,
                            desc=f"{setup.name} {phase.name} epoch {epoch}/{config.epochs}")
     loss_sum, correct, n = distributed.all_reduce_sums(
         [sums["loss_sum"], sums["correct"], sums["n"]], rt.info, rt.device)
@@ -221,12 +235,14 @@ def run_phase(setup: Setup, phases: list[Phase], index: int, state: RunState,
                                       patience=setup.config.patience,
                                       keep_last=setup.config.refit)
         if improved:
-            best = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            best = {k: v.detach().cpu().clone() for k, v in setup.evaluated.state_dict().items()}
         setup.reporter.epoch_finished(row, epochs=setup.config.epochs, improved=improved)
         every = setup.config.checkpoint_every
         if rt.info.is_main and every and state.epoch % every == 0:
             checkpoint.save_checkpoint(setup.work, state=state, model_state=model.state_dict(),
-                                       optimizer=optimizer, scheduler=scheduler, best_state=best)
+                                       optimizer=optimizer, scheduler=scheduler, best_state=best,
+                                       ema_state=None if setup.ema is None
+                                       else setup.ema.state_dict())
     return best
 
 
@@ -259,6 +275,7 @@ def fit(model_name: str, ds: PreparedDataset, config: TrainConfig, *, run_id: st
     if rt.channels_last:
         model.to(memory_format=torch.channels_last)
     criterion = make_criterion(split, config, rt.device)
+    averaged = ema.make_ema(model, config.ema)
     kind = f"{model_name}-refit" if config.refit else model_name  # a refit is its own run
     work = store.paths.work_dir(f"{ds.name}-{kind}-{config.profile}")
     say = (lambda text: print(f"  {text}", flush=True)) if rt.show else (lambda text: None)
@@ -266,6 +283,8 @@ def fit(model_name: str, ds: PreparedDataset, config: TrainConfig, *, run_id: st
     if ckpt is not None:
         state = ckpt.state
         model.load_state_dict(ckpt.model_state())  # optimizer/scheduler once the phase is rebuilt
+        if averaged is not None:
+            averaged.load_state_dict(ckpt.ema_state())
         checkpoint.set_rng_state(ckpt.tensors, ckpt.extra["rng"])
         say(f"resuming {state.run_id} after epoch {state.epoch}")
     else:
@@ -283,7 +302,7 @@ def fit(model_name: str, ds: PreparedDataset, config: TrainConfig, *, run_id: st
     run_config = state.plan.apply(config)
     phases = planner.plan_phases(run_config, pretrained,
                                  models.get_spec(model_name).finetune_lr_scale)
-    setup = Setup(model_name, model, criterion, split, run_config, rt, reporter, work)
+    setup = Setup(model_name, model, criterion, split, run_config, rt, reporter, work, averaged)
     ctx = RunContext(state.run_id, model_name, ds.name, str(ds.root), config,
                      weights_source, split.mean, split.std, state.plan, phases,
                      setup.steps_per_epoch(), rt.device, rt.amp, rt.channels_last,
@@ -309,9 +328,9 @@ def train_and_write(setup: Setup, ctx: RunContext, phases: list[Phase], state: R
                      f"({ctx.recipe()['planned_tflop']:.3g} TFLOP planned)")
     best = train_phases(setup, phases, state, ckpt)
     if rt.info.is_main:
-        if best is not None:
-            model.load_state_dict(best)
-        headline = write_run(ctx, model, setup.split.cache, state, best or model.state_dict())
+        final = best or setup.evaluated.state_dict()  # the average under --ema
+        model.load_state_dict(final)
+        headline = write_run(ctx, model, setup.split.cache, state, final)
         reporter.events.emit("run_written", run_id=state.run_id, headline=headline)
         reporter.say(f"wrote run {state.run_id}: {headline_text(headline)}")
         checkpoint.clear(setup.work)

@@ -31,6 +31,8 @@ def training_command(manifest: dict[str, Any]) -> str:
         args.append(f"--recipe {c['recipe']}")
     if c.get("layer_decay", 1.0) != 1.0:
         args.append(f"--layer-decay {c['layer_decay']}")
+    if c.get("ema"):
+        args.append(f"--ema {c['ema']}")
     if c.get("set_sampling", "proportional") != "proportional":
         args.append(f"--set-sampling {c['set_sampling']}")
     args += [f"--{key.replace('_', '-')} {c[key]}" for key in ("scale_jitter", "shift_jitter")
@@ -103,7 +105,8 @@ def model_card(run_id: str, *, note: str = "") -> str:
         f"- {recipe.get('name', 'finetune')}: {phases}; "
         + ("refit on train + val, the last epoch kept; " if store.runs.is_refit(m) else
            f"best epoch {m.get('best_epoch')}; ")
-        + f"label smoothing {recipe.get('label_smoothing')}, layer decay {recipe.get('layer_decay')}",
+        + f"label smoothing {recipe.get('label_smoothing')}, layer decay {recipe.get('layer_decay')}"
+        + (f", weights averaged per step (EMA decay {recipe['ema']})" if recipe.get("ema") else ""),
         f"- trained on {m.get('timings', {}).get('device')} in "
         f"{m.get('timings', {}).get('train_seconds')} s; code commit {m.get('git_commit')}; "
         f"created {m.get('created')}",
