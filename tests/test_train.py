@@ -17,6 +17,7 @@ from emotion_core.evaluation import metrics
 from emotion_core.training import loop as train
 from emotion_core.training import planner
 from emotion_core.training.config import PROFILES
+from emotion_core.views import model_card
 from tests import tiny_shapes
 
 MODEL = "vit_scratch"  # tiny config: fast on 2 cores
@@ -65,9 +66,16 @@ def test_one_optimisation_step_lowers_the_loss():
 
 
 def test_fit_writes_a_complete_run_that_loads_and_reproduces(tiny_ds):
-    run_id = train.fit(MODEL, tiny_ds, CFG, progress=False)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # the numbers depend on it, so the run records it
+    try:
+        run_id = train.fit(MODEL, tiny_ds, CFG, progress=False)
+    finally:
+        torch.set_num_threads(before)
     rec = store.load_run(run_id)
     m = rec.manifest
+    assert m["timings"]["torch_threads"] == 1 and m["timings"]["torch"] == torch.__version__
+    assert "on cpu with 1 torch thread in" in model_card.model_card(run_id)
     for key in ("kind", "model", "dataset", "dataset_root", "classes", "split_hash",
                 "weights_source", "pretrained_requested", "profile", "config", "image_size",
                 "mean", "std", "git_commit", "created", "timings", "headline"):

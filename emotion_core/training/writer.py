@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -50,6 +50,9 @@ class RunContext:
     world_size: int = 1
     sources: tuple[str, ...] | None = None  # per cache row, the set it came from (combined data)
     extra: dict[str, Any] | None = None  # recipe details of a run that is not epochs (a probe)
+    # torch intra-op threads when training started: CPU float sums run in a per-thread order, so
+    # a seeded run repeats its numbers with the same thread count (docs/training.md#the-loop)
+    threads: int = field(default_factory=torch.get_num_threads)
 
     def recipe(self) -> dict[str, Any]:
         """The schedule that ran: the named recipe and its options, phases (name, epochs, peak
@@ -152,7 +155,8 @@ def build_manifest(ctx: RunContext, state: RunState, cache: DecodedCache, metric
         "recipe": ctx.recipe(), "best_epoch": state.best_epoch,
         "timings": {"train_seconds": round(state.train_seconds, 2),
                     "eval_seconds": round(eval_seconds, 2), "device": str(ctx.device),
-                    "world_size": ctx.world_size, "amp_bf16": ctx.amp,
+                    "world_size": ctx.world_size, "torch_threads": ctx.threads,
+                    "torch": torch.__version__, "amp_bf16": ctx.amp,
                     "channels_last": ctx.channels_last},
         "latency": cost["latency"], "headline": headline,
     }

@@ -15,6 +15,13 @@ DATA_TERMS = ("The training data state no licence: affectnet3 is the angry/happy
               "Treat these weights as research-only, like the data they were trained on.")
 
 
+def _threads(manifest: dict[str, Any]) -> str:
+    """", N torch threads" where the run recorded them (a seeded CPU run repeats its numbers with
+    the same count); runs from before that record nothing."""
+    n = (manifest.get("timings") or {}).get("torch_threads")
+    return f" with {n} torch thread{'s' if n != 1 else ''}" if n else ""
+
+
 def training_command(manifest: dict[str, Any]) -> str:
     """The scripts.train command that reproduces the run (data folders named by set)."""
     c = manifest.get("config") or {}
@@ -107,7 +114,7 @@ def model_card(run_id: str, *, note: str = "") -> str:
            f"best epoch {m.get('best_epoch')}; ")
         + f"label smoothing {recipe.get('label_smoothing')}, layer decay {recipe.get('layer_decay')}"
         + (f", weights averaged per step (EMA decay {recipe['ema']})" if recipe.get("ema") else ""),
-        f"- trained on {m.get('timings', {}).get('device')} in "
+        f"- trained on {m.get('timings', {}).get('device')}{_threads(m)} in "
         f"{m.get('timings', {}).get('train_seconds')} s; code commit {m.get('git_commit')}; "
         f"created {m.get('created')}",
         f"- command: `{training_command(m)}`, run with the face boxes prepared by "
