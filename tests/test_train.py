@@ -14,6 +14,7 @@ from emotion_core import evaluation as ev
 from emotion_core import store
 from emotion_core.data.transforms import Preprocess
 from emotion_core.evaluation import metrics
+from emotion_core.store import bundle
 from emotion_core.training import loop as train
 from emotion_core.training import planner
 from emotion_core.training.config import PROFILES
@@ -75,7 +76,11 @@ def test_fit_writes_a_complete_run_that_loads_and_reproduces(tiny_ds):
     rec = store.load_run(run_id)
     m = rec.manifest
     assert m["timings"]["torch_threads"] == 1 and m["timings"]["torch"] == torch.__version__
-    assert "on cpu with 1 torch thread in" in model_card.model_card(run_id)
+    card = model_card.model_card(run_id)
+    assert "on cpu with 1 torch thread in" in card
+    assert "weights stored in float32" in card  # a user's run
+    bundle.bundle_run(run_id, card, bundle_id="release-tiny")
+    assert "weights stored in float16" in model_card.model_card("release-tiny")
     for key in ("kind", "model", "dataset", "dataset_root", "classes", "split_hash",
                 "weights_source", "pretrained_requested", "profile", "config", "image_size",
                 "mean", "std", "git_commit", "created", "timings", "headline"):

@@ -102,7 +102,8 @@ def model_card(run_id: str, *, note: str = "") -> str:
         f"- input: {m['image_size']} px square, RGB, mean {m['mean']}, std {m['std']}"
         + ("; predictions average the picture and its mirror image" if m.get("tta_flip") else ""),
         f"- starting weights: {m.get('weights_source')}" + (f" ({details[0]})" if details else ""),
-        f"- weights stored in float16 ({m.get('weights_bytes', 0) / 2**20:.1f} MiB), sha256 "
+        f"- weights stored in {m.get('weights_dtype', 'float32')} "  # bundles are float16
+        f"({m.get('weights_bytes', 0) / 2**20:.1f} MiB), sha256 "
         f"`{m.get('weights_sha256', '')[:16]}...`; loaded in float32",
         "", "## Data", "",
         f"- trained on: {', '.join(m.get('sources') or [m.get('dataset')])} "
