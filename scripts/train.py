@@ -46,7 +46,7 @@ from emotion_core.data import (
 from emotion_core.data.combine import combine
 from emotion_core.data.transforms import AugmentConfig
 from emotion_core.evaluation import ensemble
-from emotion_core.training import distributed, fit, sampling
+from emotion_core.training import distributed, ema, fit, sampling
 from emotion_core.training.config import DRY_RUN_CHANGES, RECIPES, TrainConfig, get_profile
 from emotion_core.training.distributed import DistInfo
 from emotion_core.training.progress import ENV_EVENTS, EventLog
@@ -210,15 +210,6 @@ def check_refit(args: argparse.Namespace, config: TrainConfig) -> None:
                          "fine-tune instead")
 
 
-def check_ema(config: TrainConfig) -> None:
-    """Refuse a decay outside (0, 1), or an average for the probe, which takes no steps."""
-    if config.ema and config.recipe == "probe":
-        raise ValueError("--ema averages the weights over training steps; the probe fits its "
-                         "head in one solve: drop --ema")
-    if config.ema and not 0.0 < config.ema < 1.0:
-        raise ValueError(f"--ema must be in (0, 1), e.g. 0.998 (0 turns it off); got {config.ema:g}")
-
-
 def check_face_framing(args: argparse.Namespace, config: TrainConfig) -> None:
     """Refuse a margin that crops nothing sensible, or a framing flag without face crops."""
     if (args.face_margin is not None or args.face_fit is not None) and not config.crop_faces:
@@ -259,7 +250,7 @@ def train_all(args: argparse.Namespace, info: DistInfo, events: EventLog,
         AugmentConfig(scale=config.scale_jitter, shift=config.shift_jitter)  # refuses bad ranges now
         check_face_framing(args, config)
         check_refit(args, config)
-        check_ema(config)
+        ema.check(config.ema, config.recipe)  # before the data is prepared
         names = models.select(args.models)
         models.check_trainable(names)
         ds, cache = load_data(args.data, args.name, config, info, progress)

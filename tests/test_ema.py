@@ -47,6 +47,8 @@ def test_no_average_at_zero_and_a_decay_outside_0_1_is_refused():
     for bad in (1.0, 1.5, -0.1):
         with pytest.raises(ValueError, match="--ema"):
             ema.make_ema(nn.Linear(1, 1), bad)
+    with pytest.raises(ValueError, match="drop --ema"):  # the probe takes no steps to average
+        ema.make_ema(nn.Linear(1, 1), 0.99, "probe")
 
 
 def test_a_run_validates_and_keeps_the_average_not_the_last_step(tmp_path: Path, monkeypatch):
@@ -54,8 +56,8 @@ def test_a_run_validates_and_keeps_the_average_not_the_last_step(tmp_path: Path,
     made, scored, last_step = [], [], {}
     real_make, real_eval, real_train = ema.make_ema, train.evaluate_loader, train.train_phases
 
-    def spy_make(model, decay):
-        made.append((model, real_make(model, decay)))
+    def spy_make(model, *args):
+        made.append((model, real_make(model, *args)))
         return made[-1][1]
 
     def spy_eval(model, *args, **kwargs):

@@ -33,10 +33,18 @@ def _ema_update(decay: float) -> Callable[[list[torch.Tensor], list[torch.Tensor
     return update
 
 
-def make_ema(model: nn.Module, decay: float) -> AveragedModel | None:
+def check(decay: float, recipe: str) -> None:
+    """Refuse a decay outside (0, 1), or an average for the probe, which takes no steps."""
+    if decay and recipe == "probe":
+        raise ValueError("--ema averages the weights over training steps; the probe fits its "
+                         "head in one solve: drop --ema")
+    if decay and not 0.0 < decay < 1.0:
+        raise ValueError(f"--ema must be in (0, 1), e.g. 0.998 (0 turns it off); got {decay:g}")
+
+
+def make_ema(model: nn.Module, decay: float, recipe: str = "finetune") -> AveragedModel | None:
     """An averaged copy of `model` updated with `decay` per step, or None when decay is 0."""
+    check(decay, recipe)
     if decay == 0:
         return None
-    if not 0.0 < decay < 1.0:
-        raise ValueError(f"--ema must be in (0, 1) (0 turns it off); got {decay}")
     return AveragedModel(model, multi_avg_fn=_ema_update(decay), use_buffers=True)

@@ -275,7 +275,7 @@ def fit(model_name: str, ds: PreparedDataset, config: TrainConfig, *, run_id: st
     if rt.channels_last:
         model.to(memory_format=torch.channels_last)
     criterion = make_criterion(split, config, rt.device)
-    averaged = ema.make_ema(model, config.ema)
+    averaged = ema.make_ema(model, config.ema, config.recipe)
     kind = f"{model_name}-refit" if config.refit else model_name  # a refit is its own run
     work = store.paths.work_dir(f"{ds.name}-{kind}-{config.profile}")
     say = (lambda text: print(f"  {text}", flush=True)) if rt.show else (lambda text: None)
