@@ -16,8 +16,8 @@ DATA_TERMS = ("The training data state no licence: affectnet3 is the angry/happy
 
 
 def _threads(manifest: dict[str, Any]) -> str:
-    """", N torch threads" where the run recorded them (a seeded CPU run repeats its numbers with
-    the same count); runs from before that record nothing."""
+    """" with N torch threads" where the run recorded them (a seeded CPU run repeats its numbers
+    with the same count); "" for runs from before that."""
     n = (manifest.get("timings") or {}).get("torch_threads")
     return f" with {n} torch thread{'s' if n != 1 else ''}" if n else ""
 
