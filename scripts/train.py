@@ -2,7 +2,7 @@
 
     python -m scripts.train --data DIR [--data DIR ...] --models all|NAME,NAME --profile quick|full
         [--epochs N] [--budget-tflop T] [--pretrained|--scratch] [--dry-run] [--resume]
-        [--recipe finetune|probe] [--layer-decay D] [--label-smoothing S] [--ema DECAY] [--tta-flip]
+        [--recipe finetune|probe] [--layer-decay D] [--label-smoothing S] [--ema DECAY] [--mixup ALPHA] [--tta-flip]
         [--crop-faces [--face-margin M] [--face-fit inside|pad]] [--set-sampling proportional|sqrt|equal] [--scale-jitter Z] [--shift-jitter S] [--seed N] [--wandb] [--ensemble default|greedy|none] [--name NAME]
         [--refit --epochs N] [--events FILE]
 
@@ -18,7 +18,8 @@ so a face's size and place in its crop vary as a face detector's boxes do (data/
 of training epochs; `--layer-decay` < 1 gives the fine-tune phase lower rates away from the head;
 `--tta-flip` evaluates (and later predicts) on each picture and its mirror image.
 `--ema 0.998` validates and keeps a moving average of the weights instead of the last step's
-(training/ema.py).
+(training/ema.py). `--mixup 0.2` trains on mixtures of pairs of pictures and of their labels
+(training/mixup.py).
 `--refit --epochs N` trains on train + val for exactly N epochs (a validated run's best epoch)
 and scores only the test split, which stays unseen.
 `--dry-run` runs the real path with tiny models, one batch, one epoch (for CI).
@@ -46,7 +47,7 @@ from emotion_core.data import (
 from emotion_core.data.combine import combine
 from emotion_core.data.transforms import AugmentConfig
 from emotion_core.evaluation import ensemble
-from emotion_core.training import distributed, ema, fit, sampling
+from emotion_core.training import distributed, ema, fit, mixup, sampling
 from emotion_core.training.config import DRY_RUN_CHANGES, RECIPES, TrainConfig, get_profile
 from emotion_core.training.distributed import DistInfo
 from emotion_core.training.progress import ENV_EVENTS, EventLog
@@ -80,6 +81,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--ema", type=float, default=None,
                    help="validate and keep a moving average of the weights, updated every step "
                         "with this decay (e.g. 0.998; default 0: off)")
+    p.add_argument("--mixup", type=float, default=None,
+                   help="mix each training batch with a shuffled copy of itself, weights drawn "
+                        "from Beta(ALPHA, ALPHA) (e.g. 0.2; default 0: off)")
     p.add_argument("--tta-flip", action="store_true", default=None,
                    help="evaluate/predict on each picture and its mirror image")
     p.add_argument("--crop-faces", action="store_true", default=None,
@@ -187,7 +191,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         epochs=args.epochs, pretrained=args.pretrained, wandb=args.wandb or None,
         wandb_mode=args.wandb_mode, budget_tflop=args.budget_tflop,
         image_size=args.image_size, recipe=args.recipe, layer_decay=args.layer_decay,
-        label_smoothing=args.label_smoothing, ema=args.ema, tta_flip=args.tta_flip,
+        label_smoothing=args.label_smoothing, ema=args.ema, mixup=args.mixup, tta_flip=args.tta_flip,
         crop_faces=args.crop_faces, face_margin=args.face_margin, face_fit=args.face_fit,
         set_sampling=args.set_sampling,
         scale_jitter=args.scale_jitter, shift_jitter=args.shift_jitter, seed=args.seed, lr=args.lr,
@@ -251,6 +255,7 @@ def train_all(args: argparse.Namespace, info: DistInfo, events: EventLog,
         check_face_framing(args, config)
         check_refit(args, config)
         ema.check(config.ema, config.recipe)  # before the data is prepared
+        mixup.check(config.mixup, config.recipe)
         names = models.select(args.models)
         models.check_trainable(names)
         ds, cache = load_data(args.data, args.name, config, info, progress)

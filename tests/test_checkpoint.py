@@ -86,13 +86,14 @@ def test_a_crash_at_any_write_of_a_save_leaves_a_consistent_checkpoint(tmp_path,
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("ema", [0.0, 0.9])  # with --ema the average resumes too
+# with --ema the average resumes too; with --mixup the draws continue where they were
+@pytest.mark.parametrize("more", [{}, {"ema": 0.9}, {"mixup": 0.4}])
 def test_resume_after_a_crash_while_checkpointing_matches_an_uninterrupted_run(tmp_path, monkeypatch,
-                                                                               ema):
+                                                                               more):
     ds = tiny_shapes.prepared(tiny_shapes.make_folder(tmp_path / "tiny"))
     cfg = PROFILES["quick"].override(image_size=32, batch_size=8, epochs=3, tiny=True, patience=10,
                                      eval_batch_size=32, measure_speed=False, budget_tflop=0,
-                                     ema=ema)
+                                     **more)
     reference = train.fit("vit_scratch", ds, cfg, progress=False)
     real_atomic = store.atomic_path
     saves = {"n": 0}

@@ -31,8 +31,9 @@ from emotion_core import models, store
 from emotion_core.data.cache import CachedLoader, DecodedCache
 from emotion_core.data.prepare import PreparedDataset
 from emotion_core.data.transforms import AugmentConfig
-from emotion_core.training import checkpoint, distributed, ema, planner, sampling
+from emotion_core.training import checkpoint, distributed, ema, mixup, planner, sampling
 from emotion_core.training.config import TrainConfig
+from emotion_core.training.mixup import Mixer
 from emotion_core.training.planner import Phase
 from emotion_core.training.probe import run_probe
 from emotion_core.training.progress import EventLog, Reporter, start_wandb
@@ -85,23 +86,29 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.opt
                     channels_last: bool = False, max_batches: int = 0, grad_clip: float = 0.0,
                     desc: str = "train", show: bool = True,
                     on_batch: Callable[[int], None] | None = None,
-                    on_step: Callable[[], None] | None = None) -> dict[str, float]:
+                    on_step: Callable[[], None] | None = None,
+                    mixer: Mixer | None = None) -> dict[str, float]:
     """One pass over `loader`, stepping the scheduler per batch; returns loss/correct sums.
     `on_step()` runs after each optimizer step (the weights' moving average), `on_batch(n)`
-    after the n-th batch (progress events)."""
+    after the n-th batch (progress events). With a `mixer` (--mixup) each batch is mixed with a
+    shuffled copy of itself, and its loss and right answers count both labels."""
     model.train()
-    loss_sum, correct, n = 0.0, 0, 0
+    loss_sum, correct, n = 0.0, 0.0, 0
     total = min(len(loader), max_batches) if max_batches else len(loader)
     bar = tqdm(loader, total=total, desc=desc, leave=False, disable=not show, dynamic_ncols=True)
     for i, (x, y) in enumerate(bar):
         if max_batches and i >= max_batches:
             break
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        mix = mixer.draw(len(y), device) if mixer is not None else None
+        if mix is not None:
+            x = mix.inputs(x)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             logits = model(x)
-            loss = criterion(logits.float(), y)
+            loss = (criterion(logits.float(), y) if mix is None
+                    else mix.loss(criterion, logits.float(), y))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if grad_clip:
@@ -111,12 +118,13 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.opt
             on_step()
         scheduler.step()
         loss_sum += loss.item() * len(y)
-        correct += int((logits.argmax(1) == y).sum())
+        pred = logits.detach().argmax(1)
+        correct += float((pred == y).sum()) if mix is None else mix.correct(pred, y)
         n += len(y)
         bar.set_postfix(loss=f"{loss_sum / n:.3f}", acc=f"{correct / n:.3f}")
         if on_batch is not None:
             on_batch(i + 1)
-    return {"loss_sum": loss_sum, "correct": float(correct), "n": float(n)}
+    return {"loss_sum": loss_sum, "correct": correct, "n": float(n)}
 
 
 def validate(setup: Setup) -> tuple[float, float, float]:
@@ -153,11 +161,13 @@ def run_epoch(setup: Setup, net: nn.Module, optimizer: torch.optim.Optimizer, sc
     setup.reporter.epoch_started(epoch, config.epochs, phase.name, steps)
     averaged = setup.ema
     on_step = None if averaged is None else (lambda: averaged.update_parameters(setup.model))
+    mixer = (Mixer(config.mixup, seed=config.seed, epoch=epoch, rank=rt.info.rank)
+             if config.mixup else None)
     sums = train_one_epoch(net, setup.criterion, optimizer, loader, rt.device, scheduler,
                            amp=rt.amp, channels_last=rt.channels_last,
                            max_batches=config.max_batches, grad_clip=config.grad_clip,
                            show=rt.show, on_batch=setup.reporter.on_batch(epoch, steps),
-                           on_step=on_step,
+                           on_step=on_step, mixer=mixer,
                            desc=f"{setup.name} {phase.name} epoch {epoch}/{config.epochs}")
     loss_sum, correct, n = distributed.all_reduce_sums(
         [sums["loss_sum"], sums["correct"], sums["n"]], rt.info, rt.device)
@@ -276,6 +286,7 @@ def fit(model_name: str, ds: PreparedDataset, config: TrainConfig, *, run_id: st
         model.to(memory_format=torch.channels_last)
     criterion = make_criterion(split, config, rt.device)
     averaged = ema.make_ema(model, config.ema, config.recipe)
+    mixup.check(config.mixup, config.recipe)
     kind = f"{model_name}-refit" if config.refit else model_name  # a refit is its own run
     work = store.paths.work_dir(f"{ds.name}-{kind}-{config.profile}")
     say = (lambda text: print(f"  {text}", flush=True)) if rt.show else (lambda text: None)
