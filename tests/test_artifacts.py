@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 
 import pandas as pd
 import pytest
@@ -33,6 +34,18 @@ def test_save_and_load_run_round_trip():
     weights, meta = store.load_weights("r1")
     assert torch.equal(weights["w"], torch.arange(6, dtype=torch.float32).reshape(2, 3))
     assert meta["model"] == "tiny" and meta["classes"] == "angry,happy,sad"
+
+
+def test_runs_started_in_the_same_second_get_ids_of_their_own():
+    when = datetime(2026, 11, 30, 8, 0, 0)
+    first = store.new_run_id("d-tiny", when=when)
+    second = store.new_run_id("d-tiny", when=when)  # the first is still training: its id is held
+    assert (first, second) == ("d-tiny-20261130-080000", "d-tiny-20261130-080000-2")
+    _save(first)
+    assert not store.paths.run_reservation(first).exists()  # the folder holds the id now
+    assert store.new_run_id("d-tiny", when=when) == "d-tiny-20261130-080000-3"
+    assert [r.run_id for r in store.list_runs()[0]] == [first]  # held ids are not runs
+    assert not store.list_runs()[1]
 
 
 def test_crash_while_saving_leaves_no_run_and_keeps_the_old_one():

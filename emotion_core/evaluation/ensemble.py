@@ -165,8 +165,7 @@ def build_ensemble(run_ids: Sequence[str], *, weights: Sequence[float] | str | N
 
     member_models = [m["model"] for m in ms]
     name = "ensemble(" + "+".join(member_models) + ")"
-    run_id = run_id or (f"{ms[0]['dataset']}-ensemble-{'-'.join(member_models)}-"
-                        f"{datetime.now().strftime('%Y%m%d-%H%M%S')}")
+    run_id = run_id or store.new_run_id(f"{ms[0]['dataset']}-ensemble-{'-'.join(member_models)}")
     val, test = metrics.get("val", {}), metrics.get("test", {})
     w = None if weights is None else [float(x) for x in np.asarray(weights) / np.sum(weights)]
     profiles = {m.get("profile") for m in ms}

@@ -119,8 +119,7 @@ def evaluate_reference(model_name: str, ds: PreparedDataset, *, crop_faces: bool
                      latency_ms=cost.measure_latency(cpu_model, size))
     metrics["cost"] = costs
 
-    run_id = run_id or (f"{ds.name}-{model_name}{'-faces' if crop_faces else ''}-"
-                        f"{datetime.now().strftime('%Y%m%d-%H%M%S')}")
+    run_id = run_id or store.new_run_id(f"{ds.name}-{model_name}{'-faces' if crop_faces else ''}")
     val, test = metrics.get("val", {}), metrics.get("test", {})
     labels = [classes[i] for i in cache.labels]
     manifest = {

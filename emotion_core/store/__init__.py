@@ -36,6 +36,7 @@ from emotion_core.store.runs import (
     list_runs,
     load_run,
     load_weights,
+    new_run_id,
     save_run,
     split_hash,
     update_run_manifest,
@@ -49,7 +50,7 @@ __all__ = [
     "save_dataset_table", "save_report", "atomic_path", "publish_dir", "read_csv", "read_json",
     "write_csv", "write_json", "write_png", "HISTORY_COLUMNS", "LEADERBOARD_COLUMNS",
     "BrokenRunError", "ReadOnlyRunError", "RunRecord", "delete_run", "git_commit", "list_runs",
-    "load_run", "load_weights", "save_run", "split_hash", "update_run_manifest",
+    "load_run", "load_weights", "new_run_id", "save_run", "split_hash", "update_run_manifest",
     "update_run_metrics",
     "write_leaderboard",
 ]

@@ -124,6 +124,11 @@ def is_bundled(run_id: str) -> bool:
     return (bundled_dir() / checked("run id", run_id) / MANIFEST).is_file()
 
 
+def run_reservation(run_id: str) -> Path:
+    """The hidden marker that holds a new run's id while it trains (runs.new_run_id)."""
+    return runs_dir() / f".{checked('run id', run_id)}.reserved"
+
+
 def run_dir(run_id: str) -> Path:
     """A run's folder: a bundled release model's, or else the user's runs folder's."""
     if is_bundled(run_id):

@@ -8,11 +8,13 @@ temporary name and renamed whole, so a run is either complete or absent.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import shutil
 import subprocess
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -135,6 +137,26 @@ class BrokenRunError(RuntimeError):
     """A run folder that is missing a file or holds an unreadable one."""
 
 
+def new_run_id(prefix: str, *, when: datetime | None = None) -> str:
+    """A new run's id, `<prefix>-<YYYYmmdd-HHMMSS>`, with -2, -3, ... appended while a run (or a
+    run still training, in this process or another) holds it, so two runs started in the same
+    second never replace each other. The id is held by a marker file created exclusively
+    (`paths.run_reservation`), which save_run removes; one left by a crash holds only its own
+    second's id."""
+    stamp = (when or datetime.now()).strftime("%Y%m%d-%H%M%S")
+    paths.runs_dir().mkdir(parents=True, exist_ok=True)
+    for n in itertools.count(1):
+        run_id = f"{prefix}-{stamp}" + (f"-{n}" if n > 1 else "")
+        if paths.run_dir(run_id).exists():
+            continue
+        try:
+            os.close(os.open(paths.run_reservation(run_id), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            continue
+        return run_id
+    raise AssertionError("unreachable")
+
+
 def save_run(run_id: str, *, manifest: Mapping[str, Any], metrics: Mapping[str, Any],
              history: pd.DataFrame, confusion: pd.DataFrame, predictions: pd.DataFrame,
              state_dict: Mapping[str, Any] | None = None) -> Path:
@@ -168,6 +190,7 @@ def save_run(run_id: str, *, manifest: Mapping[str, Any], metrics: Mapping[str, 
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    paths.run_reservation(run_id).unlink(missing_ok=True)  # the folder holds the id now
     return final
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -299,11 +298,10 @@ def fit(model_name: str, ds: PreparedDataset, config: TrainConfig, *, run_id: st
         checkpoint.set_rng_state(ckpt.tensors, ckpt.extra["rng"])
         say(f"resuming {state.run_id} after epoch {state.epoch}")
     else:
-        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        state = RunState(run_id=run_id or f"{ds.name}-{kind}-{stamp}", model=model_name,
-                         config=config.to_dict(),
+        fresh = store.new_run_id(f"{ds.name}-{kind}") if rt.info.is_main and not run_id else ""
+        state = RunState(run_id=run_id or fresh, model=model_name, config=config.to_dict(),
                          plan=plan_run(model, split, config, pretrained, rt.info.world_size))
-    state.run_id = distributed.broadcast_str(run_id or state.run_id, rt.info)
+    state.run_id = distributed.broadcast_str(run_id or state.run_id, rt.info)  # rank 0's id
     if not resume and rt.info.is_main:
         checkpoint.clear(work)
     main = rt.info.is_main
