@@ -214,3 +214,16 @@ def test_cli_face_framing_is_checked_used_for_the_cache_and_recorded(tmp_path: P
     assert (manifest["recipe"]["face_margin"], manifest["recipe"]["face_fit"]) == (0.5, "pad")
     caches = [store.read_json(p) for p in store.paths.root().glob(f"cache/*/{store.paths.CACHE_META}")]
     assert [(c["face_margin"], c["face_fit"]) for c in caches if c["crop_faces"]] == [(0.5, "pad")]
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--ema", "1.5"], "must be in (0, 1)"),
+    (["--ema", "0.99", "--recipe", "probe"], "drop --ema"),  # the probe takes no steps to average
+    (["--mixup", "-0.5"], "must be >= 0"),
+    (["--mixup", "0.2", "--recipe", "probe"], "drop --mixup"),  # nor mixes pictures
+])
+def test_cli_refuses_a_recipe_option_it_cannot_apply(tmp_path: Path, capsys, extra, message):
+    folder = tiny_shapes.make_folder(tmp_path / "tiny")
+    rc = train_cli.main(["--data", str(folder), "--models", "mobilenet_v2", "--quiet", *extra])
+    assert rc == 2 and message in capsys.readouterr().err
+    assert not store.list_runs()[0]
