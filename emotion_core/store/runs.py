@@ -147,14 +147,18 @@ def new_run_id(prefix: str, *, when: datetime | None = None) -> str:
     paths.runs_dir().mkdir(parents=True, exist_ok=True)
     for n in itertools.count(1):
         run_id = f"{prefix}-{stamp}" + (f"-{n}" if n > 1 else "")
-        if paths.run_dir(run_id).exists():
-            continue
-        try:
-            os.close(os.open(paths.run_reservation(run_id), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-        except FileExistsError:
-            continue
-        return run_id
-    raise AssertionError("unreachable")
+        if not paths.run_dir(run_id).exists() and _reserve(paths.run_reservation(run_id)):
+            return run_id
+    raise AssertionError("itertools.count never ends")
+
+
+def _reserve(marker: Path) -> bool:
+    """Create `marker` unless it exists (atomic across processes); True if this call made it."""
+    try:
+        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+    except FileExistsError:
+        return False
+    return True
 
 
 def save_run(run_id: str, *, manifest: Mapping[str, Any], metrics: Mapping[str, Any],

@@ -32,7 +32,6 @@ from emotion_core.data.prepare import PreparedDataset
 from emotion_core.data.transforms import AugmentConfig
 from emotion_core.training import checkpoint, distributed, ema, mixup, planner, sampling
 from emotion_core.training.config import TrainConfig
-from emotion_core.training.mixup import Mixer
 from emotion_core.training.planner import Phase
 from emotion_core.training.probe import run_probe
 from emotion_core.training.progress import EventLog, Reporter, start_wandb
@@ -86,7 +85,7 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.opt
                     desc: str = "train", show: bool = True,
                     on_batch: Callable[[int], None] | None = None,
                     on_step: Callable[[], None] | None = None,
-                    mixer: Mixer | None = None) -> dict[str, float]:
+                    mixer: mixup.Mixer | None = None) -> dict[str, float]:
     """One pass over `loader`, stepping the scheduler per batch; returns loss/correct sums.
     `on_step()` runs after each optimizer step (the weights' moving average), `on_batch(n)`
     after the n-th batch (progress events). With a `mixer` (--mixup) each batch is mixed with a
@@ -160,7 +159,7 @@ def run_epoch(setup: Setup, net: nn.Module, optimizer: torch.optim.Optimizer, sc
     setup.reporter.epoch_started(epoch, config.epochs, phase.name, steps)
     averaged = setup.ema
     on_step = None if averaged is None else (lambda: averaged.update_parameters(setup.model))
-    mixer = (Mixer(config.mixup, seed=config.seed, epoch=epoch, rank=rt.info.rank)
+    mixer = (mixup.Mixer(config.mixup, seed=config.seed, epoch=epoch, rank=rt.info.rank)
              if config.mixup else None)
     sums = train_one_epoch(net, setup.criterion, optimizer, loader, rt.device, scheduler,
                            amp=rt.amp, channels_last=rt.channels_last,

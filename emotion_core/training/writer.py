@@ -59,7 +59,8 @@ class RunContext:
         lr), the plan and its budget."""
         p, c = self.plan, self.config
         return {"name": c.recipe, "label_smoothing": c.label_smoothing,
-                "layer_decay": c.layer_decay, "ema": c.ema, "mixup": c.mixup, "tta_flip": c.tta_flip, "crop_faces": c.crop_faces,
+                "layer_decay": c.layer_decay, "ema": c.ema, "mixup": c.mixup,
+                "tta_flip": c.tta_flip, "crop_faces": c.crop_faces,
                 "face_margin": c.face_margin if c.crop_faces else None,
                 "face_fit": c.face_fit if c.crop_faces else None,
                 "set_sampling": c.set_sampling, "refit": c.refit, "scale_jitter": c.scale_jitter,
