@@ -94,6 +94,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--face-fit", choices=faces.FACE_FITS, default=None, dest="face_fit",
                    help="with --crop-faces: where the crop square meets the picture's edge, shift "
                         "it inside (default) or pad with black (runs before this option)")
+    p.add_argument("--align-faces", action="store_true", default=None, dest="face_align",
+                   help="with --crop-faces: turn each face until its eyes are level (MTCNN's "
+                        "eye landmarks) before cutting it, in training, evaluation and Predict")
     p.add_argument("--set-sampling", choices=sampling.SET_SAMPLINGS, default=None, dest="set_sampling",
                    help="several --data sets: each set's share of an epoch, proportional to its "
                         "size (default), to its square root, or equal (training/sampling.py)")
@@ -141,6 +144,7 @@ def load_data(paths: list[str], name: str | None, config: TrainConfig, info: Dis
         ds = combine(sets)
         return ds, build_cache(ds, config.image_size, crop_faces=config.crop_faces,
                                face_margin=config.face_margin, face_fit=config.face_fit,
+                               face_align=config.face_align,
                                progress=progress and info.is_main)
     folder = folders[0]
     if cache_export.is_export(folder):
@@ -154,6 +158,7 @@ def load_data(paths: list[str], name: str | None, config: TrainConfig, info: Dis
                              progress=progress and info.is_main)
             cache = build_cache(ds, config.image_size, crop_faces=config.crop_faces,
                                face_margin=config.face_margin, face_fit=config.face_fit,
+                               face_align=config.face_align,
                                 progress=progress and info.is_main)
         distributed.barrier(info)
     return ds, cache
@@ -193,6 +198,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         image_size=args.image_size, recipe=args.recipe, layer_decay=args.layer_decay,
         label_smoothing=args.label_smoothing, ema=args.ema, mixup=args.mixup, tta_flip=args.tta_flip,
         crop_faces=args.crop_faces, face_margin=args.face_margin, face_fit=args.face_fit,
+        face_align=args.face_align,
         set_sampling=args.set_sampling,
         scale_jitter=args.scale_jitter, shift_jitter=args.shift_jitter, seed=args.seed, lr=args.lr,
         finetune_lr=args.finetune_lr, refit=args.refit or None,
@@ -216,9 +222,10 @@ def check_refit(args: argparse.Namespace, config: TrainConfig) -> None:
 
 def check_face_framing(args: argparse.Namespace, config: TrainConfig) -> None:
     """Refuse a margin that crops nothing sensible, or a framing flag without face crops."""
-    if (args.face_margin is not None or args.face_fit is not None) and not config.crop_faces:
-        raise ValueError("--face-margin and --face-fit need --crop-faces (whole pictures have "
-                         "no face box)")
+    if (args.face_margin is not None or args.face_fit is not None
+            or args.face_align is not None) and not config.crop_faces:
+        raise ValueError("--face-margin, --face-fit and --align-faces need --crop-faces (whole "
+                         "pictures have no face box)")
     if not 0.0 <= config.face_margin <= faces.MAX_MARGIN:
         raise ValueError(f"--face-margin must be in [0, {faces.MAX_MARGIN:g}], got "
                          f"{config.face_margin:g}")
@@ -228,19 +235,21 @@ def framing_of_export(meta: dict, config: TrainConfig, args: argparse.Namespace)
     """An export's pictures were cut when it was packed: the run records that framing (so
     evaluation and Predict cut faces the same way), and a conflicting flag is refused."""
     packed = faces.crop_spec({"config": {key: meta.get(key) for key in
-                                         ("crop_faces", "face_margin", "face_fit")}})
+                                         ("crop_faces", "face_margin", "face_fit", "face_align")}})
     if packed is None:
         if config.crop_faces:
             raise ValueError("--crop-faces: this export holds whole pictures; pack it with "
                              "`python -m scripts.gpu.pack_remote ... --crop-faces`")
         return config
     asked = {"--face-margin": (args.face_margin, packed.margin),
-             "--face-fit": (args.face_fit, packed.fit)}
+             "--face-fit": (args.face_fit, packed.fit),
+             "--align-faces": (args.face_align, packed.align)}
     for flag, (value, have) in asked.items():
         if value is not None and value != have:
             raise ValueError(f"{flag} {value}: this export's faces were cut with {have}; pack "
                              f"it again with that {flag}")
-    return config.override(crop_faces=True, face_margin=packed.margin, face_fit=packed.fit)
+    return config.override(crop_faces=True, face_margin=packed.margin, face_fit=packed.fit,
+                           face_align=packed.align)
 
 
 def train_all(args: argparse.Namespace, info: DistInfo, events: EventLog,

@@ -124,7 +124,8 @@ def _boxes(split: pd.DataFrame) -> np.ndarray:
 
 
 def cache_key(ds: PreparedDataset, size: int, *, crop_faces: bool = False,
-              face_margin: float = faces.DEFAULT_MARGIN, face_fit: str = faces.LEGACY_FIT) -> str:
+              face_margin: float = faces.DEFAULT_MARGIN, face_fit: str = faces.LEGACY_FIT,
+              face_align: bool = False) -> str:
     """Readable, content-addressed cache name: `<dataset>-<size>px[-faces]-<hash>`."""
     split = _split_rows(ds)
     root = Path(ds.root)
@@ -134,7 +135,8 @@ def cache_key(ds: PreparedDataset, size: int, *, crop_faces: bool = False,
                          "classes": list(ds.classes),
                          # only a non-legacy fit enters the key: older caches keep their names
                          **({"fit": face_fit} if crop_faces and face_fit != faces.LEGACY_FIT
-                            else {})}).encode())
+                            else {}),
+                         **({"align": True} if crop_faces and face_align else {})}).encode())
     boxes = _boxes(split)
     for i, (rel, label, subset) in enumerate(split[["rel", "label", "subset"]].itertuples(index=False)):
         try:
@@ -150,12 +152,12 @@ def cache_key(ds: PreparedDataset, size: int, *, crop_faces: bool = False,
 
 def decode_resized(path: Path, size: int, box: Sequence[float] | None = None,
                    face_margin: float = faces.DEFAULT_MARGIN,
-                   face_fit: str = faces.LEGACY_FIT) -> np.ndarray:
-    """The cache's per-image recipe: load_rgb, optional face crop, resize_square."""
+                   face_fit: str = faces.LEGACY_FIT, face_align: bool = False) -> np.ndarray:
+    """The cache's per-image recipe: load_rgb, optional face crop (faces.CropSpec), resize_square."""
     rgb = load_rgb(path)
     if box is not None and np.all(np.isfinite(box)) and box[2] > 0 and box[3] > 0:
         x, y, w, h = (int(round(v)) for v in box)
-        rgb = faces.crop_face(rgb, faces.FaceBox(x, y, w, h), margin=face_margin, fit=face_fit)
+        rgb = faces.CropSpec(face_margin, face_fit, face_align).cut(rgb, faces.FaceBox(x, y, w, h))
     return resize_square(rgb, size)
 
 
@@ -200,15 +202,17 @@ def write_cache(final: Path, meta: dict[str, Any], labels: np.ndarray,
 
 def build_cache(ds: PreparedDataset, size: int, *, crop_faces: bool = False,
                 face_margin: float = faces.DEFAULT_MARGIN, face_fit: str = faces.LEGACY_FIT,
-                progress: bool = True) -> DecodedCache:
+                face_align: bool = False, progress: bool = True) -> DecodedCache:
     """Decode every image of `ds.split` once into a memmapped cache, or reuse the matching one.
 
     `ds` is a data.PreparedDataset (name, root, classes, split with rel/label/subset and, for
-    crop_faces, face boxes fx/fy/fw/fh; images without a box keep the centre crop).
+    crop_faces, face boxes fx/fy/fw/fh; images without a box keep the centre crop). face_align:
+    each face turned until its eyes are level before it is cut (faces.CropSpec).
     """
     if int(size) < 8:
         raise CacheError(f"cache image size must be at least 8 px, got {size}")
-    key = cache_key(ds, size, crop_faces=crop_faces, face_margin=face_margin, face_fit=face_fit)
+    key = cache_key(ds, size, crop_faces=crop_faces, face_margin=face_margin, face_fit=face_fit,
+                    face_align=face_align)
     final = store.paths.cache_dir(key)
     if (final / store.paths.CACHE_META).exists():
         return DecodedCache.open(final)
@@ -221,7 +225,7 @@ def build_cache(ds: PreparedDataset, size: int, *, crop_faces: bool = False,
     def one(i: int) -> np.ndarray:
         try:
             return decode_resized(root / rels[i], size, None if boxes is None else boxes[i],
-                                  face_margin, face_fit)
+                                  face_margin, face_fit, face_align)
         except (ValueError, OSError) as exc:  # ImageDecodeError is a ValueError
             failures.append(f"{rels[i]}: {exc}")
             return np.zeros((size, size, 3), np.uint8)
@@ -234,7 +238,8 @@ def build_cache(ds: PreparedDataset, size: int, *, crop_faces: bool = False,
 
     meta = {"key": key, "format_version": CACHE_FORMAT_VERSION, "name": ds.name,
             "root": str(root), "size": int(size), "crop_faces": bool(crop_faces),
-            "face_margin": float(face_margin), "face_fit": face_fit, "classes": list(ds.classes), "rels": rels,
+            "face_margin": float(face_margin), "face_fit": face_fit,
+            "face_align": bool(crop_faces and face_align), "classes": list(ds.classes), "rels": rels,
             "subsets": split["subset"].astype(str).tolist(),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     return write_cache(final, meta, labels, fill)

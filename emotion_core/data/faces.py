@@ -10,9 +10,10 @@ a face is flagged `face_crop` (never silently used whole). Numbers: docs/data.md
 """
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import cv2
@@ -44,7 +45,8 @@ _warned: list[str] = []  # the fallback warning, once per process
 class FaceBox:
     """A face rectangle in pixel coordinates of the original image.
 
-    score: MTCNN's face probability, or the Haar cascade's weight; detector: which one found it.
+    score: MTCNN's face probability, or the Haar cascade's weight; detector: which one found it;
+    eyes: (x, y) of the eye on the picture's left, then of the other (`with_eyes`), or None.
     """
 
     x: int
@@ -53,6 +55,7 @@ class FaceBox:
     h: int
     score: float = 0.0
     detector: str = ""
+    eyes: tuple[float, float, float, float] | None = None
 
     @property
     def area(self) -> int:
@@ -155,13 +158,21 @@ def detect_faces(rgb: np.ndarray, *, detector: str | None = None) -> list[FaceBo
 
 @dataclass(frozen=True)
 class CropSpec:
-    """How a run cuts faces: the margin around the box and how the square meets the edge."""
+    """How a run cuts faces: the margin around the box, how the square meets the edge, and
+    whether the face is turned upright first (eyes level, `--align-faces`)."""
 
     margin: float = DEFAULT_MARGIN
     fit: str = LEGACY_FIT
+    align: bool = False
 
-    def cut(self, rgb: np.ndarray, box: FaceBox) -> np.ndarray:
-        return crop_face(rgb, box, self.margin, fit=self.fit)
+    def cut(self, img: np.ndarray, box: FaceBox) -> np.ndarray:
+        """The face of `img` cut this way. With align, the eyes come from `box.eyes` when set
+        (a mask is cut with its picture's eyes), else from `img` itself."""
+        if self.align:
+            box = box if box.eyes is not None else with_eyes(img, box)
+            if box.eyes is not None:
+                return level_face(img, box, self.margin, fit=self.fit)
+        return crop_face(img, box, self.margin, fit=self.fit)
 
 
 DEFAULT_CROP = CropSpec(DEFAULT_MARGIN, DEFAULT_FIT)
@@ -179,7 +190,7 @@ def crop_spec(manifest: Mapping[str, Any]) -> CropSpec | None:
         return None
     margin = config.get("face_margin")
     return CropSpec(DEFAULT_MARGIN if margin is None else float(margin),
-                    str(config.get("face_fit") or LEGACY_FIT))
+                    str(config.get("face_fit") or LEGACY_FIT), bool(config.get("face_align")))
 
 
 def largest_face(rgb: np.ndarray) -> FaceBox | None:
@@ -201,7 +212,10 @@ def as_trained(rgb: np.ndarray, manifest: Mapping[str, Any], *,
     `scripts.explain` and faithfulness scoring show runs their pictures through this."""
     spec = crop_spec(manifest)
     box = None if spec is None else (find or largest_face)(rgb)
-    return (rgb, None) if spec is None or box is None else (spec.cut(rgb, box), (spec, box))
+    if spec is None or box is None:
+        return rgb, None
+    box = with_eyes(rgb, box) if spec.align else box  # the Cut carries them to masks
+    return spec.cut(rgb, box), (spec, box)
 
 
 def crop_face(rgb: np.ndarray, box: FaceBox, margin: float = DEFAULT_MARGIN, *,
@@ -215,22 +229,64 @@ def crop_face(rgb: np.ndarray, box: FaceBox, margin: float = DEFAULT_MARGIN, *,
     inside a black frame.
     """
     img = np.asarray(rgb)
+    x0, y0, side = _square_window(box, margin, fit, *img.shape[:2])
+    if fit == "inside":
+        return img[y0:y0 + side, x0:x0 + side].copy()
+    x1, y1 = x0 + side, y0 + side
+    H, W = img.shape[:2]
+    out = np.zeros((side, side) + img.shape[2:], dtype=img.dtype)
+    sx0, sy0, sx1, sy1 = max(x0, 0), max(y0, 0), min(x1, W), min(y1, H)
+    if sx1 > sx0 and sy1 > sy0:
+        out[sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] = img[sy0:sy1, sx0:sx1]
+    return out
+
+
+def _square_window(box: FaceBox, margin: float, fit: str, H: int, W: int) -> tuple[int, int, int]:
+    """The crop square (x0, y0, side) around `box` in an H x W picture (see `crop_face`)."""
     if box.w <= 0 or box.h <= 0:
         raise ValueError(f"cannot crop an empty face box {box}")
     if fit not in FACE_FITS:
         raise ValueError(f"face fit must be one of {', '.join(FACE_FITS)}, got {fit!r}")
     side = int(round(max(box.w, box.h) * (1.0 + 2.0 * margin)))
     cx, cy = box.x + box.w / 2.0, box.y + box.h / 2.0
-    H, W = img.shape[:2]
     if fit == "inside":
         side = max(1, min(side, H, W))
-        x0 = min(max(int(round(cx - side / 2.0)), 0), W - side)
-        y0 = min(max(int(round(cy - side / 2.0)), 0), H - side)
-        return img[y0:y0 + side, x0:x0 + side].copy()
-    x0, y0 = int(round(cx - side / 2.0)), int(round(cy - side / 2.0))
-    x1, y1 = x0 + side, y0 + side
-    out = np.zeros((side, side) + img.shape[2:], dtype=img.dtype)
-    sx0, sy0, sx1, sy1 = max(x0, 0), max(y0, 0), min(x1, W), min(y1, H)
-    if sx1 > sx0 and sy1 > sy0:
-        out[sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] = img[sy0:sy1, sx0:sx1]
-    return out
+        return (min(max(int(round(cx - side / 2.0)), 0), W - side),
+                min(max(int(round(cy - side / 2.0)), 0), H - side), side)
+    return int(round(cx - side / 2.0)), int(round(cy - side / 2.0)), side
+
+
+def with_eyes(rgb: np.ndarray, box: FaceBox) -> FaceBox:
+    """`box` with its eyes found by MTCNN's O-Net (`mtcnn.landmarks`), whichever detector found
+    the box. Without the facenet-pytorch wheel: `box` unchanged (the face is cut as it is), with
+    the detector's one-time warning."""
+    if detector_name() != "mtcnn":
+        return box
+    img = np.asarray(rgb)
+    img = img if img.ndim == 3 else cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
+    pts = mtcnn.landmarks(img, box.x, box.y, box.w, box.h)
+    return replace(box, eyes=(float(pts[0, 0]), float(pts[0, 1]), float(pts[1, 0]),
+                              float(pts[1, 1])))
+
+
+def roll_degrees(box: FaceBox) -> float:
+    """How far the line through the eyes turns from level, in degrees (positive: the eye on
+    the picture's right is lower)."""
+    lx, ly, rx, ry = box.eyes or (0.0, 0.0, 1.0, 0.0)
+    return math.degrees(math.atan2(ry - ly, rx - lx))
+
+
+def level_face(img: np.ndarray, box: FaceBox, margin: float = DEFAULT_MARGIN, *,
+               fit: str = LEGACY_FIT) -> np.ndarray:
+    """The crop of `crop_face`, from the picture turned about the eyes' midpoint until they are
+    level (bilinear; black where the turned picture does not reach). Only the crop square is
+    resampled: large photos cost what their face does."""
+    if box.eyes is None:
+        raise ValueError("level_face needs a box with eyes (faces.with_eyes)")
+    arr = np.asarray(img)
+    x0, y0, side = _square_window(box, margin, fit, *arr.shape[:2])
+    lx, ly, rx, ry = box.eyes
+    m = cv2.getRotationMatrix2D(((lx + rx) / 2.0, (ly + ry) / 2.0), roll_degrees(box), 1.0)
+    m[:, 2] -= (x0, y0)
+    return cv2.warpAffine(arr, m, (side, side), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)

@@ -58,7 +58,8 @@ _SPECS = {
 
 
 class _Net(nn.Module):
-    """P-, R- or O-Net: returns (box regression, face probability); landmarks are not used."""
+    """P-, R- or O-Net: returns (box regression, face probability); O-Net's third head, five
+    landmarks, is read by `landmarks`."""
 
     def __init__(self, kind: str) -> None:
         super().__init__()
@@ -70,13 +71,18 @@ class _Net(nn.Module):
             if "_" not in name:
                 setattr(self, "prelu" + name[-1], nn.PReLU(cout))
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The shared trunk's output, which every head reads."""
         for i, name in enumerate(self.trunk):
             if name.startswith("dense") and x.dim() == 4:
                 x = x.permute(0, 3, 2, 1).reshape(len(x), -1)  # facenet-pytorch's flatten order
             x = getattr(self, "prelu" + name[-1])(getattr(self, name)(x))
             if i < 3 and self.pools[i]:
                 x = F.max_pool2d(x, self.pools[i], 2, ceil_mode=True)
+        return x
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.features(x)
         prob, reg = (getattr(self, n)(x) for n in self.heads)
         return reg, F.softmax(prob, dim=1)
 
@@ -166,3 +172,23 @@ def detect(rgb: np.ndarray, min_face: float, min_score: float = MIN_SCORE) -> np
             b = _regress(b, reg)
             b = b[_nms(b, 0.7, "min")]
     return b[b[:, 4] >= min_score]
+
+
+@torch.inference_mode()
+def landmarks(rgb: np.ndarray, x: int, y: int, w: int, h: int) -> np.ndarray:
+    """O-Net's five points for the face in the box (x, y, w, h) of an HxWx3 uint8 RGB image, as
+    5 x 2 pixel coordinates: the eye on the picture's left, the other eye, the nose tip, the
+    mouth's left and right corners. O-Net reads the box's square about its centre (black beyond
+    the image) at 48 px, as in the cascade's last stage."""
+    side = max(int(w), int(h), 1)
+    x0, y0 = int(round(x + w / 2 - side / 2)), int(round(y + h / 2 - side / 2))
+    H, W = rgb.shape[:2]
+    square = np.zeros((side, side, 3), np.uint8)
+    sx0, sy0, sx1, sy1 = max(x0, 0), max(y0, 0), min(x0 + side, W), min(y0 + side, H)
+    if sx1 > sx0 and sy1 > sy0:
+        square[sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] = rgb[sy0:sy1, sx0:sx1, :3]
+    im = cv2.resize(square.astype(np.float32), (48, 48), interpolation=cv2.INTER_AREA)
+    t = (torch.from_numpy(im)[None].permute(0, 3, 1, 2) - 127.5) * 0.0078125
+    onet = networks()["onet"]
+    p = onet.dense6_3(onet.features(t))[0].numpy().astype(np.float64)
+    return np.stack([x0 + p[:5] * side, y0 + p[5:] * side], 1)

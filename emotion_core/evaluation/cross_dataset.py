@@ -40,7 +40,8 @@ def run_probs(run_id: str, ds: PreparedDataset, rows: np.ndarray, *,
     spec = faces.crop_spec(manifest)  # the framing the run was trained on
     cache = build_cache(ds, int(manifest["image_size"]), crop_faces=spec is not None,
                         **({} if spec is None else {"face_margin": spec.margin,
-                                                    "face_fit": spec.fit}),
+                                                    "face_fit": spec.fit,
+                                                    "face_align": spec.align}),
                         progress=progress)
     loader = CachedLoader(cache, rows, 64, shuffle=False, aug=None, mean=manifest["mean"],
                           std=manifest["std"])

@@ -40,6 +40,7 @@ class TrainConfig:
     shift_jitter: float = 0.0  # with augment: shift it by U(-s, s) of the side per axis (0 = off)
     crop_faces: bool = False  # train on face crops from the prepared face boxes
     face_margin: float = 0.25  # with crop_faces: the box grows by this fraction of its side on each side (faces.DEFAULT_MARGIN)
+    face_align: bool = False  # with crop_faces: turn each face until its eyes are level before cutting it (faces.CropSpec)
     face_fit: str = "inside"  # (faces.DEFAULT_FIT) with crop_faces: the crop square stays inside the picture ("inside") or is padded black ("pad"; faces.FACE_FITS)
     pretrained: bool = True  # ask for pretrained weights; offline, models without any get scratch (warned, in the manifest)
     tiny: bool = False  # minimal model configs (tests and --dry-run)

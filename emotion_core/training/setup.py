@@ -75,6 +75,7 @@ def make_split(ds: PreparedDataset, config: TrainConfig, cache: DecodedCache | N
             if rt.info.is_main == rank_turn:
                 cache = build_cache(ds, config.image_size, crop_faces=config.crop_faces,
                                     face_margin=config.face_margin, face_fit=config.face_fit,
+                                    face_align=config.face_align,
                                     progress=rt.show)
             distributed.barrier(rt.info)
     assert cache is not None

@@ -63,6 +63,7 @@ class RunContext:
                 "tta_flip": c.tta_flip, "crop_faces": c.crop_faces,
                 "face_margin": c.face_margin if c.crop_faces else None,
                 "face_fit": c.face_fit if c.crop_faces else None,
+                "face_align": c.face_align if c.crop_faces else None,
                 "set_sampling": c.set_sampling, "refit": c.refit, "scale_jitter": c.scale_jitter,
                 "shift_jitter": c.shift_jitter,
                 **(self.extra or {}),

@@ -34,7 +34,8 @@ def describe(spec: faces.CropSpec | None) -> str:
         return "no, whole pictures"
     edge = ("kept inside the picture" if spec.fit == "inside"
             else "padded with black beyond the picture's edge")
-    return f"the box grown by {spec.margin:g} of its side on each side, {edge}"
+    level = ", turned until the eyes are level" if spec.align else ""
+    return f"the box grown by {spec.margin:g} of its side on each side, {edge}{level}"
 
 
 def for_run(rgb: np.ndarray, manifest: Mapping[str, Any], *,

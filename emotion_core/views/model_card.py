@@ -53,6 +53,8 @@ def training_command(manifest: dict[str, Any]) -> str:
         args.append(f"--face-margin {crop.margin:g}")
     if crop is not None and crop.fit != faces.DEFAULT_FIT:  # runs before --face-fit: "pad"
         args.append(f"--face-fit {crop.fit}")
+    if crop is not None and crop.align:
+        args.append("--align-faces")
     return "python -m scripts.train " + " ".join(args)
 
 

@@ -57,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="with --crop-faces: the box grows by this fraction of its side per side")
     p.add_argument("--face-fit", choices=faces.FACE_FITS, default=faces.DEFAULT_FIT,
                    help="with --crop-faces: keep the square inside the picture or pad with black")
+    p.add_argument("--align-faces", action="store_true",
+                   help="with --crop-faces: turn each face until its eyes are level first")
     p.add_argument("--budget-mib", type=float, default=None, help="lower WebP quality to fit")
     p.add_argument("--weights", default="", help="comma-separated models whose weights travel")
     args = p.parse_args(argv)
@@ -66,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
                                      detect_faces=args.crop_faces) for d in args.data]
             ds = sets[0] if len(sets) == 1 else combine(sets)
             cache = data.build_cache(ds, args.size, crop_faces=args.crop_faces,
-                                     face_margin=args.face_margin, face_fit=args.face_fit)
+                                     face_margin=args.face_margin, face_fit=args.face_fit,
+                                     face_align=args.align_faces)
             dest = cache_export.export_dataset(ds, cache, args.out / "data" / ds.name,
                                                quality=args.quality, budget_mib=args.budget_mib)
             print(f"data: {dest} ({_mib(dest):.1f} MiB)")
