@@ -62,7 +62,8 @@ def test_a_damaged_bundled_weights_file_is_a_broken_run_not_a_crash():
 
 @pytest.mark.parametrize("more", [{}, {"set_sampling": "sqrt", "scale_jitter": 0.1,
                                         "shift_jitter": 0.08},
-                                  {"face_margin": 0.5, "face_fit": "pad"}, {"ema": 0.998},
+                                  {"face_margin": 0.5, "face_fit": "pad"},
+                                  {"face_align": True}, {"ema": 0.998},
                                   {"mixup": 0.2}])
 def test_the_model_cards_command_reproduces_the_runs_training_config(more):
     import shlex

@@ -204,16 +204,21 @@ def test_cli_face_framing_is_checked_used_for_the_cache_and_recorded(tmp_path: P
             "--ensemble", "none"]
     assert train_cli.main([*args, "--face-margin", "0.5"]) == 2  # no face crops to frame
     assert "need --crop-faces" in capsys.readouterr().err
+    assert train_cli.main([*args, "--align-faces"]) == 2
+    assert "need --crop-faces" in capsys.readouterr().err
     assert train_cli.main([*args, "--crop-faces", "--face-margin", "3"]) == 2
     assert "must be in [0, 2]" in capsys.readouterr().err
-    assert store.list_runs()[0] == []  # both refused before anything was trained
-    assert train_cli.main([*args, "--crop-faces", "--face-margin", "0.5", "--face-fit", "pad"]) == 0
+    assert store.list_runs()[0] == []  # all refused before anything was trained
+    assert train_cli.main([*args, "--crop-faces", "--face-margin", "0.5", "--face-fit", "pad",
+                           "--align-faces"]) == 0
     (rec,) = store.list_runs()[0]
     manifest = store.load_run(rec.run_id).manifest
-    assert data.faces.crop_spec(manifest) == data.faces.CropSpec(0.5, "pad")
-    assert (manifest["recipe"]["face_margin"], manifest["recipe"]["face_fit"]) == (0.5, "pad")
+    assert data.faces.crop_spec(manifest) == data.faces.CropSpec(0.5, "pad", True)
+    recipe = manifest["recipe"]
+    assert (recipe["face_margin"], recipe["face_fit"], recipe["face_align"]) == (0.5, "pad", True)
     caches = [store.read_json(p) for p in store.paths.root().glob(f"cache/*/{store.paths.CACHE_META}")]
-    assert [(c["face_margin"], c["face_fit"]) for c in caches if c["crop_faces"]] == [(0.5, "pad")]
+    assert [(c["face_margin"], c["face_fit"], c["face_align"]) for c in caches
+            if c["crop_faces"]] == [(0.5, "pad", True)]
 
 
 @pytest.mark.parametrize("extra, message", [
