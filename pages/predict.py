@@ -64,8 +64,8 @@ def answers_block(i: int, face: live.FacePrediction) -> None:
     st.subheader(f"Face {i}" if face.box is not None else "Whole image")
     c1, c2 = st.columns([1, 4])
     c1.image(face.crop, width=160, caption="crop fed to the models" if face.one_framing else
-             "crop fed to the first run (the others frame this face their own way: margin and "
-             "edge as each was trained)")
+             "crop fed to the first run (the others frame this face their own way: margin, "
+             "edge and turn as each was trained)")
     short = live.chart_names(face)
     with c2:
         for p in live.answers(face):
