@@ -241,9 +241,11 @@ def framing_of_export(meta: dict, config: TrainConfig, args: argparse.Namespace)
             raise ValueError("--crop-faces: this export holds whole pictures; pack it with "
                              "`python -m scripts.gpu.pack_remote ... --crop-faces`")
         return config
+    if args.face_align and not packed.align:
+        raise ValueError("--align-faces: this export's faces were cut as they lean; pack it "
+                         "again with --align-faces")
     asked = {"--face-margin": (args.face_margin, packed.margin),
-             "--face-fit": (args.face_fit, packed.fit),
-             "--align-faces": (args.face_align, packed.align)}
+             "--face-fit": (args.face_fit, packed.fit)}
     for flag, (value, have) in asked.items():
         if value is not None and value != have:
             raise ValueError(f"{flag} {value}: this export's faces were cut with {have}; pack "

@@ -209,6 +209,9 @@ def test_inside_fit_shifts_the_square_off_the_edge_and_equals_pad_away_from_it()
     ({"config": {"crop_faces": True, "face_margin": 0.5, "face_fit": "inside"}},
      CropSpec(0.5, "inside")),
     ({"crop_faces": True, "config": {}}, CropSpec(0.25, "pad")),  # a bundled manifest's copy
+    ({"config": {"crop_faces": True, "face_fit": "inside", "face_align": True}},
+     CropSpec(0.25, "inside", True)),
+    ({"config": {"crop_faces": False, "face_align": True}}, None),  # nothing to turn
 ])
 def test_crop_spec_reads_a_runs_framing(manifest, expected):
     assert crop_spec(manifest) == expected

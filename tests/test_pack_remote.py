@@ -108,6 +108,13 @@ def test_a_run_on_a_packed_export_records_the_framing_its_faces_were_cut_with(tm
     assert train_cli.main(["--data", whole, *run, "--crop-faces"]) == 2
     assert "holds whole pictures" in capsys.readouterr().err
     assert store.list_runs()[0] == []
+    assert train_cli.main(["--data", crops, *run, "--crop-faces", "--align-faces"]) == 2
+    assert "pack it again with --align-faces" in capsys.readouterr().err
     assert train_cli.main(["--data", crops, *run, "--crop-faces"]) == 0
     (rec,) = store.list_runs()[0]
     assert faces.crop_spec(rec.manifest) == faces.CropSpec(0.5, "inside")
+    assert pack_remote.main(["--data", str(a), "--out", str(tmp_path / "turned"), "--size", "32",
+                             "--crop-faces", "--align-faces"]) == 0
+    assert train_cli.main(["--data", str(tmp_path / "turned" / "data" / "aset"), *run]) == 0
+    turned = [r for r in store.list_runs()[0] if r.run_id != rec.run_id]
+    assert [faces.crop_spec(r.manifest) for r in turned] == [faces.CropSpec(0.25, "inside", True)]

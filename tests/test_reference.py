@@ -187,10 +187,15 @@ def test_evaluate_reference_writes_a_complete_run(tmp_path: Path, fake_fer: Path
     framings = []
     real_cache = cross_dataset.build_cache
     monkeypatch.setattr(cross_dataset, "build_cache", lambda *a, **k: framings.append(
-        (k["crop_faces"], k.get("face_margin"), k.get("face_fit"))) or real_cache(*a, **k))
+        (k["crop_faces"], k.get("face_margin"), k.get("face_fit"), k.get("face_align")))
+        or real_cache(*a, **k))
     probs = run_probs(rid, ds, rows, progress=False)  # the run's own face crops and size
-    assert framings == [(True, 0.25, "inside")]
+    assert framings == [(True, 0.25, "inside", False)]
     np.testing.assert_allclose(probs, stored[[f"p_{c}" for c in ds.classes]].to_numpy(), atol=1e-5)
+    manifest_file = store.paths.run_dir(rid) / store.paths.MANIFEST
+    store.write_json(manifest_file, dict(m, config=dict(m["config"], face_align=True)))
+    run_probs(rid, ds, rows, progress=False)  # a run on turned faces is scored on turned faces
+    assert framings[-1] == (True, 0.25, "inside", True)
 
     board = store.write_leaderboard()
     assert board.set_index("run_id").loc[rid, "kind"] == "reference"
