@@ -61,10 +61,10 @@ def test_a_mask_is_turned_with_its_pictures_eyes(monkeypatch):
     img, drawn = _eyes_drawn(25.0)
     calls = []
 
-    def fake_landmarks(rgb, x, y, w, h):
-        calls.append((x, y, w, h))
+    def fake_landmarks(square):  # the box's square: 100 px from (50, 50)
+        calls.append(square.shape)
         lx, ly, rx, ry = drawn.eyes
-        return np.array([[lx, ly], [rx, ry], [100, 110], [80, 130], [120, 130]], float)
+        return np.array([[lx, ly], [rx, ry], [100, 110], [80, 130], [120, 130]], float) - 50
 
     monkeypatch.setattr(faces, "detector_name", lambda detector=None: "mtcnn")
     monkeypatch.setattr(mtcnn, "landmarks", fake_landmarks)

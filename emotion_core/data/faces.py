@@ -264,7 +264,9 @@ def with_eyes(rgb: np.ndarray, box: FaceBox) -> FaceBox:
         return box
     img = np.asarray(rgb)
     img = img if img.ndim == 3 else cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
-    pts = mtcnn.landmarks(img, box.x, box.y, box.w, box.h)
+    # O-Net reads the box's square about its centre, black beyond the picture
+    x0, y0, _ = _square_window(box, 0.0, "pad", *img.shape[:2])
+    pts = mtcnn.landmarks(crop_face(img[..., :3], box, 0.0, fit="pad")) + (x0, y0)
     return replace(box, eyes=(float(pts[0, 0]), float(pts[0, 1]), float(pts[1, 0]),
                               float(pts[1, 1])))
 

@@ -175,20 +175,13 @@ def detect(rgb: np.ndarray, min_face: float, min_score: float = MIN_SCORE) -> np
 
 
 @torch.inference_mode()
-def landmarks(rgb: np.ndarray, x: int, y: int, w: int, h: int) -> np.ndarray:
-    """O-Net's five points for the face in the box (x, y, w, h) of an HxWx3 uint8 RGB image, as
-    5 x 2 pixel coordinates: the eye on the picture's left, the other eye, the nose tip, the
-    mouth's left and right corners. O-Net reads the box's square about its centre (black beyond
-    the image) at 48 px, as in the cascade's last stage."""
-    side = max(int(w), int(h), 1)
-    x0, y0 = int(round(x + w / 2 - side / 2)), int(round(y + h / 2 - side / 2))
-    H, W = rgb.shape[:2]
-    square = np.zeros((side, side, 3), np.uint8)
-    sx0, sy0, sx1, sy1 = max(x0, 0), max(y0, 0), min(x0 + side, W), min(y0 + side, H)
-    if sx1 > sx0 and sy1 > sy0:
-        square[sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] = rgb[sy0:sy1, sx0:sx1, :3]
+def landmarks(square: np.ndarray) -> np.ndarray:
+    """O-Net's five points on a square HxHx3 uint8 RGB face crop (the detector's box), as 5 x 2
+    pixel coordinates of the square: the eye on the picture's left, the other eye, the nose
+    tip, the mouth's left and right corners. O-Net reads it at 48 px, as in the cascade's last
+    stage."""
     im = cv2.resize(square.astype(np.float32), (48, 48), interpolation=cv2.INTER_AREA)
     t = (torch.from_numpy(im)[None].permute(0, 3, 1, 2) - 127.5) * 0.0078125
     onet = networks()["onet"]
     p = onet.dense6_3(onet.features(t))[0].numpy().astype(np.float64)
-    return np.stack([x0 + p[:5] * side, y0 + p[5:] * side], 1)
+    return np.stack([p[:5], p[5:]], 1) * len(square)
