@@ -42,7 +42,9 @@ train() {  # train SECONDS MODEL [options]: one model, its own time limit
 }
 
 cnn="--epochs 14 --head-epochs 2 --lr 1e-3 --finetune-lr 3e-4 --patience 5"
-train 100 mobilenet_v2 $cnn
+# mixup joined the bundled MobileNetV2's recipe on CPU validation (docs/results.md#mixup), as did
+# faces turned upright, which the pack carries (pack_remote --align-faces)
+train 100 mobilenet_v2 $cnn --mixup 0.2
 train 80 efficientnet_lite0 $cnn
 if [ -f "$RF/weights/dinov2_small/model.safetensors" ] || [ "$smoke" = 1 ]; then
   train 110 dinov2_small --epochs 8 --head-epochs 1 --lr 1e-3 --finetune-lr 3e-4 \
@@ -101,7 +103,7 @@ pack_tables() {  # every run's tables (a reference set) and the bundled folders 
   rm -rf "$RF/reference"
   python3 -m scripts.gpu.export_reference --out "$RF/reference" --note "full profile on \
 $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1), face crops of \
-affectnet3+webfaces3 at 224 px (192 px WebP q75), flip TTA, label smoothing 0.1; \
+affectnet3+webfaces3 at 224 px (as the pack cut them: see each run's framing) (192 px WebP q75), flip TTA, label smoothing 0.1; \
 $(python3 -c 'import torch; print("torch", torch.__version__)')" >>"$log" 2>&1
   tar -czf "$out/runs.tar.gz" --exclude=weights.safetensors -C "$RF" reference \
     $(cd "$RF" && ls -d bundled 2>/dev/null)
