@@ -2,7 +2,7 @@
 
     python -m scripts.prepare_data --data DIR [--name NAME] [--detect-faces] [--drop-no-face]
                                    [--val-fraction F] [--test-fraction F] [--seed S] [--min-side PX]
-                                   [--no-eda]
+                                   [--subject-pattern REGEX] [--no-eda]
 
 Then writes the EDA tables and pictures (sample grids, mean face per class, batch-wise mean
 faces) under artifacts/datasets/<name>/eda/ for the app's Data page, from the decode-once cache
@@ -35,6 +35,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-fraction", type=float, default=0.15,
                    help="share of train carved out for testing when the dataset has no test split")
     p.add_argument("--seed", type=int, default=0, help="seed of the stratified val/test carve")
+    p.add_argument("--subject-pattern", default=None, metavar="REGEX",
+                   help="read the person each photo shows from its file name (the group named "
+                        "'subject', else the first group), so a carved val/test split takes whole "
+                        "people: e.g. '^(S\\d{3})_' for CK+, '^[AB]([FM]\\d{2})' for KDEF")
     p.add_argument("--min-side", type=int, default=32, help="images smaller than this are dropped")
     p.add_argument("--no-eda", action="store_true",
                    help="skip the EDA tables and pictures (sample grids, mean faces)")
@@ -53,6 +57,10 @@ def summarise(report: dict) -> str:
     lines.append("  issues: " + (", ".join(f"{k} {v}" for k, v in found.items()) or "none")
                  + f"; {report['dropped']} files dropped")
     lines.append(f"  test split: {report['test_source']}, validation split: {report['val_source']}")
+    if report.get("subjects"):
+        sub = report["subjects"]
+        lines.append(f"  subjects: {sub['subjects']} in {sub['files']} file names "
+                     f"({report['subject_pattern']}); carved splits take whole subjects")
     lines.append("  class weights: " + ", ".join(f"{c} {w:.3f}"
                                                  for c, w in report["class_weights"].items()))
     lines += [f"  WARNING: {w}" for w in report.get("warnings", [])]
@@ -71,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
                              val_fraction=args.val_fraction, test_fraction=args.test_fraction,
                              seed=args.seed,
                              min_side=args.min_side, progress=not args.quiet,
-                             drop_no_face=args.drop_no_face)
+                             drop_no_face=args.drop_no_face,
+                             subject_pattern=args.subject_pattern)
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -4,6 +4,7 @@
     images        robust decoding (CMYK, 16-bit, alpha, EXIF, bombs) to RGB uint8
     cleaning      duplicates, near duplicates, label conflicts (a report, never a deletion)
     prepare       index + clean + persisted split + class weights -> PreparedDataset
+    subjects      the person each photo shows, from its file name: splits by whole people
     faces         face detection (MTCNN in `mtcnn`, Haar fallback in `haar`) and square crops
     transforms    resize_square / model_input, the batched augmentation kernels
     cache         decode-once memmapped cache and its batch loader

@@ -32,9 +32,18 @@ from emotion_core.data.cleaning import (
 )
 from emotion_core.data.images import ImageDecodeError, read_image
 from emotion_core.data.layout import SPLITS, discover
+from emotion_core.data.subjects import (
+    carve_subjects,
+    compile_pattern,
+    shared_subjects,
+    subject_keys,
+)
 
 FACE_COLUMNS = ("fx", "fy", "fw", "fh")
 SPLIT_COLUMNS = ["rel", "label", "subset", "source_split", *FACE_COLUMNS]
+# prepare_dataset's options that decide the split, as the report stores them
+SPLIT_SETTINGS = ("val_fraction", "test_fraction", "seed", "min_side", "drop_no_face",
+                  "subject_pattern")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -102,12 +111,21 @@ def index_dataset(root: Path, files: pd.DataFrame, *, min_side: int = 32,
 # Split and weights
 
 
-def carve(rows: pd.DataFrame, fraction: float, seed: int, salt: str) -> np.ndarray:
+def carve(rows: pd.DataFrame, fraction: float, seed: int, salt: str,
+          subjects: pd.Series | None = None) -> np.ndarray:
     """Boolean mask over `rows` chosen for a held-out subset: stratified by label, seeded.
 
     Each class is shuffled on its own (seeded by seed, `salt` and class name), so adding files to
     one class never moves another class's files; a class keeps at least one row where it has two.
+    With `subjects` (aligned with `rows`, None where unknown), rows with a subject are carved as
+    whole subjects (`subjects.carve_subjects`) and the others by class as above.
     """
+    if subjects is not None:
+        known = subjects.notna().to_numpy()
+        mask = np.zeros(len(rows), dtype=bool)
+        mask[~known] = carve(rows[~known], fraction, seed, salt)
+        mask[known] = carve_subjects(subjects[known], fraction, seed, salt)
+        return mask
     mask = np.zeros(len(rows), dtype=bool)
     if fraction <= 0:
         return mask
@@ -188,10 +206,12 @@ MIN_TRAIN_PER_CLASS = 10  # fewer training images than this per class: trainable
 
 
 def assign_subsets(kept: pd.DataFrame, val_fraction: float, test_fraction: float,
-                   seed: int) -> tuple[pd.DataFrame, dict[str, str]]:
+                   seed: int, subjects: pd.Series | None = None
+                   ) -> tuple[pd.DataFrame, dict[str, str]]:
     """Subsets for the kept rows: a dataset's own val/test splits stay; a missing test split is
     carved from train first (so no reported test number comes from the set that picked the
-    epoch), then a missing val split. Copies never straddle subsets: cleaning kept one per group."""
+    epoch), then a missing val split. Copies never straddle subsets: cleaning kept one per group.
+    `subjects` (aligned with `kept`) makes the carve take whole subjects."""
     kept = kept.assign(subset=kept["source_split"])
     sources = {}
     for subset, fraction in (("test", test_fraction), ("val", val_fraction)):
@@ -199,7 +219,8 @@ def assign_subsets(kept: pd.DataFrame, val_fraction: float, test_fraction: float
             sources[subset] = "dataset"
             continue
         train_rows = kept[kept["subset"] == "train"]
-        chosen = carve(train_rows, fraction, seed, subset)
+        chosen = carve(train_rows, fraction, seed, subset,
+                       None if subjects is None else subjects.loc[train_rows.index])
         kept.loc[train_rows.index[chosen], "subset"] = subset
         sources[subset] = "carved" if chosen.any() else "none"
     order = kept["subset"].map({s: i for i, s in enumerate(SPLITS)})
@@ -236,14 +257,20 @@ def _detectors(index: pd.DataFrame) -> str:
 def prepare_dataset(root: Path, name: str | None = None, *, detect_faces: bool = False,
                     val_fraction: float = 0.2, test_fraction: float = 0.15, seed: int = 0,
                     min_side: int = 32, progress: bool = True,
-                    drop_no_face: bool = False) -> PreparedDataset:
-    """Index, clean, split and weigh a dataset; save it to the store; return it."""
+                    drop_no_face: bool = False,
+                    subject_pattern: str | None = None) -> PreparedDataset:
+    """Index, clean, split and weigh a dataset; save it to the store; return it.
+
+    `subject_pattern` reads the person each photo shows from its file name
+    (`data.subjects`), so carved val/test splits take whole people."""
     t0 = time.perf_counter()
     root = Path(root).resolve()
     name = check_name(name or root.name)
     for label, f in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
         if not 0.0 <= f < 1.0:
             raise ValueError(f"{label} must be in [0, 1), got {f}")
+    if subject_pattern is not None:
+        compile_pattern(subject_pattern)  # a bad pattern fails before the long indexing
     found = discover(root)
     index, thumbs = index_dataset(root, found.files, min_side=min_side, detect_faces=detect_faces,
                                   progress=progress)
@@ -253,8 +280,14 @@ def prepare_dataset(root: Path, name: str | None = None, *, detect_faces: bool =
                          ignore_index=True)
     index["group"] = result.group
     index["kept"] = result.keep
-    split, sources = assign_subsets(index[result.keep].copy(), val_fraction, test_fraction, seed)
+    kept = index[result.keep].copy()
+    keys = None if subject_pattern is None else subject_keys(kept["rel"].astype(str), subject_pattern)
+    split, sources = assign_subsets(kept, val_fraction, test_fraction, seed, keys)
     warnings = check_trainable(split, found.classes)
+    subject_info = None
+    if subject_pattern is not None:
+        subject_info, more = _subject_report(split, subject_pattern)
+        warnings += more
     warnings += [f"{len(v)} {what} skipped: {', '.join(v[:3])}{' ...' if len(v) > 3 else ''}"
                  for what, v in (("unreadable folder(s)", found.unreadable),
                                  ("symbolic link loop(s)", found.loops),
@@ -274,6 +307,7 @@ def prepare_dataset(root: Path, name: str | None = None, *, detect_faces: bool =
         "seed": seed, "min_side": min_side, "detect_faces": detect_faces,
         "face_detector": _detectors(index) if detect_faces else "",
         "drop_no_face": drop_no_face,
+        "subject_pattern": subject_pattern, "subjects": subject_info,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "timings": {"index_s": round(t_index, 2), "total_s": round(time.perf_counter() - t0, 2)},
     }
@@ -281,6 +315,24 @@ def prepare_dataset(root: Path, name: str | None = None, *, detect_faces: bool =
         store.save_dataset_table(name, table, df)
     store.save_report(name, report)
     return PreparedDataset(name=name, root=root, classes=classes, split=split, report=report)
+
+
+def _subject_report(split: pd.DataFrame, pattern: str) -> tuple[dict, list[str]]:
+    """How many files and subjects the pattern found, the subjects the dataset's own splits
+    share (a carve never adds one), and the warnings they call for."""
+    keys = subject_keys(split["rel"].astype(str), pattern)
+    shared = shared_subjects(split, keys)
+    info = {"files": int(keys.notna().sum()), "subjects": int(keys.nunique()),
+            "shared_across_subsets": len(shared), "shared_examples": shared[:10]}
+    warnings = []
+    if not info["files"]:
+        warnings.append(f"--subject-pattern {pattern!r} matched no file name: the split is by "
+                        f"file, as without it")
+    if shared:
+        warnings.append(f"{len(shared)} subject(s) appear in more than one of the dataset's own "
+                        f"splits (e.g. {', '.join(shared[:3])}): numbers on those splits are "
+                        f"not subject-independent")
+    return info, warnings
 
 
 def load_prepared(name: str) -> PreparedDataset:
@@ -303,13 +355,18 @@ def load_prepared(name: str) -> PreparedDataset:
 def open_folder(root: str | Path, name: str | None = None, *, detect_faces: bool = False,
                 progress: bool = True) -> PreparedDataset:
     """The prepared dataset of an image folder: the stored report when it was prepared from this
-    same folder (with face boxes, when `detect_faces` asks for them), otherwise prepare it now."""
+    same folder (with face boxes, when `detect_faces` asks for them), otherwise prepare it now.
+    Prepared again only to add face boxes, it keeps the stored split settings (fractions, seed,
+    subject pattern ...), so the split stays the one the user chose."""
     root = Path(root).expanduser().resolve()
     if not root.is_dir():
         raise FileNotFoundError(f"no such data folder: {root}")
     name = check_name(name or root.name)
+    settings = {}
     if store.is_prepared(name):
         ds = load_prepared(name)
-        if Path(ds.root).resolve() == root and (ds.report.get("detect_faces") or not detect_faces):
-            return ds
-    return prepare_dataset(root, name, detect_faces=detect_faces, progress=progress)
+        if Path(ds.root).resolve() == root:
+            if ds.report.get("detect_faces") or not detect_faces:
+                return ds
+            settings = {k: ds.report[k] for k in SPLIT_SETTINGS if ds.report.get(k) is not None}
+    return prepare_dataset(root, name, detect_faces=detect_faces, progress=progress, **settings)
