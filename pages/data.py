@@ -42,6 +42,11 @@ else:
     st.caption("Left: readable images per split folder of the source. Right: the subsets after "
                "cleaning (duplicates, unreadable and mislabelled files dropped) and carving "
                "validation and test out of train where the source has none.")
+split_line, split_warnings = tables.split_notes(ds)
+if split_line:
+    st.caption(split_line)
+for warning in split_warnings:
+    st.warning(warning)
 
 st.subheader("Samples and mean faces")
 gallery = samples.eda_gallery(ds)

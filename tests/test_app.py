@@ -107,6 +107,7 @@ def test_data_page(at_store) -> None:
     assert len(at.get("plotly_chart")) == 2  # no empty cleaning chart: the tiny set is clean
     bold = " ".join(m.value for m in at.markdown)
     assert "As found in the folders" in bold and "After cleaning and carving (what models" in bold
+    assert any(c.value.startswith("Test: ") for c in at.caption), "where test and val came from"
     assert any("No cleaning issue" in x.value for x in at.success)
     captions = [c for img in at.image for c in img.captions]
     assert captions[0].startswith("sample grid (train)")

@@ -122,3 +122,18 @@ def test_adding_face_boxes_later_keeps_the_chosen_split(tmp_path):
     assert again.report["detect_faces"] and again.report["subject_pattern"] == PATTERN
     assert again.report["seed"] == 3
     pd.testing.assert_frame_equal(again.split[["rel", "subset"]], ds.split[["rel", "subset"]])
+
+
+def test_the_data_page_says_how_the_split_was_made(tmp_path):
+    from emotion_core.views import tables
+
+    root = _people(tmp_path / "shown", people=6, split="train")
+    _people(root, people=2, split="valid", first=5)
+    data.prepare_dataset(root, "shown", progress=False, seed=4, subject_pattern=PATTERN)
+    line, warnings = tables.split_notes("shown")
+    assert line.startswith("Test: carved from train (15%, seed 4) · Validation: the dataset's own")
+    assert "carved by person: 7 people read from 72 file names" in line
+    assert any("P05" in w for w in warnings)
+    data.prepare_dataset(root, "plain", progress=False)
+    line, warnings = tables.split_notes("plain")
+    assert "person" not in line and warnings == []

@@ -203,6 +203,30 @@ def class_counts(name: str) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["stage", "split", "class", "n"])
 
 
+_SPLIT_SOURCE = {"dataset": "the dataset's own split", "carved": "carved from train",
+                 "none": "none"}
+
+
+def split_notes(name: str) -> tuple[str, list[str]]:
+    """How the subsets were made, in one line (where test and validation came from, the share
+    and seed of a carve, people read from file names), and the report's warnings."""
+    rep = store.load_report(name)
+    parts = []
+    for subset, label in (("test", "Test"), ("val", "Validation")):
+        source = rep.get(f"{subset}_source")
+        if source is None:
+            continue
+        text = f"{label}: {_SPLIT_SOURCE.get(source, source)}"
+        if source == "carved":
+            text += f" ({rep.get(f'{subset}_fraction', 0):.0%}, seed {rep.get('seed', 0)})"
+        parts.append(text)
+    subjects = rep.get("subjects")
+    if subjects and subjects.get("files"):
+        parts.append(f"carved by person: {subjects['subjects']} people read from "
+                     f"{subjects['files']} file names (`{rep.get('subject_pattern')}`)")
+    return " · ".join(parts), [str(w) for w in rep.get("warnings") or []]
+
+
 def issue_counts(name: str) -> pd.DataFrame:
     """Files per cleaning issue kind (issue, files) from the dataset report, kinds with no file
     left out: empty when the set is clean."""
