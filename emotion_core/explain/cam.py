@@ -5,12 +5,17 @@ always used as a context manager so no hook stays on a model the app shares betw
 (a per-model lock serialises them). Methods: Grad-CAM, Grad-CAM++, XGrad-CAM, LayerCAM (sharp on
 the finer layers of `cam_layers`, Jiang et al. 2021), EigenCAM (thin SVD, oriented sign) and
 ScoreCAM. Maps are float [N, H, W] in [0, 1] at the input size.
+
+Plain Grad-CAM is computed here (`grad_cam`), the library's arithmetic step for step, because
+importing the library pulls matplotlib, scipy and scikit-learn: about 2.5 s on 2 cores, paid
+by the first why-map on Predict while another visitor's first answer waits for the cores.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 
+import cv2
 import numpy as np
 import torch
 from torch import nn
@@ -64,6 +69,53 @@ def _thin_eigen_cam() -> type:
     return ThinEigenCAM
 
 
+def _scale(cams: np.ndarray, size: tuple[int, int] | None = None) -> np.ndarray:
+    """Each map shifted to 0 and divided by its maximum, optionally resized to (width, height):
+    pytorch-grad-cam's `scale_cam_image` for 2-D maps."""
+    out = []
+    for img in cams:
+        img = img - np.min(img)
+        img = img / (1e-7 + np.max(img))
+        out.append(cv2.resize(np.float32(img), size) if size is not None else img)
+    return np.float32(out)
+
+
+def grad_cam(model: nn.Module, inp: torch.Tensor, layers: Sequence[nn.Module],
+             reshape: Callable[[torch.Tensor], torch.Tensor] | None,
+             targets: Sequence[int] | None) -> np.ndarray:
+    """Grad-CAM maps [N, H, W] as pytorch-grad-cam's GradCAM computes them: activations and
+    their gradients hooked at `layers` (through `reshape` for token models), channel weights the
+    mean gradient, the ReLU of the weighted sum, each layer's map scaled and resized to the
+    input, then their mean scaled again. `targets`: one class id per image, None = predicted."""
+    acts: list[torch.Tensor] = []
+    grads: list[torch.Tensor] = []
+
+    def keep(_module, _inputs, out):
+        acts.append((reshape(out) if reshape else out).detach().cpu())
+        if isinstance(out, torch.Tensor) and out.requires_grad:  # backward runs in reverse
+            out.register_hook(lambda g: grads.insert(0, (reshape(g) if reshape else g)
+                                                     .detach().cpu()))
+
+    handles = [layer.register_forward_hook(keep) for layer in layers]
+    try:
+        out = model(inp)
+        ids = list(targets) if targets is not None else \
+            out.detach().cpu().numpy().argmax(-1).tolist()
+        model.zero_grad()
+        sum(o[t] for o, t in zip(out, ids, strict=True)).backward()
+    finally:
+        for h in handles:
+            h.remove()
+    size = (inp.shape[-1], inp.shape[-2])
+    per_layer = []
+    for a, g in zip(acts, grads, strict=True):
+        a, g = a.numpy(), g.numpy()
+        weights = np.mean(g, axis=(2, 3))
+        cam = np.maximum((weights[:, :, None, None] * a).sum(axis=1), 0)
+        per_layer.append(_scale(cam, size)[:, None, :])
+    return _scale(np.mean(np.maximum(np.concatenate(per_layer, axis=1), 0), axis=1))
+
+
 def _cam_class(method: str) -> type:
     from pytorch_grad_cam import GradCAM, GradCAMPlusPlus, LayerCAM, ScoreCAM, XGradCAM
 
@@ -84,21 +136,19 @@ def compute_cams(model: nn.Module, x: torch.Tensor, *, method: str = "gradcam",
     makes it faster) and restored after; the input gets requires_grad so activations always
     carry gradients, even for a model whose parameters are frozen.
     """
-    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
-
+    if method not in CAM_METHODS:
+        raise ValueError(f"unknown CAM method '{method}'; choose one of {', '.join(CAM_METHODS)}")
     spec = spec_of(model)
-    cam_cls = _cam_class(method)
     x = to_model_device(model, batch_of(x))
     if method == "scorecam" and x.shape[0] > SCORECAM_MAX_BATCH:
         raise ValueError(f"scorecam runs one forward pass per channel: use at most "
                          f"{SCORECAM_MAX_BATCH} images per call (got {x.shape[0]})")
     layers = resolve_cam_layer(model, layer)
-    targets = None
+    ids = None
     if target is not None:
         ids = [int(target)] * x.shape[0] if np.isscalar(target) else [int(t) for t in target]
         if len(ids) != x.shape[0] or min(ids) < 0:
             raise ValueError(f"need one non-negative class id per image ({x.shape[0]}), got {ids}")
-        targets = [ClassifierOutputTarget(t) for t in ids]
     params = list(model.parameters())
     flags = [p.requires_grad for p in params]
     with explaining(model), torch.inference_mode(False), torch.enable_grad():
@@ -106,20 +156,37 @@ def compute_cams(model: nn.Module, x: torch.Tensor, *, method: str = "gradcam",
             for p in params:
                 p.requires_grad_(False)
             inp = x.detach().clone().requires_grad_(True)
-            grayscale = None
-            with cam_cls(model=model, target_layers=layers,
-                         reshape_transform=spec.reshape_transform) as cam:
-                if method == "scorecam":
-                    cam.batch_size = SCORECAM_CHUNK
-                grayscale = cam(input_tensor=inp, targets=targets)
-            if grayscale is None:  # the library's __exit__ swallows IndexError
-                raise RuntimeError(f"{method} failed on '{spec.name}' "
-                                   "(index error inside pytorch-grad-cam: is the target class in range?)")
+            if method == "gradcam":
+                try:
+                    grayscale = grad_cam(model, inp, layers, spec.reshape_transform, ids)
+                except IndexError as exc:
+                    raise RuntimeError(f"{method} failed on '{spec.name}' ({exc}: is the target "
+                                       f"class in range?)") from exc
+            else:
+                grayscale = _library_cam(model, inp, method, layers, spec, ids)
         finally:
             for p, f in zip(params, flags, strict=True):
                 p.requires_grad_(f)
     size = tuple(x.shape[-2:])
     return np.stack([to_heatmap(g, size) for g in np.asarray(grayscale)])
+
+
+def _library_cam(model: nn.Module, inp: torch.Tensor, method: str, layers: list[nn.Module],
+                 spec, ids: list[int] | None) -> np.ndarray:
+    """The other methods, through pytorch-grad-cam as a context manager (its hooks released)."""
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    targets = None if ids is None else [ClassifierOutputTarget(t) for t in ids]
+    grayscale = None
+    with _cam_class(method)(model=model, target_layers=layers,
+                            reshape_transform=spec.reshape_transform) as cam:
+        if method == "scorecam":
+            cam.batch_size = SCORECAM_CHUNK
+        grayscale = cam(input_tensor=inp, targets=targets)
+    if grayscale is None:  # the library's __exit__ swallows IndexError
+        raise RuntimeError(f"{method} failed on '{spec.name}' "
+                           "(index error inside pytorch-grad-cam: is the target class in range?)")
+    return grayscale
 
 
 def compute_cam(model: nn.Module, x: torch.Tensor, *, method: str = "gradcam",

@@ -19,7 +19,7 @@ from emotion_core.data import faces
 from emotion_core.data.images import load_rgb
 from emotion_core.data.layout import mask_path
 from emotion_core.data.transforms import Preprocess, resize_square
-from emotion_core.evaluation.inference import probabilities
+from emotion_core.evaluation.inference import probabilities, run_flips
 from emotion_core.explain.attention import (
     attention_maps,
     cls_attention,
@@ -48,9 +48,13 @@ def to_input(rgb: np.ndarray, manifest: dict[str, Any]) -> tuple[torch.Tensor, n
     return Preprocess.of(manifest)(rgb)
 
 
-def predicted_class(model: torch.nn.Module, x: torch.Tensor, classes: list[str]) -> tuple[int, str]:
-    i = int(probabilities(model, x).argmax(dim=1)[0])
-    return i, classes[i]
+def predicted_class(model: torch.nn.Module, x: torch.Tensor,
+                    manifest: dict[str, Any]) -> tuple[int, str]:
+    """(id, name) of the class the run answers for this input, with its own flip test-time
+    augmentation when it was trained with one: the class Predict shows, so a map is drawn for
+    the answer beside it (a single pass can pick another class when two are close)."""
+    i = int(probabilities(model, x, tta_flip=run_flips(manifest)).argmax(dim=1)[0])
+    return i, list(manifest["classes"])[i]
 
 
 def conv_layer_names(model: torch.nn.Module) -> list[str]:
@@ -102,8 +106,7 @@ def cam_view(model: torch.nn.Module, manifest: dict[str, Any], rgb: np.ndarray, 
     (clamped to the finest one the model has), see cam_layers.cam_layer_choices.
     """
     x, small = to_input(rgb, manifest)
-    classes = list(manifest["classes"])
-    target, name = predicted_class(model, x, classes)
+    target, name = predicted_class(model, x, manifest)
     choices = explain.cam_layer_choices(model, small.shape[0])
     layer = choices[max(0, len(choices) - 1 - max(0, int(finer)))]
     heat = explain.compute_cam(model, x, method=method, target=target,
@@ -129,7 +132,7 @@ def attention_view(model: torch.nn.Module, manifest: dict[str, Any], rgb: np.nda
     x, small = to_input(rgb, manifest)
     grid = cls_attention(att, layer, head)
     heat = explain.to_heatmap(grid, small.shape[:2], nearest=True)
-    target, name = predicted_class(model, x, list(manifest["classes"]))
+    target, name = predicted_class(model, x, manifest)
     mask = load_mask(image_path, small.shape[0], cut)
     head_name = "mean of heads" if head is None else f"head {head}"
     return MapView(f"layer {layer}, {head_name}", explain.overlay(small, heat), heat, name,
@@ -142,7 +145,7 @@ def rollout_view(model: torch.nn.Module, manifest: dict[str, Any], rgb: np.ndarr
     x, small = to_input(rgb, manifest)
     grid = rollout(att, discard_ratio=discard_ratio, head_fusion=head_fusion)
     heat = explain.to_heatmap(grid, small.shape[:2])
-    target, name = predicted_class(model, x, list(manifest["classes"]))
+    target, name = predicted_class(model, x, manifest)
     mask = load_mask(image_path, small.shape[0], cut)
     return MapView(f"rollout ({head_fusion}, discard {discard_ratio:.2f})",
                    explain.overlay(small, heat), heat, name,
