@@ -133,6 +133,14 @@ LICENCE_NOTE = ("research-only training data with no licence stated "
                 "(../shared/data/README.md): not for commercial use")
 
 
+def bundled_caption(offered: int, ticked: int, sets: list[str]) -> str:
+    """The line under a run picker about its bundled models: how many are ticked of those
+    offered (a handoff from Predict ticks one), their training sets and the licence caveat."""
+    count = f"{ticked} of the {offered}" if 0 < ticked < offered else str(offered)
+    return (f"{'Ticked' if ticked else 'Also offered'}: {count} bundled real-face model(s) that "
+            f"come with the code, trained on {', '.join(sets)}; {LICENCE_NOTE}.")
+
+
 def bundled_note(offered: list[store.RunRecord], chosen: list[str]) -> None:
     """Under a run picker that offers bundled models: what they are, the licence caveat of their
     training data, and each one's model card on demand."""
@@ -141,9 +149,7 @@ def bundled_note(offered: list[store.RunRecord], chosen: list[str]) -> None:
         return
     ticked = [r for r in bundled if r.run_id in chosen]
     sets = sorted({s for r in bundled for s in r.manifest.get("sources") or [r.manifest.get("dataset")]})
-    st.caption(f"{'Ticked' if ticked else 'Also offered'}: {len(bundled)} bundled real-face "
-               f"model(s) that come with the code, trained on {', '.join(map(str, sets))}; "
-               f"{LICENCE_NOTE}.")
+    st.caption(bundled_caption(len(bundled), len(ticked), [str(s) for s in sets]))
     with st.expander("Model cards of the bundled models"):
         for r in bundled:
             st.markdown(bundle.model_card(r.run_id) or f"`{r.run_id}`: no model card")

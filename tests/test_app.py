@@ -823,6 +823,16 @@ def test_explain_and_feature_maps_cut_the_face_for_a_run_trained_on_face_crops(
     assert any("largest face" in c.value for c in at.caption)
 
 
+def test_the_bundled_caption_counts_what_is_ticked() -> None:
+    from pages import _sidebar
+
+    sets = ["affectnet3", "webfaces3"]
+    assert _sidebar.bundled_caption(2, 2, sets).startswith("Ticked: 2 bundled real-face")
+    assert _sidebar.bundled_caption(2, 1, sets).startswith("Ticked: 1 of the 2 bundled")  # handoff
+    assert _sidebar.bundled_caption(2, 0, sets).startswith("Also offered: 2 bundled")
+    assert "trained on affectnet3, webfaces3; research-only" in _sidebar.bundled_caption(1, 1, sets)
+
+
 def test_predict_prefers_the_datasets_runs_once_they_learned_real_faces(at_store, monkeypatch) -> None:
     at, ids = at_store
     bundled = _bundle_real_face_model(ids)
