@@ -39,11 +39,18 @@ ex = tables.cell_examples(rec, subset, true, pred)
 st.caption(f"{len(ex)} image(s) shown · {'correct' if true == pred else 'misclassified'}")
 dataset = str(rec.manifest.get("dataset"))
 prob_cols = [c for c in ex.columns if c.startswith("p_")]
+root = samples.run_images_root(rec.manifest)
+if root is None and len(ex):  # one line and a table, not a wall of "unavailable" captions
+    st.info(f"The images of dataset '{dataset}' are not on this machine (the run read them from "
+            f"`{rec.manifest.get('dataset_root', '?')}`); their names and probabilities:")
+    st.dataframe(ex[["rel", *prob_cols]], hide_index=True)
+    st.stop()
 cols = st.columns(4)
 for i, row in ex.iterrows():
     probs = " ".join(f"{c[2:]} {row[c]:.2f}" for c in prob_cols)
     with cols[i % 4]:
         try:
-            st.image(samples.load_sample(dataset, row["rel"])[0], caption=f"{row['rel']}\n{probs}")
+            st.image(samples.load_sample(dataset, row["rel"], root)[0],
+                     caption=f"{row['rel']}\n{probs}")
         except (images.ImageDecodeError, FileNotFoundError):
             st.caption(f"{row['rel']} (image unavailable) · {probs}")

@@ -171,6 +171,26 @@ def test_confusion_page_cell_drilldown(at_store) -> None:
     assert len(at.image) >= 1  # the images behind the cell, with probabilities in captions
 
 
+def test_confusion_cell_lists_names_when_the_images_are_not_here(at_store, monkeypatch) -> None:
+    """A bundled or reference run whose pictures are on another machine: one line and a table of
+    names and probabilities, not a caption per missing image."""
+    from emotion_core.views import samples
+
+    at, ids = at_store
+    monkeypatch.setattr(samples, "run_images_root", lambda manifest: None)
+    _open(at, "confusion")
+    at.selectbox(key="cm_run").set_value(ids[MODELS[0]]).run()
+    rec = store.load_run(ids[MODELS[0]])
+    row = rec.predictions.iloc[0]
+    at.radio(key="cm_subset").set_value(row["subset"])
+    at.selectbox(key="cm_true").set_value(row["label"])
+    at.selectbox(key="cm_pred").set_value(row["pred"]).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("are not on this machine" in x.value for x in at.info)
+    table = at.dataframe[-1].value
+    assert "rel" in table.columns and row["rel"] in set(table["rel"]) and len(at.image) == 0
+
+
 def test_feature_maps_page_walks_the_conv_layers(at_store) -> None:
     at, ids = at_store
     _open(at, "feature_maps")

@@ -61,3 +61,18 @@ def test_mean_face_strips_get_a_width_per_face(tiny) -> None:
     per_class = samples.strip_width(gallery["mean_face_per_class"], per_tile=100)
     assert per_class == 3 * 100  # three classes, one face each
     assert samples.strip_width(gallery["batch_mean_faces"], per_tile=100) % 100 == 0
+
+
+def test_a_runs_images_come_from_its_recorded_folder_when_its_dataset_is_not_prepared_here(
+        tiny, tmp_path) -> None:
+    prepared = tables.dataset_root(DATASET)
+    assert samples.run_images_root({"dataset": DATASET}) == prepared
+    elsewhere = tmp_path / "photos"
+    elsewhere.mkdir()
+    assert samples.run_images_root({"dataset": "bundled-only", "dataset_root": str(elsewhere)}) \
+        == elsewhere  # e.g. a bundled model trained on this machine's layout
+    assert samples.run_images_root({"dataset": "bundled-only",
+                                    "dataset_root": str(tmp_path / "gone")}) is None
+    rel = samples.sample_choices(DATASET)[0]
+    rgb, path = samples.load_sample("bundled-only", rel, prepared)
+    assert path == prepared / rel and rgb.ndim == 3

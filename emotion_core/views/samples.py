@@ -69,13 +69,25 @@ def sample_choices(name: str, limit: int = SAMPLE_LIMIT) -> list[str]:
     return [str(r) for r in pool["rel"].head(limit)]
 
 
-def load_sample(name: str, rel: str) -> tuple[np.ndarray, Path]:
+def run_images_root(manifest: dict) -> Path | None:
+    """Where a run's images are on this machine: its dataset as prepared here, else the folder
+    its manifest recorded when that exists here (a bundled or reference run from the same
+    machine layout); None when neither is."""
+    root = dataset_root(str(manifest.get("dataset")))
+    if root is None and manifest.get("dataset_root"):
+        recorded = Path(str(manifest["dataset_root"]))
+        root = recorded if recorded.is_dir() else None
+    return root
+
+
+def load_sample(name: str, rel: str, root: Path | None = None) -> tuple[np.ndarray, Path]:
     """One image of the dataset as RGB, and its path (a synthetic face's mask lies beside it).
+    `root`: the image folder when known (`run_images_root`), else the prepared dataset's.
 
     FileNotFoundError when the dataset's image folder or the file is gone here;
     images.ImageDecodeError when the file cannot be decoded.
     """
-    root = dataset_root(name)
+    root = root or dataset_root(name)
     if root is None:
         raise FileNotFoundError(f"the image folder of dataset '{name}' is not available here")
     path = root / rel
