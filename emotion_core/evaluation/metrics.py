@@ -5,7 +5,7 @@ so training, ensembles, cross-dataset evaluation and the reference models are sc
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -104,6 +104,22 @@ def probs_from_predictions(df: pd.DataFrame, classes: Sequence[str]) -> np.ndarr
     if missing:
         raise ValueError(f"predictions table lacks columns {', '.join(missing)}")
     return df[[f"p_{c}" for c in classes]].to_numpy(dtype=np.float64)
+
+
+def split_by_source(predictions: pd.DataFrame, where: Mapping[str, str], classes: Sequence[str]
+                    ) -> tuple[pd.DataFrame, dict[str, dict[str, dict[str, Any]]]]:
+    """For a run on several sets: the predictions with a `source` column (each rel's set, from
+    `where`) and each set's metrics per subset, so each set's own test split is reported."""
+    out = predictions.copy()
+    out.insert(2, "source", out["rel"].map(where))
+    by_source = {str(src): metrics_by_subset(part.drop(columns="source"), classes)
+                 for src, part in out.groupby("source", sort=False)}
+    return out, by_source
+
+
+def test_accuracy_by_source(by_source: Mapping[str, Mapping[str, Any]]) -> dict[str, float]:
+    """Each set's test accuracy, for a run's headline."""
+    return {src: m["test"]["accuracy"] for src, m in by_source.items() if "test" in m}
 
 
 def metrics_by_subset(pred_df: pd.DataFrame, classes: Sequence[str]) -> dict[str, dict[str, Any]]:

@@ -22,6 +22,7 @@ import torch
 
 from emotion_core import store
 from emotion_core.data import CachedLoader, PreparedDataset, build_cache, faces
+from emotion_core.data.combine import sources_of
 from emotion_core.data.prepare import FACE_COLUMNS
 from emotion_core.evaluation import cost
 from emotion_core.evaluation import metrics as ev
@@ -111,6 +112,11 @@ def evaluate_reference(model_name: str, ds: PreparedDataset, *, crop_faces: bool
         conf = ev.confusion_table(y, probs.argmax(1), classes)
         conf.insert(0, "subset", subset)
         confs.append(conf)
+    predictions = pd.concat(preds, ignore_index=True)
+    sources = sources_of(ds)
+    if len(sources) > 1:  # several sets: each set's own split reported, as for trained runs
+        where = dict(zip(ds.split["rel"].astype(str), ds.split["source"].astype(str), strict=True))
+        predictions, metrics["by_source"] = ev.split_by_source(predictions, where, classes)
     eval_seconds = time.perf_counter() - t0
     costs: dict[str, Any] = {"params": cost.count_params(model), "flops": None, "latency_ms": None}
     if measure_speed:
@@ -124,7 +130,7 @@ def evaluate_reference(model_name: str, ds: PreparedDataset, *, crop_faces: bool
     labels = [classes[i] for i in cache.labels]
     manifest = {
         "kind": KIND, "run_id": run_id, "model": model_name, "dataset": ds.name,
-        "dataset_root": str(ds.root), "classes": classes,
+        "dataset_root": str(ds.root), "classes": classes, "sources": sources,
         "split_hash": store.split_hash(cache.rels, labels, cache.subsets),
         "weights_source": label, "trained_on": spec.trained_on, "trained_here": False,
         "reference": {"trained_on": spec.trained_on, **_source_info(spec, label),
@@ -143,8 +149,11 @@ def evaluate_reference(model_name: str, ds: PreparedDataset, *, crop_faces: bool
                      "test_accuracy": test.get("accuracy"), "test_macro_f1": test.get("macro_f1"),
                      "val_ece": val.get("ece"), **costs, "train_seconds": None, "epochs_run": 0},
     }
+    if "by_source" in metrics:
+        manifest["headline"]["test_accuracy_by_source"] = ev.test_accuracy_by_source(
+            metrics["by_source"])
     store.save_run(run_id, manifest=manifest, metrics=metrics,
                    history=pd.DataFrame(columns=store.HISTORY_COLUMNS),
                    confusion=pd.concat(confs, ignore_index=True),
-                   predictions=pd.concat(preds, ignore_index=True), state_dict=model.state_dict())
+                   predictions=predictions, state_dict=model.state_dict())
     return run_id

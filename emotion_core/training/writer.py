@@ -112,9 +112,7 @@ def evaluate_subsets(model: nn.Module, cache: DecodedCache, ctx: RunContext
     predictions = pd.concat(pred_parts, ignore_index=True)
     if ctx.sources is not None:
         where = dict(zip(cache.rels, ctx.sources, strict=True))
-        predictions.insert(2, "source", predictions["rel"].map(where))
-        metrics["by_source"] = {src: ev.metrics_by_subset(part.drop(columns="source"), classes)
-                                for src, part in predictions.groupby("source", sort=False)}
+        predictions, metrics["by_source"] = ev.split_by_source(predictions, where, classes)
     return metrics, predictions, pd.concat(conf_parts, ignore_index=True)
 
 
@@ -142,8 +140,7 @@ def build_manifest(ctx: RunContext, state: RunState, cache: DecodedCache, metric
                 "latency_ms": cost["latency_ms"], "train_seconds": round(state.train_seconds, 2),
                 "epochs_run": state.epoch, "epochs_planned": state.plan.epochs}
     if "by_source" in metrics:  # each set's own test split, reported separately
-        headline["test_accuracy_by_source"] = {
-            src: m["test"]["accuracy"] for src, m in metrics["by_source"].items() if "test" in m}
+        headline["test_accuracy_by_source"] = ev.test_accuracy_by_source(metrics["by_source"])
     return {
         "kind": "model", "run_id": ctx.run_id, "model": ctx.model_name, "dataset": ctx.dataset,
         "dataset_root": ctx.dataset_root, "classes": classes,
