@@ -55,3 +55,4 @@ def test_an_external_models_scores_in_a_set_stay_an_external_reference() -> None
     assert tables.run_role(run.manifest) == \
         "external reference (FER-2013; tables of set peerset, 11-30 01:02, 01234567)"
     assert labels.origin_tag(run.manifest).endswith("external reference")
+    assert tables.reference_notes([run])["peerset"] == ("External reference", "made on peerset")
