@@ -117,13 +117,11 @@ def grad_cam(model: nn.Module, inp: torch.Tensor, layers: Sequence[nn.Module],
 
 
 def _cam_class(method: str) -> type:
+    """The library's class for a method `compute_cams` has already checked."""
     from pytorch_grad_cam import GradCAM, GradCAMPlusPlus, LayerCAM, ScoreCAM, XGradCAM
 
-    classes = {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus, "xgradcam": XGradCAM,
-               "layercam": LayerCAM, "eigencam": _thin_eigen_cam(), "scorecam": ScoreCAM}
-    if method not in classes:
-        raise ValueError(f"unknown CAM method '{method}'; choose one of {', '.join(CAM_METHODS)}")
-    return classes[method]
+    return {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus, "xgradcam": XGradCAM,
+            "layercam": LayerCAM, "eigencam": _thin_eigen_cam(), "scorecam": ScoreCAM}[method]
 
 
 def compute_cams(model: nn.Module, x: torch.Tensor, *, method: str = "gradcam",

@@ -60,7 +60,10 @@ def is_refit(manifest: Mapping[str, Any]) -> bool:
 
 
 def reference_kind(manifest: Mapping[str, Any]) -> str:
-    """"GPU reference", "CPU reference" (the machine its set was made on) or "reference"."""
+    """"external reference" for an external model's scores (kind "reference"), else "GPU
+    reference", "CPU reference" (the machine its set was made on) or "reference"."""
+    if manifest.get("kind") == "reference":
+        return "external reference"
     machine = manifest.get("reference_machine")
     return f"{machine} reference" if machine else "reference"
 

@@ -74,8 +74,6 @@ def origin_tag(manifest: Mapping[str, Any]) -> str:
     if manifest.get("bundled_at"):
         return f"{SEP}bundled"
     if store.runs.reference_set_of(manifest) is not None:
-        if manifest.get("kind") == "reference":  # an external model's scores, tables only
-            return f"{SEP}external reference"
         return f"{SEP}{store.runs.reference_kind(manifest)}"
     return ""
 

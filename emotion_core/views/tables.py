@@ -481,16 +481,17 @@ def paired_table(a: store.RunRecord, b: store.RunRecord) -> pd.DataFrame:
 
 def reference_notes(records: list[store.RunRecord]) -> dict[str, tuple[str, str]]:
     """{reference set: ("GPU reference", "CPU reference" or "External reference", its note:
-    machine, profile, budget)} for the reference runs shown; plain "reference" for a set whose
-    runs name different machines."""
+    machine, profile, budget)} for the reference runs shown; "Reference" for a set whose runs
+    name different machines or none."""
     kinds: dict[str, set[str]] = {}
     notes: dict[str, str] = {}
     for r in records:
         if r.tables_only:
             name = str(store.runs.reference_set_of(r.manifest))
-            external = r.manifest.get("kind") == "reference"  # an external model's scores
-            kinds.setdefault(name, set()).add("External reference" if external
-                                              else store.runs.reference_kind(r.manifest))
+            kinds.setdefault(name, set()).add(store.runs.reference_kind(r.manifest))
             notes[name] = str(r.manifest.get("reference_note", "")).rstrip(".")
-    return {name: (kinds[name].pop() if len(kinds[name]) == 1 else "reference", note)
-            for name, note in notes.items()}
+    out = {}
+    for name, note in notes.items():
+        kind = kinds[name].pop() if len(kinds[name]) == 1 else "reference"
+        out[name] = (kind[:1].upper() + kind[1:], note)  # it starts the page's sentence
+    return out
