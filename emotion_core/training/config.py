@@ -27,6 +27,9 @@ class TrainConfig:
     recipe: str = "finetune"  # "finetune": the loop's phases; "probe": frozen features + a logistic-regression head (probe.py)
     ema: float = 0.0  # per-step decay of a moving average of the weights that validation, early stopping and the run keep (0 = off; training/ema.py)
     mixup: float = 0.0  # Beta(alpha, alpha) of mixup: each training batch mixed with a shuffled copy of itself, labels too (0 = off; training/mixup.py)
+    distill: str = ""  # teacher whose soft answers the loss also learns: an external reference model or a stored run id ("" = off; training/distill.py)
+    distill_weight: float = 0.3  # with distill: the soft term's share of the loss
+    distill_temperature: float = 2.0  # with distill: softmax temperature of both teacher and student
     layer_decay: float = 1.0  # fine-tune: each of 12 depth groups (input side first) gets this times the next group's rate (1 = one rate)
     tta_flip: bool = False  # evaluate and predict on the picture and its mirror image, probabilities averaged
     class_weighted: bool = True  # weight the loss by inverse class frequency of the train subset

@@ -30,7 +30,7 @@ from emotion_core import models, store
 from emotion_core.data.cache import CachedLoader, DecodedCache
 from emotion_core.data.prepare import PreparedDataset
 from emotion_core.data.transforms import AugmentConfig
-from emotion_core.training import checkpoint, distributed, ema, mixup, planner, sampling
+from emotion_core.training import checkpoint, distill, distributed, ema, mixup, planner, sampling
 from emotion_core.training.config import TrainConfig
 from emotion_core.training.planner import Phase
 from emotion_core.training.probe import run_probe
@@ -63,6 +63,7 @@ class Setup:
     reporter: Reporter
     work: Path  # the checkpoint folder
     ema: AveragedModel | None = None  # --ema: the weights' moving average, what gets validated and kept
+    distiller: distill.Distiller | None = None  # --distill: the frozen teacher the loss also learns from
 
     @property
     def evaluated(self) -> nn.Module:
@@ -85,11 +86,13 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.opt
                     desc: str = "train", show: bool = True,
                     on_batch: Callable[[int], None] | None = None,
                     on_step: Callable[[], None] | None = None,
-                    mixer: mixup.Mixer | None = None) -> dict[str, float]:
+                    mixer: mixup.Mixer | None = None,
+                    distiller: distill.Distiller | None = None) -> dict[str, float]:
     """One pass over `loader`, stepping the scheduler per batch; returns loss/correct sums.
     `on_step()` runs after each optimizer step (the weights' moving average), `on_batch(n)`
     after the n-th batch (progress events). With a `mixer` (--mixup) each batch is mixed with a
-    shuffled copy of itself, and its loss and right answers count both labels."""
+    shuffled copy of itself, and its loss and right answers count both labels. With a
+    `distiller` (--distill) the loss also learns the teacher's soft answers on the same batch."""
     model.train()
     loss_sum, correct, n = 0.0, 0.0, 0
     total = min(len(loader), max_batches) if max_batches else len(loader)
@@ -107,6 +110,8 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.opt
             logits = model(x)
             loss = (criterion(logits.float(), y) if mix is None
                     else mix.loss(criterion, logits.float(), y))
+            if distiller is not None:
+                loss = distiller.loss(loss, logits, x)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if grad_clip:
@@ -165,7 +170,7 @@ def run_epoch(setup: Setup, net: nn.Module, optimizer: torch.optim.Optimizer, sc
                            amp=rt.amp, channels_last=rt.channels_last,
                            max_batches=config.max_batches, grad_clip=config.grad_clip,
                            show=rt.show, on_batch=setup.reporter.on_batch(epoch, steps),
-                           on_step=on_step, mixer=mixer,
+                           on_step=on_step, mixer=mixer, distiller=setup.distiller,
                            desc=f"{setup.name} {phase.name} epoch {epoch}/{config.epochs}")
     loss_sum, correct, n = distributed.all_reduce_sums(
         [sums["loss_sum"], sums["correct"], sums["n"]], rt.info, rt.device)
@@ -265,6 +270,20 @@ def train_phases(setup: Setup, phases: list[Phase], state: RunState,
     return best
 
 
+def make_distiller(config: TrainConfig, split: Split, rt: Runtime) -> distill.Distiller | None:
+    """The --distill teacher on the run's device, or None."""
+    distill.check(config.distill, config.distill_weight, config.distill_temperature, config.recipe)
+    if not config.distill:
+        return None
+    teacher, recipe, described = distill.load_teacher(config.distill, split.classes)
+    if rt.show:
+        print(f"  distilling from {described}: weight {config.distill_weight:g}, "
+              f"temperature {config.distill_temperature:g}", flush=True)
+    return distill.Distiller(teacher, recipe, student_mean=split.mean, student_std=split.std,
+                             weight=config.distill_weight,
+                             temperature=config.distill_temperature).to(rt.device)
+
+
 def fit(model_name: str, ds: PreparedDataset, config: TrainConfig, *, run_id: str | None = None,
         cache: DecodedCache | None = None, resume: bool = False, progress: bool = True,
         events: EventLog | None = None) -> str:
@@ -285,6 +304,7 @@ def fit(model_name: str, ds: PreparedDataset, config: TrainConfig, *, run_id: st
     criterion = make_criterion(split, config, rt.device)
     averaged = ema.make_ema(model, config.ema, config.recipe)
     mixup.check(config.mixup, config.recipe)
+    distiller = make_distiller(config, split, rt)
     kind = f"{model_name}-refit" if config.refit else model_name  # a refit is its own run
     work = store.paths.work_dir(f"{ds.name}-{kind}-{config.profile}")
     say = (lambda text: print(f"  {text}", flush=True)) if rt.show else (lambda text: None)
@@ -310,7 +330,8 @@ def fit(model_name: str, ds: PreparedDataset, config: TrainConfig, *, run_id: st
     run_config = state.plan.apply(config)
     phases = planner.plan_phases(run_config, pretrained,
                                  models.get_spec(model_name).finetune_lr_scale)
-    setup = Setup(model_name, model, criterion, split, run_config, rt, reporter, work, averaged)
+    setup = Setup(model_name, model, criterion, split, run_config, rt, reporter, work, averaged,
+                  distiller)
     ctx = RunContext(state.run_id, model_name, ds.name, str(ds.root), config,
                      weights_source, split.mean, split.std, state.plan, phases,
                      setup.steps_per_epoch(), rt.device, rt.amp, rt.channels_last,

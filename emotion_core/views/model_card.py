@@ -42,6 +42,9 @@ def training_command(manifest: dict[str, Any]) -> str:
         args.append(f"--ema {c['ema']}")
     if c.get("mixup"):
         args.append(f"--mixup {c['mixup']}")
+    if c.get("distill"):
+        args.append(f"--distill {c['distill']} --distill-weight {c.get('distill_weight')} "
+                    f"--distill-temperature {c.get('distill_temperature')}")
     if c.get("set_sampling", "proportional") != "proportional":
         args.append(f"--set-sampling {c['set_sampling']}")
     args += [f"--{key.replace('_', '-')} {c[key]}" for key in ("scale_jitter", "shift_jitter")
@@ -119,7 +122,9 @@ def model_card(run_id: str, *, note: str = "") -> str:
            f"best epoch {m.get('best_epoch')}; ")
         + f"label smoothing {recipe.get('label_smoothing')}, layer decay {recipe.get('layer_decay')}"
         + (f", weights averaged per step (EMA decay {recipe['ema']})" if recipe.get("ema") else "")
-        + (f", mixup (alpha {recipe['mixup']})" if recipe.get("mixup") else ""),
+        + (f", mixup (alpha {recipe['mixup']})" if recipe.get("mixup") else "")
+        + (f", distilled from {recipe['distill']} (weight {recipe.get('distill_weight')}, "
+           f"temperature {recipe.get('distill_temperature')})" if recipe.get("distill") else ""),
         f"- trained on {m.get('timings', {}).get('device')}{_threads(m)} in "
         f"{m.get('timings', {}).get('train_seconds')} s; code commit {m.get('git_commit')}; "
         f"created {m.get('created')}",
