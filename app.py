@@ -47,7 +47,7 @@ def home() -> None:
         "them live on your own photos. Every number is labelled with the weights the model really "
         "started from (`scratch`, `imagenet (offline package)`, ...).")
     runs, broken = _cache.all_runs()
-    if not any(not r.bundled and not r.tables_only for r in runs):  # nothing of the user's yet
+    if not any(r.own for r in runs):  # nothing of the user's yet
         first_run(broken)
         bundled = [r for r in runs if r.bundled]
         if bundled:

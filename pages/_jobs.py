@@ -30,17 +30,19 @@ def train_form_widgets(datasets: list[str]) -> None:
     ds = c1.selectbox("Train on", list(sources), key="train_dataset")
     profile = c2.selectbox("Profile", ["quick", "full"], key="train_profile",
                            help="quick: CPU, 112 px, minutes per model; full: GPU, 224 px")
-    epochs = c3.number_input("Epochs (0 = profile default)", 0, 200, 0, key="train_epochs")
+    epochs = c3.number_input("Epochs (0 = default)", 0, 200, 0, key="train_epochs")
     chosen = st.multiselect("Models", train_form.model_order(), default=train_form.default_models(),
                             key="train_models", help=train_form.model_help(),
                             placeholder="Choose models (fastest first)")
     st.caption("Ticked by default: the fastest useful models (small pretrained CNNs). Models are "
                "listed fastest first; hover the ? for each one.")
+    recipe = st.radio("Recipe", list(train_form.RECIPES), format_func=train_form.RECIPES.get,
+                      key="train_recipe",
+                      help="Real faces: the faces are found on first use (MTCNN), and the "
+                           "recipe's own image size, rates and 14 epochs with early stopping "
+                           "replace the profile's (a number of Epochs above replaces its 14).")
     if st.button("Start training", key="train_start", type="primary", disabled=not chosen):
-        args = ["--data", str(sources[ds]), "--name", ds, "--models", ",".join(chosen),
-                "--profile", profile]
-        if epochs:
-            args += ["--epochs", str(int(epochs))]
+        args = train_form.job_args(str(sources[ds]), ds, chosen, profile, int(epochs), recipe)
         try:
             info = jobs.start_job(args)
             st.success(f"Started job {info.job_id} ({', '.join(chosen)}).")

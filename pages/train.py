@@ -18,7 +18,7 @@ st.subheader("Latest job")
 _jobs.job_panel(compact=False)
 info = jobs.job_status()
 if info is not None:
-    st.caption("Command: `" + " ".join(info.steps[-1][1:] if info.steps else []) + "`")
+    st.caption("Command: `python " + " ".join(info.steps[-1][1:] if info.steps else []) + "`")
 st.subheader("Runs on disk")
 runs, broken = _cache.all_runs()
 if runs:

@@ -4,8 +4,8 @@
 
 Trains every registry model with the quick profile on the synthetic faces at
 artifacts/data/synthetic (generated and prepared first if missing), as a background job the app
-shows live. If a job is already running, or runs already exist, it says so and exits 0 so that
-`make run` goes on to open the app.
+shows live. If a job is already running, or runs of the user's already exist (the bundled
+real-face models do not count), it says so and exits 0 so that `make run` goes on to open the app.
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     if current is not None and current.running:
         print(f"A training job is already running ({current.job_id}); the app shows its progress.")
         return 0
-    runs, _ = store.list_runs()
+    runs = [r for r in store.list_runs()[0] if r.own]  # the bundled models are no demo run
     if runs and not args.force:
         print(f"{len(runs)} run(s) already exist under {store.paths.runs_dir()}; not starting the "
               f"demo job (use --force to train again, or the app's Train controls).")

@@ -685,6 +685,31 @@ def test_train_form_is_on_the_train_page_with_fast_defaults(at_store) -> None:
     assert at.button(key="train_start").label == "Start training"
 
 
+def test_train_form_starts_the_real_face_recipe_when_chosen(at_store, monkeypatch) -> None:
+    from emotion_core import jobs
+    from emotion_core.views import train_form
+
+    started: list[list[str]] = []
+    def start_job(args: list[str]) -> status.JobInfo:  # records what the form would start
+        started.append(args)
+        return status.JobInfo(job_id=f"job-{len(started)}", state="running", pid=None, started=0.0)
+
+    monkeypatch.setattr(jobs, "start_job", start_job)
+    at, _ = at_store
+    _open(at, "train")
+    radio = at.radio(key="train_recipe")
+    assert radio.value == "profile" and radio.options == list(train_form.RECIPES.values())
+    at.button(key="train_start").click().run()
+    at.radio(key="train_recipe").set_value("real-faces").run()  # a fresh handle: the old tree still holds the click
+    at.button(key="train_start").click().run()
+    assert len(started) == 2, started
+    plain, real = started
+    assert "--crop-faces" not in plain and "--epochs" not in plain
+    assert real[real.index("--models") + 1] == "mini_xception,mobilenet_v2"
+    assert all(flag in real for flag in train_form.REAL_FACE_FLAGS)
+    assert real[-2:] == ["--epochs", str(train_form.REAL_FACE_EPOCHS)]
+
+
 def test_train_page_shows_the_jobs_status_line_and_keeps_the_log_in_an_expander(
         built_store, monkeypatch, tmp_path) -> None:
     root = copy_store(built_store[0], tmp_path / "store")

@@ -138,3 +138,22 @@ def test_the_committed_bundled_models_reproduce_their_cards_test_scores(monkeypa
         # the card's numbers are the float32 run's; the committed copy is float16: one answer
         # may differ, not more
         assert abs(got["accuracy"] - want["accuracy"]) <= 1.01 / want["n"], rec.run_id
+
+
+def test_make_runs_demo_job_starts_beside_bundled_models_but_not_beside_the_users_runs(
+        monkeypatch, capsys):
+    from emotion_core import jobs
+    from scripts import start_demo
+
+    started: list[bool] = []
+    monkeypatch.setattr(jobs, "start_demo",
+                        lambda: started.append(True) or jobs.JobInfo(
+                            job_id="demo", state="running", pid=1, started=0.0))
+    _run("mine")
+    bundle.bundle_run("mine", "# card", bundle_id="release-v1")
+    store.delete_run("mine")  # a fresh clone: the bundled models and nothing of the user's
+    assert start_demo.main([]) == 0 and started == [True]
+    assert "Started the quick demo job" in capsys.readouterr().out
+    _run("mine")
+    assert start_demo.main([]) == 0 and started == [True]  # the user's own run: no second demo
+    assert "1 run(s) already exist" in capsys.readouterr().out

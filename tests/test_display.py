@@ -70,3 +70,28 @@ def test_train_form_offers_the_fastest_useful_models_first() -> None:
     assert sizes == sorted(sizes)
     assert order[-1] in [n for n, s in REGISTRY.items() if not s.pretrained]
     assert "**mobilenet_v2** (pretrained)" in train_form.model_help()
+
+
+def test_the_real_face_recipe_is_the_bundled_mobilenets_and_epochs_replace_its_default() -> None:
+    import json
+
+    from scripts import train as train_cli
+
+    bundled = Path(__file__).resolve().parents[1] / "artifacts" / "bundled" / "realfaces-mobilenet_v2"
+    made = json.loads((bundled / "manifest.json").read_text())["config"]
+    args = train_form.job_args("/data/faces", "faces", ["mobilenet_v2"], "quick", 0, "real-faces")
+    config = train_cli.config_from_args(train_cli.parse_args(args))
+    keys = ("image_size", "head_epochs", "lr", "finetune_lr", "label_smoothing", "budget_tflop",
+            "mixup", "tta_flip", "crop_faces", "face_align", "face_margin", "face_fit",
+            "layer_decay", "ema", "recipe", "set_sampling", "profile", "batch_size")
+    assert {k: getattr(config, k) for k in keys} == {k: made[k] for k in keys}
+    assert not config.refit and config.epochs == train_form.REAL_FACE_EPOCHS and config.patience == 3
+    assert args[:8] == ["--data", "/data/faces", "--name", "faces", "--models", "mobilenet_v2",
+                        "--profile", "quick"]
+    six = train_form.job_args("/d", "d", ["a", "b"], "quick", 6, "real-faces")
+    assert six.count("--epochs") == 1 and six[six.index("--epochs") + 1] == "6"
+    assert train_form.job_args("/d", "d", ["a"], "full", 0) == ["--data", "/d", "--name", "d",
+                                                               "--models", "a", "--profile", "full"]
+    assert train_form.job_args("/d", "d", ["a"], "quick", 5)[-2:] == ["--epochs", "5"]
+    with pytest.raises(ValueError, match="unknown recipe"):
+        train_form.job_args("/d", "d", ["a"], "quick", 0, "fast")

@@ -109,6 +109,11 @@ class RunRecord:
         """A release model committed with the code (read-only)."""
         return self.path.parent == paths.bundled_dir()
 
+    @property
+    def own(self) -> bool:
+        """Made in this store (trained or evaluated here): neither bundled nor a reference's tables."""
+        return not self.bundled and not self.tables_only
+
 
 class ReadOnlyRunError(PermissionError):
     """A write to a bundled (committed, read-only) run."""
