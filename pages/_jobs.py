@@ -21,13 +21,17 @@ STATE_TEXT = {"running": "Training job running", "succeeded": "Last job finished
 
 def train_form_widgets(datasets: list[str]) -> None:
     """Choose dataset, models, profile and epochs; start a background job."""
-    sources = {n: tables.dataset_root(n) for n in datasets}
-    sources = {n: p for n, p in sources.items() if p is not None}
+    sources = {n: [str(f) for f in tables.training_folders(n)] for n in datasets}
+    sources = {n: folders for n, folders in sources.items() if folders}
     if not sources:
         st.info("No dataset folder to train on yet: start the quick demo from Home.")
         return
     c1, c2, c3 = st.columns([2, 1, 1])
-    ds = c1.selectbox("Train on", list(sources), key="train_dataset")
+    picked = c1.multiselect("Train on", list(sources), default=list(sources)[:1],
+                            key="train_datasets",
+                            help="Several sets train together: each keeps its own cleaning and "
+                                 "split, and each set's test is reported on its own (the runs "
+                                 "are listed under the dataset 'a+b').")
     profile = c2.selectbox("Profile", ["quick", "full"], key="train_profile",
                            help="quick: CPU, 112 px, minutes per model; full: GPU, 224 px")
     epochs = c3.number_input("Epochs (0 = default)", 0, 200, 0, key="train_epochs")
@@ -41,8 +45,10 @@ def train_form_widgets(datasets: list[str]) -> None:
                       help="Real faces: the faces are found on first use (MTCNN), and the "
                            "recipe's own image size, rates and 14 epochs with early stopping "
                            "replace the profile's (a number of Epochs above replaces its 14).")
-    if st.button("Start training", key="train_start", type="primary", disabled=not chosen):
-        args = train_form.job_args(str(sources[ds]), ds, chosen, profile, int(epochs), recipe)
+    if st.button("Start training", key="train_start", type="primary",
+                 disabled=not (chosen and picked)):
+        args = train_form.job_args({n: sources[n] for n in picked}, chosen, profile,
+                                   int(epochs), recipe)
         try:
             info = jobs.start_job(args)
             st.success(f"Started job {info.job_id} ({', '.join(chosen)}).")

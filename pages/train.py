@@ -9,7 +9,8 @@ from pages import _cache, _charts, _entry, _jobs, _sidebar
 
 _entry.require_app("pages/train.py")
 st.title("Train")
-st.markdown("Choose a dataset, models, profile and epochs, then start. The job runs "
+st.markdown("Choose one dataset or several (they train together), models, profile, epochs and "
+            "recipe, then start. The job runs "
             "`python -m scripts.train` in its own process; only one job runs at a time, and "
             "closing or reloading this page does not stop it. New runs appear on every page, "
             "ticked in the sidebar, as each model finishes.")

@@ -705,9 +705,41 @@ def test_train_form_starts_the_real_face_recipe_when_chosen(at_store, monkeypatc
     assert len(started) == 2, started
     plain, real = started
     assert "--crop-faces" not in plain and "--epochs" not in plain
+    assert plain[:4] == ["--data", str(explorer.dataset_root(DATASET)), "--name", DATASET]
     assert real[real.index("--models") + 1] == "mini_xception,mobilenet_v2"
     assert all(flag in real for flag in train_form.REAL_FACE_FLAGS)
     assert real[-2:] == ["--epochs", str(train_form.REAL_FACE_EPOCHS)]
+
+
+def test_train_form_trains_several_sets_together(built_store, monkeypatch, tmp_path) -> None:
+    from emotion_core import jobs
+    from emotion_core.data import open_folder
+    from emotion_core.data.combine import combine
+    from tests import tiny_shapes
+
+    root = copy_store(built_store[0], tmp_path / "store")
+    monkeypatch.setenv(store.paths.ENV_ROOT, str(root))
+    other = tiny_shapes.make_folder(tmp_path / "shapes")
+    open_folder(other, "shapes", progress=False)
+    started: list[list[str]] = []
+    monkeypatch.setattr(jobs, "start_job", lambda args: started.append(args) or status.JobInfo(
+        job_id="job-1", state="running", pid=None, started=0.0))
+    combine([open_folder(explorer.dataset_root(DATASET), DATASET, progress=False),
+             open_folder(other, "shapes", progress=False)])  # as a two-set training run does
+    at = _open(AppTest.from_file(APP, default_timeout=TIMEOUT), "train")
+    picker = at.multiselect(key="train_datasets")
+    assert set(picker.options) == {DATASET, "shapes", f"{DATASET}+shapes"} and len(picker.value) == 1
+    mine = [str(explorer.dataset_root(DATASET)), str(other)]
+    for chosen in ([DATASET, "shapes"], [f"{DATASET}+shapes"], [f"{DATASET}+shapes", "shapes"]):
+        at.multiselect(key="train_datasets").set_value(chosen).run()
+        at.button(key="train_start").click().run()
+        assert not at.exception
+        args = started.pop()
+        assert "--name" not in args  # several sets are named 'a+b' by scripts.train
+        # a combination trains on its sets' own folders, not on the parent its report names
+        assert [args[i + 1] for i, a in enumerate(args) if a == "--data"] == mine, chosen
+    at.multiselect(key="train_datasets").set_value([]).run()
+    assert at.button(key="train_start").disabled  # nothing to train on
 
 
 def test_train_page_shows_the_jobs_status_line_and_keeps_the_log_in_an_expander(

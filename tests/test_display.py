@@ -79,7 +79,7 @@ def test_the_real_face_recipe_is_the_bundled_mobilenets_and_epochs_replace_its_d
 
     bundled = Path(__file__).resolve().parents[1] / "artifacts" / "bundled" / "realfaces-mobilenet_v2"
     made = json.loads((bundled / "manifest.json").read_text())["config"]
-    args = train_form.job_args("/data/faces", "faces", ["mobilenet_v2"], "quick", 0, "real-faces")
+    args = train_form.job_args({"faces": ["/data/faces"]}, ["mobilenet_v2"], "quick", 0, "real-faces")
     config = train_cli.config_from_args(train_cli.parse_args(args))
     keys = ("image_size", "head_epochs", "lr", "finetune_lr", "label_smoothing", "budget_tflop",
             "mixup", "tta_flip", "crop_faces", "face_align", "face_margin", "face_fit",
@@ -88,10 +88,20 @@ def test_the_real_face_recipe_is_the_bundled_mobilenets_and_epochs_replace_its_d
     assert not config.refit and config.epochs == train_form.REAL_FACE_EPOCHS and config.patience == 3
     assert args[:8] == ["--data", "/data/faces", "--name", "faces", "--models", "mobilenet_v2",
                         "--profile", "quick"]
-    six = train_form.job_args("/d", "d", ["a", "b"], "quick", 6, "real-faces")
+    one = {"d": ["/d"]}
+    six = train_form.job_args(one, ["a", "b"], "quick", 6, "real-faces")
     assert six.count("--epochs") == 1 and six[six.index("--epochs") + 1] == "6"
-    assert train_form.job_args("/d", "d", ["a"], "full", 0) == ["--data", "/d", "--name", "d",
-                                                               "--models", "a", "--profile", "full"]
-    assert train_form.job_args("/d", "d", ["a"], "quick", 5)[-2:] == ["--epochs", "5"]
+    assert train_form.job_args(one, ["a"], "full", 0) == ["--data", "/d", "--name", "d",
+                                                         "--models", "a", "--profile", "full"]
+    assert train_form.job_args(one, ["a"], "quick", 5)[-2:] == ["--epochs", "5"]
+    two = train_form.job_args({"affectnet3": ["/x/affectnet3"], "webfaces3": ["/x/webfaces3"]},
+                              ["mobilenet_v2"], "quick", 0, "real-faces")
+    assert two[:4] == ["--data", "/x/affectnet3", "--data", "/x/webfaces3"] and "--name" not in two
+    assert train_cli.parse_args(two).data == ["/x/affectnet3", "/x/webfaces3"]
+    both = {"a+b": ["/x/a", "/x/b"], "b": ["/x/b"]}  # a combination and one of its sets
+    assert train_form.job_args(both, ["m"], "quick", 0)[:5] == ["--data", "/x/a", "--data", "/x/b",
+                                                               "--models"]
     with pytest.raises(ValueError, match="unknown recipe"):
-        train_form.job_args("/d", "d", ["a"], "quick", 0, "fast")
+        train_form.job_args(one, ["a"], "quick", 0, "fast")
+    with pytest.raises(ValueError, match="at least one dataset"):
+        train_form.job_args({}, ["a"], "quick", 0)

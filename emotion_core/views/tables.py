@@ -177,6 +177,19 @@ def dataset_root(name: str) -> Path | None:
     return Path(root) if root and Path(root).is_dir() else None
 
 
+def training_folders(name: str) -> list[Path]:
+    """The image folders `scripts.train --data` takes to train on a prepared dataset again: its
+    own folder, or for a combination of sets ('a+b') each source's folder (its report's root is
+    only their common parent). Empty when any of them is gone."""
+    try:
+        report = store.load_report(name)
+    except (OSError, ValueError):
+        return []
+    roots = [s.get("root") for s in report.get("sources") or []] or [report.get("root")]
+    folders = [Path(r) for r in roots if r]
+    return folders if folders and len(folders) == len(roots) and all(f.is_dir() for f in folders) else []
+
+
 def data_source(name: str) -> tuple[str, str]:
     """("synthetic demo" | "HES (Kaggle)" | "local folder", where), for the Home page."""
     try:

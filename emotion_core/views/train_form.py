@@ -70,13 +70,21 @@ def model_help() -> str:
     return "\n\n".join(lines)
 
 
-def job_args(data: str, name: str, chosen: list[str], profile: str, epochs: int,
+def job_args(sets: dict[str, list[str]], chosen: list[str], profile: str, epochs: int,
              recipe: str = "profile") -> list[str]:
-    """`scripts.train` arguments of a job started from the Train page (epochs 0: the profile's
-    or the recipe's own)."""
+    """`scripts.train` arguments of a job started from the Train page: `sets` maps each chosen
+    dataset's name to its image folders (`tables.training_folders`: one, or a combination's
+    sources). Several folders train together, as one set named 'a+b'; epochs 0 keeps the
+    profile's or the recipe's own."""
     if recipe not in RECIPES:
         raise ValueError(f"unknown recipe '{recipe}'; choose one of {', '.join(RECIPES)}")
-    args = ["--data", data, "--name", name, "--models", ",".join(chosen), "--profile", profile]
+    folders = list(dict.fromkeys(f for chosen_set in sets.values() for f in chosen_set))
+    if not folders:
+        raise ValueError("choose at least one dataset to train on")
+    args = [arg for folder in folders for arg in ("--data", folder)]
+    if len(folders) == 1:  # one set keeps the name it has in the app; several are named 'a+b'
+        args += ["--name", next(iter(sets))]
+    args += ["--models", ",".join(chosen), "--profile", profile]
     if recipe == "real-faces":
         args += [*REAL_FACE_FLAGS, "--epochs", str(int(epochs) or REAL_FACE_EPOCHS)]
     elif epochs:
