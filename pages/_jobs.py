@@ -19,15 +19,17 @@ STATE_TEXT = {"running": "Training job running", "succeeded": "Last job finished
               "failed": "Last job failed", "cancelled": "Last job cancelled"}
 
 
-def train_form_widgets(datasets: list[str]) -> None:
-    """Choose dataset, models, profile and epochs; start a background job."""
+def train_form_widgets(datasets: list[str], current: str | None = None) -> None:
+    """Choose datasets (the sidebar's `current` one first ticked), models, profile, epochs and
+    recipe; start a background job."""
     sources = {n: [str(f) for f in tables.training_folders(n)] for n in datasets}
     sources = {n: folders for n, folders in sources.items() if folders}
     if not sources:
         st.info("No dataset folder to train on yet: start the quick demo from Home.")
         return
     c1, c2, c3 = st.columns([2, 1, 1])
-    picked = c1.multiselect("Train on", list(sources), default=list(sources)[:1],
+    picked = c1.multiselect("Train on", list(sources),
+                            default=[current] if current in sources else list(sources)[:1],
                             key="train_datasets",
                             help="Several sets train together: each keeps its own cleaning and "
                                  "split, and each set's test is reported on its own (the runs "

@@ -14,7 +14,7 @@ st.markdown("Choose one dataset or several (they train together), models, profil
             "`python -m scripts.train` in its own process; only one job runs at a time, and "
             "closing or reloading this page does not stop it. New runs appear on every page, "
             "ticked in the sidebar, as each model finishes.")
-_jobs.train_form_widgets(_sidebar.dataset_names())
+_jobs.train_form_widgets(_sidebar.dataset_names(), _sidebar.current_dataset())
 st.subheader("Latest job")
 _jobs.job_panel(compact=False)
 info = jobs.job_status()

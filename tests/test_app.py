@@ -726,9 +726,12 @@ def test_train_form_trains_several_sets_together(built_store, monkeypatch, tmp_p
         job_id="job-1", state="running", pid=None, started=0.0))
     combine([open_folder(explorer.dataset_root(DATASET), DATASET, progress=False),
              open_folder(other, "shapes", progress=False)])  # as a two-set training run does
-    at = _open(AppTest.from_file(APP, default_timeout=TIMEOUT), "train")
-    picker = at.multiselect(key="train_datasets")
-    assert set(picker.options) == {DATASET, "shapes", f"{DATASET}+shapes"} and len(picker.value) == 1
+    for current in (DATASET, "shapes"):  # the sidebar's dataset comes ticked
+        at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+        at.session_state["dataset"] = current
+        picker = _open(at, "train").multiselect(key="train_datasets")
+        assert set(picker.options) == {DATASET, "shapes", f"{DATASET}+shapes"}
+        assert picker.value == [current]
     mine = [str(explorer.dataset_root(DATASET)), str(other)]
     for chosen in ([DATASET, "shapes"], [f"{DATASET}+shapes"], [f"{DATASET}+shapes", "shapes"]):
         at.multiselect(key="train_datasets").set_value(chosen).run()
