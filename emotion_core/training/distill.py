@@ -22,6 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from emotion_core import models
+from emotion_core.evaluation.loading import load_model
+from emotion_core.store.runs import BrokenRunError
 
 
 def check(teacher: str, weight: float, temperature: float, recipe: str) -> None:
@@ -69,9 +71,6 @@ def load_teacher(name: str, classes: list[str]) -> tuple[nn.Module, TeacherInput
         recipe = TeacherInput(tuple(spec.mean), tuple(spec.std), size)
         described = f"{name} ({source})"
     else:
-        from emotion_core.evaluation.loading import load_model  # evaluation imports training
-        from emotion_core.store.runs import BrokenRunError
-
         try:
             model, manifest = load_model(name)
         except (FileNotFoundError, BrokenRunError) as exc:
