@@ -17,7 +17,7 @@ import sys
 
 from emotion_core import store
 from emotion_core.data import open_folder
-from emotion_core.data.combine import combine
+from emotion_core.data.combine import open_sets
 from emotion_core.evaluation.reference import evaluate_reference, reference_models
 from emotion_core.views.tables import leaderboard_text
 
@@ -38,10 +38,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if len(args.data) > 1:
-            if args.name is not None:
-                raise ValueError("--name names one dataset; several --data are named 'a+b'")
-            ds = combine([open_folder(d, detect_faces=args.crop_faces, progress=not args.quiet)
-                          for d in args.data])
+            ds = open_sets(args.data, args.name, detect_faces=args.crop_faces,
+                           progress=not args.quiet)
         else:
             ds = open_folder(args.data[0], args.name, progress=not args.quiet)
         run_id = evaluate_reference(args.model, ds, crop_faces=args.crop_faces,

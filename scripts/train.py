@@ -46,7 +46,7 @@ from emotion_core.data import (
     faces,
     open_folder,
 )
-from emotion_core.data.combine import combine
+from emotion_core.data.combine import open_sets
 from emotion_core.data.transforms import AugmentConfig
 from emotion_core.evaluation import ensemble
 from emotion_core.training import distill, distributed, ema, fit, mixup, sampling
@@ -145,12 +145,8 @@ def load_data(paths: list[str], name: str | None, config: TrainConfig, info: Dis
         if not folder.is_dir():
             raise FileNotFoundError(f"--data {path}: no such folder")
     if len(folders) > 1:
-        if name is not None:
-            raise ValueError("--name names one dataset; with several --data each keeps its "
-                             "folder's name and the combination is named 'a+b'")
-        sets = [open_folder(f, detect_faces=config.crop_faces, progress=progress and info.is_main)
-                for f in folders]
-        ds = combine(sets)
+        ds = open_sets(folders, name, detect_faces=config.crop_faces,
+                       progress=progress and info.is_main)
         return ds, build_cache(ds, config.image_size, crop_faces=config.crop_faces,
                                face_margin=config.face_margin, face_fit=config.face_fit,
                                face_align=config.face_align,

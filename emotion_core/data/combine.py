@@ -24,6 +24,7 @@ from emotion_core.data.prepare import (
     check_name,
     class_weights,
     load_prepared,
+    open_folder,
 )
 
 SOURCE = "source"
@@ -121,3 +122,14 @@ def sources_of(ds: PreparedDataset) -> list[str]:
 def load_combined(names: list[str]) -> PreparedDataset:
     """Re-combine sets prepared earlier (their stored splits, never recomputed)."""
     return combine([load_prepared(n) for n in names])
+
+
+def open_sets(folders: list[str | Path], name: str | None = None, *, detect_faces: bool = False,
+              progress: bool = True) -> PreparedDataset:
+    """Several image folders as one dataset named 'a+b': each prepared on first use (with face
+    boxes when asked) and combined. `name` is refused: each set keeps its folder's name."""
+    if name is not None:
+        raise ValueError("--name names one dataset; with several --data each keeps its "
+                         "folder's name and the combination is named 'a+b'")
+    return combine([open_folder(f, detect_faces=detect_faces, progress=progress)
+                    for f in folders])

@@ -90,21 +90,18 @@ class Distiller:
     """The teacher and how much its soft answers weigh; `loss` adds them to a batch's hard loss."""
 
     def __init__(self, teacher: nn.Module, recipe: TeacherInput, *, student_mean: list[float],
-                 student_std: list[float], weight: float, temperature: float) -> None:
-        self.teacher = teacher
+                 student_std: list[float], weight: float, temperature: float,
+                 device: torch.device | str = "cpu") -> None:
+        self.teacher = teacher.to(device)
         self.recipe = recipe
         self.weight = weight
         self.temperature = temperature
-        self._student = (torch.tensor(student_mean).view(1, -1, 1, 1),
-                         torch.tensor(student_std).view(1, -1, 1, 1))
-        self._teacher = (torch.tensor(recipe.mean).view(1, -1, 1, 1),
-                         torch.tensor(recipe.std).view(1, -1, 1, 1))
 
-    def to(self, device: torch.device | str) -> Distiller:
-        self.teacher.to(device)
-        self._student = tuple(t.to(device) for t in self._student)  # type: ignore[assignment]
-        self._teacher = tuple(t.to(device) for t in self._teacher)  # type: ignore[assignment]
-        return self
+        def channels(values: list[float] | tuple[float, ...]) -> torch.Tensor:
+            return torch.tensor(values, device=device).view(1, -1, 1, 1)
+
+        self._student = (channels(student_mean), channels(student_std))
+        self._teacher = (channels(recipe.mean), channels(recipe.std))
 
     def teacher_inputs(self, x: torch.Tensor) -> torch.Tensor:
         """The student's normalised batch as the teacher's: pixels, then its normalisation and side."""

@@ -280,8 +280,8 @@ def make_distiller(config: TrainConfig, split: Split, rt: Runtime) -> distill.Di
         print(f"  distilling from {described}: weight {config.distill_weight:g}, "
               f"temperature {config.distill_temperature:g}", flush=True)
     return distill.Distiller(teacher, recipe, student_mean=split.mean, student_std=split.std,
-                             weight=config.distill_weight,
-                             temperature=config.distill_temperature).to(rt.device)
+                             weight=config.distill_weight, temperature=config.distill_temperature,
+                             device=rt.device)
 
 
 def fit(model_name: str, ds: PreparedDataset, config: TrainConfig, *, run_id: str | None = None,

@@ -44,17 +44,17 @@ def run_role(manifest: Mapping[str, Any]) -> str:
 def _origin(manifest: Mapping[str, Any]) -> str:
     kind = manifest.get("kind", "model")
     ref_set = store.runs.reference_set_of(manifest)
+    external = f"external reference ({manifest.get('trained_on') or 'data unknown'}"
     if ref_set is not None:  # made elsewhere (a lent GPU, a long CPU job); its tables committed
         made = created_stamp(manifest.get("created"))
         commit = str(manifest.get("git_commit") or "")[:8] or "commit unrecorded"
         if kind == "reference":  # an external model's scores: never one of ours
-            return (f"external reference ({manifest.get('trained_on') or 'data unknown'}; "
-                    f"tables of set {ref_set}, {made}, {commit})")
+            return f"{external}; tables of set {ref_set}, {made}, {commit})"
         return f"{store.runs.reference_kind(manifest)} (set {ref_set}, {made}, {commit})"
     if manifest.get("bundled_at"):
         return "bundled release model (see its model card)"
     if kind == "reference":
-        return f"external reference ({manifest.get('trained_on') or 'data unknown'})"
+        return f"{external})"
     if kind == "ensemble":
         refs = sorted({str(REGISTRY[m].trained_on) for m in manifest.get("member_models") or []
                        if m in REGISTRY and not REGISTRY[m].trainable})
