@@ -130,3 +130,13 @@ def test_report_pools_seed_folders_and_writes_tables(tmp_path, capsys, monkeypat
     per = pd.read_csv(out / "carves.csv")
     assert per["carve"].tolist() == [1] and per["mean"].tolist() == [2]
     assert len(pd.read_csv(out / "answers.csv")) == 2
+
+
+def test_a_set_with_its_own_test_split_or_no_folder_is_refused(tmp_path):
+    (tmp_path / "fixed" / "test" / "sad").mkdir(parents=True)
+    (tmp_path / "fixed" / "train" / "sad").mkdir(parents=True)
+    for folder, why in ((tmp_path / "fixed", "test split of its own"),
+                        (tmp_path / "absent", "no such data folder")):
+        with pytest.raises(SystemExit, match=why):
+            carves.main(["--out", str(tmp_path / "o"), "--carve", str(folder), "--dry-run"])
+    assert not (tmp_path / "o").exists()

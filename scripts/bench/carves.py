@@ -134,6 +134,18 @@ def commands(args: argparse.Namespace, seed: int) -> list[list[str]]:
     return cmds
 
 
+def check_carvable(folder: str) -> None:
+    """Refuse a set that is missing or has a test split of its own (no seed would change it)."""
+    from emotion_core.data.layout import canonical_split
+
+    root = Path(folder)
+    if not root.is_dir():
+        raise SystemExit(f"no such data folder: {folder}")
+    if any(canonical_split(d.name) == "test" for d in root.iterdir() if d.is_dir()):
+        raise SystemExit(f"{folder} has a test split of its own; carves are only drawn for a "
+                         f"set without one")
+
+
 def run_seed(args: argparse.Namespace, seed: int) -> None:
     store = seed_dir(Path(args.out), seed)
     if not args.dry_run:
@@ -242,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     if args.report:
         return report(args)
+    check_carvable(args.carve)
     for seed in args.seeds:
         run_seed(args, seed)
     return 0 if args.dry_run else report(args)
