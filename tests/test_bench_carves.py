@@ -72,6 +72,7 @@ def test_summary_counts_each_carve_and_spreads_over_carves():
     assert per.set_index("carve")[["n", "a"]].to_dict("index") == {1: {"n": 2, "a": 1},
                                                                     2: {"n": 3, "a": 3}}
     assert pooled.loc["a", "right"] == 4 and pooled.loc["a", "of"] == 5
+    assert pooled.loc["a", "wilson_low"] < 0.8 < pooled.loc["a", "wilson_high"] < 1.0
     assert pooled.loc["a", "mean_over_carves"] == pytest.approx(0.75)
     assert pooled.loc["a", "sd_over_carves"] == pytest.approx(np.std([0.5, 1.0], ddof=1))
 

@@ -190,12 +190,19 @@ def carve_answers(tables: Mapping[str, pd.DataFrame], source: str) -> pd.DataFra
 
 
 def summary(answers: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(per carve right answers, per column: pooled right, mean and sd over carves)."""
+    """(per carve right answers, per column: pooled right with its 95% Wilson interval (as if
+    the answers were independent; carves overlap), mean and sd over carves)."""
+    from emotion_core.evaluation.significance import wilson_interval
+
     cols = [c for c in answers.columns if c not in ("carve", "photo")]
     per = answers.groupby("carve")[cols].sum().astype(int)
     per.insert(0, "n", answers.groupby("carve").size())
     acc = per[cols].div(per["n"], axis=0)
-    pooled = pd.DataFrame({"right": per[cols].sum(), "of": int(per["n"].sum()),
+    n = int(per["n"].sum())
+    right = per[cols].sum()
+    low, high = zip(*(wilson_interval(int(k), n) for k in right), strict=True)
+    pooled = pd.DataFrame({"right": right, "of": n, "accuracy": right / n,
+                           "wilson_low": low, "wilson_high": high,
                            "mean_over_carves": acc.mean(), "sd_over_carves": acc.std(ddof=1),
                            "lowest": acc.min(), "highest": acc.max()})
     return per.reset_index(), pooled
