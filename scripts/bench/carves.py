@@ -30,11 +30,14 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from emotion_core.store import paths
 
 REFERENCE = "fer_mini_xception"
 PEER = {"peer_whole": False, "peer_crops": True}  # column -> scored on face crops
@@ -58,8 +61,25 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+SEED_DIR = "seed-"  # DIR/seed-<k>: one artifacts folder per seed
+
+
 def seed_dir(out: Path, seed: int) -> Path:
-    return out / f"seed-{seed}"
+    return out / f"{SEED_DIR}{seed}"
+
+
+@contextmanager
+def artifacts_in(folder: Path) -> Iterator[None]:
+    """`store.paths` resolves inside `folder` (one seed's artifacts folder) meanwhile."""
+    before = os.environ.get(paths.ENV_ROOT)
+    os.environ[paths.ENV_ROOT] = str(folder)
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ[paths.ENV_ROOT]
+        else:
+            os.environ[paths.ENV_ROOT] = before
 
 
 def train_args(manifest: Mapping, folders: Mapping[str, str]) -> list[str]:
@@ -79,22 +99,26 @@ def train_args(manifest: Mapping, folders: Mapping[str, str]) -> list[str]:
 
 
 def _manifests(store: Path) -> list[tuple[Path, dict]]:
+    """(run folder, manifest) of each run in a seed's artifacts folder, read as they are."""
+    with artifacts_in(store):
+        runs = paths.runs_dir()
     return [(p.parent, json.loads(p.read_text()))
-            for p in sorted((store / "runs").glob("*/manifest.json"))]
+            for p in sorted(runs.glob(f"*/{paths.MANIFEST}"))]
 
 
-def _has_run(store: Path, model: str) -> bool:
-    return any(m.get("model") == model and (m.get("config") or {}).get("refit")
-               for _, m in _manifests(store))
+def _is_refit_of(manifest: Mapping, model: str) -> bool:
+    return manifest.get("model") == model and bool((manifest.get("config") or {}).get("refit"))
 
 
-def _copy_prepared(folder: str, store: Path) -> bool:
-    """Copy `folder`'s prepared dataset (with face boxes) from the current artifacts folder."""
-    from emotion_core import store as st
+def _copy_prepared(folder: str, store: Path, *, dry_run: bool = False) -> bool:
+    """Whether `store` has `folder`'s prepared dataset (with face boxes), copied from the current
+    artifacts folder where it is there (with dry_run: whether it would be)."""
     from emotion_core.data.prepare import load_prepared
 
     name = Path(folder).name
-    if (store / "datasets" / name).is_dir():
+    with artifacts_in(store):
+        target = paths.dataset_dir(name)
+    if target.is_dir():
         return True
     try:
         ds = load_prepared(name)
@@ -102,7 +126,8 @@ def _copy_prepared(folder: str, store: Path) -> bool:
         return False
     if Path(ds.root).resolve() != Path(folder).resolve() or not ds.report.get("detect_faces"):
         return False
-    shutil.copytree(st.paths.dataset_dir(name), store / "datasets" / name)
+    if not dry_run:
+        shutil.copytree(paths.dataset_dir(name), target)
     return True
 
 
@@ -113,20 +138,23 @@ def commands(args: argparse.Namespace, seed: int) -> list[list[str]]:
     store = seed_dir(Path(args.out), seed)
     py = sys.executable
     folders = {Path(f).name: f for f in [args.carve, *args.also]}
+    with artifacts_in(store):
+        carved = paths.dataset_dir(Path(args.carve).name).is_dir()
+    manifests = [m for _, m in _manifests(store)]
     cmds = []
-    if not (store / "datasets" / Path(args.carve).name).is_dir():
+    if not carved:
         cmds.append([py, "-m", "scripts.prepare_data", "--data", args.carve, "--detect-faces",
                      "--seed", str(seed), "--no-eda", "--quiet"])
     for folder in args.also:
-        if args.dry_run or not _copy_prepared(folder, store):
+        if not _copy_prepared(folder, store, dry_run=args.dry_run):
             cmds.append([py, "-m", "scripts.prepare_data", "--data", folder, "--detect-faces",
                          "--no-eda", "--quiet"])
     for name in args.models.split(","):
         manifest = st.load_run(name, tables=False).manifest
-        if not _has_run(store, manifest["model"]):
+        if not any(_is_refit_of(m, manifest["model"]) for m in manifests):
             cmds.append(train_args(manifest, folders))
     have = {bool((m.get("config") or {}).get("crop_faces"))
-            for _, m in _manifests(store) if m.get("model") == REFERENCE}
+            for m in manifests if m.get("model") == REFERENCE}
     for crops in PEER.values():
         if crops not in have:
             cmds.append([py, "-m", "scripts.reference", "--model", REFERENCE, "--data", args.carve,
@@ -213,13 +241,13 @@ def _tables(store: Path, models: list[str]) -> dict[str, pd.DataFrame]:
     for run, m in _manifests(store):
         if m.get("model") == REFERENCE:
             key = "peer_crops" if (m.get("config") or {}).get("crop_faces") else "peer_whole"
-        elif m.get("model") in models and (m.get("config") or {}).get("refit"):
+        elif any(_is_refit_of(m, model) for model in models):
             key = str(m["model"])
         else:
             continue
         if key in tables:
             raise SystemExit(f"{store} holds two runs for '{key}'; keep one")
-        tables[key] = pd.read_csv(run / "predictions.csv")
+        tables[key] = pd.read_csv(run / paths.PREDICTIONS)
     return {k: tables[k] for k in [*models, *PEER] if k in tables}  # ours first, as asked
 
 
@@ -230,13 +258,14 @@ def report(args: argparse.Namespace) -> int:
     out = Path(args.out)
     models = [st.load_run(n, tables=False).manifest["model"] for n in args.models.split(",")]
     parts = []
-    for d in sorted(out.glob("seed-*"), key=lambda p: int(p.name[5:])):
+    seeds = {int(d.name[len(SEED_DIR):]): d for d in out.glob(f"{SEED_DIR}*")}
+    for seed, d in sorted(seeds.items()):
         tables = _tables(d, models)
         missing = [k for k in [*models, *PEER] if k not in tables]
         if missing:
             print(f"{d.name}: no run for {', '.join(missing)} yet; left out")
             continue
-        parts.append(carve_answers(tables, Path(args.carve).name).assign(carve=int(d.name[5:])))
+        parts.append(carve_answers(tables, Path(args.carve).name).assign(carve=seed))
     if not parts:
         print(f"nothing to report under {out}")
         return 1
