@@ -141,3 +141,16 @@ def test_a_set_with_its_own_test_split_or_no_folder_is_refused(tmp_path):
         with pytest.raises(SystemExit, match=why):
             carves.main(["--out", str(tmp_path / "o"), "--carve", str(folder), "--dry-run"])
     assert not (tmp_path / "o").exists()
+
+
+def test_face_api_js_is_scored_on_crops_where_its_weights_are_unpacked(tmp_path):
+    from emotion_core.models import get_spec
+    from tests.tfjs_reference import make_faceapi_manifest
+
+    args = carves._parse(["--out", str(tmp_path / "bench"), "--seeds", "4", "--dry-run"])
+    assert "peer_faceapi" not in carves.scorable_peers()
+    assert not any("faceapi_expression" in " ".join(c) for c in carves.commands(args, 4))
+    make_faceapi_manifest(get_spec("faceapi_expression").pretrained[0].folder() / "model")
+    assert carves.scorable_peers() == ["peer_whole", "peer_crops", "peer_faceapi"]
+    ref = [" ".join(c) for c in carves.commands(args, 4) if "scripts.reference" in " ".join(c)]
+    assert len(ref) == 3 and any("--model faceapi_expression" in c and "--crop-faces" in c for c in ref)

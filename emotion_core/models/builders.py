@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from emotion_core.models import faceapi_net
 from emotion_core.models.mini_xception import INPUT_SIZE, MiniXception
 from emotion_core.models.vit import ViT, ViTConfig
 
@@ -167,3 +168,20 @@ def mini_xception(num_classes: int, image_size: int, tiny: bool) -> nn.Module:
     """The same network as `fer_mini_xception` with a head for any classes, to fine-tune; it
     sees every input at its native 64 px."""
     return MiniXception(num_classes, resize_to=INPUT_SIZE)
+
+
+def faceapi_expression(num_classes: int, image_size: int, tiny: bool) -> nn.Module:
+    """face-api.js's FaceExpressionNet (324 k parameters, kept whole when `tiny`), its 7-way
+    head cut to angry, happy and sad: a fixed reference head, loaded, never trained. Like
+    `fer_mini_xception` it returns the 3 logits (softmax over them = face-api.js's 7-class
+    probabilities renormalised over the 3)."""
+    if num_classes != 3:
+        raise ValueError(f"faceapi_expression answers angry, happy and sad only (3 classes), "
+                         f"not {num_classes}")
+    return faceapi_net.FaceExpressionNet(num_classes)
+
+
+def faceapi_net_model(num_classes: int, image_size: int, tiny: bool) -> nn.Module:
+    """The same network as `faceapi_expression` with a new head for any classes, to fine-tune;
+    it sees every input at its native 112 px."""
+    return faceapi_net.FaceExpressionNet(num_classes, resize_to=faceapi_net.INPUT_SIZE)

@@ -279,3 +279,71 @@ def read_keras_mini_xception(path: Path, classes: Sequence[str] = ("angry", "hap
             else:  # Conv2D (kh, kw, in, out) -> (out, in, kh, kw)
                 sd[f"{prefix}.weight"] = _t(w["kernel"].transpose(3, 2, 0, 1))
     return sd
+
+
+# ---------------------------------------------------------------------------------------------
+# face-api.js TF.js weights (manifest JSON + binary shard) -> FaceExpressionNet
+
+FACEAPI_MANIFEST = "face_expression_model-weights_manifest.json"
+
+
+def read_tfjs_weights(manifest: Path) -> dict[str, np.ndarray]:
+    """Every tensor of a TF.js weights manifest, dequantised (uint8/uint16: q * scale + min)
+    to float32, read from the shard files named beside it."""
+    groups = json.loads(Path(manifest).read_text())
+    out: dict[str, np.ndarray] = {}
+    for group in groups:
+        data = b"".join((Path(manifest).parent / p).read_bytes() for p in group["paths"])
+        offset = 0
+        for w in group["weights"]:
+            n = int(np.prod(w["shape"], dtype=np.int64))
+            q = w.get("quantization")
+            dtype = np.dtype(q["dtype"] if q else w["dtype"])
+            if offset + n * dtype.itemsize > len(data):
+                raise ValueError(f"{manifest}: its shards end inside tensor {w['name']}")
+            a = np.frombuffer(data, dtype, n, offset).astype(np.float32)
+            offset += n * dtype.itemsize
+            if q:
+                a = a * np.float32(q["scale"]) + np.float32(q["min"])
+            out[w["name"]] = a.reshape(w["shape"])
+        if offset != len(data):
+            raise ValueError(f"{manifest}: {len(data) - offset} bytes of its shards belong to no tensor")
+    return out
+
+
+def read_faceapi_expression(manifest: Path, classes: Sequence[str] = ("angry", "happy", "sad")
+                            ) -> StateDict:
+    """face-api.js's `face_expression_model` as a FaceExpressionNet state dict whose classifier
+    keeps only `classes` (rows of its 7 expressions). TF.js layouts: conv (kh, kw, in, out),
+    depthwise (kh, kw, C, 1), pointwise (1, 1, in, out), fc (in, out)."""
+    from emotion_core.models.faceapi_net import EXPRESSIONS, WIDTHS
+
+    missing = [c for c in classes if c not in EXPRESSIONS]
+    if missing:
+        raise ValueError(f"{manifest}: the model has no class {missing}; it knows {list(EXPRESSIONS)}")
+    w = read_tfjs_weights(manifest)
+    expected = {f"dense{i}/conv{j}/{p}" for i in range(len(WIDTHS)) for j in range(4)
+                for p in (("filters", "bias") if i == j == 0
+                          else ("depthwise_filter", "pointwise_filter", "bias"))}
+    expected |= {"fc/weights", "fc/bias"}
+    if set(w) != expected:
+        raise ValueError(f"{manifest}: not face-api.js's expression network (missing "
+                         f"{sorted(expected - set(w))[:3]}, unexpected {sorted(set(w) - expected)[:3]})")
+    if w["fc/weights"].shape != (WIDTHS[-1], len(EXPRESSIONS)):
+        raise ValueError(f"{manifest}: fc/weights has shape {w['fc/weights'].shape}, expected "
+                         f"{(WIDTHS[-1], len(EXPRESSIONS))}")
+    sd: StateDict = {}
+    for i in range(len(WIDTHS)):
+        for j in range(4):
+            src, dst = f"dense{i}/conv{j}", f"blocks.{i}.conv{j}"
+            if i == j == 0:
+                sd[f"{dst}.conv.weight"] = _t(w[f"{src}/filters"].transpose(3, 2, 0, 1))
+                sd[f"{dst}.conv.bias"] = _t(w[f"{src}/bias"])
+            else:
+                sd[f"{dst}.depthwise.weight"] = _t(w[f"{src}/depthwise_filter"].transpose(2, 3, 0, 1))
+                sd[f"{dst}.pointwise.weight"] = _t(w[f"{src}/pointwise_filter"].transpose(3, 2, 0, 1))
+                sd[f"{dst}.pointwise.bias"] = _t(w[f"{src}/bias"])
+    keep = [EXPRESSIONS.index(c) for c in classes]
+    sd["classifier.weight"] = _t(w["fc/weights"][:, keep].T)
+    sd["classifier.bias"] = _t(w["fc/bias"][keep])
+    return sd

