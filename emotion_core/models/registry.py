@@ -101,7 +101,7 @@ FACEAPI_FILES = (
     ("model/face_expression_model.bin",
      "9a9840f2cf1f4c7eab95f197512569345c00d2426754d4608b92af30e0300f3d"),
 )
-FACEAPI_TRAINED_ON = "face-api.js's data (public sets and web photos, unnamed)"
+FACEAPI_TRAINED_ON = "face-api.js's unnamed data: public sets and web photos"
 
 
 def _faceapi_file(detail: str) -> NpmWeights:
