@@ -49,6 +49,14 @@ def all_runs() -> tuple[list[store.RunRecord], dict[str, str]]:
     return memo[1]
 
 
+def peer_runs() -> list[store.RunRecord]:
+    """The external reference models whose weights are on this machine (`tables.peer_runs`).
+    Not memoised: a few file checks, and weights fetched while the app runs count at once."""
+    from emotion_core.views import tables
+
+    return tables.peer_runs(all_runs()[0])
+
+
 @st.cache_data(show_spinner=False, max_entries=64)
 def _run_full(root: str, run_id: str, stamp: str) -> store.RunRecord:
     return store.load_run(run_id, tables=True)

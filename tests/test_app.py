@@ -1020,3 +1020,31 @@ def test_a_refit_run_shows_test_numbers_only_on_every_page(built_store, monkeypa
     at.selectbox(key="cm_run").set_value(rid).run()
     assert not at.exception, [e.value for e in at.exception]
     assert len(at.get("plotly_chart")) == 1
+
+
+def test_predict_offers_the_external_references_whose_weights_are_here(at_store, monkeypatch,
+                                                                         tmp_path) -> None:
+    """A fresh clone's reference set of face-api.js (tables only) answers a photo on Predict once
+    its npm weights are here: offered beside the bundled model, not ticked, labelled external."""
+    from tests.test_faceapi import SOURCE, _peer_set
+    from tests.tfjs_reference import make_faceapi_manifest
+
+    at, ids = at_store
+    monkeypatch.setenv(store.paths.ENV_WEIGHTS_DIR, str(tmp_path / "weights"))
+    bundled = _bundle_real_face_model(ids)
+    make_faceapi_manifest(SOURCE.folder() / "model")
+    peer = _peer_set()["run_id"]
+    _open(at, "predict")
+    picker = at.multiselect(key="pr_runs")
+    offered = [o for o in picker.options if o.startswith("faceapi_expression")]
+    assert len(offered) == 1 and offered[0].endswith("external reference")
+    assert picker.value == [bundled]  # offered, never ticked at first
+    picker.set_value([bundled, peer]).run()
+    at.file_uploader(key="pr_upload").set_value(("face.png", _face_png(), "image/png")).run()
+    assert not at.exception, [e.value for e in at.exception]
+    names = list(at.dataframe[0].value["run"])
+    assert any(n.startswith("faceapi_expression") and n.endswith("external reference") for n in names)
+    assert "bundled" in names[0] and len(names) == 3  # and the mean of the two, computed now
+    (SOURCE.folder() / "model" / "face_expression_model.bin").unlink()
+    _open(at, "predict")
+    assert not any(o.startswith("faceapi_expression") for o in at.multiselect(key="pr_runs").options)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import stat
 import tarfile
 from pathlib import Path
@@ -170,3 +171,84 @@ def test_real_weights_give_face_api_js_own_answers(monkeypatch: pytest.MonkeyPat
     with torch.no_grad():
         probs = model(torch_input(rgb)).softmax(1).numpy()
     np.testing.assert_allclose(probs, FACEAPI_JS_PROBS, atol=2e-6)
+
+
+def _peer_set(rid: str = "tiny-faceapi_expression-faces") -> dict:
+    """A reference set holding an external reference run of face-api.js (tables only), scored
+    with the weight files now in the weights folder."""
+    files = {rel: store.files.file_sha256(SOURCE.folder() / rel) for rel, _ in FACEAPI_FILES}
+    manifest = {"kind": "reference", "run_id": rid, "model": "faceapi_expression",
+                "dataset": "tiny", "classes": ["angry", "happy", "sad"], "image_size": 112,
+                "mean": list(MEAN), "std": [1.0, 1.0, 1.0], "weights_source": SOURCE.label,
+                "created": "2026-11-30T18:52:49", "config": {"crop_faces": True},
+                "reference": {"label": SOURCE.label, "files_sha256": files}}
+    folder = store.paths.reference_dir() / "peerset"
+    folder.mkdir(parents=True)
+    store.write_json(folder / store.paths.REFERENCE_MANIFESTS, {"note": "t", "runs": {rid: manifest}})
+    return manifest
+
+
+def test_a_reference_sets_peer_run_is_rebuilt_from_the_weights_here() -> None:
+    from emotion_core.evaluation import loading
+    from emotion_core.evaluation.reference import weights_here
+
+    _, values = make_faceapi_manifest(SOURCE.folder() / "model")
+    manifest = _peer_set()
+    assert weights_here(manifest)
+    model, got = loading.load_model(manifest["run_id"])
+    assert got["model"] == "faceapi_expression" and got["origin"].endswith("peerset")
+    np.testing.assert_array_equal(model.classifier.bias.detach().numpy(), values["fc/bias"][KEEP])
+    assert not model.training
+    shard = SOURCE.folder() / "model" / "face_expression_model.bin"
+    data = bytearray(shard.read_bytes())
+    data[100] ^= 1  # one bit of one filter: other weights than the tables were scored with
+    shard.write_bytes(bytes(data))
+    with pytest.raises(loading.CheckpointMismatchError, match="sha256 differs"):
+        loading.load_model(manifest["run_id"])
+    shard.unlink()
+    assert not weights_here(manifest)
+    with pytest.raises(FileNotFoundError, match="not on this machine"):
+        loading.load_model(manifest["run_id"])
+
+
+def test_only_external_references_with_weights_here_are_peers() -> None:
+    from emotion_core.store import reference
+    from emotion_core.views import tables
+
+    make_faceapi_manifest(SOURCE.folder() / "model")
+    manifest = _peer_set()
+    other = dict(manifest, run_id="gpu-run", kind="model", model="mobilenet_v2")  # one of ours
+    store.write_json(store.paths.reference_dir() / "peerset" / store.paths.REFERENCE_MANIFESTS,
+                     {"note": "t", "runs": {manifest["run_id"]: manifest, "gpu-run": other}})
+    runs = reference.all_reference_runs()
+    assert all(r.tables_only and not r.has_weights for r in runs)
+    assert [r.run_id for r in tables.peer_runs(runs)] == [manifest["run_id"]]
+    (SOURCE.folder() / "model" / "face_expression_model.bin").unlink()
+    assert tables.peer_runs(runs) == [], "no weights here: nothing to answer with"
+
+
+def test_a_scored_reference_exported_as_tables_answers_like_its_stored_predictions(tmp_path: Path) -> None:
+    """scripts.reference -> scripts.gpu.export_reference (tables only, as committed) -> the app's
+    load_model: the rebuilt network gives the probabilities the tables hold."""
+    from emotion_core.evaluation import load_model
+    from emotion_core.evaluation.cross_dataset import run_probs
+    from emotion_core.evaluation.reference import evaluate_reference
+    from scripts.gpu.export_reference import export_reference
+    from tests.tiny_shapes import make_folder, prepared
+
+    make_faceapi_manifest(SOURCE.folder() / "model", seed=3)
+    ds = prepared(make_folder(tmp_path / "imgs", per_class={"train": 1, "valid": 3, "test": 2}))
+    rid = evaluate_reference("faceapi_expression", ds, measure_speed=False, progress=False)
+    ref = store.load_run(rid, tables=False).manifest["reference"]
+    assert ref["package"] == "npm @vladmandic/face-api@1.7.15"
+    assert ref["files_sha256"] == {rel: store.files.file_sha256(SOURCE.folder() / rel)
+                                   for rel, _ in FACEAPI_FILES}
+    export_reference(store.paths.reference_dir() / "peers", note="t")
+    stored = store.load_run(rid).predictions
+    rows = np.flatnonzero(ds.split["subset"].to_numpy() == "test")
+    shutil.rmtree(store.paths.run_dir(rid))
+    model, manifest = load_model(rid)  # now only the set's tables are left
+    assert manifest["origin"].endswith("peers") and type(model).__name__ == "FaceExpressionNet"
+    probs = run_probs(rid, ds, rows, progress=False)
+    test = stored[stored["subset"] == "test"]
+    np.testing.assert_allclose(probs, test[[f"p_{c}" for c in ds.classes]].to_numpy(), atol=1e-5)

@@ -16,7 +16,7 @@ from emotion_core import store
 from emotion_core.data import CachedLoader, PreparedDataset, build_cache, faces, open_folder
 from emotion_core.evaluation.ensemble import average_probs
 from emotion_core.evaluation.inference import collect_probs, run_flips
-from emotion_core.evaluation.loading import load_model
+from emotion_core.evaluation.loading import load_model, run_manifest
 from emotion_core.evaluation.metrics import compute_metrics, metrics_by_subset, predictions_table
 
 
@@ -32,7 +32,7 @@ def _rows(ds: PreparedDataset, subset: str) -> np.ndarray:
 def run_probs(run_id: str, ds: PreparedDataset, rows: np.ndarray, *,
               progress: bool = True) -> np.ndarray:
     """A run's class probabilities (in the run's class order) for split rows `rows` of `ds`."""
-    manifest = store.load_run(run_id, tables=False).manifest
+    manifest = run_manifest(run_id)
     if manifest.get("kind") == "ensemble":
         members = [run_probs(m, ds, rows, progress=progress) for m in manifest["members"]]
         return average_probs(members, manifest.get("weights"))

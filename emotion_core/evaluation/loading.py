@@ -12,19 +12,42 @@ from torch import nn
 
 from emotion_core import store
 from emotion_core.models import build_empty
+from emotion_core.store import reference as reference_sets
 
 
 class CheckpointMismatchError(ValueError):
     """A stored checkpoint disagrees with its manifest (architecture or classes)."""
 
 
+def _peer_manifest(run_id: str) -> dict[str, Any] | None:
+    """The manifest of an external reference's run kept in a reference set (tables, no
+    weights), when `run_id` is no run of this store but one of those."""
+    if store.paths.run_dir(run_id).is_dir():
+        return None
+    peer = reference_sets.reference_manifest(run_id)
+    return peer if peer is not None and peer.get("kind") == "reference" else None
+
+
+def run_manifest(run_id: str) -> dict[str, Any]:
+    """A run's manifest: this store's, a bundled one's, or an external reference's in a
+    reference set (whose model `load_model` rebuilds); BrokenRunError otherwise."""
+    return _peer_manifest(run_id) or store.load_run(run_id, tables=False).manifest
+
+
 def load_model(run_id: str, *, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild a run's architecture (no download) and load its safetensors weights.
+    """Rebuild a run's architecture (no download) and load its safetensors weights; an external
+    reference's run committed in a reference set (tables only) is rebuilt from the shipped
+    weights on this machine (`evaluation.reference.load_reference_model`).
 
     Refuses, with a CheckpointMismatchError naming the difference, a checkpoint whose model name,
     classes, parameter names or shapes disagree with the manifest.
     """
 
+    peer = _peer_manifest(run_id)
+    if peer is not None:  # an external model's run in a reference set: rebuilt from its files
+        from emotion_core.evaluation.reference import load_reference_model
+
+        return load_reference_model(peer).to(device), peer
     rec = store.load_run(run_id, tables=False)
     m = rec.manifest
     if rec.is_ensemble:

@@ -14,11 +14,14 @@ from __future__ import annotations
 import copy
 import time
 import warnings
+from collections.abc import Mapping
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import torch
+from torch import nn
 
 from emotion_core import store
 from emotion_core.data import CachedLoader, PreparedDataset, build_cache, faces
@@ -34,7 +37,7 @@ from emotion_core.models import (
     build_model,
     get_spec,
 )
-from emotion_core.models.weights import PackageWeights
+from emotion_core.models.weights import NpmWeights, PackageWeights, find_package_dir
 
 KIND = "reference"  # manifest "kind" of a stored reference run
 EVAL_BATCH = 128  # images per forward pass
@@ -51,17 +54,85 @@ def has_face_boxes(ds: PreparedDataset) -> bool:
     return all(c in ds.split.columns for c in cols) and bool(ds.split[cols].notna().all(axis=1).any())
 
 
+def weight_files(source: Any) -> dict[str, Path]:
+    """The files a package or npm weight source reads, by their path inside the package (none
+    for other kinds of source); a file may be absent."""
+    if isinstance(source, PackageWeights):
+        folder = find_package_dir(source.module)
+        return {source.relative_path: (folder or Path("/nonexistent")) / source.relative_path}
+    if isinstance(source, NpmWeights):
+        return {rel: source.folder() / rel for rel, _ in source.files}
+    return {}
+
+
 def _source_info(spec: Any, label: str) -> dict[str, Any]:
-    """Where the weights came from: the package, its version and the file's content hash."""
+    """Where the weights came from: the package, its version and each file's content hash."""
     for source in spec.pretrained:
         if source.label == label:
             info: dict[str, Any] = {"label": label, "detail": source.detail}
-            if isinstance(source, PackageWeights) and source.file() is not None:
+            files = {rel: path for rel, path in weight_files(source).items() if path.is_file()}
+            if isinstance(source, PackageWeights) and files:
                 info.update(package=f"{source.distribution}=={source.version}",
                             file=source.relative_path,
-                            file_sha256=store.files.file_sha256(source.file()))
+                            file_sha256=store.files.file_sha256(files[source.relative_path]))
+            elif isinstance(source, NpmWeights) and files:
+                info.update(package=f"npm {source.spec}")
+            if files:
+                info["files_sha256"] = {rel: store.files.file_sha256(p) for rel, p in files.items()}
             return info
     return {"label": label}
+
+
+def _weight_source(manifest: Mapping[str, Any]) -> tuple[Any, Any]:
+    """(registry spec, the source its reference run was scored with)."""
+    spec = get_spec(str(manifest.get("model")))
+    label = (manifest.get("reference") or {}).get("label") or manifest.get("weights_source")
+    if spec.trainable:
+        raise ValueError(f"run '{manifest.get('run_id')}' is not an external reference model's")
+    for source in spec.pretrained:
+        if source.label == label:
+            return spec, source
+    raise ValueError(f"{spec.name} has no weight source labelled '{label}' any more")
+
+
+def weights_here(manifest: Mapping[str, Any]) -> bool:
+    """Whether this machine has the shipped weights an external reference run was scored with
+    (so a reference set's tables-only run can still answer a photo)."""
+    try:
+        spec, source = _weight_source(manifest)
+    except (KeyError, ValueError):
+        return False
+    return source.unavailable(spec.name) is None
+
+
+def load_reference_model(manifest: Mapping[str, Any]) -> nn.Module:
+    """An external reference run's model, rebuilt from the shipped weights on this machine
+    (a reference set commits tables, not weights), in eval mode.
+
+    Refuses (CheckpointMismatchError) weight files whose content differs from those the run
+    recorded, so its tables and its answers come from the same network."""
+    from emotion_core.evaluation.loading import CheckpointMismatchError
+
+    spec, source = _weight_source(manifest)
+    why = source.unavailable(spec.name)
+    if why:
+        raise FileNotFoundError(f"{spec.name}: its weights are not on this machine ({why})")
+    recorded = dict((manifest.get("reference") or {}).get("files_sha256") or {})
+    old = manifest.get("reference") or {}
+    if not recorded and old.get("file") and old.get("file_sha256"):  # runs scored before files_sha256
+        recorded = {old["file"]: old["file_sha256"]}
+    for rel, path in weight_files(source).items():
+        if rel in recorded and store.files.file_sha256(path) != recorded[rel]:
+            raise CheckpointMismatchError(
+                f"run '{manifest.get('run_id')}': {rel} on this machine is not the file its "
+                f"tables were scored with (sha256 differs); score it again with scripts.reference")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PretrainedUnavailableWarning)
+        model, label = build_model(spec.name, len(manifest["classes"]), pretrained=True,
+                                   image_size=int(manifest.get("image_size") or spec.input_size or 224))
+    if label != source.label:
+        raise FileNotFoundError(f"{spec.name}: loaded '{label}' instead of '{source.label}'")
+    return model.eval()
 
 
 def evaluate_reference(model_name: str, ds: PreparedDataset, *, crop_faces: bool = False,

