@@ -1045,6 +1045,15 @@ def test_predict_offers_the_external_references_whose_weights_are_here(at_store,
     names = list(at.dataframe[0].value["run"])
     assert any(n.startswith("faceapi_expression") and n.endswith("external reference") for n in names)
     assert "bundled" in names[0] and len(names) == 3  # and the mean of the two, computed now
+    at.switch_page("pages/explain.py").run()  # Explain offers it too, and draws its maps
+    at.multiselect(key="ex_runs").set_value([peer]).run()
+    at.radio(key="ex_src").set_value("upload").run()
+    at.file_uploader(key="ex_upload").set_value(("face.png", _face_png(), "image/png")).run()
+    assert not at.exception, [e.value for e in at.exception]
+    at.checkbox(key="ex_score").check().run()
+    assert not at.exception, [e.value for e in at.exception]
+    aucs = [m for m in at.metric if m.label in ("deletion AUC", "insertion AUC")]
+    assert len(aucs) >= 2, "its maps are drawn and scored like any run's"
     (SOURCE.folder() / "model" / "face_expression_model.bin").unlink()
     _open(at, "predict")
     assert not any(o.startswith("faceapi_expression") for o in at.multiselect(key="pr_runs").options)
