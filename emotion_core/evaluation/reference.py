@@ -37,7 +37,7 @@ from emotion_core.models import (
     build_model,
     get_spec,
 )
-from emotion_core.models.weights import NpmWeights, PackageWeights, find_package_dir
+from emotion_core.models.weights import NpmWeights, PackageWeights
 
 KIND = "reference"  # manifest "kind" of a stored reference run
 EVAL_BATCH = 128  # images per forward pass
@@ -56,13 +56,8 @@ def has_face_boxes(ds: PreparedDataset) -> bool:
 
 def weight_files(source: Any) -> dict[str, Path]:
     """The files a package or npm weight source reads, by their path inside the package (none
-    for other kinds of source); a file may be absent."""
-    if isinstance(source, PackageWeights):
-        folder = find_package_dir(source.module)
-        return {source.relative_path: (folder or Path("/nonexistent")) / source.relative_path}
-    if isinstance(source, NpmWeights):
-        return {rel: source.folder() / rel for rel, _ in source.files}
-    return {}
+    for the hub or a local file); a file may be absent."""
+    return source.weight_files() if isinstance(source, PackageWeights | NpmWeights) else {}
 
 
 def _source_info(spec: Any, label: str) -> dict[str, Any]:
@@ -70,15 +65,15 @@ def _source_info(spec: Any, label: str) -> dict[str, Any]:
     for source in spec.pretrained:
         if source.label == label:
             info: dict[str, Any] = {"label": label, "detail": source.detail}
-            files = {rel: path for rel, path in weight_files(source).items() if path.is_file()}
-            if isinstance(source, PackageWeights) and files:
+            hashes = {rel: store.files.file_sha256(path)
+                      for rel, path in weight_files(source).items() if path.is_file()}
+            if isinstance(source, PackageWeights) and hashes:
                 info.update(package=f"{source.distribution}=={source.version}",
-                            file=source.relative_path,
-                            file_sha256=store.files.file_sha256(files[source.relative_path]))
-            elif isinstance(source, NpmWeights) and files:
+                            file=source.relative_path, file_sha256=hashes[source.relative_path])
+            elif isinstance(source, NpmWeights) and hashes:
                 info.update(package=f"npm {source.spec}")
-            if files:
-                info["files_sha256"] = {rel: store.files.file_sha256(p) for rel, p in files.items()}
+            if hashes:
+                info["files_sha256"] = hashes
             return info
     return {"label": label}
 

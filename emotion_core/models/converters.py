@@ -284,8 +284,6 @@ def read_keras_mini_xception(path: Path, classes: Sequence[str] = ("angry", "hap
 # ---------------------------------------------------------------------------------------------
 # face-api.js TF.js weights (manifest JSON + binary shard) -> FaceExpressionNet
 
-FACEAPI_MANIFEST = "face_expression_model-weights_manifest.json"
-
 
 def read_tfjs_weights(manifest: Path) -> dict[str, np.ndarray]:
     """Every tensor of a TF.js weights manifest, dequantised (uint8/uint16: q * scale + min)

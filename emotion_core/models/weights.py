@@ -199,9 +199,13 @@ class PackageWeights:
         return self.name or f"{self.tag} (offline package)"
 
     def file(self) -> Path | None:
-        folder = find_package_dir(self.module)
-        path = folder / self.relative_path if folder else None
+        path = self.weight_files().get(self.relative_path)
         return path if path is not None and path.is_file() else None
+
+    def weight_files(self) -> dict[str, Path]:
+        """{path inside the package: where it is here} (empty when the package is not installed)."""
+        folder = find_package_dir(self.module)
+        return {self.relative_path: folder / self.relative_path} if folder else {}
 
     def unavailable(self, model: str) -> str | None:
         return None if self.file() else f"offline package ({self.distribution} not installed)"
@@ -252,8 +256,12 @@ class NpmWeights:
         return store.paths.npm_package_dir(self.package, self.version)
 
     def file(self) -> Path | None:
-        folder = self.folder()
-        return folder / self.files[0][0] if all((folder / f).is_file() for f, _ in self.files) else None
+        paths = self.weight_files()
+        return paths[self.files[0][0]] if all(p.is_file() for p in paths.values()) else None
+
+    def weight_files(self) -> dict[str, Path]:
+        """{path inside the package: where it is unpacked here} (the files may be absent)."""
+        return {rel: self.folder() / rel for rel, _ in self.files}
 
     def unavailable(self, model: str) -> str | None:
         return None if self.file() else (f"npm package ({self.spec} not unpacked: "
