@@ -12,8 +12,8 @@ from emotion_core import jobs
 from emotion_core.views import display, tables
 from pages import _cache, _charts, _entry, _sidebar, _warmup
 
-HOME_COLUMNS = ["model", "weights_source", "created", "val_accuracy", "val_macro_f1",
-                "test_accuracy", "test_macro_f1", "latency_ms"]  # run ids: on Compare
+HOME_COLUMNS = ["label", "val_accuracy", "val_macro_f1", "test_accuracy", "test_macro_f1",
+                "latency_ms"]  # run ids: on Compare
 
 
 def main() -> None:
@@ -70,7 +70,7 @@ def home() -> None:
             f"`{k}`: {v}" for k, v in broken.items()))
     table = tables.comparison_table(shown)
     st.subheader("Leaderboard (best validation macro-F1 first)")
-    _charts.run_table(table, HOME_COLUMNS, {"model": 155})
+    _charts.run_table(table, HOME_COLUMNS)
     _charts.score_bars(table, "val_macro_f1", display.chance_level(shown), key="home_bars")
     st.caption("Pages: Data (EDA and cleaning), Compare, Confusion, Feature maps, Explain, "
                "Predict (photo, snapshot or live webcam), Train (background jobs).")

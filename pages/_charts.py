@@ -16,7 +16,7 @@ from emotion_core.views import labels as run_names
 
 # px: room for the longest registry name, weights label, run id; numbers size to their content.
 # Home and Compare's tables add up to less than the main column at 1400 px with the sidebar open.
-WIDTHS = {"label": 420, "model": 135, "weights_source": 190, "created": 95, "run_id": 315,
+WIDTHS = {"label": 440, "model": 135, "weights_source": 190, "created": 95, "run_id": 315,
           "profile": 60, "dataset": 90}
 
 
@@ -27,9 +27,16 @@ def run_table(table: pd.DataFrame, columns: list[str], widths: dict[str, int] | 
     widths = {**WIDTHS, **(widths or {})}
     shown = display.view(table, columns)
     helps = display.help_for(columns)
+    sources = run_names.weights_help(list(zip(table["weights_source"], table["model"],
+                                              strict=True)))
     if "weights_source" in columns:
         helps[display.heading("weights_source")] = "where the starting weights came from:\n\n" + \
-            run_names.weights_help(list(zip(table["weights_source"], table["model"], strict=True)))
+            sources
+    if "label" in columns:
+        helps[display.heading("label")] = (
+            "each run's name: model · starting weights · when it was made · where it came from "
+            "(bundled, GPU or CPU reference; nothing for a run trained here). The weights:"
+            "\n\n" + sources)
     config = {display.heading(c): st.column_config.Column(
         width=widths.get(c), help=helps.get(display.heading(c))) for c in columns}
     st.dataframe(display.styled(shown), hide_index=True, width="stretch",

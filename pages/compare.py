@@ -12,10 +12,12 @@ from emotion_core.views import display, tables
 from emotion_core.views import labels as run_names
 from pages import _cache, _charts, _entry, _sidebar
 
-SCORE_COLUMNS = ["model", "weights_source", "val_accuracy", "val_macro_f1", "test_accuracy",
-                 "test_macro_f1", "val_ece"]
-COST_COLUMNS = ["model", "params", "flops", "latency_ms", "train_seconds", "epochs_run"]
-PROVENANCE_COLUMNS = ["model", "role", "profile", "run_id"]  # the created time is in the run id
+# Rows are named by the run's label (model · weights · when · origin), distinct per row: a
+# user's run and a reference run of the same model and weights would otherwise read alike.
+SCORE_COLUMNS = ["label", "val_accuracy", "val_macro_f1", "test_accuracy", "test_macro_f1",
+                 "val_ece"]
+COST_COLUMNS = ["label", "params", "flops", "latency_ms", "train_seconds", "epochs_run", "profile"]
+PROVENANCE_COLUMNS = ["label", "role", "run_id"]
 CURVES = {"val_macro_f1": "val macro-F1", "val_acc": "val accuracy", "val_loss": "val loss",
           "train_loss": "train loss", "train_acc": "train accuracy", "lr": "learning rate"}
 BAR_METRICS = ["val_macro_f1", "val_accuracy", "test_macro_f1", "test_accuracy", "val_ece",
@@ -41,20 +43,21 @@ table = tables.comparison_table(runs)
 names = dict(zip(table["run_id"], table["label"], strict=True))  # each run's label, everywhere
 chance = display.chance_level(runs)
 st.subheader("Scores")
-st.caption("Best validation macro-F1 first. Every row names the weights the model started from "
-           "(hover the heading for what each source is); test columns are empty when the dataset "
-           "has no test split of its own, val columns for a refit (it trained on val; see "
-           "Provenance).")
-_charts.run_table(table, SCORE_COLUMNS, {"model": 220, "weights_source": 210})  # room to spare
+st.caption("Best validation macro-F1 first. Each row is one run: model · the weights it "
+           "started from · when it was made · where it came from, if not trained here (hover "
+           "the heading for what each weights source is). Test columns are empty when the "
+           "dataset has no test split of its own, val columns for a refit (it trained on val; "
+           "see Provenance).")
+_charts.run_table(table, SCORE_COLUMNS, {"label": 425})  # fits beside five numbers
 for name, (kind, note) in tables.reference_notes(runs).items():
     st.caption(f"{kind} set `{name}`: {note}. Tables only (no weights came back): shown "
                "here and on Confusion, not on the pages that run a model.")
 st.subheader("Cost")
-_charts.run_table(table, COST_COLUMNS)
+_charts.run_table(table, COST_COLUMNS, {"label": 400})  # six number columns
 st.subheader("Provenance")
 st.caption("Where each model learned: trained here, a bundled release model (model card on "
            "Predict), a GPU or CPU reference run (tables only) or an external reference model.")
-_charts.run_table(table, PROVENANCE_COLUMNS, {"model": 180, "role": 300})
+_charts.run_table(table, PROVENANCE_COLUMNS, {"label": 360, "role": 290, "run_id": 280})
 
 metric = st.selectbox("Bar chart metric", BAR_METRICS, format_func=display.heading,
                       key="cmp_metric")

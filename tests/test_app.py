@@ -83,10 +83,12 @@ def test_home_shows_dataset_source_and_leaderboard_with_weights(at_store) -> Non
     assert metrics["Dataset"] == DATASET and metrics["Data source"] == "synthetic demo"
     assert metrics["Runs shown"] == f"{len(ids)} of {len(ids)}"
     board = at.dataframe[0].value
-    assert sorted(board["model"]) == sorted([*MODELS, f"ensemble({MODELS[0]}+{MODELS[1]})"])
-    assert list(board.columns) == ["model", "weights", "created", "val accuracy", "val macro-F1",
-                                   "test accuracy", "test macro-F1", "CPU ms per image"]
-    assert (board["weights"].astype(str) != "").all()  # every number beside its weights
+    assert list(board.columns) == ["run", "val accuracy", "val macro-F1", "test accuracy",
+                                   "test macro-F1", "CPU ms per image"]
+    assert board["run"].is_unique
+    parts = [run.split(" · ") for run in board["run"]]
+    assert sorted(p[0] for p in parts) == sorted([*MODELS, f"ensemble({MODELS[0]}+{MODELS[1]})"])
+    assert all(len(p) >= 3 and p[1] for p in parts)  # every number beside its weights and time
     assert board["val macro-F1"].is_monotonic_decreasing
     # what each weights source is: the registry's sentence in the run picker's tooltip
     assert "scratch: random initialisation" in at.multiselect(key="runs").help
@@ -121,7 +123,9 @@ def test_compare_page_shows_table_and_the_studys_numbers(at_store) -> None:
     scores, cost, origin = (at.dataframe[k].value for k in range(3))
     assert set(origin["run id"]) == set(ids.values()) and set(origin["role"]) == {"trained here", "ensemble of runs trained here"}
     assert "val macro-F1" in scores.columns and "parameters (M)" in cost.columns
-    assert not set(scores.columns) & {"label", "run", "weights_source", "val_macro_f1"}
+    assert not set(scores.columns) & {"label", "model", "weights_source", "val_macro_f1"}
+    # one name per row, the same rows in the same order in all three tables
+    assert scores["run"].is_unique and list(scores["run"]) == list(cost["run"]) == list(origin["run"])
     study = at.dataframe[-1].value
     reported = dict(zip(study["model"], study["study's validation accuracy"], strict=True))
     assert reported.keys() == {"resnet34", "efficientnet_b4", "vgg16", "vit_scratch", "vit_hf",
@@ -543,7 +547,7 @@ def test_broken_run_is_listed_and_the_others_still_work(built_store, monkeypatch
     monkeypatch.setenv(store.paths.ENV_ROOT, str(root))
     at = _open(AppTest.from_file(APP, default_timeout=TIMEOUT))
     assert ids[MODELS[0]] in _texts(at) and "weights.safetensors" in _texts(at)
-    assert MODELS[0] not in set(at.dataframe[0].value["model"])
+    assert not any(r.startswith(f"{MODELS[0]} · ") for r in at.dataframe[0].value["run"])
     at.switch_page("pages/predict.py").run()
     at.file_uploader(key="pr_upload").set_value(("face.png", _face_png(), "image/png")).run()
     assert not at.exception
@@ -607,7 +611,7 @@ def test_runs_of_one_model_are_told_apart_on_every_page(at_twins) -> None:
     _offered(at.multiselect(key="runs"), cnns, labels)  # the sidebar
     assert set(cnns) <= set(at.multiselect(key="runs").value)
     board = at.dataframe[0].value
-    assert (board["model"] == MODELS[1]).sum() == 3  # all three runs of the CNN are listed
+    assert mine <= set(board["run"])  # all three runs of the CNN are listed, by name
     assert mine <= {y for trace in _chart_data(at, 0) for y in trace["y"]}  # one bar each
 
     _open(at, "compare")
@@ -670,7 +674,8 @@ def test_a_run_written_mid_session_is_ticked_in_the_sidebar(built_store, monkeyp
     assert not at.exception
     assert at.multiselect(key="runs").value == [cnn, new]  # kept the choice, added the new run
     assert {m.label: m.value for m in at.metric}["Runs shown"] == f"2 of {len(ids) + 1}"
-    assert (at.dataframe[0].value["model"] == MODELS[1]).sum() == 2  # on the leaderboard
+    board = at.dataframe[0].value  # on the leaderboard
+    assert sum(r.startswith(f"{MODELS[1]} · ") for r in board["run"]) == 2
 
 
 def test_train_form_is_on_the_train_page_with_fast_defaults(at_store) -> None:
@@ -1007,7 +1012,8 @@ def test_a_refit_run_shows_test_numbers_only_on_every_page(built_store, monkeypa
     store.write_leaderboard()
     at = _open(AppTest.from_file(APP, default_timeout=TIMEOUT))
     board = at.dataframe[0].value
-    row = board[board["model"] == MODELS[1]].sort_values("created").iloc[-1]
+    shown = [r for r in store.list_runs()[0] if r.manifest.get("dataset") == DATASET]
+    (row,) = (r for _, r in board.iterrows() if r["run"] == run_names.run_labels(shown)[rid])
     assert pd.isna(row["val macro-F1"]) and not pd.isna(row["test macro-F1"])
     for page in PAGES:
         at.switch_page(f"pages/{page}.py").run()

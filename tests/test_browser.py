@@ -113,8 +113,8 @@ def _tables_fit(page, where: str) -> None:
     sizes = page.evaluate("""() => Array.from(document.querySelectorAll('[data-testid="stDataFrame"]'))
         .map(d => { const s = d.querySelector('.dvn-scroller') || d;
                     return [s.scrollWidth, s.clientWidth]; })""")
-    for scroll, client in sizes:
-        assert scroll <= client + 1, f"{where}: a table is {scroll} px wide in {client} px"
+    for k, (scroll, client) in enumerate(sizes):
+        assert scroll <= client + 1, f"{where}: table {k + 1} is {scroll} px wide in {client} px"
 
 
 def _png(rgb: np.ndarray) -> bytes:
