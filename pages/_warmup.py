@@ -50,12 +50,17 @@ _page_seen: float | None = None  # when the warm-up last saw a page running (mon
 _primed: set[tuple] = set()  # (root, the runs' model-cache keys) primed in this process
 
 
+# Threads that fill the process-wide caches without a session, on purpose: the warm-up and
+# the server's preload thread (`server_start`'s caller). They never draw.
+_SESSIONLESS = {WARM_UP_THREAD}
+
+
 class _Quiet(logging.Filter):
-    """Drop Streamlit's "missing ScriptRunContext" warning for the warm-up thread: it has no
-    session on purpose (it only fills the process-wide model cache, never draws)."""
+    """Drop Streamlit's "missing ScriptRunContext" warning for the threads in `_SESSIONLESS`:
+    a person starting the app should not read a warning about nothing wrong."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return record.threadName != WARM_UP_THREAD
+        return record.threadName not in _SESSIONLESS
 
 
 logging.getLogger("streamlit.runtime.scriptrunner_utils.script_run_context").addFilter(_Quiet())
@@ -217,6 +222,8 @@ def server_start() -> list[str]:
     forward each, and Predict's chart; the page warm-up then finds them in the process-wide
     caches. Without it a photo that arrives with the server's first page waited for that
     page's warm-up. Returns the bundled run ids loaded; nothing when the warm-up is off."""
+    if threading.current_thread().name != SCRIPT_THREAD:  # never mute a page's own warnings
+        _SESSIONLESS.add(threading.current_thread().name)
     if os.environ.get(WARM_UP_ENV, "1") == "0":
         return []
     from emotion_core import store

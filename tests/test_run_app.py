@@ -41,6 +41,40 @@ def test_server_start_loads_and_primes_the_bundled_models_before_any_page(monkey
     assert loads == bundled, "the pages find the models already loaded"
 
 
+def test_the_server_threads_missing_session_warning_is_muted_and_no_other(monkeypatch) -> None:
+    """Streamlit warns "missing ScriptRunContext" for every cache call outside a page; the
+    preload thread makes such calls on purpose, and a new user saw two warnings at start."""
+    import logging
+    import threading
+
+    from streamlit.runtime.scriptrunner_utils import script_run_context as ctx
+
+    from pages import _warmup
+
+    warned: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            warned.append(record.threadName)
+
+    def server_thread() -> None:
+        _warmup.server_start()  # off in the tests, yet it marks its thread as session-less
+        ctx.get_script_run_ctx()
+
+    handler = Keep()
+    monkeypatch.setattr(ctx._LOGGER, "disabled", False)
+    ctx._LOGGER.addHandler(handler)
+    try:
+        for name, target in (("test-preload", server_thread), ("test-other", ctx.get_script_run_ctx)):
+            thread = threading.Thread(target=target, name=name)
+            thread.start()
+            thread.join()
+    finally:
+        ctx._LOGGER.removeHandler(handler)
+        _warmup._SESSIONLESS.discard("test-preload")
+    assert warned == ["test-other"]
+
+
 def test_ctrl_c_before_the_server_is_up_exits_130_with_one_line(monkeypatch, capsys) -> None:
     from streamlit.web import cli
 

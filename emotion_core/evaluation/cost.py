@@ -18,6 +18,7 @@ an otherwise idle run), so it would flag every measurement taken at the end of a
 from __future__ import annotations
 
 import copy
+import logging
 import os
 import statistics
 import time
@@ -28,7 +29,17 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
+
+
+def _quiet_triton_notice(record: logging.LogRecord) -> bool:
+    return "triton not found" not in record.getMessage()
+
+
+# Setup removes triton where there is no NVIDIA driver (Makefile, README); torch's CUDA build then
+# warns, on importing its FLOP counter, about triton kernels that a CPU model never runs. A
+# person starting the app read that warning in their terminal.
+logging.getLogger("torch.utils.flop_counter").addFilter(_quiet_triton_notice)
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402  (after the filter)
 
 OTHER_CPU_SHARE = 0.25  # comparable: other processes used at most this share of the cores
 LOAD_AVG_SHARE = 0.5  # fallback without /proc/stat: 1-minute load average at most this share
