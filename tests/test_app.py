@@ -323,6 +323,33 @@ def test_warm_up_imports_wait_while_a_page_runs(monkeypatch) -> None:
     assert done == ["first.piece", "second.piece"]
 
 
+def test_warm_up_imports_go_at_once_while_a_page_waits_for_the_warm_up(monkeypatch) -> None:
+    """A page waiting for the warm-up polls it every second, so pages always seem to run: had
+    the imports yielded to them, each piece would wait QUIET_WAIT_S (Explain said "Loading"
+    for 96 s on a fresh server)."""
+    import threading
+
+    from pages import _warmup
+
+    done: list[str] = []
+    monkeypatch.setattr(_warmup, "WARM_UP_IMPORTS", ("first.piece", "second.piece"))
+    monkeypatch.setattr(_warmup, "QUIET_WAIT_S", 120.0)
+    monkeypatch.setattr(_warmup, "_waited_on", None)
+    monkeypatch.setattr(_warmup.importlib, "import_module", done.append)
+    page_done = threading.Event()
+    page = threading.Thread(target=page_done.wait, args=(TIMEOUT,), name=_warmup.SCRIPT_THREAD)
+    page.start()
+    try:
+        _warmup._note_waiting()  # what wait_for and its poll do
+        importer = threading.Thread(target=_warmup._import_slow_libraries)
+        importer.start()
+        importer.join(timeout=30)
+        assert done == ["first.piece", "second.piece"] and page.is_alive()
+    finally:
+        page_done.set()
+        page.join()
+
+
 def _two_modules(tmp_path, monkeypatch, tag: str) -> tuple[str, str]:
     """A module whose first statement imports a second one, both new to this process."""
     outer, inner = f"warmup_{tag}_outer", f"warmup_{tag}_inner"
@@ -387,15 +414,43 @@ def test_a_warm_up_import_never_holds_a_module_a_page_waits_for(tmp_path, monkey
         runner.join()
 
 
+def test_a_warm_up_import_does_not_hold_while_a_page_waits_for_the_warm_up(tmp_path,
+                                                                           monkeypatch) -> None:
+    import threading
+
+    from pages import _warmup
+
+    outer, inner = _two_modules(tmp_path, monkeypatch, "waited")
+    monkeypatch.setattr(_warmup, "YIELD_MAX_S", 60.0)
+    monkeypatch.setattr(_warmup, "QUIET_WAIT_S", 120.0)  # without the rule it held 60 s
+    monkeypatch.setattr(_warmup, "_waited_on", None)
+    page_done = threading.Event()
+    page = threading.Thread(target=page_done.wait, args=(TIMEOUT,), name=_warmup.SCRIPT_THREAD)
+    page.start()
+    try:
+        _warmup._note_waiting()
+        importer = threading.Thread(target=_warmup._import_yielding, args=(outer,))
+        importer.start()
+        importer.join(timeout=30)
+        assert inner in sys.modules and not importer.is_alive() and page.is_alive()
+    finally:
+        page_done.set()
+        page.join()
+
+
 def test_explain_page_waits_for_the_warm_up_instead_of_blocking(at_store, monkeypatch) -> None:
+    from pages import _warmup
+
     at, ids = at_store
     loads, gate = _fresh_warm_up(monkeypatch)
+    monkeypatch.setattr(_warmup, "_waited_on", None)
     gate.clear()  # the warm-up thread is stuck on its first model
     _open(at)
     at.switch_page("pages/explain.py").run()
     assert not at.exception
     assert any("in the background" in i.value for i in at.info)
     assert not any("→" in c for img in at.image for c in img.captions)  # no map yet
+    assert _warmup._someone_waits(), "the warm-up knows a person waits for it"
     gate.set()
     _join_warm_up()
     at.run()
