@@ -1,0 +1,159 @@
+"""Read the emotion of every face in photos, from the command line: what the Predict page does.
+
+    python -m scripts.predict PHOTO_OR_FOLDER [...] [--run RUN_ID ...] [--peers] [--whole-image]
+                              [--csv FILE] [--list]
+
+Finds the faces (MTCNN), cuts each the way each run was trained, and prints every run's answer
+and, with two runs or more, the mean of their probabilities (Predict's "mean computed now").
+By default the bundled real-face models answer; `--run` picks stored runs instead (repeat it;
+`--list` shows the ids), `--peers` adds the external reference models whose weights are here.
+Folders are searched recursively for images. `--csv` also writes one row per face and run
+(a row per picture where no face was found). Exit status: 0, or 1 when some picture could not
+be read (the others are still answered), 2 for a usage mistake.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from emotion_core import store
+from emotion_core.data.layout import is_image_file
+from emotion_core.store import reference
+from emotion_core.views import labels as run_names
+from emotion_core.views import live, tables
+
+CSV_FIELDS = ["path", "face", "x", "y", "w", "h", "run_id", "run", "prediction", "confidence",
+              "note"]
+
+
+def offered_runs() -> tuple[list[store.RunRecord], list[store.RunRecord]]:
+    """(runs that can answer a photo: the user's and the bundled runs with weights, stored
+    ensembles, then the external references whose weights are here; the default: bundled)."""
+    runs, _ = store.list_runs()
+    own = [r for r in runs if not r.tables_only and (r.has_weights or r.manifest.get("kind") == "ensemble")]
+    try:
+        peers = tables.peer_runs(reference.all_reference_runs())
+    except (OSError, ValueError):  # a damaged reference set: no peers, the rest still works
+        peers = []
+    return [*own, *peers], [r for r in own if r.bundled and r.has_weights]
+
+
+def image_paths(inputs: Sequence[str]) -> list[Path]:
+    """The pictures named, and those inside the folders named (recursively, sorted)."""
+    out: list[Path] = []
+    for raw in inputs:
+        path = Path(raw)
+        if path.is_dir():
+            out += sorted(p for p in path.rglob("*") if p.is_file() and is_image_file(p))
+        elif path.is_file():
+            out.append(path)
+        else:
+            raise FileNotFoundError(f"no such file or folder: {raw}")
+    return out
+
+
+def _rows(path: Path, result: live.LiveResult, labels: dict[str, str]) -> Iterable[dict[str, Any]]:
+    if not result.predictions:
+        yield {"path": str(path), "note": result.note}
+    for k, pred in enumerate(result.predictions, start=1):
+        box = pred.box
+        where = {"x": box.x, "y": box.y, "w": box.w, "h": box.h} if box else {}
+        for p in live.answers(pred):
+            row = {"path": str(path), "face": k, **where, "run_id": p.run_id,
+                   "run": live.entry_label(p, labels), "prediction": p.predicted or "",
+                   "confidence": "" if p.confidence is None else round(p.confidence, 4),
+                   "note": p.error or (result.note if k == 1 else "")}
+            if p.probs is not None:
+                row.update({f"p_{c}": round(float(v), 4) for c, v in zip(p.classes, p.probs, strict=True)})
+            yield row
+
+
+def _print(path: Path, result: live.LiveResult, labels: dict[str, str]) -> None:
+    faces = len(result.predictions)
+    how = f" ({result.detector}, {result.detect_ms:.0f} ms)" if result.detector else ""
+    print(f"{path}: {result.faces_found} face(s) found{how}")
+    if result.note:
+        print(f"  {result.note}")
+    for k, pred in enumerate(result.predictions, start=1):
+        box = pred.box
+        where = f"at x={box.x} y={box.y}, {box.w}x{box.h} px" if box else "the whole image"
+        print(f"  face {k} of {faces} {where}")
+        for p in live.answers(pred):
+            name = live.entry_label(p, labels)
+            if p.probs is None:
+                print(f"    {'failed':<8}       {name}: {p.error}")
+            else:
+                print(f"    {p.predicted:<8} {p.confidence:.2f}  {name}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m scripts.predict",
+                                description=__doc__.split("\n")[0])
+    p.add_argument("inputs", nargs="*", metavar="PHOTO_OR_FOLDER", help="pictures or folders")
+    p.add_argument("--run", action="append", default=None, metavar="RUN_ID",
+                   help="a stored run to answer (repeat for several; default: the bundled models)")
+    p.add_argument("--peers", action="store_true",
+                   help="also the external reference models whose weights are on this machine")
+    p.add_argument("--whole-image", action="store_true",
+                   help="classify the whole picture when no face is found in it")
+    p.add_argument("--csv", default=None, metavar="FILE", help="also write the answers here")
+    p.add_argument("--list", action="store_true", help="list the runs that can answer, then stop")
+    args = p.parse_args(argv)
+
+    offered, default = offered_runs()
+    labels = run_names.run_labels(offered)
+    if args.list:
+        for r in offered:
+            tag = "default" if r in default else "--peers" if r.is_reference else ""
+            print(f"{r.run_id}\t{labels[r.run_id]}\t{tag}".rstrip())
+        return 0
+    if not args.inputs:
+        p.error("name at least one picture or folder (or use --list)")
+    by_id = {r.run_id: r for r in offered}
+    unknown = [rid for rid in args.run or [] if rid not in by_id]
+    if unknown:
+        p.error(f"cannot answer with run(s) {', '.join(unknown)}: not a run with weights here "
+                "(see --list)")
+    chosen = list(args.run) if args.run else [r.run_id for r in default]
+    if args.peers:
+        chosen += [r.run_id for r in offered if r.is_reference and r.run_id not in chosen]
+    if not chosen:
+        p.error("no runs to answer with: no bundled model here; train one or pass --run")
+    try:
+        paths = image_paths(args.inputs)
+    except FileNotFoundError as exc:
+        p.error(str(exc))
+    if not paths:
+        p.error("no pictures found in " + ", ".join(args.inputs))
+
+    rows: list[dict[str, Any]] = []
+    failed = 0
+    for path in paths:
+        try:
+            rgb = live.decode_upload(path.read_bytes())
+        except (live.UploadError, OSError) as exc:
+            failed += 1
+            print(f"{path}: skipped: {exc}", file=sys.stderr)
+            rows.append({"path": str(path), "note": f"skipped: {exc}"})
+            continue
+        result = live.predict_faces(rgb, chosen, whole_image=args.whole_image)
+        _print(path, result, labels)
+        rows += _rows(path, result, labels)
+    if args.csv:
+        classes = sorted({k for row in rows for k in row if k.startswith("p_")})
+        with open(args.csv, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=[*CSV_FIELDS, *classes])
+            writer.writeheader()
+            writer.writerows(rows)
+        print(f"wrote {len(rows)} row(s) to {args.csv}")
+    if failed:
+        print(f"{failed} of {len(paths)} picture(s) could not be read", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

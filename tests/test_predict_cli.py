@@ -1,0 +1,108 @@
+"""scripts.predict: the Predict page's answers from the command line, for pictures and folders."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from emotion_core import store
+from scripts import predict
+from tests.fixtures_runs import photo_640x480
+
+BUNDLED = store.paths.REPO_ROOT / "artifacts" / "bundled"
+
+
+@pytest.fixture
+def bundled(monkeypatch) -> list[str]:
+    monkeypatch.setenv(store.paths.ENV_BUNDLED, str(BUNDLED))
+    ids = [r.run_id for r in store.list_runs()[0] if r.bundled and r.has_weights]
+    if len(ids) < 2:
+        pytest.skip("needs the two bundled models of the repository")
+    return ids
+
+
+def _pictures(folder: Path) -> None:
+    (folder / "sub").mkdir(parents=True)
+    Image.fromarray(photo_640x480(2)).save(folder / "sub" / "two.png")
+    Image.fromarray(np.full((200, 300, 3), 90, np.uint8)).save(folder / "blank.png")
+    (folder / "broken.jpg").write_bytes(b"not an image")
+    (folder / "notes.txt").write_text("not a picture by its name: never read")
+
+
+def _read(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_a_folder_answered_by_the_bundled_models_and_their_mean(bundled, tmp_path, capsys) -> None:
+    _pictures(tmp_path / "in")
+    out = tmp_path / "answers.csv"
+    assert predict.main([str(tmp_path / "in"), "--csv", str(out)]) == 1  # one unreadable picture
+    printed = capsys.readouterr()
+    assert "broken.jpg: skipped: This file is not an image" in printed.err
+    assert "1 of 3 picture(s) could not be read" in printed.err
+    rows = _read(out)
+    assert {Path(r["path"]).name for r in rows} == {"two.png", "blank.png", "broken.jpg"}
+    faces = [r for r in rows if Path(r["path"]).name == "two.png"]
+    assert sorted({r["face"] for r in faces}) == ["1", "2"]
+    for k in ("1", "2"):
+        answers = [r for r in faces if r["face"] == k]
+        assert [r["run_id"] for r in answers[:2]] == bundled and len(answers) == 3
+        probs = np.array([[float(r[f"p_{c}"]) for c in ("angry", "happy", "sad")] for r in answers])
+        assert np.allclose(probs.sum(1), 1, atol=1e-3)
+        assert np.allclose(probs[2], probs[:2].mean(0), atol=1e-3), "the mean of the two"
+        assert answers[2]["run"] == "mean of the 2 runs above (computed now)"
+        assert all(r["prediction"] == ("angry", "happy", "sad")[int(np.argmax(p))]
+                   for r, p in zip(answers, probs, strict=True))
+    (blank,) = [r for r in rows if Path(r["path"]).name == "blank.png"]
+    assert blank["note"].startswith("No face found") and not blank["prediction"]
+    assert "two.png: 2 face(s) found" in printed.out and "face 2 of 2 at x=" in printed.out
+
+
+def test_one_run_chosen_whole_image_and_no_mean(bundled, tmp_path, capsys) -> None:
+    Image.fromarray(np.full((200, 300, 3), 90, np.uint8)).save(tmp_path / "blank.png")
+    out = tmp_path / "a.csv"
+    assert predict.main([str(tmp_path / "blank.png"), "--run", bundled[1], "--whole-image",
+                         "--csv", str(out)]) == 0
+    (row,) = _read(out)
+    assert row["run_id"] == bundled[1] and row["prediction"] and row["x"] == ""
+    assert "the whole image" in capsys.readouterr().out
+
+
+def test_peers_join_when_their_weights_are_here(bundled, tmp_path, capsys, monkeypatch) -> None:
+    monkeypatch.setenv(store.paths.ENV_REFERENCE, str(store.paths.REPO_ROOT / "artifacts" / "reference"))
+    offered, default = predict.offered_runs()
+    peers = [r.run_id for r in offered if r.is_reference]
+    if not peers:
+        pytest.skip("no external reference model's weights on this machine")
+    assert [r.run_id for r in default] == bundled
+    assert predict.main(["--list"]) == 0
+    listed = capsys.readouterr().out.splitlines()
+    assert all(line.endswith("\tdefault") for line in listed if line.split("\t")[0] in bundled)
+    assert all(line.endswith("\t--peers") for line in listed if line.split("\t")[0] in peers)
+    Image.fromarray(photo_640x480(1)).save(tmp_path / "one.png")
+    out = tmp_path / "p.csv"
+    assert predict.main([str(tmp_path / "one.png"), "--peers", "--csv", str(out)]) == 0
+    assert [r["run_id"] for r in _read(out)][:-1] == [*bundled, *peers]
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["/no/such/place"], "no such file or folder"),
+    (["{tmp}", "--run", "no-such-run"], "cannot answer with run(s) no-such-run"),
+    (["{tmp}"], "no pictures found"),
+    ([], "name at least one picture or folder"),
+])
+def test_usage_mistakes_exit_2_with_one_sentence(bundled, tmp_path, capsys, argv, says) -> None:
+    with pytest.raises(SystemExit) as stop:
+        predict.main([a.replace("{tmp}", str(tmp_path)) for a in argv])
+    assert stop.value.code == 2 and says in capsys.readouterr().err
+
+
+def test_without_any_bundled_model_it_says_what_to_do(tmp_path, capsys) -> None:
+    Image.fromarray(photo_640x480(1)).save(tmp_path / "one.png")
+    with pytest.raises(SystemExit) as stop:
+        predict.main([str(tmp_path / "one.png")])
+    assert stop.value.code == 2 and "no bundled model here" in capsys.readouterr().err
