@@ -22,6 +22,52 @@ if ds is None or ds not in store.list_datasets():
 kind, where = tables.data_source(ds)
 st.caption(f"Dataset **{ds}** · source: {kind} · `{where}`")
 
+
+def _show(name: str) -> None:
+    st.session_state["dataset"] = name  # the sidebar's dataset picker
+
+
+def combined(name: str, sources: list[str]) -> None:
+    """A dataset of several sets trained together: its subsets per set and the copies found
+    across sets; each set's pictures and cleaning report are on its own Data page."""
+    st.info(f"**{name}** is {len(sources)} prepared sets trained together. Each keeps its own "
+            "cleaning and split; the sets were then checked for copies of one picture across "
+            "them. Each set's folders, samples, mean faces, image statistics and cleaning "
+            "report are on its own page:")
+    known = set(_sidebar.dataset_names())
+    for col, source in zip(st.columns(len(sources)), sources, strict=True):
+        col.button(f"Show {source}", key=f"data_show_{source}", on_click=_show, args=(source,),
+                   disabled=source not in known, width="stretch")
+    st.subheader("Class distribution per set")
+    counts = tables.counts_by_source(name)
+    fig = px.bar(counts, x="split", y="n", color="class", barmode="group", facet_col="source",
+                 height=340, labels={"n": "images", "split": ""})
+    fig.update_yaxes(matches=None, showticklabels=True)  # a small set next to a large one
+    fig.for_each_annotation(lambda a: a.update(text=a.text.split("=")[-1]))
+    fig.update_layout(margin={"l": 10, "r": 10, "t": 30, "b": 10})
+    st.plotly_chart(fig, width="stretch", key="data_counts_sources")
+    st.caption("The subsets the models train and are tested on, after each set's cleaning and "
+               "carving and the check across sets (each set on its own scale).")
+    for source, (line, warnings) in tables.source_split_notes(name).items():
+        st.caption(f"{source}: {line}" if line else source)
+        for warning in warnings:
+            st.warning(f"{source}: {warning}")
+    st.subheader("Copies across sets")
+    across = _cache.table(name, "cleaning")
+    if across.empty:
+        st.success("No picture appears in two of the sets (same decoded pixels, or the same "
+                   "bytes where pixels were not compared), so nothing was dropped.")
+    else:
+        st.caption("A copy is kept once, in the most held-out subset (test, then val, then "
+                   "train); copies with different labels are dropped from train and val.")
+        st.dataframe(across, hide_index=True, width="stretch", placeholder=display.MISSING)
+
+
+sources = tables.dataset_sources(ds)
+if sources:
+    combined(ds, sources)
+    st.stop()
+
 st.subheader("Class distribution")
 counts = tables.class_counts(ds)
 if counts.empty:

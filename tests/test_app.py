@@ -805,6 +805,42 @@ def test_train_form_trains_several_sets_together(built_store, monkeypatch, tmp_p
     assert at.button(key="train_start").disabled  # nothing to train on
 
 
+def test_data_page_of_sets_trained_together_shows_each_set_and_links_to_it(
+        built_store, monkeypatch, tmp_path) -> None:
+    import shutil
+
+    from emotion_core.data import open_folder
+    from emotion_core.data.combine import combine
+    from emotion_core.data.layout import is_image_file
+    from tests import tiny_shapes
+
+    root = copy_store(built_store[0], tmp_path / "store")
+    monkeypatch.setenv(store.paths.ENV_ROOT, str(root))
+    other = tiny_shapes.make_folder(tmp_path / "shapes")
+    mine = open_folder(explorer.dataset_root(DATASET), DATASET, progress=False)
+    first = sorted(p for p in (Path(mine.root) / "test").rglob("*") if is_image_file(p))[0]
+    shutil.copy(first, other / "train" / first.parent.name / "copied.png")  # in both sets
+    both = combine([mine, open_folder(other, "shapes", progress=False)])
+    counts = explorer.counts_by_source(both.name)
+    assert list(dict.fromkeys(counts["source"])) == [DATASET, "shapes"]
+    for source, part in counts.groupby("source"):
+        assert part["n"].sum() == (both.split["source"] == source).sum()
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.session_state["dataset"] = both.name
+    _open(at, "data")
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("2 prepared sets trained together" in i.value for i in at.info)
+    assert not any("prepare_data" in i.value for i in at.info), "no advice to prepare it again"
+    (copies,) = [d.value for d in at.dataframe]
+    assert list(copies["issue"]) == ["duplicate_across_sets"] and "copied.png" in copies["file"].iloc[0]
+    for source in (DATASET, "shapes"):  # where each set's test and val came from
+        assert any(c.value.startswith(f"{source}: Test: ") for c in at.caption), source
+    at.button(key="data_show_shapes").click().run()
+    assert at.session_state["dataset"] == "shapes" and not at.exception
+    assert not any("trained together" in i.value for i in at.info)
+    assert any(c.value.startswith("Dataset **shapes**") for c in at.caption)
+
+
 def test_train_page_shows_the_jobs_status_line_and_keeps_the_log_in_an_expander(
         built_store, monkeypatch, tmp_path) -> None:
     root = copy_store(built_store[0], tmp_path / "store")

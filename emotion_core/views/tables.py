@@ -243,6 +243,43 @@ def split_notes(name: str) -> tuple[str, list[str]]:
     return " · ".join(parts), [str(w) for w in rep.get("warnings") or []]
 
 
+def dataset_sources(name: str) -> list[str]:
+    """The sets a combined dataset (several `--data` trained together) is made of, as its
+    report names them; [] for a dataset prepared from one folder."""
+    try:
+        report = store.load_report(name)
+    except (OSError, ValueError):
+        return []
+    return [str(s.get("name")) for s in report.get("sources") or [] if s.get("name")]
+
+
+def counts_by_source(name: str) -> pd.DataFrame:
+    """(source, split, class, n) of a combined dataset's subsets after cleaning, carving and the
+    check for copies across its sets, from its split table."""
+    split = store.load_dataset_table(name, "split")
+    if "source" not in split.columns:
+        split = split.assign(source=name)
+    out = (split.groupby(["source", "subset", "label"]).size().rename("n").reset_index()
+           .rename(columns={"subset": "split", "label": "class"}))
+    # the sets in the order they were combined, the subsets train, val, test
+    out["source"] = pd.Categorical(out["source"], list(dict.fromkeys(split["source"])), ordered=True)
+    out["split"] = pd.Categorical(out["split"], ["train", "val", "test"], ordered=True)
+    out = out.sort_values(["source", "split", "class"]).reset_index(drop=True)
+    return out.astype({"source": str, "split": str})
+
+
+def source_split_notes(name: str) -> dict[str, tuple[str, list[str]]]:
+    """{set: (how its subsets were made, its warnings)} for each set of a combined dataset, from
+    that set's own report (a set whose report is gone is left out)."""
+    out = {}
+    for source in dataset_sources(name):
+        try:
+            out[source] = split_notes(source)
+        except (OSError, ValueError):
+            continue
+    return out
+
+
 def issue_counts(name: str) -> pd.DataFrame:
     """Files per cleaning issue kind (issue, files) from the dataset report, kinds with no file
     left out: empty when the set is clean."""
