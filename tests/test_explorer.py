@@ -32,6 +32,20 @@ def test_warm_up_follows_the_pages_first_needs_without_repeats() -> None:
     assert explorer.vit_runs(RUNS) == ["vit", "dino"]
 
 
+def _scored(run_id: str, model: str, val: float | None) -> RunRecord:
+    headline = {} if val is None else {"val_macro_f1": val}
+    return RunRecord(run_id, Path(run_id), {"model": model, "kind": "model", "headline": headline}, {})
+
+
+def test_explain_shows_the_best_run_of_each_model_best_first() -> None:
+    runs = [_scored("dino-a", "dinov2_small", 0.80), _scored("dino-b", "dinov2_small", 0.83),
+            _scored("dino-c", "dinov2_small", 0.81), _scored("mnv2-a", "mobilenet_v2", 0.85),
+            _scored("mnv2-refit", "mobilenet_v2", None), _scored("mx", "mini_xception", 0.84),
+            _scored("r34", "resnet34", 0.70)]
+    assert explorer.explain_defaults(runs) == ["mnv2-a", "mx", "dino-b"]
+    assert explorer.explain_defaults(runs, first=["r34", "dino-a"]) == ["dino-a", "r34"]
+
+
 def test_stored_faithfulness_rows_for_each_kind_of_score() -> None:
     metrics = {"faithfulness": {
         "mask_energy_share": {"chance": 0.08, "ideal": 0.39, "ceiling": 0.54, "cam_grid": [7, 7],

@@ -369,11 +369,25 @@ def feature_map_default(records: list[store.RunRecord]) -> str | None:
 
 
 def explain_defaults(records: list[store.RunRecord], first: list[str] | None = None) -> list[str]:
-    """The runs whose Grad-CAMs the Explain page shows side by side before any choice: the
-    model runs among `first` (when given) before the others, at most EXPLAIN_DEFAULT_RUNS."""
+    """The runs whose Grad-CAMs the Explain page shows side by side before any choice, at most
+    EXPLAIN_DEFAULT_RUNS: the model runs among `first` when given, else one run per model (its
+    best by validation macro-F1), the best models first, so the columns compare architectures
+    rather than three runs of one (runs without a validation score keep their order, last)."""
     runs = model_runs(records)
-    order = [r.run_id for r in runs if first is None or r.run_id in first]
-    return order[:EXPLAIN_DEFAULT_RUNS]
+    if first is not None:
+        return [r.run_id for r in runs if r.run_id in first][:EXPLAIN_DEFAULT_RUNS]
+
+    def val_score(rec: store.RunRecord) -> float:
+        value = (rec.manifest.get("headline") or {}).get("val_macro_f1")
+        return float(value) if isinstance(value, (int, float)) else float("-inf")
+
+    best: dict[str, store.RunRecord] = {}
+    for rec in runs:
+        model = str(rec.manifest.get("model"))
+        if model not in best or val_score(rec) > val_score(best[model]):
+            best[model] = rec
+    ranked = sorted(best.values(), key=val_score, reverse=True)  # stable: ties keep their order
+    return [r.run_id for r in ranked][:EXPLAIN_DEFAULT_RUNS]
 
 
 def vit_runs(records: list[store.RunRecord]) -> list[str]:
