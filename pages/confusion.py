@@ -12,7 +12,8 @@ from pages import _cache, _entry, _sidebar
 _entry.require_app("pages/confusion.py")
 st.title("Confusion")
 runs, labels = _sidebar.runs_or_stop("No runs for this dataset yet.", tables_only_ok=True)
-rid = st.selectbox("Run", list(labels), format_func=labels.get, key="cm_run")
+rid = st.selectbox("Run", tables.best_first(runs), format_func=labels.get, key="cm_run",
+                   help="Best validation macro-F1 first, as on Compare.")
 try:
     rec = _cache.run_record(rid)
 except store.BrokenRunError as exc:

@@ -160,6 +160,8 @@ def test_compare_page_gives_each_score_its_interval_and_pairs_two_runs(at_store)
 def test_confusion_page_cell_drilldown(at_store) -> None:
     at, ids = at_store
     _open(at, "confusion")
+    board = explorer.comparison_table([store.load_run(r, tables=False) for r in ids.values()])
+    assert at.selectbox(key="cm_run").value == board["run_id"].iloc[0], "Compare's best first"
     at.selectbox(key="cm_run").set_value(ids[MODELS[0]]).run()
     rec = store.load_run(ids[MODELS[0]])
     true_cls = rec.predictions["label"].iloc[0]

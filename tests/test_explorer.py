@@ -44,6 +44,9 @@ def test_explain_shows_the_best_run_of_each_model_best_first() -> None:
             _scored("r34", "resnet34", 0.70)]
     assert explorer.explain_defaults(runs) == ["mnv2-a", "mx", "dino-b"]
     assert explorer.explain_defaults(runs, first=["r34", "dino-a"]) == ["dino-a", "r34"]
+    # Confusion's run list: every run, best first, those without a val score last in order
+    assert explorer.best_first(runs) == ["mnv2-a", "mx", "dino-b", "dino-c", "dino-a", "r34",
+                                         "mnv2-refit"]
 
 
 def test_stored_faithfulness_rows_for_each_kind_of_score() -> None:

@@ -376,18 +376,23 @@ def explain_defaults(records: list[store.RunRecord], first: list[str] | None = N
     runs = model_runs(records)
     if first is not None:
         return [r.run_id for r in runs if r.run_id in first][:EXPLAIN_DEFAULT_RUNS]
-
-    def val_score(rec: store.RunRecord) -> float:
-        value = (rec.manifest.get("headline") or {}).get("val_macro_f1")
-        return float(value) if isinstance(value, (int, float)) else float("-inf")
-
     best: dict[str, store.RunRecord] = {}
     for rec in runs:
         model = str(rec.manifest.get("model"))
-        if model not in best or val_score(rec) > val_score(best[model]):
+        if model not in best or _val_score(rec) > _val_score(best[model]):
             best[model] = rec
-    ranked = sorted(best.values(), key=val_score, reverse=True)  # stable: ties keep their order
-    return [r.run_id for r in ranked][:EXPLAIN_DEFAULT_RUNS]
+    return best_first(list(best.values()))[:EXPLAIN_DEFAULT_RUNS]
+
+
+def _val_score(rec: store.RunRecord) -> float:
+    value = (rec.manifest.get("headline") or {}).get("val_macro_f1")
+    return float(value) if isinstance(value, (int, float)) else float("-inf")
+
+
+def best_first(records: list[store.RunRecord]) -> list[str]:
+    """Run ids by validation macro-F1, best first, as Home and Compare rank them (runs without
+    one, such as refits and reference tables without val, keep their order, last)."""
+    return [r.run_id for r in sorted(records, key=_val_score, reverse=True)]  # sort is stable
 
 
 def vit_runs(records: list[store.RunRecord]) -> list[str]:
