@@ -68,7 +68,8 @@ def photo_choice(*, models_only: bool = False) -> tuple[list[store.RunRecord], l
     runs of the current dataset plus the bundled real-face models, then the external reference
     models whose weights are here (`tables.peer_runs`, never ticked at first); ticked: the
     bundled models when none of the dataset's runs learned from real faces (the synthetic
-    demo), else the dataset's runs. Both empty when there is nothing to offer."""
+    demo), else the best of the dataset's runs of each model (`tables.best_per_model`). Both
+    empty when there is nothing to offer."""
     runs, _ = _cache.all_runs()
     mine = [r for r in selected_runs() if not r.tables_only]
     own = {r.run_id for r in mine}
@@ -76,9 +77,10 @@ def photo_choice(*, models_only: bool = False) -> tuple[list[store.RunRecord], l
     mine_models = {r.manifest.get("model") for r in mine if r.is_reference}
     peers = [r for r in _cache.peer_runs() if r.manifest.get("model") not in mine_models]
     offered = [r for r in [*mine, *bundled] if r.has_weights or not models_only] + peers
-    real = [r.run_id for r in offered if r.run_id in own and tables.learned_real_faces(r)]
+    real = [r.run_id for r in tables.best_per_model(
+        [r for r in offered if r.run_id in own and tables.learned_real_faces(r)])]
     default = (real or [r.run_id for r in offered if r.bundled]
-               or [r.run_id for r in offered if r not in peers])
+               or [r.run_id for r in tables.best_per_model([r for r in offered if r not in peers])])
     return offered, default
 
 

@@ -660,6 +660,19 @@ def _offered(widget, cnns: list[str], labels: dict[str, str]) -> None:
     assert {labels[r] for r in cnns} <= set(widget.options)
 
 
+def test_predict_ticks_one_run_per_model_of_a_real_face_dataset(at_twins, monkeypatch) -> None:
+    """Answering with every run ever trained was slow and repeated one architecture (30 runs
+    ticked on an experiment store): the best run of each model is ticked, the rest offered."""
+    at, cnns, labels = at_twins
+    monkeypatch.setattr(explorer, "learned_real_faces", lambda rec: True)  # as if real photos
+    _open(at, "predict")
+    widget = at.multiselect(key="pr_runs")
+    _offered(widget, cnns, labels)  # all three offered...
+    assert len(set(widget.value) & set(cnns)) == 1  # ...one ticked
+    models = [store.load_run(r, tables=False).manifest["model"] for r in widget.value]
+    assert len(models) == len(set(models)) and MODELS[0] in models
+
+
 def test_runs_of_one_model_are_told_apart_on_every_page(at_twins) -> None:
     at, cnns, labels = at_twins
     mine = {labels[r] for r in cnns}
@@ -700,6 +713,9 @@ def test_runs_of_one_model_are_told_apart_on_every_page(at_twins) -> None:
 
     _open(at, "predict")
     _offered(at.multiselect(key="pr_runs"), cnns, labels)
+    ticked = at.multiselect(key="pr_runs").value
+    assert len(set(ticked) & set(cnns)) == 1, "one run per model ticked at first"
+    at.multiselect(key="pr_runs").set_value([*ticked, *(set(cnns) - set(ticked))]).run()
     at.file_uploader(key="pr_upload").set_value(("face.png", _face_png(), "image/png")).run()
     assert not at.exception, [e.value for e in at.exception]
     summary = at.dataframe[0].value.set_index("run")

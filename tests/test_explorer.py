@@ -43,6 +43,14 @@ def test_explain_shows_the_best_run_of_each_model_best_first() -> None:
             _scored("mnv2-refit", "mobilenet_v2", None), _scored("mx", "mini_xception", 0.84),
             _scored("r34", "resnet34", 0.70)]
     assert explorer.explain_defaults(runs) == ["mnv2-a", "mx", "dino-b"]
+    # Predict's ticks: one run per model, in the models' order (a bundled one apart)
+    from emotion_core.store import paths
+
+    bundled = RunRecord("rel-mnv2", paths.bundled_dir() / "rel-mnv2",
+                        {"model": "mobilenet_v2", "kind": "model"}, {})
+    assert bundled.bundled
+    assert [r.run_id for r in explorer.best_per_model([*runs, bundled])] == [
+        "dino-b", "mnv2-a", "mx", "r34", "rel-mnv2"]
     assert explorer.explain_defaults(runs, first=["r34", "dino-a"]) == ["dino-a", "r34"]
     # Confusion's run list: every run, best first, those without a val score last in order
     assert explorer.best_first(runs) == ["mnv2-a", "mx", "dino-b", "dino-c", "dino-a", "r34",
