@@ -36,7 +36,8 @@ def offered_runs() -> tuple[list[store.RunRecord], list[store.RunRecord]]:
     runs, _ = store.list_runs()
     own = [r for r in runs if not r.tables_only and (r.has_weights or r.manifest.get("kind") == "ensemble")]
     try:
-        peers = tables.peer_runs(reference.all_reference_runs())
+        peers = [r for r in tables.peer_runs(reference.all_reference_runs())
+                 if r.run_id not in {o.run_id for o in own}]  # its author's store has them
     except (OSError, ValueError):  # a damaged reference set: no peers, the rest still works
         peers = []
     return [*own, *peers], [r for r in own if r.bundled and r.has_weights]

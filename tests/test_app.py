@@ -917,11 +917,12 @@ def _bundle_real_face_model(ids: dict[str, str]) -> str:
     return BUNDLED_ID
 
 
-def _write_reference_set(ids: dict[str, str], name: str = "gpuset", device: str = "cuda:0") -> str:
+def _write_reference_set(ids: dict[str, str], name: str = "gpuset", device: str = "cuda:0",
+                         rid: str | None = None) -> str:
     """A reference set holding a copy of the tiny CNN run's tables (no weights), as if trained
-    on `device`."""
+    on `device`; `rid`: its run id (default: a new one)."""
     rec = store.load_run(ids["mobilenet_v2"])
-    rid = f"tinyfaces-mobilenet_v2-{name}"
+    rid = rid or f"tinyfaces-mobilenet_v2-{name}"
     manifest = dict(rec.manifest, run_id=rid, created="2026-11-27T21:19:11", git_commit="abc123def",
                     timings=dict(rec.manifest["timings"], device=device))
     folder = store.paths.reference_dir() / name
@@ -932,6 +933,19 @@ def _write_reference_set(ids: dict[str, str], name: str = "gpuset", device: str 
     for table in ("history", "confusion", "predictions"):
         store.write_csv(folder / f"{table}.csv", getattr(rec, table).assign(run_id=rid))
     return rid
+
+
+def test_a_reference_set_of_runs_still_in_the_store_lists_each_run_once(at_store) -> None:
+    """On the machine that made a reference set its runs are also in the store: one row each
+    (two rows with one id drew one stacked bar of twice the score)."""
+    at, ids = at_store
+    _write_reference_set(ids, "ownset", device="cpu", rid=ids["mobilenet_v2"])
+    _open(at)
+    board = at.dataframe[0].value
+    assert len(board) == len(ids) and board["run"].is_unique
+    assert {m.label: m.value for m in at.metric}["Runs shown"] == f"{len(ids)} of {len(ids)}"
+    bars = [y for trace in _chart_data(at, 0) for y in trace["y"]]
+    assert len(bars) == len(set(bars)) == len(ids)
 
 
 def test_predict_and_explain_default_to_bundled_models_on_a_synthetic_dataset(at_store) -> None:
