@@ -45,6 +45,10 @@ def test_a_set_that_mixes_machines_gives_an_ensemble_no_machine() -> None:
 def test_a_local_run_is_nobodys_reference() -> None:
     local = _manifest("mine", device="cpu")
     assert tables.run_role(local) == "trained here" and labels.origin_tag(local) == ""
+    # an external model scored here by scripts.reference is named as such on every page
+    peer_here = dict(_manifest("peer-here", kind="reference", device="cpu"), trained_on="FER-2013")
+    assert labels.origin_tag(peer_here) == " · external reference"
+    assert tables.run_role(peer_here).startswith("external reference (FER-2013")
 
 
 def test_an_external_models_scores_in_a_set_stay_an_external_reference() -> None:

@@ -70,10 +70,11 @@ def run_label(manifest: Mapping[str, Any]) -> str:
 
 def origin_tag(manifest: Mapping[str, Any]) -> str:
     """` · bundled` for a release model committed with the code, ` · GPU reference` (or CPU) for
-    a run made elsewhere (tables only), "" for the user's own runs."""
+    a run made elsewhere (tables only), ` · external reference` for an external model's scores
+    (made here by scripts.reference, or in a set), "" for the user's own runs."""
     if manifest.get("bundled_at"):
         return f"{SEP}bundled"
-    if store.runs.reference_set_of(manifest) is not None:
+    if store.runs.reference_set_of(manifest) is not None or manifest.get("kind") == "reference":
         return f"{SEP}{store.runs.reference_kind(manifest)}"
     return ""
 
