@@ -24,7 +24,8 @@ st.subheader("Runs on disk")
 runs, broken = _cache.all_runs()
 if runs:
     _charts.run_table(tables.comparison_table(runs), ["model", "dataset", "profile", "val_macro_f1",
-                                                      "train_seconds", "run_id"], {"model": 230})
+                                                      "train_seconds", "run_id"],
+                      {"model": 160, "dataset": 145, "profile": 75, "run_id": 345})  # long ids fit
 else:
     st.info("No runs yet.")
 for rid, why in broken.items():
