@@ -22,6 +22,11 @@ def test_feature_maps_default_to_vgg16_else_the_first_model_run() -> None:
     no_vgg = [r for r in RUNS if r.run_id != "vgg"]
     assert explorer.feature_map_default(no_vgg) == "r34"  # the ensemble has no weights to show
     assert explorer.feature_map_default(RUNS[:1]) is None
+    # without VGG-16: the best CNN, not a ViT whose one conv layer is its patch embedding
+    scored = [_scored("dino", "dinov2_small", 0.9), _scored("mx", "mini_xception", 0.8),
+              _scored("mnv2", "mobilenet_v2", 0.85)]
+    assert explorer.feature_map_default(scored) == "mnv2"
+    assert explorer.feature_map_default(scored[:1]) == "dino"
 
 
 def test_warm_up_follows_the_pages_first_needs_without_repeats() -> None:

@@ -362,10 +362,13 @@ def model_runs(records: list[store.RunRecord]) -> list[store.RunRecord]:
 
 
 def feature_map_default(records: list[store.RunRecord]) -> str | None:
-    """The study's feature-map showcase (VGG-16) when there is a run of it; else the first model run."""
+    """The study's feature-map showcase (VGG-16) when there is a run of it; else the best CNN
+    run (a ViT has a single conv layer, its patch embedding); else the best model run."""
     runs = model_runs(records)
     showcase = [r for r in runs if _spec(r) is not None and _spec(r).study_feature_maps]
-    return (showcase or runs)[0].run_id if runs else None
+    cnns = [r for r in runs if _spec(r) is not None and _spec(r).family == "cnn"]
+    pick = showcase or cnns or runs
+    return best_first(pick)[0] if pick else None
 
 
 def explain_defaults(records: list[store.RunRecord], first: list[str] | None = None) -> list[str]:
