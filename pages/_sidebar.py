@@ -77,8 +77,8 @@ def photo_choice(*, models_only: bool = False) -> tuple[list[store.RunRecord], l
     mine_models = {r.manifest.get("model") for r in mine if r.is_reference}
     peers = [r for r in _cache.peer_runs() if r.manifest.get("model") not in mine_models]
     offered = [r for r in [*mine, *bundled] if r.has_weights or not models_only] + peers
-    real = [r.run_id for r in tables.best_per_model(
-        [r for r in offered if r.run_id in own and tables.learned_real_faces(r)])]
+    real = [r.run_id for r in tables.best_per_model(  # an external model scored here: offered
+        [r for r in offered if r.run_id in own and tables.learned_real_faces(r) and not r.is_reference])]
     default = (real or [r.run_id for r in offered if r.bundled]
                or [r.run_id for r in tables.best_per_model([r for r in offered if r not in peers])])
     return offered, default

@@ -30,9 +30,10 @@ CSV_FIELDS = ["path", "face", "x", "y", "w", "h", "run_id", "run", "prediction",
               "note"]
 
 
-def offered_runs() -> tuple[list[store.RunRecord], list[store.RunRecord]]:
+def offered_runs() -> tuple[list[store.RunRecord], list[store.RunRecord], list[store.RunRecord]]:
     """(runs that can answer a photo: the user's and the bundled runs with weights, stored
-    ensembles, then the external references whose weights are here; the default: bundled)."""
+    ensembles, then the external references whose weights are here; the default: bundled;
+    what `--peers` adds: the newest run of each external model, scored here or in a set)."""
     runs, _ = store.list_runs()
     own = [r for r in runs if not r.tables_only and (r.has_weights or r.manifest.get("kind") == "ensemble")]
     try:
@@ -40,7 +41,9 @@ def offered_runs() -> tuple[list[store.RunRecord], list[store.RunRecord]]:
                  if r.run_id not in {o.run_id for o in own}]  # its author's store has them
     except (OSError, ValueError):  # a damaged reference set: no peers, the rest still works
         peers = []
-    return [*own, *peers], [r for r in own if r.bundled and r.has_weights]
+    offered = [*own, *peers]
+    default = [r for r in own if r.bundled and r.has_weights]
+    return offered, default, tables.newest_per_model([r for r in offered if r.is_reference])
 
 
 def image_paths(inputs: Sequence[str]) -> list[Path]:
@@ -105,11 +108,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--list", action="store_true", help="list the runs that can answer, then stop")
     args = p.parse_args(argv)
 
-    offered, default = offered_runs()
+    offered, default, peers = offered_runs()
     labels = run_names.run_labels(offered)
     if args.list:
         for r in offered:
-            tag = "default" if r in default else "--peers" if r.is_reference else ""
+            tag = "default" if r in default else "--peers" if r in peers else ""
             print(f"{r.run_id}\t{labels[r.run_id]}\t{tag}".rstrip())
         return 0
     if not args.inputs:
@@ -121,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
                 "(see --list)")
     chosen = list(args.run) if args.run else [r.run_id for r in default]
     if args.peers:
-        chosen += [r.run_id for r in offered if r.is_reference and r.run_id not in chosen]
+        chosen += [r.run_id for r in peers if r.run_id not in chosen]
     if not chosen:
         p.error("no runs to answer with: no bundled model here; train one or pass --run")
     try:

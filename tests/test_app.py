@@ -665,10 +665,15 @@ def test_predict_ticks_one_run_per_model_of_a_real_face_dataset(at_twins, monkey
     ticked on an experiment store): the best run of each model is ticked, the rest offered."""
     at, cnns, labels = at_twins
     monkeypatch.setattr(explorer, "learned_real_faces", lambda rec: True)  # as if real photos
+    path = store.paths.run_file(cnns[2], store.paths.MANIFEST)  # an external model scored here,
+    manifest = store.read_json(path)  # the best on validation of its model's runs
+    store.write_json(path, {**manifest, "kind": "reference", "trained_on": "X",
+                            "headline": {**manifest["headline"], "val_macro_f1": 0.99}})
     _open(at, "predict")
     widget = at.multiselect(key="pr_runs")
-    _offered(widget, cnns, labels)  # all three offered...
-    assert len(set(widget.value) & set(cnns)) == 1  # ...one ticked
+    assert len(widget.options) == len(set(widget.options)) and len(widget.options) >= 3
+    assert len(set(widget.value) & set(cnns[:2])) == 1  # one of the two runs of the CNN...
+    assert cnns[2] not in widget.value  # ...and the external reference offered, not ticked
     models = [store.load_run(r, tables=False).manifest["model"] for r in widget.value]
     assert len(models) == len(set(models)) and MODELS[0] in models
 

@@ -62,6 +62,17 @@ def test_explain_shows_the_best_run_of_each_model_best_first() -> None:
                                          "mnv2-refit"]
 
 
+def test_an_external_model_scored_several_times_answers_once_with_its_newest_run() -> None:
+    def scored(run_id: str, model: str, created: str) -> RunRecord:
+        return RunRecord(run_id, Path(run_id), {"model": model, "created": created}, {})
+
+    runs = [scored("fer-old", "fer_mini_xception", "2026-11-30T03:11:26"),
+            scored("faceapi", "faceapi_expression", "2026-11-30T19:11:11"),
+            scored("fer-new", "fer_mini_xception", "2026-11-30T13:19:51"),
+            scored("fer-mid", "fer_mini_xception", "2026-11-30T13:19:05")]
+    assert [r.run_id for r in explorer.newest_per_model(runs)] == ["fer-new", "faceapi"]
+
+
 def test_stored_faithfulness_rows_for_each_kind_of_score() -> None:
     metrics = {"faithfulness": {
         "mask_energy_share": {"chance": 0.08, "ideal": 0.39, "ceiling": 0.54, "cam_grid": [7, 7],

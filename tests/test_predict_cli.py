@@ -74,8 +74,9 @@ def test_one_run_chosen_whole_image_and_no_mean(bundled, tmp_path, capsys) -> No
 
 def test_peers_join_when_their_weights_are_here(bundled, tmp_path, capsys, monkeypatch) -> None:
     monkeypatch.setenv(store.paths.ENV_REFERENCE, str(store.paths.REPO_ROOT / "artifacts" / "reference"))
-    offered, default = predict.offered_runs()
-    peers = [r.run_id for r in offered if r.is_reference]
+    offered, default, newest = predict.offered_runs()
+    peers = [r.run_id for r in newest]
+    assert len({r.manifest["model"] for r in newest}) == len(newest), "one run per external model"
     if not peers:
         pytest.skip("no external reference model's weights on this machine")
     assert [r.run_id for r in default] == bundled

@@ -346,12 +346,18 @@ def peer_runs(records: list[store.RunRecord]) -> list[store.RunRecord]:
     the newest per model, so Predict and Explain offer what a user would have picked instead."""
     from emotion_core.evaluation.reference import weights_here
 
+    return newest_per_model([r for r in records
+                             if r.is_reference and r.tables_only and weights_here(r.manifest)])
+
+
+def newest_per_model(records: list[store.RunRecord]) -> list[store.RunRecord]:
+    """The most recently created run of each model, in the order the models first appear: an
+    external model scored several times answers a photo once, with the same weights."""
     newest: dict[str, store.RunRecord] = {}
     for r in records:
-        if r.is_reference and r.tables_only and weights_here(r.manifest):
-            name = str(r.manifest.get("model"))
-            if name not in newest or str(r.manifest.get("created")) > str(newest[name].manifest.get("created")):
-                newest[name] = r
+        name = str(r.manifest.get("model"))
+        if name not in newest or str(r.manifest.get("created")) > str(newest[name].manifest.get("created")):
+            newest[name] = r
     return list(newest.values())
 
 
