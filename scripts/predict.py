@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -22,6 +23,7 @@ from typing import Any
 
 from emotion_core import store
 from emotion_core.data.layout import is_image_file
+from emotion_core.evaluation import load_model
 from emotion_core.store import reference
 from emotion_core.views import labels as run_names
 from emotion_core.views import live, tables
@@ -36,9 +38,10 @@ def offered_runs() -> tuple[list[store.RunRecord], list[store.RunRecord], list[s
     what `--peers` adds: the newest run of each external model, scored here or in a set)."""
     runs, _ = store.list_runs()
     own = [r for r in runs if not r.tables_only and (r.has_weights or r.manifest.get("kind") == "ensemble")]
+    here = {r.run_id for r in own}
     try:
         peers = [r for r in tables.peer_runs(reference.all_reference_runs())
-                 if r.run_id not in {o.run_id for o in own}]  # its author's store has them
+                 if r.run_id not in here]  # its author's store has them
     except (OSError, ValueError):  # a damaged reference set: no peers, the rest still works
         peers = []
     offered = [*own, *peers]
@@ -136,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
 
     rows: list[dict[str, Any]] = []
     failed = 0
+    loader = functools.cache(load_model)  # each run built once, not once per picture
     for path in paths:
         try:
             rgb = live.decode_upload(path.read_bytes())
@@ -144,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{path}: skipped: {exc}", file=sys.stderr)
             rows.append({"path": str(path), "note": f"skipped: {exc}"})
             continue
-        result = live.predict_faces(rgb, chosen, whole_image=args.whole_image)
+        result = live.predict_faces(rgb, chosen, loader=loader, whole_image=args.whole_image)
         _print(path, result, labels)
         rows += _rows(path, result, labels)
     if args.csv:
