@@ -27,8 +27,10 @@ def run_table(table: pd.DataFrame, columns: list[str], widths: dict[str, int] | 
     widths = {**WIDTHS, **(widths or {})}
     shown = display.view(table, columns)
     helps = display.help_for(columns)
-    sources = run_names.weights_help(list(zip(table["weights_source"], table["model"],
-                                              strict=True)))
+    sources = ""  # what each weights source is, for the column that names them
+    if {"weights_source", "label"} & set(columns):
+        sources = run_names.weights_help(list(zip(table["weights_source"], table["model"],
+                                                  strict=True)))
     if "weights_source" in columns:
         helps[display.heading("weights_source")] = "where the starting weights came from:\n\n" + \
             sources

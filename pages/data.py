@@ -48,7 +48,7 @@ def combined(name: str, sources: list[str]) -> None:
     st.plotly_chart(fig, width="stretch", key="data_counts_sources")
     st.caption("The subsets the models train and are tested on, after each set's cleaning and "
                "carving and the check across sets (each set on its own scale).")
-    for source, (line, warnings) in tables.source_split_notes(name).items():
+    for source, (line, warnings) in tables.source_split_notes(sources).items():
         st.caption(f"{source}: {line}" if line else source)
         for warning in warnings:
             st.warning(f"{source}: {warning}")

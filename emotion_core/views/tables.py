@@ -257,8 +257,6 @@ def counts_by_source(name: str) -> pd.DataFrame:
     """(source, split, class, n) of a combined dataset's subsets after cleaning, carving and the
     check for copies across its sets, from its split table."""
     split = store.load_dataset_table(name, "split")
-    if "source" not in split.columns:
-        split = split.assign(source=name)
     out = (split.groupby(["source", "subset", "label"]).size().rename("n").reset_index()
            .rename(columns={"subset": "split", "label": "class"}))
     # the sets in the order they were combined, the subsets train, val, test
@@ -268,11 +266,11 @@ def counts_by_source(name: str) -> pd.DataFrame:
     return out.astype({"source": str, "split": str})
 
 
-def source_split_notes(name: str) -> dict[str, tuple[str, list[str]]]:
-    """{set: (how its subsets were made, its warnings)} for each set of a combined dataset, from
-    that set's own report (a set whose report is gone is left out)."""
+def source_split_notes(sources: list[str]) -> dict[str, tuple[str, list[str]]]:
+    """{set: (how its subsets were made, its warnings)} for each of a combined dataset's sets
+    (`dataset_sources`), from that set's own report (a set whose report is gone is left out)."""
     out = {}
-    for source in dataset_sources(name):
+    for source in sources:
         try:
             out[source] = split_notes(source)
         except (OSError, ValueError):
