@@ -61,7 +61,11 @@ def test_results_install_as_a_reference_set_and_loadable_bundles(tmp_path, monke
         torch.testing.assert_close(loaded(x).softmax(1), model.eval()(x).softmax(1), atol=2e-3, rtol=0)
     from emotion_core.store import reference
 
-    assert [r.run_id for r in reference.load_reference_runs("gpu-tiny")] == ["gpu-run"]
+    (ref,) = reference.load_reference_runs("gpu-tiny")
+    assert ref.run_id == "gpu-run"
+    # per-image answers travel gzipped (7.8 MiB of text for one GPU call's 12 runs) and load
+    assert (store.paths.reference_dir() / "gpu-tiny" / "predictions.csv.gz").is_file()
+    assert ref.predictions is not None and ref.predictions["rel"].tolist() == ["x.png"]
 
 
 def test_weights_that_do_not_match_the_recorded_hash_install_nothing(tmp_path, monkeypatch, capsys):

@@ -94,12 +94,13 @@ def read_json(path: Path) -> Any:
 
 
 def write_csv(path: Path, df: pd.DataFrame) -> None:
+    """A `.csv.gz` path is written gzip-compressed (named here: the temporary name hides it)."""
     with atomic_path(path) as tmp:
-        df.to_csv(tmp, index=False)
+        df.to_csv(tmp, index=False, compression="gzip" if str(path).endswith(".gz") else None)
 
 
 def read_csv(path: Path) -> pd.DataFrame:
-    return pd.read_csv(path)
+    return pd.read_csv(path)  # compression inferred from the name
 
 
 def write_png(path: Path, rgb: np.ndarray) -> None:

@@ -3,7 +3,8 @@ without weights.
 
 A reference set is a folder `reference/<set>/` written by `scripts.gpu.export_reference`:
 manifests.json ({note, runs: {run_id: manifest}}), metrics.json ({run_id: metrics}),
-history.csv / confusion.csv / predictions.csv (when present) with a run_id column. They load as
+history.csv / confusion.csv / predictions.csv (when present; each may be gzipped, `.csv.gz`, as
+export_reference writes the per-image answers) with a run_id column. They load as
 RunRecords (no weights) so the app can show them beside local runs, labelled with their origin
 and the machine they trained on (GPU or CPU, from each manifest's timings).
 """
@@ -27,6 +28,13 @@ def list_reference_sets() -> list[str]:
     return sorted(p.name for p in base.iterdir() if (p / paths.REFERENCE_MANIFESTS).is_file())
 
 
+def _table(folder: Path, name: str) -> pd.DataFrame | None:
+    for path in (folder / f"{name}.csv", folder / f"{name}.csv.gz"):
+        if path.is_file():
+            return read_csv(path)
+    return None
+
+
 def _part(table: pd.DataFrame | None, run_id: str) -> pd.DataFrame | None:
     if table is None or "run_id" not in table.columns:
         return None
@@ -39,8 +47,7 @@ def load_reference_runs(name: str) -> list[RunRecord]:
     bundle = read_json(folder / paths.REFERENCE_MANIFESTS)
     metrics = read_json(folder / paths.REFERENCE_METRICS) \
         if (folder / paths.REFERENCE_METRICS).is_file() else {}
-    tables = {t: read_csv(folder / f"{t}.csv") if (folder / f"{t}.csv").is_file() else None
-              for t in TABLES}
+    tables = {t: _table(folder, t) for t in TABLES}
     entries = {run_id: m for run_id, m in (bundle.get("runs") or {}).items()
                if isinstance(m, dict) and isinstance(m.get("classes"), list)}  # malformed: skipped
     # An ensemble records no device of its own: it takes its set's, when the set has one.

@@ -17,6 +17,7 @@
 # these runs were taken while other runs shared the machine: their records say so.
 # SMOKE=1 runs the same stages with tiny models for a local check of the script.
 set -uo pipefail
+source "$(dirname "$0")/lib.sh"
 pack=$1 out=$2
 RF=${RF:-/tmp/rf}
 export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 EMOTION_ARTIFACTS=$RF/artifacts
@@ -80,35 +81,9 @@ fi
 launch probe dinov2_small,mobilenet_v2 --recipe probe
 wave "$WAVE1"
 
-bundle_candidates() {
-timeout 60 python3 - "$out" >>"$log" 2>&1 <<'EOF'
-import sys
-from pathlib import Path
-from emotion_core import store
-from emotion_core.store import bundle
-
-out = Path(sys.argv[1])
-runs = {r.manifest["model"]: r.run_id for r in store.list_runs()[0]
-        if r.manifest.get("kind") == "model" and r.manifest["recipe"].get("name") != "probe"}
-print("runs:", runs)
-for model in ("mobilenet_v2", "efficientnet_lite0", "dinov2_small"):
-    if model in runs:  # "-gpu": beside, not over, the CPU-trained bundles of the same model
-        path = bundle.bundle_run(runs[model], "model card written when the bundle is installed",
-                                 bundle_id=f"realfaces-{model}-gpu")
-        print("bundled", model, path)
-EOF
-}
-send_weights() {
-for dir in "$RF"/bundled/*/; do
-  [ -d "$dir" ] || continue
-  name=$(basename "$dir")
-  if [ "$(stat -c %s "$dir/weights.safetensors")" -gt 15728640 ]; then
-    split -b 15M -d "$dir/weights.safetensors" "$out/$name.part"
-  else
-    cp "$dir/weights.safetensors" "$out/$name.safetensors"
-  fi
-done
-}
+note="full profile, face crops of affectnet3+webfaces3 at 224 px (as the pack cut them: see each \
+run's framing) (192 px WebP q75), flip TTA, label smoothing 0.1; runs of a wave trained side by \
+side, so their seconds and CPU latencies were taken under load"
 ensembles() {
 timeout 60 python3 - >>"$log" 2>&1 <<'EOF'
 from emotion_core import store
@@ -126,19 +101,9 @@ for mode, members in (("default", [runs.get("resnet34"), runs.get("efficientnet_
         print("ensemble", mode, "failed:", exc)
 EOF
 }
-pack_tables() {  # every run's tables (a reference set) and the bundled folders without weights
-  rm -rf "$RF/reference"
-  python3 -m scripts.gpu.export_reference --out "$RF/reference" --note "full profile on \
-$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1), face crops of \
-affectnet3+webfaces3 at 224 px (as the pack cut them: see each run's framing) (192 px WebP q75), flip TTA, label smoothing 0.1; \
-runs of a wave trained side by side, so their seconds and CPU latencies were taken under load; \
-$(python3 -c 'import torch; print("torch", torch.__version__)')" >>"$log" 2>&1
-  tar -czf "$out/runs.tar.gz" --exclude=weights.safetensors -C "$RF" reference \
-    $(cd "$RF" && ls -d bundled 2>/dev/null)
-}
-bundle_candidates
+bundle_models -gpu mobilenet_v2 efficientnet_lite0 dinov2_small
 send_weights
-pack_tables  # sent now too: a call cut short still brings the candidates back whole
+pack_tables "$note"  # sent now too: a call cut short still brings the candidates back whole
 
 ref="--lr 5e-4 --patience 4"
 launch resnet34 resnet34 --epochs 12 $ref
@@ -150,5 +115,5 @@ left=$((DEADLINE - SECONDS))
 wave $((left > 30 ? left : 30))
 
 ensembles
-pack_tables
+pack_tables "$note"
 ls -la "$out" | tee -a "$log"
