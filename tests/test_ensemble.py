@@ -15,12 +15,14 @@ TEST_Y = [1, 2]
 
 
 def _store(run_id: str, val_p, test_p, *, split: str = "s1", classes=CLASSES, model="resnet34",
-           rels=None) -> str:
+           rels=None, sources=None) -> str:
     rels = rels or [f"v{i}.png" for i in range(len(val_p))] + [f"t{i}.png" for i in range(len(test_p))]
     probs = np.vstack([val_p, test_p])
     y = VAL_Y + TEST_Y
     df = pd.DataFrame({"rel": rels, "subset": ["val"] * len(val_p) + ["test"] * len(test_p),
                        "label": [classes[i] for i in y], "pred": [classes[i] for i in probs.argmax(1)]})
+    if sources is not None:  # a run on several sets stores each image's set
+        df.insert(2, "source", sources)
     for i, c in enumerate(classes):
         df[f"p_{c}"] = probs[:, i]
     manifest = {"kind": "model", "model": model, "dataset": "d", "classes": list(classes),
@@ -63,6 +65,20 @@ def test_build_ensemble_stores_a_run_with_averaged_probabilities():
     val = weighted.predictions[weighted.predictions["subset"] == "val"].sort_values("rel")
     np.testing.assert_allclose(val[[f"p_{c}" for c in CLASSES]].to_numpy(),
                                0.25 * np.array(A_VAL) + 0.75 * np.array(B_VAL))
+
+
+def test_an_ensemble_of_runs_on_several_sets_reports_each_sets_test_split():
+    # two sets, each with its own test image
+    sources = ["x", "x", "y", "y", "x", "y"]
+    _store("a", A_VAL, [[.1, .8, .1], [.1, .1, .8]], sources=sources)
+    _store("b", B_VAL, [[.1, .3, .6], [.9, .05, .05]], sources=sources, model="efficientnet_b4")
+    rec = store.load_run(ensemble.build_ensemble(["a", "b"]))
+    by = rec.metrics["by_source"]
+    # mean on x's test image (happy): (.1, .55, .35) -> right; on y's (sad): (.5, .075, .425) -> wrong
+    assert by["x"]["test"]["n"] == 1 and by["x"]["test"]["accuracy"] == 1.0
+    assert by["y"]["test"]["accuracy"] == 0.0 and by["y"]["val"]["n"] == 2
+    assert rec.manifest["headline"]["test_accuracy_by_source"] == {"x": 1.0, "y": 0.0}
+    assert set(rec.predictions["source"]) == {"x", "y"}
 
 
 def test_incompatible_members_are_refused():

@@ -77,7 +77,9 @@ def aligned_probs(records: Sequence[store.RunRecord],
         if not (df["label"].to_numpy() == base["label"].to_numpy()).all():
             raise EnsembleError(f"run '{rec.run_id}' labels the same images differently")
         tables.append(ev.probs_from_predictions(df, classes))
-    return base[["rel", "subset", "label"]], tables
+    # members trained on several sets say which set each image is from
+    cols = ["rel", "subset", "label"] + (["source"] if "source" in base.columns else [])
+    return base[cols], tables
 
 
 def _subset_score(frame: pd.DataFrame, probs: np.ndarray, classes: Sequence[str],
@@ -156,6 +158,9 @@ def build_ensemble(run_ids: Sequence[str], *, weights: Sequence[float] | str | N
             conf = ev.confusion_table(y[sel], probs[sel].argmax(1), classes)
             conf.insert(0, "subset", subset)
             conf_parts.append(conf)
+    if "source" in frame.columns:  # each set's own test split, as its members report it
+        preds, metrics["by_source"] = ev.split_by_source(
+            preds, dict(zip(frame["rel"], frame["source"], strict=True)), classes)
     ms = [r.manifest for r in records]
     hs = [m.get("headline", {}) for m in ms]
 
@@ -185,6 +190,8 @@ def build_ensemble(run_ids: Sequence[str], *, weights: Sequence[float] | str | N
                      "latency_ms": total("latency_ms"), "train_seconds": total("train_seconds"),
                      "epochs_run": None},
     }
+    if "by_source" in metrics:
+        manifest["headline"]["test_accuracy_by_source"] = ev.test_accuracy_by_source(metrics["by_source"])
     store.save_run(run_id, manifest=manifest, metrics=metrics,
                        history=pd.DataFrame(columns=store.HISTORY_COLUMNS),
                        confusion=pd.concat(conf_parts, ignore_index=True), predictions=preds)
