@@ -6,6 +6,7 @@ import socket
 import warnings
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
@@ -337,3 +338,35 @@ def test_fetch_weights_stores_what_resolves_and_refuses_unknown_models(monkeypat
     assert "imagenet (offline package)" in capsys.readouterr().out
     sd, label = W.LocalWeights("imagenet").load("mobilenet_v2")
     assert label == "imagenet (offline package)" and len(sd) > 100
+
+
+def _legacy_dino_names(sd: dict) -> dict:
+    """Rename as transformers before 5.x's q/k/v/o rename did (and 5.17, on the GPU machine)."""
+    out = {}
+    for k, v in sd.items():
+        for legacy, new in C._LEGACY_DINO_RENAMES.items():
+            k = k.replace(new, legacy)
+        out[k] = v
+    return out
+
+
+def test_a_dinov2_run_saved_under_other_transformers_names_loads_and_answers_alike() -> None:
+    """A run trained on the lent GPU (transformers 5.17: attention.attention.key) loads here
+    (5.24: attention.k_proj), and the reverse translation serves an older install."""
+    from emotion_core import evaluation
+
+    model, _ = M.build_model("dinov2_small", 3, pretrained=False, image_size=SIZE, tiny=True)
+    own = model.state_dict()
+    legacy = _legacy_dino_names(own)
+    assert legacy.keys() != own.keys(), "the tiny model must have the renamed tensors"
+    manifest = {"kind": "model", "model": "dinov2_small", "classes": ["angry", "happy", "sad"],
+                "image_size": SIZE, "mean": [0.5] * 3, "std": [0.5] * 3, "dataset": "d",
+                "config": {"tiny": True}}
+    empty = pd.DataFrame({"subset": [], "rel": []})
+    store.save_run("gpu-dino", manifest=manifest, metrics={}, history=empty, confusion=empty,
+                   predictions=empty, state_dict=legacy)
+    loaded, _ = evaluation.load_model("gpu-dino")
+    x = torch.randn(2, 3, SIZE, SIZE)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model.eval()(x))
+    assert C.match_dinov2_keys(dict(own), set(legacy)).keys() == legacy.keys()

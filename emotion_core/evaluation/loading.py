@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from emotion_core import store
-from emotion_core.models import build_empty
+from emotion_core.models import build_empty, get_spec
 from emotion_core.store import reference as reference_sets
 
 
@@ -64,6 +64,9 @@ def load_model(run_id: str, *, device: str | torch.device = "cpu") -> tuple[nn.M
     cfg = m.get("config", {})
     model = build_empty(m["model"], len(classes), int(m["image_size"]), bool(cfg.get("tiny", False)))
     expected = model.state_dict()
+    adapt = get_spec(m["model"]).adapt_keys
+    if adapt is not None:  # names that differ between library versions (a run made elsewhere)
+        state = adapt(state, set(expected))
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()

@@ -111,12 +111,16 @@ _LEGACY_DINO_RENAMES = {"attention.attention.query.": "attention.q_proj.",
 
 
 def match_dinov2_keys(sd: StateDict, target_keys: set[str]) -> StateDict:
-    """Translate legacy Dinov2 names to the installed transformers' names (5.x renamed q/k/v/o)."""
+    """Translate Dinov2 names to the installed transformers' (5.x renamed q/k/v/o, within 5.x
+    too: a run saved on a machine with transformers 5.17 has the legacy names, 5.24 the new)."""
     if not sd or set(sd) <= target_keys:
         return sd
+    renames = _LEGACY_DINO_RENAMES
+    if any(old in k for k in target_keys for old in renames):  # the installed one is legacy
+        renames = {new: old for old, new in renames.items()}
     out = {}
     for k, v in sd.items():
-        for old, new in _LEGACY_DINO_RENAMES.items():
+        for old, new in renames.items():
             k = k.replace(old, new)
         out[k] = v
     return out
