@@ -58,7 +58,7 @@ def test_export_reference_combines_every_run_without_weights(tmp_path):
     out = tmp_path / "ref"
     assert sorted(p.name for p in out.iterdir()) == ["confusion.csv", "history.csv", "leaderboard.csv",
                                                      "manifests.json", "metrics.json",
-                                                     "predictions.csv"]
+                                                     "predictions.csv.gz"]
     assert pd.read_csv(out / "leaderboard.csv")["run_id"].tolist() == ["b", "a"]
     hist = pd.read_csv(out / "history.csv")
     assert len(hist) == 4 and set(hist["run_id"]) == {"a", "b"}
@@ -73,6 +73,7 @@ def test_export_reference_combines_every_run_without_weights(tmp_path):
     assert back.keys() == {"a", "b"} and back["b"].metrics == {"val": {"accuracy": 0.6}}
     assert back["a"].manifest["origin"] == "reference:gpu-test"
     assert list(back["a"].history["val_macro_f1"]) == [0.15, 0.3]
+    assert back["a"].predictions["rel"].tolist() == ["x.png"]  # read back from the gzip
     assert "run_id" not in back["a"].history.columns
 
 
