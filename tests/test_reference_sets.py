@@ -60,3 +60,25 @@ def test_an_external_models_scores_in_a_set_stay_an_external_reference() -> None
         "external reference (FER-2013; tables of set peerset, 11-30 01:02, 01234567)"
     assert labels.origin_tag(run.manifest).endswith("external reference")
     assert tables.reference_notes([run])["peerset"] == ("External reference", "made on peerset")
+
+
+def test_a_run_made_from_a_changed_checkout_says_so(tmp_path, monkeypatch) -> None:
+    """A lent GPU machine's git names the session's first commit while the tree it ran differs:
+    the manifest records that, and the role says it."""
+    import subprocess
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git = ["git", "-C", str(repo), "-c", "user.email=t@t", "-c", "user.name=t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    (repo / "code.py").write_text("a = 1\n")
+    subprocess.run([*git, "add", "code.py"], check=True)
+    subprocess.run([*git, "commit", "-qm", "first"], check=True)
+    monkeypatch.setattr(store.paths, "REPO_ROOT", repo)
+    assert store.git_changed() is False
+    (repo / "code.py").write_text("a = 2\n")
+    assert store.git_changed() is True
+    _write_set("changed", [dict(_manifest("ch", device="cuda:0"), git_changed=True)])
+    (run,) = reference.load_reference_runs("changed")
+    assert tables.run_role(run.manifest) == \
+        "GPU reference (set changed, 11-30 01:02, 01234567 + uncommitted changes)"

@@ -208,6 +208,7 @@ def evaluate_reference(model_name: str, ds: PreparedDataset, *, crop_faces: bool
                       if crop_faces else {}),
                    "eval_batch_size": EVAL_BATCH},
         "image_size": size, "mean": mean, "std": std, "git_commit": store.git_commit(),
+        "git_changed": store.git_changed(),
         "created": datetime.now().isoformat(timespec="seconds"), "recipe": [], "best_epoch": None,
         "timings": {"train_seconds": None, "eval_seconds": round(eval_seconds, 2), "device": "cpu",
                     "torch_threads": torch.get_num_threads()},

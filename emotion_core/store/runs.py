@@ -141,6 +141,18 @@ def git_commit() -> str | None:
         return None
 
 
+def git_changed() -> bool | None:
+    """Whether tracked files differ from that commit (None outside a git checkout). A lent GPU
+    machine gets a copy of the working tree whose git still names the session's first commit, so
+    the commit alone can name code that did not run there."""
+    try:
+        out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                             cwd=paths.REPO_ROOT, capture_output=True, text=True, timeout=10)
+        return bool(out.stdout.strip()) if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
 class BrokenRunError(RuntimeError):
     """A run folder that is missing a file or holds an unreadable one."""
 

@@ -23,7 +23,7 @@ from emotion_core.data.cache import CachedLoader, DecodedCache
 from emotion_core.evaluation import cost as cost_mod
 from emotion_core.evaluation import metrics as ev
 from emotion_core.evaluation.inference import collect_probs
-from emotion_core.store.runs import git_commit, split_hash
+from emotion_core.store.runs import git_changed, git_commit, split_hash
 from emotion_core.training.config import TrainConfig
 from emotion_core.training.planner import Phase, Plan
 from emotion_core.training.state import RunState
@@ -152,7 +152,7 @@ def build_manifest(ctx: RunContext, state: RunState, cache: DecodedCache, metric
         "image_size": ctx.config.image_size, "mean": ctx.mean, "std": ctx.std,
         "tta_flip": ctx.config.tta_flip,
         "sources": list(dict.fromkeys(ctx.sources)) if ctx.sources is not None else [ctx.dataset],
-        "git_commit": git_commit(), "created": datetime.now().isoformat(timespec="seconds"),
+        "git_commit": git_commit(), "git_changed": git_changed(), "created": datetime.now().isoformat(timespec="seconds"),
         "recipe": ctx.recipe(), "best_epoch": state.best_epoch,
         "timings": {"train_seconds": round(state.train_seconds, 2),
                     "eval_seconds": round(eval_seconds, 2), "device": str(ctx.device),

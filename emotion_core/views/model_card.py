@@ -126,7 +126,8 @@ def model_card(run_id: str, *, note: str = "") -> str:
         + (f", distilled from {recipe['distill']} (weight {recipe.get('distill_weight')}, "
            f"temperature {recipe.get('distill_temperature')})" if recipe.get("distill") else ""),
         f"- trained on {m.get('timings', {}).get('device')}{_threads(m)} in "
-        f"{m.get('timings', {}).get('train_seconds')} s; code commit {m.get('git_commit')}; "
+        f"{m.get('timings', {}).get('train_seconds')} s; code commit {m.get('git_commit')}"
+        f"{' with uncommitted changes' if m.get('git_changed') else ''}; "
         f"created {m.get('created')}",
         f"- command: `{training_command(m)}`, run with the face boxes prepared by "
         f"`python -m scripts.prepare_data --data DIR --detect-faces` for each set",

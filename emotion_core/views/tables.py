@@ -41,13 +41,19 @@ def run_role(manifest: Mapping[str, Any]) -> str:
     return role
 
 
+def commit_label(manifest: Mapping[str, Any]) -> str:
+    """The run's code commit, short, marked when its checkout had uncommitted changes."""
+    commit = str(manifest.get("git_commit") or "")[:8] or "commit unrecorded"
+    return commit + (" + uncommitted changes" if manifest.get("git_changed") else "")
+
+
 def _origin(manifest: Mapping[str, Any]) -> str:
     kind = manifest.get("kind", "model")
     ref_set = store.runs.reference_set_of(manifest)
     external = f"external reference ({manifest.get('trained_on') or 'data unknown'}"
     if ref_set is not None:  # made elsewhere (a lent GPU, a long CPU job); its tables committed
         made = created_stamp(manifest.get("created"))
-        commit = str(manifest.get("git_commit") or "")[:8] or "commit unrecorded"
+        commit = commit_label(manifest)
         if kind == "reference":  # an external model's scores: never one of ours
             return f"{external}; tables of set {ref_set}, {made}, {commit})"
         return f"{store.runs.reference_kind(manifest)} (set {ref_set}, {made}, {commit})"
