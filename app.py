@@ -55,7 +55,9 @@ def home() -> None:
                        "**Predict** to try them on your photo or webcam.")
             st.page_link("pages/predict.py", label="Predict with the bundled models",
                          icon=":material/photo_camera:")
-        return
+        if not _sidebar.dataset_runs():
+            return
+        # the dataset picked has runs all the same (bundled ones, reference tables): list them
     ds = _sidebar.current_dataset()
     kind, where = tables.data_source(ds) if ds else ("unknown", "")
     shown, on_disk = _sidebar.selected_runs(), _sidebar.dataset_runs()
@@ -78,8 +80,10 @@ def home() -> None:
 
 def first_run(broken: dict[str, str]) -> None:
     """The empty state: say what is missing and offer to start the quick demo job."""
-    st.info("Nothing trained yet. This is what is missing:")
-    for item in tables.missing_pieces():
+    missing = tables.missing_pieces()
+    st.info("Nothing trained yet. This is what is missing:" if missing else
+            "Nothing of yours trained yet.")
+    for item in missing:
         st.markdown(f"- {item}")
     if broken:
         st.warning("Broken runs found (not loaded): " + "; ".join(

@@ -929,6 +929,7 @@ def _write_reference_set(ids: dict[str, str], name: str = "gpuset", device: str 
     rec = store.load_run(ids["mobilenet_v2"])
     rid = rid or f"tinyfaces-mobilenet_v2-{name}"
     manifest = dict(rec.manifest, run_id=rid, created="2026-11-27T21:19:11", git_commit="abc123def",
+                    git_changed=False,  # whatever state this checkout is in
                     timings=dict(rec.manifest["timings"], device=device))
     folder = store.paths.reference_dir() / name
     folder.mkdir(parents=True)
@@ -1067,6 +1068,9 @@ def test_home_offers_the_demo_and_points_to_the_bundled_models(monkeypatch, tmp_
     at = _open(AppTest.from_file(APP, default_timeout=TIMEOUT))
     assert at.button(key="start_demo").label == "Start the quick demo job"
     assert any("1 bundled real-face model(s) are ready" in s.value for s in at.success)
+    # the bundled model's dataset is picked: its runs are listed, not hidden by the empty state
+    (board,) = at.dataframe
+    assert [r.endswith("· bundled") for r in board.value["run"]] == [True]
     _open(at, "predict")
     assert at.multiselect(key="pr_runs").value == [BUNDLED_ID]
 
