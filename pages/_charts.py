@@ -53,16 +53,19 @@ def score_bars(table: pd.DataFrame, metric: str, chance: float | None, *, key: s
         st.info(f"No run has a {display.heading(metric)} yet.")
         return
     name = display.heading(metric)
-    fig = px.bar(data, x=metric, y="label", color="weights_source", orientation="h",
-                 labels={metric: name, "label": "", "weights_source": "weights"},
+    fig = px.bar(data, x=metric, y="bar_label", color="weights_source", orientation="h",
+                 labels={metric: name, "bar_label": "", "weights_source": "weights"},
+                 hover_data={"label": True, "bar_label": False},
                  height=display.bar_height(len(data)),
-                 category_orders={"label": list(data["label"])})
+                 category_orders={"bar_label": list(data["bar_label"])})
     if metric in display.SCORES:
         fig.update_xaxes(range=[0, 1])
         if chance is not None:
             fig.add_vline(x=chance, line_dash="dash", line_color="grey",
                           annotation_text=f"chance {chance:.3f}", annotation_position="top")
-    fig.update_layout(margin={"l": 10, "r": 10, "t": 30, "b": 10})
+    # the weights legend in rows above the bars: beside them, its long entries took their width
+    fig.update_layout(margin={"l": 10, "r": 10, "t": 30, "b": 10},
+                      legend={"orientation": "h", "yanchor": "bottom", "y": 1.02, "x": 0})
     st.plotly_chart(fig, width="stretch", key=key)
     if metric in display.SCORES and chance is not None:
         st.caption(display.chance_note(chance))

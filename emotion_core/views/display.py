@@ -111,12 +111,28 @@ def chance_note(chance: float | None) -> str:
             f"learned nothing usable, whatever its rank.")
 
 
+BAR_LABEL_CHARS = 64  # a longer run label is cut in its middle on the bars' axis
+
+
+def bar_label(label: str, limit: int = BAR_LABEL_CHARS) -> str:
+    """A run label short enough for a bar's axis, its start (model) and end (time, origin) kept:
+    a GPU ensemble's 110-character label left the bars a sliver of Home's width."""
+    if len(label) <= limit:
+        return label
+    tail = limit // 2 - 3  # room for " · 11-30 23:07 · GPU reference"
+    return label[:limit - 1 - tail] + "…" + label[-tail:]
+
+
 def bars(table: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """The runs that have `metric`, best first (highest score; lowest cost or error)."""
+    """The runs that have `metric`, best first (highest score; lowest cost or error), each with
+    `bar_label` (its label cut to fit an axis; the full one where cutting made two alike)."""
     have = table[pd.to_numeric(table[metric], errors="coerce").notna()].copy()
     have[metric] = pd.to_numeric(have[metric]).astype(float)
     if metric in UNITS:
         have[metric] = have[metric] / UNITS[metric]
+    if "label" in have.columns:
+        short = have["label"].astype(str).map(bar_label)
+        have["bar_label"] = short.where(~short.duplicated(keep=False), have["label"].astype(str))
     return have.sort_values(metric, ascending=metric in LOWER_IS_BETTER).reset_index(drop=True)
 
 
