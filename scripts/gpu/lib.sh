@@ -1,5 +1,19 @@
-# Shared by real_faces.sh and refit.sh (sourced, not run): bundling the candidates and packing
-# what comes back. Expects RF (the machine's work folder), out (what comes back), log.
+# Shared by real_faces.sh and refit.sh (sourced, not run): the machine's setup, bundling the
+# candidates and packing what comes back.
+
+machine_setup() {  # machine_setup PACK OUT: sets RF, out, data and log, the store under $RF
+  local pack=$1
+  out=$2
+  RF=${RF:-/tmp/rf}
+  export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 EMOTION_ARTIFACTS=$RF/artifacts
+  export EMOTION_WEIGHTS_DIR=$RF/weights EMOTION_BUNDLED=$RF/bundled
+  mkdir -p "$RF/weights" "$out"
+  cp -r "$pack"/weights/* "$RF/weights/" 2>/dev/null
+  data=$(ls -d "$pack"/data/* | head -1)
+  log=$out/train.log
+  echo "gpu: $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 || echo none);" \
+    "torch $(python3 -c 'import torch; print(torch.__version__)'); data: $data" | tee -a "$log"
+}
 
 bundle_models() {  # bundle_models SUFFIX MODEL...: bundle each model's latest fine-tune run
 timeout 60 python3 - "$@" >>"$log" 2>&1 <<'EOF'

@@ -18,21 +18,13 @@
 # SMOKE=1 runs the same stages with tiny models for a local check of the script.
 set -uo pipefail
 source "$(dirname "$0")/lib.sh"
-pack=$1 out=$2
-RF=${RF:-/tmp/rf}
-export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 EMOTION_ARTIFACTS=$RF/artifacts
-export EMOTION_WEIGHTS_DIR=$RF/weights EMOTION_BUNDLED=$RF/bundled
-mkdir -p "$RF/weights" "$RF/logs" "$out"
-cp -r "$pack"/weights/* "$RF/weights/" 2>/dev/null
-data=$(ls -d "$pack"/data/* | head -1)
-log=$out/train.log
+machine_setup "$1" "$2"
+mkdir -p "$RF/logs"
 smoke=${SMOKE:-0}
 extra=$([ "$smoke" = 1 ] && echo "--dry-run" || true)
 size=$([ "$smoke" = 1 ] && echo 32 || echo 224)
 DEADLINE=${DEADLINE:-540}  # seconds into the call by which every wave has ended
 WAVE1=${WAVE1:-270}        # the candidates' wave, at most
-echo "gpu: $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 || echo none);" \
-  "torch $(python3 -c 'import torch; print(torch.__version__)'); data: $data" | tee -a "$log"
 
 # every run of a wave reads the same cache: decode it once, before they start
 timeout 90 python3 -c "import sys; from pathlib import Path; from emotion_core.data import cache_export

@@ -7,18 +7,10 @@
 # SMOKE=1 runs it with a tiny model for a local check of the script.
 set -uo pipefail
 source "$(dirname "$0")/lib.sh"
-pack=$1 out=$2 model=$3 epochs=$4
+machine_setup "$1" "$2"
+model=$3 epochs=$4
 shift 4
-RF=${RF:-/tmp/rf}
-export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 EMOTION_ARTIFACTS=$RF/artifacts
-export EMOTION_WEIGHTS_DIR=$RF/weights EMOTION_BUNDLED=$RF/bundled
-mkdir -p "$RF/weights" "$out"
-cp -r "$pack"/weights/* "$RF/weights/" 2>/dev/null
-data=$(ls -d "$pack"/data/* | head -1)
-log=$out/train.log
 extra=$([ "${SMOKE:-0}" = 1 ] && echo "--dry-run" || true)
-echo "gpu: $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 || echo none);" \
-  "torch $(python3 -c 'import torch; print(torch.__version__)'); data: $data" | tee -a "$log"
 t0=$SECONDS
 python3 -m scripts.train --data "$data" --models "$model" --profile full --crop-faces \
   --refit --epochs "$epochs" --ensemble none --quiet $extra "$@" >>"$log" 2>&1
