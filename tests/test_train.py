@@ -147,8 +147,18 @@ def _free_port() -> int:
 
 
 def _ddp_worker(rank: int, world: int, port: int, ds, cfg, out: str) -> None:
+    import faulthandler
+    import sys
+
+    # this rank's stderr (gloo's and torch's C++ messages included) to a file the test quotes
+    # when a rank dies: pytest's own capture of it is buried under other tests' warnings
+    err = open(Path(out, f"rank{rank}.err"), "w")  # noqa: SIM115 (open until the process ends)
+    os.dup2(err.fileno(), 2)
+    sys.stderr = err
+    faulthandler.enable(err)
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
+                      TORCH_SHOW_CPP_STACKTRACES="1")
     torch.set_num_threads(1)
     from emotion_core.training import distributed
 
@@ -165,9 +175,53 @@ def test_two_process_data_parallel_run_is_written_once(tiny_ds, tmp_path):
 
     cfg = CFG.override(epochs=1, measure_speed=False)
     cache_mod.build_cache(tiny_ds, cfg.image_size, progress=False)  # built once, reused by both
-    mp.spawn(_ddp_worker, args=(2, _free_port(), tiny_ds, cfg, str(tmp_path)), nprocs=2, join=True)
+    try:
+        mp.spawn(_ddp_worker, args=(2, _free_port(), tiny_ds, cfg, str(tmp_path)), nprocs=2,
+                 join=True)
+    except mp.ProcessExitedException as exc:
+        said = {r: (tmp_path / f"rank{r}.err").read_text(errors="replace")
+                .split("\nExtension modules:")[0][-3000:]  # faulthandler's module list ends it
+                for r in range(2) if (tmp_path / f"rank{r}.err").exists()}
+        pytest.fail(f"{exc}; what the ranks wrote to stderr: {said}")
     ids = {(tmp_path / f"rank{r}.txt").read_text() for r in range(2)}
     assert len(ids) == 1  # both ranks agree on the run id
     runs, broken = store.list_runs()
     assert [r.run_id for r in runs] == list(ids) and not broken
     assert runs[0].manifest["timings"]["world_size"] == 2
+
+
+def test_leaving_the_process_group_frees_data_parallel_wrappers_first(tmp_path):
+    """A DDP wrapper lives in a reference cycle: `cleanup` collects it while the group is alive,
+    not at interpreter shutdown (where freeing a gloo group's work can abort the process)."""
+    import gc
+    import weakref
+
+    import torch.distributed as dist
+
+    from emotion_core.training import distributed
+
+    env = {"RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
+           "MASTER_PORT": str(_free_port())}
+    before = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    gc.disable()  # no collection but the one under test
+    try:
+        dist.init_process_group("gloo", rank=0, world_size=1)
+        net = nn.parallel.DistributedDataParallel(nn.Linear(4, 2))
+        net(torch.randn(3, 4)).sum().backward()
+        wrapper = weakref.ref(net)
+        del net
+        assert wrapper() is not None  # the cycle keeps it: what cleanup is there for
+        # DistInfo as a launcher of two would describe rank 0 (enabled); the group itself has one
+        distributed.cleanup(distributed.DistInfo(rank=0, world_size=2))
+        assert wrapper() is None
+        assert not dist.is_initialized()
+    finally:
+        gc.enable()
+        if dist.is_initialized():
+            dist.destroy_process_group()
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

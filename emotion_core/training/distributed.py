@@ -5,6 +5,7 @@ training loop is the same code with or without data parallelism.
 """
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 
@@ -90,7 +91,13 @@ def barrier(info: DistInfo) -> None:
 
 
 def cleanup(info: DistInfo) -> None:
+    """Leave the process group. DistributedDataParallel wrappers sit in reference cycles, so a
+    finished phase's wrapper (its reducer holds the group and gradient buckets) outlives its last
+    reference until a garbage collection: collect now, while the group and the interpreter are
+    alive, rather than leave it to interpreter shutdown, where freeing a gloo group's work is
+    known to abort the process (pytorch/pytorch#179291)."""
     if info.enabled and dist.is_initialized():
+        gc.collect()
         dist.destroy_process_group()
 
 
