@@ -1,5 +1,5 @@
-# Shared by real_faces.sh and refit.sh (sourced, not run): the machine's setup, bundling the
-# candidates and packing what comes back.
+# Shared by real_faces.sh, converge.sh and refit.sh (sourced, not run): the machine's setup,
+# training runs side by side in waves, bundling the candidates and packing what comes back.
 
 machine_setup() {  # machine_setup PACK OUT: sets RF, out, data and log, the store under $RF
   local pack=$1
@@ -7,12 +7,48 @@ machine_setup() {  # machine_setup PACK OUT: sets RF, out, data and log, the sto
   RF=${RF:-/tmp/rf}
   export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 EMOTION_ARTIFACTS=$RF/artifacts
   export EMOTION_WEIGHTS_DIR=$RF/weights EMOTION_BUNDLED=$RF/bundled
-  mkdir -p "$RF/weights" "$out"
+  mkdir -p "$RF/weights" "$RF/logs" "$out"
   cp -r "$pack"/weights/* "$RF/weights/" 2>/dev/null
   data=$(ls -d "$pack"/data/* | head -1)
   log=$out/train.log
+  smoke=${SMOKE:-0}  # SMOKE=1: every stage with tiny models, for a check on the CPU
+  extra=$([ "$smoke" = 1 ] && echo "--dry-run" || true)
   echo "gpu: $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 || echo none);" \
     "torch $(python3 -c 'import torch; print(torch.__version__)'); data: $data" | tee -a "$log"
+}
+
+decode_cache() {  # decode_cache SIZE: the pack's images decoded at SIZE px into the shared cache
+  timeout 90 python3 -c "import sys; from pathlib import Path; from emotion_core.data import cache_export
+cache_export.load_exported_cache(Path(sys.argv[1]), size=int(sys.argv[2]), progress=False)" \
+    "$data" "$1" >>"$log" 2>&1
+  echo "[cache at $1 px -> exit $? in $SECONDS s]" | tee -a "$log"
+}
+
+pids=() names=()
+launch() {  # launch NAME MODEL [options]: one training process in the background
+  local name=$1 model=$2; shift 2
+  ( t0=$SECONDS
+    OMP_NUM_THREADS=3 python3 -m scripts.train --data "$data" --models "$model" \
+      --profile full --crop-faces --tta-flip --label-smoothing 0.1 --ensemble none --quiet \
+      $extra "$@" >"$RF/logs/$name.log" 2>&1
+    rc=$?
+    [ $rc = 143 ] && rc="$rc (stopped at the wave's limit: run lost)"
+    echo "[$name: $model $* -> exit $rc in $((SECONDS - t0)) s]" >>"$RF/logs/$name.log" ) &
+  pids+=($!) names+=("$name")
+}
+wave() {  # wave SECONDS: wait for the launched runs, stopping any still running after SECONDS
+  local secs=$1 t0=$SECONDS
+  [ "$smoke" = 1 ] && secs=300
+  while [ $((SECONDS - t0)) -lt "$secs" ] && [ -n "$(jobs -rp)" ]; do sleep 2; done
+  for pid in $(jobs -rp); do pkill -TERM -P "$pid" 2>/dev/null; done  # the runs, not their shells
+  wait
+  for name in "${names[@]}"; do
+    grep -q "^\[$name:" "$RF/logs/$name.log" || echo "[$name: stopped at the wave's limit, run lost]" >>"$RF/logs/$name.log"
+    cat "$RF/logs/$name.log" >>"$log"
+    grep "^\[$name:" "$RF/logs/$name.log"
+  done
+  echo "[wave ended $((SECONDS - t0)) s after it began, $SECONDS s into the call]" | tee -a "$log"
+  pids=() names=()
 }
 
 bundle_models() {  # bundle_models SUFFIX MODEL...: bundle each model's latest fine-tune run

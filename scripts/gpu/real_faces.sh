@@ -19,45 +19,11 @@
 set -uo pipefail
 source "$(dirname "$0")/lib.sh"
 machine_setup "$1" "$2"
-mkdir -p "$RF/logs"
-smoke=${SMOKE:-0}
-extra=$([ "$smoke" = 1 ] && echo "--dry-run" || true)
 size=$([ "$smoke" = 1 ] && echo 32 || echo 224)
 DEADLINE=${DEADLINE:-540}  # seconds into the call by which every wave has ended
 WAVE1=${WAVE1:-270}        # the candidates' wave, at most
 
-# every run of a wave reads the same cache: decode it once, before they start
-timeout 90 python3 -c "import sys; from pathlib import Path; from emotion_core.data import cache_export
-cache_export.load_exported_cache(Path(sys.argv[1]), size=int(sys.argv[2]), progress=False)" \
-  "$data" "$size" >>"$log" 2>&1
-echo "[cache at $size px -> exit $? in $SECONDS s]" | tee -a "$log"
-
-pids=() names=()
-launch() {  # launch NAME MODEL [options]: one training process in the background
-  local name=$1 model=$2; shift 2
-  ( t0=$SECONDS
-    OMP_NUM_THREADS=3 python3 -m scripts.train --data "$data" --models "$model" \
-      --profile full --crop-faces --tta-flip --label-smoothing 0.1 --ensemble none --quiet \
-      $extra "$@" >"$RF/logs/$name.log" 2>&1
-    rc=$?
-    [ $rc = 143 ] && rc="$rc (stopped at the wave's limit: run lost)"
-    echo "[$name: $model $* -> exit $rc in $((SECONDS - t0)) s]" >>"$RF/logs/$name.log" ) &
-  pids+=($!) names+=("$name")
-}
-wave() {  # wave SECONDS: wait for the launched runs, stopping any still running after SECONDS
-  local secs=$1 t0=$SECONDS
-  [ "$smoke" = 1 ] && secs=300
-  while [ $((SECONDS - t0)) -lt "$secs" ] && [ -n "$(jobs -rp)" ]; do sleep 2; done
-  for pid in $(jobs -rp); do pkill -TERM -P "$pid" 2>/dev/null; done  # the runs, not their shells
-  wait
-  for name in "${names[@]}"; do
-    grep -q "^\[$name:" "$RF/logs/$name.log" || echo "[$name: stopped at the wave's limit, run lost]" >>"$RF/logs/$name.log"
-    cat "$RF/logs/$name.log" >>"$log"
-    grep "^\[$name:" "$RF/logs/$name.log"
-  done
-  echo "[wave ended $((SECONDS - t0)) s after it began, $SECONDS s into the call]" | tee -a "$log"
-  pids=() names=()
-}
+decode_cache "$size"  # once, before the runs of a wave that all read it
 
 cnn="--epochs 14 --head-epochs 2 --lr 1e-3 --finetune-lr 3e-4 --patience 5"
 # mixup joined the bundled MobileNetV2's recipe on CPU validation (docs/results.md#mixup), as did

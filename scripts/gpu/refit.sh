@@ -10,7 +10,6 @@ source "$(dirname "$0")/lib.sh"
 machine_setup "$1" "$2"
 model=$3 epochs=$4
 shift 4
-extra=$([ "${SMOKE:-0}" = 1 ] && echo "--dry-run" || true)
 t0=$SECONDS
 python3 -m scripts.train --data "$data" --models "$model" --profile full --crop-faces \
   --refit --epochs "$epochs" --ensemble none --quiet $extra "$@" >>"$log" 2>&1
