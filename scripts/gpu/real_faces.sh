@@ -55,6 +55,8 @@ for mode, members in (("default", [runs.get("resnet34"), runs.get("efficientnet_
         ids = members if members else ensemble.greedy_subset(list(runs.values()))
         if None not in ids and len(ids) > 1:
             print("ensemble", mode, ensemble.build_ensemble(ids, label=mode))
+        else:  # say why, so the log never leaves a missing ensemble unexplained
+            print("ensemble", mode, "not built: members", ids)
     except Exception as exc:  # an ensemble must not cost the rest
         print("ensemble", mode, "failed:", exc)
 EOF
