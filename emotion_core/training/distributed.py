@@ -91,11 +91,12 @@ def barrier(info: DistInfo) -> None:
 
 
 def cleanup(info: DistInfo) -> None:
-    """Leave the process group. DistributedDataParallel wrappers sit in reference cycles, so a
-    finished phase's wrapper (its reducer holds the group and gradient buckets) outlives its last
-    reference until a garbage collection: collect now, while the group and the interpreter are
-    alive, rather than leave it to interpreter shutdown, where freeing a gloo group's work is
-    known to abort the process (pytorch/pytorch#179291)."""
+    """Leave the process group. A DistributedDataParallel wrapper can sit in a reference cycle
+    (measured: a fresh process's does), so a finished phase's wrapper (its reducer holds the
+    group and gradient buckets) can outlive its last reference until a garbage collection:
+    collect now, while the group and the interpreter are alive, rather than leave it to
+    interpreter shutdown, where freeing a gloo group's work is known to abort the process
+    (pytorch/pytorch#179291)."""
     if info.enabled and dist.is_initialized():
         gc.collect()
         dist.destroy_process_group()
