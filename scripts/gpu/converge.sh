@@ -23,8 +23,7 @@ launch efficientnet_b4 efficientnet_b4 --epochs 13 $ref
 launch vit_hf vit_hf --epochs 13 $ref
 launch vgg16 vgg16 --epochs 16 $ref
 launch vit_scratch vit_scratch --epochs 32 $ref
-left=$((DEADLINE - SECONDS))
-wave $((left > 30 ? left : 30))
+wave_to_deadline
 
 pack_tables "full profile from scratch, face crops of affectnet3+webfaces3 at 224 px (as the pack \
 cut them: see each run's framing) (192 px WebP q75), flip TTA, label smoothing 0.1; the four runs \

@@ -51,6 +51,11 @@ wave() {  # wave SECONDS: wait for the launched runs, stopping any still running
   pids=() names=()
 }
 
+wave_to_deadline() {  # the call's last wave: until $DEADLINE seconds into the call (30 s at least)
+  local left=$((DEADLINE - SECONDS))
+  wave $((left > 30 ? left : 30))
+}
+
 bundle_models() {  # bundle_models SUFFIX MODEL...: bundle each model's latest fine-tune run
 timeout 60 python3 - "$@" >>"$log" 2>&1 <<'EOF'
 import sys

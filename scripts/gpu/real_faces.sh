@@ -71,8 +71,7 @@ launch vgg16 vgg16 --epochs 10 $ref
 launch vit_scratch vit_scratch --epochs 20 $ref
 launch vit_hf vit_hf --epochs 8 $ref
 launch efficientnet_b4 efficientnet_b4 --epochs 8 $ref
-left=$((DEADLINE - SECONDS))
-wave $((left > 30 ? left : 30))
+wave_to_deadline
 
 ensembles
 pack_tables "$note"
