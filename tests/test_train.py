@@ -190,7 +190,7 @@ def test_two_process_data_parallel_run_is_written_once(tiny_ds, tmp_path):
     assert runs[0].manifest["timings"]["world_size"] == 2
 
 
-def test_leaving_the_process_group_frees_data_parallel_wrappers_first(tmp_path):
+def test_leaving_the_process_group_frees_data_parallel_wrappers_first(monkeypatch):
     """A DDP wrapper held in a reference cycle: `cleanup` collects it while the group is alive,
     not at interpreter shutdown (where freeing a gloo group's work can abort the process)."""
     import gc
@@ -200,10 +200,8 @@ def test_leaving_the_process_group_frees_data_parallel_wrappers_first(tmp_path):
 
     from emotion_core.training import distributed
 
-    env = {"RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
-           "MASTER_PORT": str(_free_port())}
-    before = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", str(_free_port()))
     gc.disable()  # no collection but the one under test
     try:
         dist.init_process_group("gloo", rank=0, world_size=1)
@@ -224,8 +222,3 @@ def test_leaving_the_process_group_frees_data_parallel_wrappers_first(tmp_path):
         gc.enable()
         if dist.is_initialized():
             dist.destroy_process_group()
-        for k, v in before.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
