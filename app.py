@@ -47,6 +47,7 @@ def home() -> None:
         "them live on your own photos. Every number is labelled with the weights the model really "
         "started from (`scratch`, `imagenet (offline package)`, ...).")
     runs, broken = _cache.all_runs()
+    on_disk = _sidebar.dataset_runs()
     if not any(r.own for r in runs):  # nothing of the user's yet
         first_run(broken)
         bundled = [r for r in runs if r.bundled]
@@ -55,12 +56,12 @@ def home() -> None:
                        "**Predict** to try them on your photo or webcam.")
             st.page_link("pages/predict.py", label="Predict with the bundled models",
                          icon=":material/photo_camera:")
-        if not _sidebar.dataset_runs():
+        if not on_disk:
             return
         # the dataset picked has runs all the same (bundled ones, reference tables): list them
     ds = _sidebar.current_dataset()
     kind, where = tables.data_source(ds) if ds else ("unknown", "")
-    shown, on_disk = _sidebar.selected_runs(), _sidebar.dataset_runs()
+    shown = _sidebar.selected_runs()
     c1, c2, c3 = st.columns(3)
     c1.metric("Dataset", ds or "none")
     c2.metric("Data source", kind)

@@ -182,7 +182,8 @@ def build_ensemble(run_ids: Sequence[str], *, weights: Sequence[float] | str | N
         "pretrained_requested": any(m.get("pretrained_requested") for m in ms),
         "profile": profiles.pop() if len(profiles) == 1 else "mixed", "config": None,
         "image_size": [m.get("image_size") for m in ms], "mean": None, "std": None,
-        "git_commit": ms[0].get("git_commit"), "git_changed": ms[0].get("git_changed"), "created": datetime.now().isoformat(timespec="seconds"),
+        "git_commit": ms[0].get("git_commit"), "git_changed": ms[0].get("git_changed"),
+        "created": datetime.now().isoformat(timespec="seconds"),
         "timings": {"train_seconds": total("train_seconds")},
         "headline": {"val_accuracy": val.get("accuracy"), "val_macro_f1": val.get("macro_f1"),
                      "test_accuracy": test.get("accuracy"), "test_macro_f1": test.get("macro_f1"),
@@ -191,7 +192,8 @@ def build_ensemble(run_ids: Sequence[str], *, weights: Sequence[float] | str | N
                      "epochs_run": None},
     }
     if "by_source" in metrics:
-        manifest["headline"]["test_accuracy_by_source"] = ev.test_accuracy_by_source(metrics["by_source"])
+        manifest["headline"]["test_accuracy_by_source"] = ev.test_accuracy_by_source(
+            metrics["by_source"])
     store.save_run(run_id, manifest=manifest, metrics=metrics,
                        history=pd.DataFrame(columns=store.HISTORY_COLUMNS),
                        confusion=pd.concat(conf_parts, ignore_index=True), predictions=preds)
