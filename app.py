@@ -52,7 +52,8 @@ def home() -> None:
         first_run(broken)
         bundled = [r for r in runs if r.bundled]
         if bundled:
-            st.success(f"Meanwhile, {len(bundled)} bundled real-face model(s) are ready: open "
+            st.success(f"Meanwhile, {display.counted(len(bundled), 'bundled real-face model')} "
+                       f"{'is' if len(bundled) == 1 else 'are'} ready: open "
                        "**Predict** to try them on your photo or webcam.")
             st.page_link("pages/predict.py", label="Predict with the bundled models",
                          icon=":material/photo_camera:")

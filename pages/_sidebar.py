@@ -12,8 +12,8 @@ import streamlit as st
 
 from emotion_core import store
 from emotion_core.store import bundle
+from emotion_core.views import display, tables
 from emotion_core.views import labels as run_names
-from emotion_core.views import tables
 from pages import _cache, _jobs
 
 
@@ -142,9 +142,11 @@ LICENCE_NOTE = ("research-only training data with no licence stated "
 def bundled_caption(offered: int, ticked: int, sets: list[str]) -> str:
     """The line under a run picker about its bundled models: how many are ticked of those
     offered (a handoff from Predict ticks one), their training sets and the licence caveat."""
-    count = f"{ticked} of the {offered}" if 0 < ticked < offered else str(offered)
-    return (f"{'Ticked' if ticked else 'Also offered'}: {count} bundled real-face model(s) that "
-            f"come with the code, trained on {', '.join(sets)}; {LICENCE_NOTE}.")
+    models = display.counted(offered, "bundled real-face model")
+    count = f"{ticked} of the {models}" if 0 < ticked < offered else models
+    return (f"{'Ticked' if ticked else 'Also offered'}: {count} that "
+            f"come{'s' if offered == 1 else ''} with the code, trained on {', '.join(sets)}; "
+            f"{LICENCE_NOTE}.")
 
 
 def bundled_note(offered: list[store.RunRecord], chosen: list[str]) -> None:

@@ -131,7 +131,7 @@ shown = display.fit_image(result.image)
 scaled = "" if shown.shape == result.image.shape else \
     f" · {rgb.shape[1]}x{rgb.shape[0]} px, shown scaled to fit"
 st.image(shown, width=shown.shape[1])  # its own width: a caption must not stretch a thin strip
-st.caption(f"{name}: {result.faces_found} face(s) found · detection {result.detect_ms:.0f} ms · "
+st.caption(f"{name}: {display.counted(result.faces_found, 'face')} found · detection {result.detect_ms:.0f} ms · "
            f"total {result.total_ms:.0f} ms{scaled}{_jobs.busy_note(busy)}")
 if result.note:
     (st.warning if not result.predictions else st.info)(result.note)

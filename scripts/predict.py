@@ -25,8 +25,8 @@ from emotion_core import store
 from emotion_core.data.layout import is_image_file
 from emotion_core.evaluation import load_model
 from emotion_core.store import reference
+from emotion_core.views import display, live, tables
 from emotion_core.views import labels as run_names
-from emotion_core.views import live, tables
 
 CSV_FIELDS = ["path", "face", "x", "y", "w", "h", "run_id", "run", "prediction", "confidence",
               "note"]
@@ -82,7 +82,7 @@ def _rows(path: Path, result: live.LiveResult, labels: dict[str, str]) -> Iterab
 def _print(path: Path, result: live.LiveResult, labels: dict[str, str]) -> None:
     faces = len(result.predictions)
     how = f" ({result.detector}, {result.detect_ms:.0f} ms)" if result.detector else ""
-    print(f"{path}: {result.faces_found} face(s) found{how}")
+    print(f"{path}: {display.counted(result.faces_found, 'face')} found{how}")
     if result.note:
         print(f"  {result.note}")
     for k, pred in enumerate(result.predictions, start=1):

@@ -173,7 +173,8 @@ def test_confusion_page_cell_drilldown(at_store) -> None:
     assert not at.exception
     expected = len(explorer.cell_examples(rec, subset, true_cls, pred_cls))
     assert expected >= 1
-    assert any(f"{expected} image(s) shown" in c.value for c in at.caption)
+    shown = f"{expected} image{'' if expected == 1 else 's'} shown"
+    assert any(shown in c.value for c in at.caption)
     assert len(at.image) >= 1  # the images behind the cell, with probabilities in captions
 
 
@@ -563,7 +564,7 @@ def test_predict_page_live_mode(at_store, monkeypatch) -> None:
     assert not np.array_equal(fake.out[-1], photo_640x480(1))  # boxed and labelled
     metrics = {m.label: m.value for m in at.metric}
     assert float(metrics["Frames per second"]) > 0 and metrics["Latency per frame"].endswith(" ms")
-    assert any("4 frames processed · 1 face(s)" in c.value for c in at.caption)
+    assert any("4 frames processed · 1 face ·" in c.value for c in at.caption)
     assert any(m.value.startswith(f"**{MODELS[0]}** on the video") for m in at.markdown)
     at.button(key="live_freeze").click().run()  # the frozen frame: every run side by side
     assert not at.exception, [e.value for e in at.exception]
@@ -1045,6 +1046,8 @@ def test_the_bundled_caption_counts_what_is_ticked() -> None:
     assert _sidebar.bundled_caption(2, 1, sets).startswith("Ticked: 1 of the 2 bundled")  # handoff
     assert _sidebar.bundled_caption(2, 0, sets).startswith("Also offered: 2 bundled")
     assert "trained on affectnet3, webfaces3; research-only" in _sidebar.bundled_caption(1, 1, sets)
+    assert "2 bundled real-face models that come with" in _sidebar.bundled_caption(2, 2, sets)
+    assert "1 bundled real-face model that comes with" in _sidebar.bundled_caption(1, 1, sets)
 
 
 def test_predict_prefers_the_datasets_runs_once_they_learned_real_faces(at_store, monkeypatch) -> None:
@@ -1067,7 +1070,7 @@ def test_home_offers_the_demo_and_points_to_the_bundled_models(monkeypatch, tmp_
     monkeypatch.setenv(store.paths.ENV_ROOT, str(tmp_path / "empty"))  # a fresh clone's store
     at = _open(AppTest.from_file(APP, default_timeout=TIMEOUT))
     assert at.button(key="start_demo").label == "Start the quick demo job"
-    assert any("1 bundled real-face model(s) are ready" in s.value for s in at.success)
+    assert any("1 bundled real-face model is ready" in s.value for s in at.success)
     # the bundled model's dataset is picked: its runs are listed, not hidden by the empty state
     (board,) = at.dataframe
     assert [r.endswith("· bundled") for r in board.value["run"]] == [True]
@@ -1124,7 +1127,7 @@ def test_predict_says_when_a_training_job_shares_the_cpu(at_store, monkeypatch) 
         monkeypatch.setattr(jobs, "job_status", lambda *a, _b=busy, **k: running if _b else None)
         _open(at, "predict")
         at.file_uploader(key="pr_upload").set_value(("face.png", _face_png(), "image/png")).run()
-        note = [c.value for c in at.caption if "face(s) found" in c.value]
+        note = [c.value for c in at.caption if " found · detection" in c.value]
         assert not at.exception and note and ("a training job is running" in note[0]) == busy
 
 

@@ -59,7 +59,7 @@ def test_a_folder_answered_by_the_bundled_models_and_their_mean(bundled, tmp_pat
                    for r, p in zip(answers, probs, strict=True))
     (blank,) = [r for r in rows if Path(r["path"]).name == "blank.png"]
     assert blank["note"].startswith("No face found") and not blank["prediction"]
-    assert "two.png: 2 face(s) found" in printed.out and "face 2 of 2 at x=" in printed.out
+    assert "two.png: 2 faces found" in printed.out and "face 2 of 2 at x=" in printed.out
 
 
 def test_one_run_chosen_whole_image_and_no_mean(bundled, tmp_path, capsys) -> None:
