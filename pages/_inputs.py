@@ -114,7 +114,7 @@ def _upload(key: str) -> Picture | None:
     if up is None:
         return None
     try:
-        return Picture.of(live.decode_upload(up.getvalue()), None, up.name)
+        return Picture.of(live.decode_picture(up.getvalue()), None, up.name)
     except live.UploadError as exc:
         st.error(str(exc))
         return None

@@ -114,7 +114,7 @@ else:
         st.subheader("Frozen frame")
 if rgb is None and name and source != SOURCES[2]:
     try:
-        rgb = live.decode_upload(data)
+        rgb = live.decode_picture(data)
     except live.UploadError as exc:
         st.error(str(exc))
         st.stop()

@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     loader = functools.cache(load_model)  # each run built once, not once per picture
     for path in paths:
         try:
-            rgb = live.decode_upload(path.read_bytes())
+            rgb = live.decode_picture(path)
         except (live.UploadError, OSError) as exc:
             failed += 1
             print(f"{path}: skipped: {exc}", file=sys.stderr)
@@ -157,9 +157,10 @@ def main(argv: list[str] | None = None) -> int:
             writer = csv.DictWriter(f, fieldnames=[*CSV_FIELDS, *classes])
             writer.writeheader()
             writer.writerows(rows)
-        print(f"wrote {len(rows)} row(s) to {args.csv}")
+        print(f"wrote {display.counted(len(rows), 'row')} to {args.csv}")
     if failed:
-        print(f"{failed} of {len(paths)} picture(s) could not be read", file=sys.stderr)
+        print(f"{failed} of {display.counted(len(paths), 'picture')} could not be read",
+              file=sys.stderr)
     return 1 if failed else 0
 
 

@@ -221,13 +221,13 @@ def test_a_48_megapixel_phone_photo_is_accepted_and_shrunk():
     photo = Image.fromarray(rng.integers(0, 255, (600, 800, 3), dtype=np.uint8)).resize((8000, 6000))
     buf = io.BytesIO()
     photo.save(buf, format="JPEG", quality=80)
-    rgb = live.decode_upload(buf.getvalue())
+    rgb = live.decode_picture(buf.getvalue())
     assert max(rgb.shape[:2]) <= live.UPLOAD_MAX_SIDE and rgb.shape[2] == 3
 
 
 def test_a_thin_upload_gets_a_sentence_not_a_traceback():
     with pytest.raises(live.UploadError, match="20:1"):
-        live.decode_upload(_png(np.zeros((20, 4000, 3), np.uint8)))
+        live.decode_picture(_png(np.zeros((20, 4000, 3), np.uint8)))
 
 
 def test_a_one_pixel_picture_is_refused_by_the_explain_cli(tmp_path, capsys):
@@ -245,5 +245,5 @@ def test_a_one_pixel_picture_is_refused_by_the_explain_cli(tmp_path, capsys):
 ])
 def test_bad_uploads_already_handled(kind, payload):
     with pytest.raises(live.UploadError) as info:
-        live.decode_upload(payload)
+        live.decode_picture(payload)
     assert info.value.kind == kind and "Traceback" not in str(info.value)

@@ -64,14 +64,14 @@ def _jpeg(rgb: np.ndarray) -> bytes:
 ])
 def test_non_images_are_refused_clearly(data: bytes, kind: str, words: str) -> None:
     with pytest.raises(live.UploadError, match=words) as err:
-        live.decode_upload(data)
+        live.decode_picture(data)
     assert err.value.kind == kind
 
 
 def test_truncated_jpeg_is_refused_as_damaged() -> None:
     full = _jpeg(face_image(160))
     with pytest.raises(live.UploadError, match="damaged or truncated") as err:
-        live.decode_upload(full[: len(full) // 2])
+        live.decode_picture(full[: len(full) // 2])
     assert err.value.kind == "unreadable"
 
 
@@ -81,7 +81,7 @@ def test_decompression_bomb_is_refused_before_decoding() -> None:
     Image.new("1", (side, side)).save(buf, format="PNG")
     assert len(buf.getvalue()) < 200_000
     with pytest.raises(live.UploadError, match="too large") as err:
-        live.decode_upload(buf.getvalue())
+        live.decode_picture(buf.getvalue())
     assert err.value.kind == "too_large"
 
 
@@ -92,9 +92,9 @@ def test_cmyk_16bit_and_alpha_uploads_become_rgb() -> None:
     sixteen = (np.linspace(0, 65535, 64 * 64).reshape(64, 64)).astype(np.uint16)
     rgba = np.dstack([rgb, np.full(rgb.shape[:2], 128, np.uint8)])
     for data in (cmyk.getvalue(), _png(sixteen), _png(rgba)):
-        out = live.decode_upload(data)
+        out = live.decode_picture(data)
         assert out.dtype == np.uint8 and out.ndim == 3 and out.shape[2] == 3
-    bright = live.decode_upload(_png(sixteen))
+    bright = live.decode_picture(_png(sixteen))
     assert bright.max() == 255 and bright.min() == 0  # 16-bit scaled, not clipped
 
 
@@ -183,7 +183,7 @@ def test_max_faces_limits_and_says_so() -> None:
 def test_thin_uploads_are_refused_and_thin_arrays_are_not_searched() -> None:
     thin = np.full((40000, 20, 3), 128, np.uint8)
     with pytest.raises(live.UploadError, match="more elongated than 20:1") as err:
-        live.decode_upload(_png(thin))
+        live.decode_picture(_png(thin))
     assert err.value.kind == "bad_shape"
     res = live.predict_faces(thin, ["r0"], loader=_loader())
     assert res.faces_found == 0 and "Not searched" in res.note and res.predictions == []

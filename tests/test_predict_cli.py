@@ -29,6 +29,7 @@ def _pictures(folder: Path) -> None:
     Image.fromarray(photo_640x480(2)).save(folder / "sub" / "two.png")
     Image.fromarray(np.full((200, 300, 3), 90, np.uint8)).save(folder / "blank.png")
     (folder / "broken.jpg").write_bytes(b"not an image")
+    (folder / "empty.jpg").write_bytes(b"")
     (folder / "notes.txt").write_text("not a picture by its name: never read")
 
 
@@ -40,12 +41,16 @@ def _read(path: Path) -> list[dict[str, str]]:
 def test_a_folder_answered_by_the_bundled_models_and_their_mean(bundled, tmp_path, capsys) -> None:
     _pictures(tmp_path / "in")
     out = tmp_path / "answers.csv"
-    assert predict.main([str(tmp_path / "in"), "--csv", str(out)]) == 1  # one unreadable picture
+    assert predict.main([str(tmp_path / "in"), "--csv", str(out)]) == 1  # unreadable pictures
     printed = capsys.readouterr()
-    assert "broken.jpg: skipped: This file is not an image" in printed.err
-    assert "1 of 3 picture(s) could not be read" in printed.err
+    broken, empty = tmp_path / "in" / "broken.jpg", tmp_path / "in" / "empty.jpg"
+    assert "broken.jpg: skipped: This file is not an image. Use a photo" in printed.err
+    assert f"('{broken}' is not an image file)" in printed.err  # the file, not "the upload"
+    assert f"empty.jpg: skipped: '{empty}' is empty (0 bytes)" in printed.err
+    assert "2 of 4 pictures could not be read" in printed.err
     rows = _read(out)
-    assert {Path(r["path"]).name for r in rows} == {"two.png", "blank.png", "broken.jpg"}
+    assert {Path(r["path"]).name for r in rows} == {"two.png", "blank.png", "broken.jpg",
+                                                    "empty.jpg"}
     faces = [r for r in rows if Path(r["path"]).name == "two.png"]
     assert sorted({r["face"] for r in faces}) == ["1", "2"]
     for k in ("1", "2"):

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import cv2
@@ -106,7 +107,7 @@ class LiveResult:
 
 
 _MESSAGES = {
-    "not_an_image": "This file is not an image. Upload a photo (JPEG, PNG, WebP, BMP or TIFF).",
+    "not_an_image": "This file is not an image. Use a photo (JPEG, PNG, WebP, BMP or TIFF).",
     "unreadable": "This image is damaged or truncated and cannot be decoded. Re-save or re-export "
                   "it and try again.",
     "too_small": "This image is too small to hold a recognisable face.",
@@ -124,12 +125,18 @@ def upload_error_message(exc: images.ImageDecodeError) -> str:
         + f" ({exc})"
 
 
-def decode_upload(data: bytes, *, max_pixels: int = UPLOAD_MAX_PIXELS) -> np.ndarray:
-    """Upload bytes -> upright RGB uint8 (CMYK, 16-bit, alpha handled by images.load_rgb)."""
-    if not data:
+def decode_picture(source: bytes | Path, *, max_pixels: int = UPLOAD_MAX_PIXELS) -> np.ndarray:
+    """An upload's bytes or a file's path -> upright RGB uint8 (CMYK, 16-bit, alpha handled by
+    images.load_rgb). A path is read by the decoder, so its messages name the file."""
+    if isinstance(source, Path):
+        if source.stat().st_size == 0:
+            raise UploadError("not_an_image", f"'{source}' is empty (0 bytes). Use a photo file.")
+    elif not source:
         raise UploadError("not_an_image", "The upload is empty (0 bytes). Choose a photo file.")
+    else:
+        source = bytes(source)
     try:
-        rgb = images.load_rgb(bytes(data), min_side=16, max_pixels=max_pixels,
+        rgb = images.load_rgb(source, min_side=16, max_pixels=max_pixels,
                               max_side=UPLOAD_MAX_SIDE)
     except images.ImageDecodeError as exc:
         raise UploadError(exc.kind, upload_error_message(exc)) from exc
