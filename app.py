@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from emotion_core import jobs
+from emotion_core import jobs, words
 from emotion_core.views import display, tables
 from pages import _cache, _charts, _entry, _sidebar, _warmup
 
@@ -52,7 +52,7 @@ def home() -> None:
         first_run(broken)
         bundled = [r for r in runs if r.bundled]
         if bundled:
-            st.success(f"Meanwhile, {display.counted(len(bundled), 'bundled real-face model')} "
+            st.success(f"Meanwhile, {words.counted(len(bundled), 'bundled real-face model')} "
                        f"{'is' if len(bundled) == 1 else 'are'} ready: open "
                        "**Predict** to try them on your photo or webcam.")
             st.page_link("pages/predict.py", label="Predict with the bundled models",

@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 import streamlit as st
 
-from emotion_core import store
-from emotion_core.views import display, live_video
+from emotion_core import store, words
+from emotion_core.views import live_video
 from pages import _cache, _jobs
 
 SESSION_KEY = "live_session"  # this viewer's LiveSession
@@ -123,7 +123,8 @@ def _stats(session: live_video.LiveSession) -> None:
                    "crops, every run's forward pass, smoothing and drawing")
     runs_ms = ", ".join(f"{k} {v:.0f} ms" for k, v in s.classify_ms.items())
     every = "every frame" if s.detect_every == 1 else f"every {s.detect_every} frames"
-    st.caption(f"{s.frames} frames processed · {display.counted(s.faces, 'face')} · detection {s.detect_ms:.0f} ms, "
-               f"{every}" + (f" · {runs_ms}" if runs_ms else "") + _jobs.busy_note())
+    st.caption(f"{s.frames} frames processed · {words.counted(s.faces, 'face')} · "
+               f"detection {s.detect_ms:.0f} ms, {every}" + (f" · {runs_ms}" if runs_ms else "")
+               + _jobs.busy_note())
     if s.error:
         st.warning(f"Last frame failed: {s.error}")

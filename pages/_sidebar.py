@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import streamlit as st
 
-from emotion_core import store
+from emotion_core import store, words
 from emotion_core.store import bundle
-from emotion_core.views import display, tables
 from emotion_core.views import labels as run_names
+from emotion_core.views import tables
 from pages import _cache, _jobs
 
 
@@ -129,7 +129,7 @@ def render() -> None:
         else:
             st.caption("No prepared dataset yet.")
         if broken:
-            st.warning(f"{len(broken)} broken run(s) skipped: " + "; ".join(
+            st.warning(f"{words.counted(len(broken), 'broken run')} skipped: " + "; ".join(
                 f"{k} ({v})" for k, v in broken.items()))
         st.page_link("pages/train.py", label="Train models", icon=":material/model_training:")
         _jobs.job_panel(compact=True)
@@ -142,7 +142,7 @@ LICENCE_NOTE = ("research-only training data with no licence stated "
 def bundled_caption(offered: int, ticked: int, sets: list[str]) -> str:
     """The line under a run picker about its bundled models: how many are ticked of those
     offered (a handoff from Predict ticks one), their training sets and the licence caveat."""
-    models = display.counted(offered, "bundled real-face model")
+    models = words.counted(offered, "bundled real-face model")
     count = f"{ticked} of the {models}" if 0 < ticked < offered else models
     return (f"{'Ticked' if ticked else 'Also offered'}: {count} that "
             f"come{'s' if offered == 1 else ''} with the code, trained on {', '.join(sets)}; "

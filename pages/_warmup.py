@@ -32,7 +32,8 @@ from typing import Any
 
 import streamlit as st
 
-from emotion_core.views import display, stamps, tables
+from emotion_core import words
+from emotion_core.views import stamps, tables
 from pages import _cache, _charts, _sidebar
 
 WARM_UP_ENV = "EMOTION_APP_WARMUP"  # "0" turns the background model warm-up off (the tests do)
@@ -292,7 +293,8 @@ def wait_for(run_ids: Sequence[str], what: str) -> None:
     waiting = pending(run_ids)
     if not waiting:
         return
-    st.info(f"Loading {display.counted(len(waiting), 'model')} in the background; {what} appear in a few seconds.")
+    st.info(f"Loading {words.counted(len(waiting), 'model')} in the background; {what} appear "
+            "in a few seconds.")
     _note_waiting()
     _poll(tuple(run_ids))
     st.stop()

@@ -4,9 +4,9 @@ from __future__ import annotations
 import plotly.express as px
 import streamlit as st
 
-from emotion_core import store
+from emotion_core import store, words
 from emotion_core.data import images
-from emotion_core.views import display, samples, tables
+from emotion_core.views import samples, tables
 from pages import _cache, _entry, _sidebar
 
 _entry.require_app("pages/confusion.py")
@@ -37,7 +37,8 @@ true = c1.selectbox("True class", classes, key="cm_true")
 default_pred = next((i for i, c in enumerate(classes) if c != true), 0)
 pred = c2.selectbox("Predicted class", classes, index=default_pred, key="cm_pred")
 ex = tables.cell_examples(rec, subset, true, pred)
-st.caption(f"{display.counted(len(ex), 'image')} shown · {'correct' if true == pred else 'misclassified'}")
+st.caption(f"{words.counted(len(ex), 'image')} shown · "
+           f"{'correct' if true == pred else 'misclassified'}")
 dataset = str(rec.manifest.get("dataset"))
 prob_cols = [c for c in ex.columns if c.startswith("p_")]
 root = samples.run_images_root(rec.manifest)

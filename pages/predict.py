@@ -10,6 +10,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from emotion_core import words
 from emotion_core.models import REGISTRY
 from emotion_core.views import display, live
 from pages import _cache, _charts, _entry, _inputs, _jobs, _live, _maps, _sidebar
@@ -131,8 +132,9 @@ shown = display.fit_image(result.image)
 scaled = "" if shown.shape == result.image.shape else \
     f" · {rgb.shape[1]}x{rgb.shape[0]} px, shown scaled to fit"
 st.image(shown, width=shown.shape[1])  # its own width: a caption must not stretch a thin strip
-st.caption(f"{name}: {display.counted(result.faces_found, 'face')} found · detection {result.detect_ms:.0f} ms · "
-           f"total {result.total_ms:.0f} ms{scaled}{_jobs.busy_note(busy)}")
+st.caption(f"{name}: {words.counted(result.faces_found, 'face')} found · "
+           f"detection {result.detect_ms:.0f} ms · total {result.total_ms:.0f} ms{scaled}"
+           f"{_jobs.busy_note(busy)}")
 if result.note:
     (st.warning if not result.predictions else st.info)(result.note)
 if not result.predictions:

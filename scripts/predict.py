@@ -21,12 +21,12 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from emotion_core import store
+from emotion_core import store, words
 from emotion_core.data.layout import is_image_file
 from emotion_core.evaluation import load_model
 from emotion_core.store import reference
-from emotion_core.views import display, live, tables
 from emotion_core.views import labels as run_names
+from emotion_core.views import live, tables
 
 CSV_FIELDS = ["path", "face", "x", "y", "w", "h", "run_id", "run", "prediction", "confidence",
               "note"]
@@ -82,7 +82,7 @@ def _rows(path: Path, result: live.LiveResult, labels: dict[str, str]) -> Iterab
 def _print(path: Path, result: live.LiveResult, labels: dict[str, str]) -> None:
     faces = len(result.predictions)
     how = f" ({result.detector}, {result.detect_ms:.0f} ms)" if result.detector else ""
-    print(f"{path}: {display.counted(result.faces_found, 'face')} found{how}")
+    print(f"{path}: {words.counted(result.faces_found, 'face')} found{how}")
     if result.note:
         print(f"  {result.note}")
     for k, pred in enumerate(result.predictions, start=1):
@@ -157,9 +157,9 @@ def main(argv: list[str] | None = None) -> int:
             writer = csv.DictWriter(f, fieldnames=[*CSV_FIELDS, *classes])
             writer.writeheader()
             writer.writerows(rows)
-        print(f"wrote {display.counted(len(rows), 'row')} to {args.csv}")
+        print(f"wrote {words.counted(len(rows), 'row')} to {args.csv}")
     if failed:
-        print(f"{failed} of {display.counted(len(paths), 'picture')} could not be read",
+        print(f"{failed} of {words.counted(len(paths), 'picture')} could not be read",
               file=sys.stderr)
     return 1 if failed else 0
 

@@ -17,7 +17,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--force", action="store_true", help="start even if runs already exist")
     args = p.parse_args(argv)
-    from emotion_core import jobs, store
+    from emotion_core import jobs, store, words
 
     current = jobs.job_status()
     if current is not None and current.running:
@@ -25,8 +25,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     runs = [r for r in store.list_runs()[0] if r.own]  # the bundled models are no demo run
     if runs and not args.force:
-        print(f"{len(runs)} run(s) already exist under {store.paths.runs_dir()}; not starting the "
-              f"demo job (use --force to train again, or the app's Train controls).")
+        print(f"{words.counted(len(runs), 'run')} already exist{'s' if len(runs) == 1 else ''} "
+              f"under {store.paths.runs_dir()}; not starting the demo job (use --force to train "
+              f"again, or the app's Train controls).")
         return 0
     try:
         info = jobs.start_demo()

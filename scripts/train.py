@@ -37,7 +37,7 @@ import sys
 import time
 from pathlib import Path
 
-from emotion_core import models
+from emotion_core import models, words
 from emotion_core.data import (
     DecodedCache,
     PreparedDataset,
@@ -320,7 +320,8 @@ def train_all(args: argparse.Namespace, info: DistInfo, events: EventLog,
             print(f"ensemble: not built ({exc})", file=sys.stderr)
         print(leaderboard_text(ds.name))
         if failures:
-            print(f"{len(failures)} model(s) failed: {', '.join(failures)}", file=sys.stderr)
+            print(f"{words.counted(len(failures), 'model')} failed: {', '.join(failures)}",
+                  file=sys.stderr)
     return 1 if failures else 0
 
 

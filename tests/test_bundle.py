@@ -156,4 +156,4 @@ def test_make_runs_demo_job_starts_beside_bundled_models_but_not_beside_the_user
     assert "Started the quick demo job" in capsys.readouterr().out
     _run("mine")
     assert start_demo.main([]) == 0 and started == [True]  # the user's own run: no second demo
-    assert "1 run(s) already exist" in capsys.readouterr().out
+    assert "1 run already exists" in capsys.readouterr().out

@@ -31,7 +31,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from emotion_core import store
+from emotion_core import store, words
 from emotion_core.data import faces
 from emotion_core.data.images import load_rgb
 from emotion_core.data.layout import SPLITS
@@ -233,7 +233,8 @@ def build_cache(ds: PreparedDataset, size: int, *, crop_faces: bool = False,
     def fill(images: np.ndarray) -> None:
         fill_parallel(images, len(rels), one, f"cache {ds.name} {size}px", progress)
         if failures:
-            raise CacheError(f"{len(failures)} image(s) of '{ds.name}' no longer decode (first: "
+            raise CacheError(f"{words.counted(len(failures), 'image')} of '{ds.name}' no longer "
+                             f"decode{'s' if len(failures) == 1 else ''} (first: "
                              f"{failures[0]}); re-run `python -m scripts.prepare_data`")
 
     meta = {"key": key, "format_version": CACHE_FORMAT_VERSION, "name": ds.name,

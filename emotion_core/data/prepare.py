@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from emotion_core import store
+from emotion_core import store, words
 from emotion_core.data import faces
 from emotion_core.data.cleaning import (
     THUMB_SIDE,
@@ -329,7 +329,9 @@ def _subject_report(split: pd.DataFrame, pattern: str) -> tuple[dict, list[str]]
         warnings.append(f"--subject-pattern {pattern!r} matched no file name: the split is by "
                         f"file, as without it")
     if shared:
-        warnings.append(f"{len(shared)} subject(s) appear in more than one of the dataset's own "
+        warnings.append(f"{words.counted(len(shared), 'subject')} "
+                        f"appear{'s' if len(shared) == 1 else ''} in more than one of the "
+                        f"dataset's own "
                         f"splits (e.g. {', '.join(shared[:3])}): numbers on those splits are "
                         f"not subject-independent")
     return info, warnings

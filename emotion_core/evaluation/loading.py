@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from emotion_core import store
+from emotion_core import store, words
 from emotion_core.models import build_empty, get_spec
 from emotion_core.store import reference as reference_sets
 
@@ -74,9 +74,10 @@ def load_model(run_id: str, *, device: str | torch.device = "cpu") -> tuple[nn.M
     if missing or unexpected or shapes:
         parts = []
         if missing:
-            parts.append(f"{len(missing)} missing tensor(s) e.g. {missing[0]}")
+            parts.append(f"{words.counted(len(missing), 'missing tensor')} e.g. {missing[0]}")
         if unexpected:
-            parts.append(f"{len(unexpected)} unexpected tensor(s) e.g. {unexpected[0]}")
+            parts.append(f"{words.counted(len(unexpected), 'unexpected tensor')} "
+                         f"e.g. {unexpected[0]}")
         if shapes:
             parts.append(f"{len(shapes)} shape mismatch(es) e.g. {shapes[0]}")
         raise CheckpointMismatchError(

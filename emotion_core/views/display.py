@@ -52,11 +52,6 @@ HELP = {
 }
 
 
-def counted(n: int, noun: str, plural: str | None = None) -> str:
-    """`n` and the noun in the number it needs: "1 face", "2 faces", "0 faces"."""
-    return f"{n} {noun if n == 1 else plural or noun + 's'}"
-
-
 def view(table: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
     """The chosen columns of a comparison table, counts in millions/billions, headed in words."""
     out = table[list(columns)].copy()

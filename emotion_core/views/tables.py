@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from emotion_core import store
+from emotion_core import store, words
 from emotion_core.data import eda, synthetic
 from emotion_core.evaluation import significance
 from emotion_core.models import REGISTRY, STUDY_ENSEMBLE, STUDY_ENSEMBLE_ACCURACY, ModelSpec
@@ -318,7 +318,8 @@ def missing_pieces() -> list[str]:
     runs, broken = store.list_runs()
     if not runs:
         out.append("no trained runs under artifacts/runs/ (`python -m scripts.train ...`)"
-                   + (f"; {len(broken)} broken run folder(s) found" if broken else ""))
+                   + (f"; {words.counted(len(broken), 'broken run folder')} found"
+                      if broken else ""))
     return out
 
 

@@ -45,7 +45,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from emotion_core import explain, models
+from emotion_core import explain, models, words
 from emotion_core.data.transforms import Preprocess
 from emotion_core.evaluation import cost
 from emotion_core.training import planner
@@ -290,7 +290,7 @@ def remeasure(run_ids: str | None, threads: int) -> int:
         print("no stored model runs to measure")
         return 0
     bad = [r["run_id"] for r in rows if not r["comparable"]]
-    print(f"{len(rows)} run(s) timed, {len(rows) - len(bad)} comparable"
+    print(f"{words.counted(len(rows), 'run')} timed, {len(rows) - len(bad)} comparable"
           + (f"; NOT comparable (machine busy: rerun when it is quiet): {', '.join(bad)}" if bad else ""))
     return 0
 
