@@ -61,7 +61,8 @@ def test_remeasure_runs_stores_comparable_latencies_and_resums_ensembles(tmp_pat
 
     _other_processes_use(monkeypatch, 0.0)  # later, on a quiet machine
     assert bench.main(["--remeasure-runs", "--threads", "1"]) == 0
-    assert "2 run(s) timed, 2 comparable" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "2 runs timed, 2 comparable" in printed and "(1 thread, other processes" in printed
     runs = [store.load_run(r, tables=False) for r in ids]
     for rec in runs:
         lat = rec.manifest["latency"]

@@ -93,6 +93,7 @@ def test_the_datasets_own_splits_that_share_a_person_are_reported(tmp_path):
     assert ds.report["subjects"]["shared_across_subsets"] >= 1
     assert "P05" in ds.report["subjects"]["shared_examples"]
     assert any("not subject-independent" in w and "P05" in w for w in ds.report["warnings"])
+    assert any(w.startswith("1 subject appears in more than one") for w in ds.report["warnings"])
 
 
 def test_a_pattern_that_matches_nothing_splits_by_file(tmp_path):
