@@ -53,7 +53,7 @@ def home() -> None:
         bundled = [r for r in runs if r.bundled]
         if bundled:
             st.success(f"Meanwhile, {words.counted(len(bundled), 'bundled real-face model')} "
-                       f"{'is' if len(bundled) == 1 else 'are'} ready: open "
+                       f"{words.verb(len(bundled), 'is', 'are')} ready: open "
                        "**Predict** to try them on your photo or webcam.")
             st.page_link("pages/predict.py", label="Predict with the bundled models",
                          icon=":material/photo_camera:")

@@ -145,7 +145,7 @@ def bundled_caption(offered: int, ticked: int, sets: list[str]) -> str:
     models = words.counted(offered, "bundled real-face model")
     count = f"{ticked} of the {models}" if 0 < ticked < offered else models
     return (f"{'Ticked' if ticked else 'Also offered'}: {count} that "
-            f"come{'s' if offered == 1 else ''} with the code, trained on {', '.join(sets)}; "
+            f"{words.verb(offered, 'comes', 'come')} with the code, trained on {', '.join(sets)}; "
             f"{LICENCE_NOTE}.")
 
 

@@ -25,9 +25,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     runs = [r for r in store.list_runs()[0] if r.own]  # the bundled models are no demo run
     if runs and not args.force:
-        print(f"{words.counted(len(runs), 'run')} already exist{'s' if len(runs) == 1 else ''} "
-              f"under {store.paths.runs_dir()}; not starting the demo job (use --force to train "
-              f"again, or the app's Train controls).")
+        exist = words.verb(len(runs), "exists", "exist")
+        print(f"{words.counted(len(runs), 'run')} already {exist} under "
+              f"{store.paths.runs_dir()}; not starting the demo job (use --force to train again, "
+              f"or the app's Train controls).")
         return 0
     try:
         info = jobs.start_demo()

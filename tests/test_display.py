@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from emotion_core import store, words
+from emotion_core import store
 from emotion_core.views import display, train_form
 
 
@@ -133,10 +133,3 @@ def test_long_run_labels_are_cut_in_the_middle_for_the_bars_and_stay_distinct() 
     assert list(display.bars(table, "val_macro_f1")["bar_label"]) == [long, twin, "short"]
     table.loc[1, "label"] = "another · run"
     assert list(display.bars(table, "val_macro_f1")["bar_label"]) == [cut, "another · run", "short"]
-
-
-def test_counts_take_the_noun_in_the_number_they_need() -> None:
-    assert words.counted(1, "face") == "1 face"
-    assert words.counted(0, "face") == "0 faces"
-    assert words.counted(3, "bundled real-face model") == "3 bundled real-face models"
-    assert words.counted(2, "person", "people") == "2 people"

@@ -234,7 +234,7 @@ def build_cache(ds: PreparedDataset, size: int, *, crop_faces: bool = False,
         fill_parallel(images, len(rels), one, f"cache {ds.name} {size}px", progress)
         if failures:
             raise CacheError(f"{words.counted(len(failures), 'image')} of '{ds.name}' no longer "
-                             f"decode{'s' if len(failures) == 1 else ''} (first: "
+                             f"{words.verb(len(failures), 'decodes', 'decode')} (first: "
                              f"{failures[0]}); re-run `python -m scripts.prepare_data`")
 
     meta = {"key": key, "format_version": CACHE_FORMAT_VERSION, "name": ds.name,

@@ -330,9 +330,8 @@ def _subject_report(split: pd.DataFrame, pattern: str) -> tuple[dict, list[str]]
                         f"file, as without it")
     if shared:
         warnings.append(f"{words.counted(len(shared), 'subject')} "
-                        f"appear{'s' if len(shared) == 1 else ''} in more than one of the "
-                        f"dataset's own "
-                        f"splits (e.g. {', '.join(shared[:3])}): numbers on those splits are "
+                        f"{words.verb(len(shared), 'appears', 'appear')} in more than one of the "
+                        f"dataset's own splits (e.g. {', '.join(shared[:3])}): numbers on those splits are "
                         f"not subject-independent")
     return info, warnings
 

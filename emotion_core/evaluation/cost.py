@@ -183,8 +183,8 @@ def remeasure_runs(run_ids: Iterable[str] | None = None, *, threads: int | None 
                      "ms": round(new["ms"], 3), "other_cpu": new["other_cpu"],
                      "load_avg": new["load_avg"], "comparable": new["comparable"],
                      "stored": store_it})
-        report(f"{rec.run_id}: {new['ms']:.1f} ms ({words.counted(new['threads'], 'thread')}, other processes "
-               f"{new['other_cpu']} cores, load {new['load_avg']}) "
+        report(f"{rec.run_id}: {new['ms']:.1f} ms ({words.counted(new['threads'], 'thread')}, "
+               f"other processes {new['other_cpu']} cores, load {new['load_avg']}) "
                f"{'comparable' if new['comparable'] else 'NOT comparable'}"
                f"{'' if store_it else '; kept the stored comparable one'}")
     _resum_ensembles(store)

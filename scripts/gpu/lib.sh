@@ -24,7 +24,7 @@ cache_export.load_exported_cache(Path(sys.argv[1]), size=int(sys.argv[2]), progr
   echo "[cache at $1 px -> exit $? in $SECONDS s]" | tee -a "$log"
 }
 
-pids=() names=()
+names=()
 launch() {  # launch NAME MODEL [options]: one training process in the background
   local name=$1 model=$2; shift 2
   ( t0=$SECONDS
@@ -34,7 +34,7 @@ launch() {  # launch NAME MODEL [options]: one training process in the backgroun
     rc=$?
     [ $rc = 143 ] && rc="$rc (stopped at the wave's limit: run lost)"
     echo "[$name: $model $* -> exit $rc in $((SECONDS - t0)) s]" >>"$RF/logs/$name.log" ) &
-  pids+=($!) names+=("$name")
+  names+=("$name")
 }
 wave() {  # wave SECONDS: wait for the launched runs, stopping any still running after SECONDS
   local secs=$1 t0=$SECONDS
@@ -48,7 +48,7 @@ wave() {  # wave SECONDS: wait for the launched runs, stopping any still running
     grep "^\[$name:" "$RF/logs/$name.log"
   done
   echo "[wave ended $((SECONDS - t0)) s after it began, $SECONDS s into the call]" | tee -a "$log"
-  pids=() names=()
+  names=()
 }
 
 wave_to_deadline() {  # the call's last wave: until $DEADLINE seconds into the call (30 s at least)
