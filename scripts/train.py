@@ -114,6 +114,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--shift-jitter", type=float, default=None, dest="shift_jitter",
                    help="augment: shift training pictures by up to S of the side per axis "
                         "(default 0: off)")
+    p.add_argument("--erase", type=float, default=None,
+                   help="augment: with probability P, set one random rectangle (2-33%% of the "
+                        "area) of a training picture to the mean colour (default 0: off)")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--lr", type=float, default=None, help="peak rate from scratch and for the head")
     p.add_argument("--finetune-lr", type=float, default=None, dest="finetune_lr",
@@ -207,7 +210,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         crop_faces=args.crop_faces, face_margin=args.face_margin, face_fit=args.face_fit,
         face_align=args.face_align,
         set_sampling=args.set_sampling,
-        scale_jitter=args.scale_jitter, shift_jitter=args.shift_jitter, seed=args.seed, lr=args.lr,
+        scale_jitter=args.scale_jitter, shift_jitter=args.shift_jitter, erase=args.erase,
+        seed=args.seed, lr=args.lr,
         finetune_lr=args.finetune_lr, refit=args.refit or None,
         head_epochs=args.head_epochs, patience=args.patience)
     return config.override(**DRY_RUN_CHANGES) if args.dry_run else config
@@ -269,7 +273,8 @@ def train_all(args: argparse.Namespace, info: DistInfo, events: EventLog,
         config = config_from_args(args)
         if config.epochs < 1:
             raise ValueError(f"--epochs must be at least 1, got {config.epochs}")
-        AugmentConfig(scale=config.scale_jitter, shift=config.shift_jitter)  # refuses bad ranges now
+        # refuses bad ranges now, before any data is prepared
+        AugmentConfig(scale=config.scale_jitter, shift=config.shift_jitter, erase=config.erase)
         check_face_framing(args, config)
         check_refit(args, config)
         ema.check(config.ema, config.recipe)  # before the data is prepared

@@ -189,13 +189,15 @@ def test_cli_geometric_jitter_reaches_the_loaders_draws_and_the_manifest(tmp_pat
         return p
 
     monkeypatch.setattr(transforms, "sample_params", spy)
-    assert train_cli.main([*args, "--scale-jitter", "0.1", "--shift-jitter", "0.05"]) == 0
-    assert drawn and all(p.zoom is not None and p.shift is not None for p in drawn)
+    assert train_cli.main([*args, "--scale-jitter", "0.1", "--shift-jitter", "0.05",
+                           "--erase", "0.5"]) == 0
+    assert drawn and all(p.zoom is not None and p.shift is not None and p.erase is not None
+                         for p in drawn)
     assert all(float((p.zoom - 1).abs().max()) <= 0.1 and float(p.shift.abs().max()) <= 0.05
                for p in drawn)
     (rec,) = store.list_runs()[0]
     recipe = store.load_run(rec.run_id).manifest["recipe"]
-    assert (recipe["scale_jitter"], recipe["shift_jitter"]) == (0.1, 0.05)
+    assert (recipe["scale_jitter"], recipe["shift_jitter"], recipe["erase"]) == (0.1, 0.05, 0.5)
 
 
 def test_cli_face_framing_is_checked_used_for_the_cache_and_recorded(tmp_path: Path, capsys):

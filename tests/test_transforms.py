@@ -154,6 +154,55 @@ def test_geometric_jitter_is_drawn_after_the_study_augmentations():
         AugmentConfig(shift=-0.1)
 
 
+def test_erasing_is_drawn_last_within_torchvision_ranges():
+    """Runs without erasing draw what they drew before; with it about `erase` of the pictures
+    get one rectangle of 2-33% of the area, aspect 0.3-3.3, inside the picture."""
+    base = AugmentConfig(scale=0.1, shift=0.05)
+    a = sample_params(4000, base, torch.Generator().manual_seed(0))
+    b = sample_params(4000, AugmentConfig(scale=0.1, shift=0.05, erase=0.25),
+                      torch.Generator().manual_seed(0))
+    for name in ("angles_deg", "brightness", "contrast", "flip", "zoom", "shift"):
+        torch.testing.assert_close(getattr(a, name), getattr(b, name), atol=0, rtol=0)
+    assert a.erase is None and a.erased(10, 10) == []
+    top, left, eh, ew = b.erase.double().unbind(1)
+    hit = (eh > 0) & (ew > 0)
+    assert 0.22 < float(hit.double().mean()) < 0.28
+    area, aspect = (eh * ew)[hit], (eh / ew)[hit]
+    unclipped = (eh < 1) & (ew < 1)
+    assert float(area.max()) <= 0.33 + 1e-9 and float((eh * ew)[hit & unclipped].min()) >= 0.02 - 1e-9
+    assert 0.3 - 1e-6 <= float(aspect[unclipped[hit]].min()) and float(aspect.max()) <= 3.3 + 1e-6
+    assert float((top + eh).max()) <= 1 + 1e-9 and float((left + ew).max()) <= 1 + 1e-9
+    assert float(top.min()) >= 0 and float(left.min()) >= 0
+    with pytest.raises(ValueError, match="erase"):
+        AugmentConfig(erase=1.5)
+    with pytest.raises(ValueError, match="erase"):
+        AugmentConfig(erase=-0.1)
+    assert AugmentConfig(rotation_deg=0, brightness=0, contrast=0, hflip=False, erase=0.1).active
+
+
+def test_both_kernels_erase_the_same_rectangle_to_the_mean_colour():
+    """The erased rectangle reads 0 after normalisation (the mean colour) in the CPU and the
+    tensor kernel; every other pixel is what the same draw without erasing gives."""
+    imgs = smooth_images(4, 20, 20, seed=3)
+    p = jittered_params(4)
+    plain_cpu = augment_normalize_hwc(imgs, p)
+    p.erase = torch.tensor([[0.1, 0.2, 0.5, 0.25], [0.0, 0.0, 0.0, 0.0],
+                            [0.5, 0.5, 0.5, 0.5], [0.0, 0.0, 1.0, 0.1]])
+    assert p.erased(20, 20) == [(0, 2, 12, 4, 9), (2, 10, 20, 10, 20), (3, 0, 20, 0, 2)]
+    cpu = augment_normalize_hwc(imgs, p)
+    mask = np.zeros((4, 20, 20), bool)
+    for i, y0, y1, x0, x1 in p.erased(20, 20):
+        mask[i, y0:y1, x0:x1] = True
+    assert np.all(cpu[mask] == 0) and np.all(plain_cpu[mask] != 0)
+    np.testing.assert_array_equal(cpu[~mask], plain_cpu[~mask])
+    from emotion_core.data import transforms
+    tensor = transforms._augment_normalize(torch.from_numpy(imgs).permute(0, 3, 1, 2).float(), p,
+                                           1 / 255, IMAGENET_MEAN, IMAGENET_STD)
+    tensor = tensor.permute(0, 2, 3, 1).numpy()
+    assert np.all(tensor[mask] == 0)
+    assert np.abs(tensor[~mask] - cpu[~mask]).mean() * STD_LEVEL.mean() < 0.6
+
+
 def test_augmentation_off_is_deterministic_and_equals_eval_path():
     imgs = smooth_images(3, 16, 16)
     off = augment_normalize(imgs, AugmentConfig(enabled=False), torch.Generator().manual_seed(1))

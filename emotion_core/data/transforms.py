@@ -12,7 +12,10 @@ Augmentation (the study's four, in this fixed order) then normalisation:
   2. brightness: x * b, b ~ U(max(0, 1 - brightness), 1 + brightness), clamped to [0, 1];
   3. contrast: c * x + (1 - c) * mean(gray(x)), c ~ U(max(0, 1 - contrast), 1 + contrast), clamped;
   4. horizontal flip with probability 0.5 (when hflip);
-  5. (x - mean) / std.
+  5. (x - mean) / std;
+  6. optional random erasing (off by default, the study had none): with probability `erase`,
+     one rectangle of 2-33% of the area, aspect 0.3-3.3, set to 0 after normalisation (the
+     mean colour), as torchvision's RandomErasing placed after Normalize.
 The reference is torchvision.transforms.v2 applied per sample (scripts/bench/torchvision_pipeline.py:
 RandomRotation with zero padding, ColorJitter for brightness then for contrast, RandomHorizontalFlip,
 Normalize). The cache path draws the same parameters from the same distributions, one set
@@ -26,6 +29,7 @@ grey levels on average), which is what makes the cache loader >10x faster than t
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -40,6 +44,8 @@ IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 HALF: tuple[float, float, float] = (0.5, 0.5, 0.5)  # [-1, 1] inputs (TF-ported EfficientNet-Lite, in21k ViT)
 _GRAY_WEIGHTS = (0.2989, 0.587, 0.114)  # torchvision's rgb_to_grayscale weights
+ERASE_AREA = (0.02, 0.33)  # torchvision RandomErasing's defaults: share of the area erased
+ERASE_ASPECT = (0.3, 3.3)  # and the rectangle's height / width, drawn log-uniformly
 
 
 @dataclass
@@ -52,12 +58,15 @@ class AugmentConfig:
     hflip: bool = True  # mirror left-right with probability 0.5
     scale: float = 0.0  # zoom half-range: content scaled by U(1 - scale, 1 + scale) (0 = off)
     shift: float = 0.0  # shift half-range per axis, as a fraction of the side (0 = off)
+    erase: float = 0.0  # probability of erasing one random rectangle per image (0 = off)
     enabled: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("rotation_deg", "brightness", "contrast", "scale", "shift"):
+        for name in ("rotation_deg", "brightness", "contrast", "scale", "shift", "erase"):
             if getattr(self, name) < 0:
                 raise ValueError(f"AugmentConfig.{name} must be >= 0, got {getattr(self, name)}")
+        if self.erase > 1:
+            raise ValueError(f"AugmentConfig.erase is a probability (at most 1), got {self.erase}")
         if self.scale >= 1:
             raise ValueError(f"AugmentConfig.scale must be below 1 (a zoom of 1 - scale > 0), "
                              f"got {self.scale}")
@@ -66,7 +75,7 @@ class AugmentConfig:
     def active(self) -> bool:
         return self.enabled and (self.rotation_deg > 0 or self.brightness > 0
                                  or self.contrast > 0 or self.hflip or self.scale > 0
-                                 or self.shift > 0)
+                                 or self.shift > 0 or self.erase > 0)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -111,6 +120,8 @@ class AugmentParams:
     flip: torch.Tensor  # (N,) bool
     zoom: torch.Tensor | None = None  # (N,) content scale factor; None: 1
     shift: torch.Tensor | None = None  # (N, 2) x, y shift as a fraction of the side; None: 0
+    erase: torch.Tensor | None = None  # (N, 4) top, left, height, width as fractions of the side;
+    # a zero height or width (or None) erases nothing
 
     @property
     def warps(self) -> bool:
@@ -124,6 +135,18 @@ class AugmentParams:
 
     def shifts(self) -> torch.Tensor:
         return torch.zeros(len(self.angles_deg), 2) if self.shift is None else self.shift
+
+    def erased(self, h: int, w: int) -> list[tuple[int, int, int, int, int]]:
+        """(image, y0, y1, x0, x1) pixel rectangles to set to 0 after normalisation."""
+        if self.erase is None:
+            return []
+        rows = []
+        for i, (top, left, eh, ew) in enumerate(self.erase.double().tolist()):
+            y0, x0 = round(top * h), round(left * w)
+            y1, x1 = min(h, y0 + round(eh * h)), min(w, x0 + round(ew * w))
+            if y1 > y0 and x1 > x0:
+                rows.append((i, y0, y1, x0, x1))
+        return rows
 
 
 def sample_params(n: int, aug: AugmentConfig, generator: torch.Generator | None = None
@@ -145,6 +168,13 @@ def sample_params(n: int, aug: AugmentConfig, generator: torch.Generator | None 
         p.zoom = uniform(1 - aug.scale, 1 + aug.scale)
     if aug.shift > 0:
         p.shift = torch.stack([uniform(-aug.shift, aug.shift), uniform(-aug.shift, aug.shift)], 1)
+    if aug.erase > 0:  # torchvision's RandomErasing ranges, the rectangle clipped to the picture
+        hit = torch.rand(n, generator=generator) < aug.erase
+        area = uniform(*ERASE_AREA)
+        aspect = torch.exp(uniform(math.log(ERASE_ASPECT[0]), math.log(ERASE_ASPECT[1])))
+        eh = torch.sqrt(area * aspect).clamp(max=1.0) * hit
+        ew = torch.sqrt(area / aspect).clamp(max=1.0) * hit
+        p.erase = torch.stack([uniform(0, 1) * (1 - eh), uniform(0, 1) * (1 - ew), eh, ew], 1)
     return p
 
 
@@ -202,12 +232,16 @@ def _augment_normalize(x: torch.Tensor, p: AugmentParams | None, unit: float,
     gray = torch.as_tensor(_GRAY_WEIGHTS, dtype=dt, device=dev)
     gray_mean = (x.mean(dim=(2, 3)) @ gray).view(n, 1, 1, 1)
     x = x.mul_(con).add_((1 - con) * gray_mean).clamp_(0.0, 1.0)
-    return x.sub_(m).div_(s)
+    x = x.sub_(m).div_(s)
+    for i, y0, y1, x0, x1 in p.erased(x.shape[2], x.shape[3]):
+        x[i, :, y0:y1, x0:x1] = 0
+    return x
 
 
 def apply_augment(x: torch.Tensor, p: AugmentParams) -> torch.Tensor:
     """Apply drawn parameters to a float NCHW batch in [0, 1] (rotation with any zoom and shift,
-    brightness, contrast, flip)."""
+    brightness, contrast, flip; an erased rectangle is black here, the mean colour once the
+    training path normalises)."""
     return _augment_normalize(x.clone(), p, 1.0, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
 
 
@@ -330,6 +364,8 @@ def augment_normalize_hwc(images: np.ndarray, p: AugmentParams | None, mean=IMAG
     after_c = np.clip(con * after_b + (1 - con) * gray_mean, 0.0, 1.0)
     luts = ((after_c[:, :, None] - m) / s).astype(np.float32)
     _for_each(lambda i: cv2.LUT(rotated[i], luts[i].reshape(1, 256, 3), dst=out[i]), n)
+    for i, y0, y1, x0, x1 in p.erased(h, w):
+        out[i, y0:y1, x0:x1] = 0
     return out
 
 
