@@ -47,7 +47,7 @@ from emotion_core.data import (
     open_folder,
 )
 from emotion_core.data.combine import open_sets
-from emotion_core.data.transforms import AugmentConfig
+from emotion_core.data.transforms import range_problem
 from emotion_core.evaluation import ensemble
 from emotion_core.training import distill, distributed, ema, fit, mixup, sampling
 from emotion_core.training.config import DRY_RUN_CHANGES, RECIPES, TrainConfig, get_profile
@@ -231,6 +231,16 @@ def check_refit(args: argparse.Namespace, config: TrainConfig) -> None:
                          "fine-tune instead")
 
 
+def check_augment(config: TrainConfig) -> None:
+    """Refuse an augmentation range the loaders cannot draw, naming the flag."""
+    for field, flag, value in (("scale", "--scale-jitter", config.scale_jitter),
+                               ("shift", "--shift-jitter", config.shift_jitter),
+                               ("erase", "--erase", config.erase)):
+        problem = range_problem(field, value)
+        if problem:
+            raise ValueError(f"{flag} {problem}")
+
+
 def check_face_framing(args: argparse.Namespace, config: TrainConfig) -> None:
     """Refuse a margin that crops nothing sensible, or a framing flag without face crops."""
     if (args.face_margin is not None or args.face_fit is not None
@@ -273,8 +283,7 @@ def train_all(args: argparse.Namespace, info: DistInfo, events: EventLog,
         config = config_from_args(args)
         if config.epochs < 1:
             raise ValueError(f"--epochs must be at least 1, got {config.epochs}")
-        # refuses bad ranges now, before any data is prepared
-        AugmentConfig(scale=config.scale_jitter, shift=config.shift_jitter, erase=config.erase)
+        check_augment(config)  # before any data is prepared
         check_face_framing(args, config)
         check_refit(args, config)
         ema.check(config.ema, config.recipe)  # before the data is prepared

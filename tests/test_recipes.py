@@ -179,7 +179,7 @@ def test_cli_geometric_jitter_reaches_the_loaders_draws_and_the_manifest(tmp_pat
     args = ["--data", str(a), "--models", "vit_scratch", "--dry-run", "--quiet",
             "--ensemble", "none"]
     assert train_cli.main([*args, "--scale-jitter", "1.5"]) == 2  # refused before training
-    assert "scale must be below 1" in capsys.readouterr().err
+    assert "--scale-jitter must be below 1" in capsys.readouterr().err
     drawn = []
     real = transforms.sample_params
 
@@ -228,6 +228,9 @@ def test_cli_face_framing_is_checked_used_for_the_cache_and_recorded(tmp_path: P
     (["--ema", "0.99", "--recipe", "probe"], "drop --ema"),  # the probe takes no steps to average
     (["--mixup", "-0.5"], "must be >= 0"),
     (["--mixup", "0.2", "--recipe", "probe"], "drop --mixup"),  # nor mixes pictures
+    (["--scale-jitter", "-0.1"], "--scale-jitter must be >= 0"),  # each range names its flag
+    (["--shift-jitter", "0.6"], "--shift-jitter must be at most 0.5"),
+    (["--erase", "1.5"], "--erase is a probability"),
 ])
 def test_cli_refuses_a_recipe_option_it_cannot_apply(tmp_path: Path, capsys, extra, message):
     folder = tiny_shapes.make_folder(tmp_path / "tiny")

@@ -152,6 +152,9 @@ def test_geometric_jitter_is_drawn_after_the_study_augmentations():
         AugmentConfig(scale=1.0)
     with pytest.raises(ValueError, match="shift"):
         AugmentConfig(shift=-0.1)
+    with pytest.raises(ValueError, match="shift must be at most 0.5"):  # half the side out
+        AugmentConfig(shift=0.6)
+    assert AugmentConfig(shift=0.5).shift == 0.5
 
 
 def test_erasing_is_drawn_last_within_torchvision_ranges():

@@ -46,6 +46,22 @@ HALF: tuple[float, float, float] = (0.5, 0.5, 0.5)  # [-1, 1] inputs (TF-ported 
 _GRAY_WEIGHTS = (0.2989, 0.587, 0.114)  # torchvision's rgb_to_grayscale weights
 ERASE_AREA = (0.02, 0.33)  # torchvision RandomErasing's defaults: share of the area erased
 ERASE_ASPECT = (0.3, 3.3)  # and the rectangle's height / width, drawn log-uniformly
+MAX_SHIFT = 0.5  # a shift of half the side leaves half the picture in view
+
+
+def range_problem(name: str, value: float) -> str | None:
+    """What is wrong with `value` for AugmentConfig's field `name` ("must be ..., got V"), or
+    None; the CLI puts its flag's name in front, the dataclass its own."""
+    if value < 0:
+        return f"must be >= 0, got {value:g}"
+    if name == "erase" and value > 1:
+        return f"is a probability (at most 1), got {value:g}"
+    if name == "scale" and value >= 1:
+        return f"must be below 1 (the smallest zoom, 1 minus it, must stay above 0), got {value:g}"
+    if name == "shift" and value > MAX_SHIFT:
+        return (f"must be at most {MAX_SHIFT:g} of the side (more can move the face out of the "
+                f"picture), got {value:g}")
+    return None
 
 
 @dataclass
@@ -63,13 +79,9 @@ class AugmentConfig:
 
     def __post_init__(self) -> None:
         for name in ("rotation_deg", "brightness", "contrast", "scale", "shift", "erase"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"AugmentConfig.{name} must be >= 0, got {getattr(self, name)}")
-        if self.erase > 1:
-            raise ValueError(f"AugmentConfig.erase is a probability (at most 1), got {self.erase}")
-        if self.scale >= 1:
-            raise ValueError(f"AugmentConfig.scale must be below 1 (a zoom of 1 - scale > 0), "
-                             f"got {self.scale}")
+            problem = range_problem(name, getattr(self, name))
+            if problem:
+                raise ValueError(f"AugmentConfig.{name} {problem}")
 
     @property
     def active(self) -> bool:
