@@ -231,6 +231,29 @@ def check_refit(args: argparse.Namespace, config: TrainConfig) -> None:
                          "fine-tune instead")
 
 
+# Numeric flags the loop cannot use, each with what it must be: refused before any data is
+# prepared (torch and numpy would refuse most of them only once training starts, or not at all).
+NUMBER_RULES = (
+    ("lr", "--lr", lambda v: v > 0, "> 0, e.g. 0.001"),
+    ("finetune_lr", "--finetune-lr", lambda v: v > 0, "> 0, e.g. 0.0002"),
+    ("label_smoothing", "--label-smoothing", lambda v: 0 <= v < 1, "in [0, 1), e.g. 0.1"),
+    ("layer_decay", "--layer-decay", lambda v: 0 < v <= 1, "in (0, 1], e.g. 0.75 (1: one rate)"),
+    ("head_epochs", "--head-epochs", lambda v: v >= 0, ">= 0"),
+    ("patience", "--patience", lambda v: v >= 1,
+     "at least 1 (epochs without a gain before stopping)"),
+    ("budget_tflop", "--budget-tflop", lambda v: v >= 0, ">= 0 (0: no budget)"),
+    ("seed", "--seed", lambda v: 0 <= v < 2**32, "in [0, 2**32)"),
+)
+
+
+def check_numbers(args: argparse.Namespace) -> None:
+    """Refuse a numeric flag outside what it means, naming the flag."""
+    for attr, flag, ok, wanted in NUMBER_RULES:
+        value = getattr(args, attr)
+        if value is not None and not ok(value):
+            raise ValueError(f"{flag} must be {wanted}; got {value:g}")
+
+
 def check_augment(config: TrainConfig) -> None:
     """Refuse an augmentation range the loaders cannot draw, naming the flag."""
     for field, flag, value in (("scale", "--scale-jitter", config.scale_jitter),
@@ -280,6 +303,7 @@ def train_all(args: argparse.Namespace, info: DistInfo, events: EventLog,
     """Train every asked-for model, then the ensemble; fills run_ids/failures; the exit code."""
     progress = not args.quiet
     try:
+        check_numbers(args)
         config = config_from_args(args)
         if config.epochs < 1:
             raise ValueError(f"--epochs must be at least 1, got {config.epochs}")

@@ -231,6 +231,14 @@ def test_cli_face_framing_is_checked_used_for_the_cache_and_recorded(tmp_path: P
     (["--scale-jitter", "-0.1"], "--scale-jitter must be >= 0"),  # each range names its flag
     (["--shift-jitter", "0.6"], "--shift-jitter must be at most 0.5"),
     (["--erase", "1.5"], "--erase is a probability"),
+    (["--lr", "0"], "--lr must be > 0"),  # numbers torch refuses only once training starts,
+    (["--finetune-lr", "-1"], "--finetune-lr must be > 0"),
+    (["--label-smoothing", "1"], "--label-smoothing must be in [0, 1)"),
+    (["--layer-decay", "0"], "--layer-decay must be in (0, 1]"),  # or that it takes silently
+    (["--head-epochs", "-1"], "--head-epochs must be >= 0"),
+    (["--patience", "0"], "--patience must be at least 1"),
+    (["--budget-tflop", "-1"], "--budget-tflop must be >= 0"),
+    (["--seed", "-1"], "--seed must be in [0, 2**32)"),
 ])
 def test_cli_refuses_a_recipe_option_it_cannot_apply(tmp_path: Path, capsys, extra, message):
     folder = tiny_shapes.make_folder(tmp_path / "tiny")
