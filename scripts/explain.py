@@ -79,6 +79,8 @@ def _target(value: str | None, classes: list[str]) -> int | None:
 def run_image(args: argparse.Namespace) -> int:
     if args.image is None or args.out is None:
         return fail("--image and --out are required to explain a picture (or use --faithfulness)")
+    if args.top_k < 1:  # the maps would quietly show one channel
+        return fail(f"--top-k must be at least 1 (the channels shown), got {args.top_k}")
     store.load_run(args.run, tables=False)  # an unknown run is named before the image is read
     try:
         rgb = images.load_rgb(args.image, min_side=MIN_SIDE)

@@ -387,6 +387,10 @@ def test_cli_writes_overlays(tmp_path, capsys):
                          "--out", str(out), *extra]) == 0
         assert str(out) in capsys.readouterr().out
         assert np.asarray(Image.open(out)).ndim == 3
+    refused = tmp_path / "none.png"
+    assert cli.main(["--run", "r1", "--image", str(src), "--method", "featuremap",
+                     "--top-k", "0", "--out", str(refused)]) == 2
+    assert "--top-k must be at least 1" in capsys.readouterr().err and not refused.exists()
 
 
 def test_cli_shows_a_run_trained_on_face_crops_the_face_cut_its_way(tmp_path, capsys,
