@@ -5,9 +5,15 @@
 from __future__ import annotations
 
 
-def counted(n: int, noun: str, plural: str | None = None) -> str:
+def noun(n: int, one: str, plural: str | None = None) -> str:
+    """The noun in the number a count of `n` needs, without the count: for a list that
+    follows ("unknown models a, b"); plural defaults to one + "s"."""
+    return one if n == 1 else plural or one + "s"
+
+
+def counted(n: int, one: str, plural: str | None = None) -> str:
     """`n` and the noun in the number it needs: "1 face", "2 faces", "0 faces"."""
-    return f"{n} {noun if n == 1 else plural or noun + 's'}"
+    return f"{n} {noun(n, one, plural)}"
 
 
 def verb(n: int, one: str, many: str) -> str:

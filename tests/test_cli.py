@@ -66,7 +66,11 @@ def test_user_mistakes_exit_2_with_one_sentence(tmp_path, capsys):
     assert err.startswith("error:") and "no such folder" in err and "Traceback" not in err
     data = tiny_shapes.make_folder(tmp_path / "d", per_class={"train": 1})
     assert train_cli.main(["--data", str(data), "--models", "resnet99"]) == 2
-    assert "unknown model(s) resnet99" in capsys.readouterr().err
+    assert "unknown model resnet99;" in capsys.readouterr().err
+    assert train_cli.main(["--data", str(data), "--models", "resnet99,vgg99"]) == 2
+    assert "unknown models resnet99, vgg99;" in capsys.readouterr().err
+    assert train_cli.main(["--data", str(data), "--models", ","]) == 2
+    assert "no model named; choose from" in capsys.readouterr().err
     assert train_cli.main(["--data", str(data), "--profile", "huge"]) == 2
     assert "unknown profile" in capsys.readouterr().err
     assert evaluate_cli.main(["--run", "no-such-run", "--data", str(data)]) == 2

@@ -238,7 +238,8 @@ def check_trainable(split: pd.DataFrame, classes: list[str]) -> list[str]:
     for subset in ("train", "val"):
         empty = [c for c in classes if counts[subset].get(c, 0) == 0]
         if empty:
-            raise ValueError(f"class(es) {', '.join(empty)} have no {subset} images after cleaning "
+            raise ValueError(f"{words.noun(len(empty), 'class', 'classes')} {', '.join(empty)} "
+                             f"{words.verb(len(empty), 'has', 'have')} no {subset} images after cleaning "
                              f"(a class needs at least 2 usable images: one to train on, one to "
                              f"validate); add images or remove the folder")
     warnings = [f"class '{c}' has only {counts['train'].get(c, 0)} training images"
@@ -288,10 +289,11 @@ def prepare_dataset(root: Path, name: str | None = None, *, detect_faces: bool =
     if subject_pattern is not None:
         subject_info, more = _subject_report(split, subject_pattern)
         warnings += more
-    warnings += [f"{len(v)} {what} skipped: {', '.join(v[:3])}{' ...' if len(v) > 3 else ''}"
-                 for what, v in (("unreadable folder(s)", found.unreadable),
-                                 ("symbolic link loop(s)", found.loops),
-                                 ("junk folder(s)", found.ignored)) if v]
+    warnings += [f"{words.counted(len(v), what)} skipped: {', '.join(v[:3])}"
+                 f"{' ...' if len(v) > 3 else ''}"
+                 for what, v in (("unreadable folder", found.unreadable),
+                                 ("symbolic link loop", found.loops),
+                                 ("junk folder", found.ignored)) if v]
     classes = found.classes
     weights = class_weights(split.loc[split["subset"] == "train", "label"], classes)
     report = {

@@ -79,7 +79,8 @@ def load_model(run_id: str, *, device: str | torch.device = "cpu") -> tuple[nn.M
             parts.append(f"{words.counted(len(unexpected), 'unexpected tensor')} "
                          f"e.g. {unexpected[0]}")
         if shapes:
-            parts.append(f"{len(shapes)} shape mismatch(es) e.g. {shapes[0]}")
+            parts.append(f"{words.counted(len(shapes), 'shape mismatch', 'shape mismatches')} "
+                         f"e.g. {shapes[0]}")
         raise CheckpointMismatchError(
             f"run '{run_id}': checkpoint does not match architecture '{m['model']}' with "
             f"{len(classes)} classes ({'; '.join(parts)}); refusing to load it")

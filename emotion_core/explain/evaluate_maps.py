@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from emotion_core import store
+from emotion_core import store, words
 from emotion_core.data import faces
 from emotion_core.data.images import load_rgb
 from emotion_core.data.layout import is_image_file, mask_path
@@ -108,7 +108,8 @@ def evaluate_model(model: nn.Module, manifest: dict[str, Any], images: Sequence[
     methods = list(methods or default_methods(spec))
     unknown = [m for m in methods if m not in (*default_methods(spec), "scorecam", REFERENCE)]
     if unknown:
-        raise NotApplicableError(f"method(s) {', '.join(unknown)} cannot be scored for model "
+        raise NotApplicableError(f"{words.noun(len(unknown), 'method')} {', '.join(unknown)} "
+                                 f"cannot be scored for model "
                                     f"'{spec.name}' (choose from {', '.join(default_methods(spec))})")
     have_masks = all(mask_path(p).is_file() for p, _ in images)
     if kind == "auto":

@@ -15,6 +15,7 @@ from functools import partial
 import torch
 from torch import nn
 
+from emotion_core import words
 from emotion_core.data.transforms import HALF, IMAGENET_MEAN, IMAGENET_STD
 from emotion_core.models import builders as B
 from emotion_core.models import converters as C
@@ -253,7 +254,9 @@ def select(names: str) -> list[str]:
               else [n.strip() for n in names.split(",") if n.strip()])
     unknown = [n for n in chosen if n not in REGISTRY]
     if unknown or not chosen:
-        raise ValueError(f"unknown model(s) {', '.join(unknown) or '(none given)'}; choose from "
+        named = (f"unknown {words.noun(len(unknown), 'model')} {', '.join(unknown)}" if unknown
+                 else "no model named")
+        raise ValueError(f"{named}; choose from "
                          f"{', '.join(REGISTRY)} or 'all'")
     return chosen
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
+from emotion_core import words
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -67,7 +69,8 @@ class TrainConfig:
         known = {f.name for f in fields(self)}
         unknown = set(changes) - known
         if unknown:
-            raise ValueError(f"unknown training option(s): {', '.join(sorted(unknown))}")
+            raise ValueError(f"unknown training {words.noun(len(unknown), 'option')}: "
+                             f"{', '.join(sorted(unknown))}")
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
     @classmethod

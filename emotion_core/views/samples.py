@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from emotion_core import store
+from emotion_core import store, words
 from emotion_core.data import images
 from emotion_core.views.tables import dataset_root
 
@@ -44,7 +44,8 @@ def eda_gallery(name: str) -> list[tuple[Path, str]]:
         f"mean face per class ({base}), left to right {classes}: the average of every image "
         f"of the class")
     captions["batch_mean_faces"] = (
-        f"batch-wise mean faces: each of the first {n_batches} random training batch(es) "
+        f"batch-wise mean faces: each of the first "
+        f"{words.counted(n_batches, 'random training batch', 'random training batches')} "
         f"(up to {summary.get('batch_size', '?')} images each) averaged; mixed batches "
         f"average to a near-neutral face, so no batch carries a class shortcut in its average look")
     order = [k for k in captions if k in pictures] + sorted(k for k in pictures if k not in captions)
