@@ -123,8 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     by_id = {r.run_id: r for r in offered}
     unknown = [rid for rid in args.run or [] if rid not in by_id]
     if unknown:
-        p.error(f"cannot answer with run(s) {', '.join(unknown)}: not a run with weights here "
-                "(see --list)")
+        p.error(f"cannot answer with {words.noun(len(unknown), 'run')} {', '.join(unknown)}: "
+                f"{words.verb(len(unknown), 'not a run', 'not runs')} with weights here (see --list)")
     chosen = list(args.run) if args.run else [r.run_id for r in default]
     if args.peers:
         chosen += [r.run_id for r in peers if r.run_id not in chosen]
@@ -136,6 +136,12 @@ def main(argv: list[str] | None = None) -> int:
         p.error(str(exc))
     if not paths:
         p.error("no pictures found in " + ", ".join(args.inputs))
+    if args.csv:  # before the pictures are read, so a typo does not cost the whole folder's work
+        target = Path(args.csv)
+        if target.is_dir():
+            p.error(f"--csv {args.csv} is a folder; name a file in it, e.g. {target / 'answers.csv'}")
+        if not target.parent.is_dir():
+            p.error(f"--csv {args.csv}: there is no folder {target.parent}")
 
     rows: list[dict[str, Any]] = []
     failed = 0
@@ -153,10 +159,14 @@ def main(argv: list[str] | None = None) -> int:
         rows += _rows(path, result, labels)
     if args.csv:
         classes = sorted({k for row in rows for k in row if k.startswith("p_")})
-        with open(args.csv, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=[*CSV_FIELDS, *classes])
-            writer.writeheader()
-            writer.writerows(rows)
+        try:
+            with open(args.csv, "w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=[*CSV_FIELDS, *classes])
+                writer.writeheader()
+                writer.writerows(rows)
+        except OSError as exc:  # the answers above were printed; say why the file is missing
+            print(f"error: cannot write {args.csv}: {exc.strerror or exc}", file=sys.stderr)
+            return 2
         print(f"wrote {words.counted(len(rows), 'row')} to {args.csv}")
     if failed:
         print(f"{failed} of {words.counted(len(paths), 'picture')} could not be read",

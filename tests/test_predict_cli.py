@@ -97,14 +97,38 @@ def test_peers_join_when_their_weights_are_here(bundled, tmp_path, capsys, monke
 
 @pytest.mark.parametrize("argv, says", [
     (["/no/such/place"], "no such file or folder"),
-    (["{tmp}", "--run", "no-such-run"], "cannot answer with run(s) no-such-run"),
-    (["{tmp}"], "no pictures found"),
+    (["{tmp}", "--run", "no-such-run"], "cannot answer with run no-such-run: not a run with"),
+    (["{tmp}", "--run", "a", "--run", "b"], "cannot answer with runs a, b: not runs with"),
+    (["{empty}"], "no pictures found"),
     ([], "name at least one picture or folder"),
+    (["{tmp}", "--csv", "{tmp}"], "is a folder; name a file in it"),
+    (["{tmp}", "--csv", "{tmp}/no/such/answers.csv"], "there is no folder"),
 ])
-def test_usage_mistakes_exit_2_with_one_sentence(bundled, tmp_path, capsys, argv, says) -> None:
+def test_usage_mistakes_exit_2_with_one_sentence(bundled, tmp_path, capsys, monkeypatch, argv,
+                                                  says) -> None:
+    """Each refused before any picture is read (a --csv typo must not cost a folder's work)."""
+    Image.fromarray(photo_640x480(1)).save(tmp_path / "one.png")
+    (tmp_path / "empty").mkdir()
+    monkeypatch.setattr(predict.live, "predict_faces",
+                        lambda *a, **k: pytest.fail("a picture was read before the refusal"))
     with pytest.raises(SystemExit) as stop:
-        predict.main([a.replace("{tmp}", str(tmp_path)) for a in argv])
+        predict.main([a.replace("{empty}", str(tmp_path / "empty")).replace("{tmp}", str(tmp_path))
+                      for a in argv])
     assert stop.value.code == 2 and says in capsys.readouterr().err
+
+
+def test_a_csv_that_cannot_be_written_is_said_after_the_printed_answers(bundled, tmp_path,
+                                                                         capsys, monkeypatch):
+    Image.fromarray(photo_640x480(1)).save(tmp_path / "one.png")
+
+    def full_disk(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(predict, "open", full_disk, raising=False)  # found before the builtin
+    assert predict.main([str(tmp_path / "one.png"), "--csv", str(tmp_path / "a.csv")]) == 2
+    printed = capsys.readouterr()
+    assert "one.png: 1 face found" in printed.out and "mean of the 2 runs above" in printed.out
+    assert f"error: cannot write {tmp_path / 'a.csv'}: No space left on device" in printed.err
 
 
 def test_without_any_bundled_model_it_says_what_to_do(tmp_path, capsys) -> None:
