@@ -74,6 +74,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.drop_no_face and not args.detect_faces:
         print("error: --drop-no-face needs --detect-faces", file=sys.stderr)
         return 2
+    for flag, value, ok, wanted in (  # in the flag's words, before the folder is read
+            ("--val-fraction", args.val_fraction, 0 <= args.val_fraction < 1, "in [0, 1)"),
+            ("--test-fraction", args.test_fraction, 0 <= args.test_fraction < 1, "in [0, 1)"),
+            ("--min-side", args.min_side, args.min_side >= 1, "at least 1 (pixels)"),
+            ("--seed", args.seed, args.seed >= 0, ">= 0")):
+        if not ok:
+            print(f"error: {flag} must be {wanted}; got {value:g}", file=sys.stderr)
+            return 2
     try:
         ds = prepare_dataset(args.data, args.name, detect_faces=args.detect_faces,
                              val_fraction=args.val_fraction, test_fraction=args.test_fraction,

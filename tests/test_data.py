@@ -234,3 +234,11 @@ def test_cli_prints_summary_and_fails_cleanly(messy, capsys, tmp_path):
     err = capsys.readouterr().err
     assert err.startswith("error:") and "Traceback" not in err
     assert prepare_data.main(["--data", str(messy), "--drop-no-face"]) == 2
+    capsys.readouterr()
+    for extra, says in ((["--val-fraction", "1"], "--val-fraction must be in [0, 1); got 1"),
+                        (["--test-fraction", "-0.1"], "--test-fraction must be in [0, 1)"),
+                        (["--min-side", "0"], "--min-side must be at least 1"),
+                        (["--seed", "-1"], "--seed must be >= 0")):
+        assert prepare_data.main(["--data", str(messy), "--name", "refused", *extra]) == 2
+        assert says in capsys.readouterr().err
+    assert not store.paths.dataset_dir("refused").exists()  # refused before anything was read
