@@ -109,8 +109,8 @@ def evaluate_model(model: nn.Module, manifest: dict[str, Any], images: Sequence[
     unknown = [m for m in methods if m not in (*default_methods(spec), "scorecam", REFERENCE)]
     if unknown:
         raise NotApplicableError(f"{words.noun(len(unknown), 'method')} {', '.join(unknown)} "
-                                 f"cannot be scored for model "
-                                    f"'{spec.name}' (choose from {', '.join(default_methods(spec))})")
+                                 f"cannot be scored for model '{spec.name}' (choose from "
+                                 f"{', '.join(default_methods(spec))})")
     have_masks = all(mask_path(p).is_file() for p, _ in images)
     if kind == "auto":
         kind = "mask" if have_masks else "deletion"
