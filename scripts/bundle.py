@@ -19,7 +19,8 @@ from emotion_core.views.model_card import model_card
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m scripts.bundle",
+                                 description=__doc__.split("\n\n")[0])
     ap.add_argument("--run", required=True, help="the stored run to release")
     ap.add_argument("--as", dest="name", required=True, help="the bundled run's id")
     ap.add_argument("--note", default="", help="a paragraph appended to the model card")

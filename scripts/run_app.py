@@ -52,14 +52,21 @@ def _join(thread: threading.Thread) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    thread = threading.Thread(target=preload, args=(PRELOAD,), name=PRELOAD_THREAD, daemon=True)
-    thread.start()
-    atexit.register(_join, thread)
+    args = list(sys.argv[1:] if argv is None else argv)
+    asks_help = bool({"-h", "--help"} & set(args))
+    if asks_help:  # Streamlit's help follows: say whose options they are (and import nothing)
+        print("Usage: python -m scripts.run_app [OPTIONS]: serves app.py with Streamlit; every "
+              "option of `streamlit run` below is accepted (the app file is given for you).\n")
+    else:
+        thread = threading.Thread(target=preload, args=(PRELOAD,), name=PRELOAD_THREAD,
+                                  daemon=True)
+        thread.start()
+        atexit.register(_join, thread)
     try:
         from streamlit.web import cli
 
-        sys.argv = ["streamlit", "run", str(APP), *(sys.argv[1:] if argv is None else argv)]
-        return cli.main()
+        sys.argv = ["streamlit", "run", str(APP), *args]
+        return cli.main(prog_name="streamlit")
     except KeyboardInterrupt:  # Ctrl-C before the server was up (Streamlit handles it after)
         print("Stopped before the app started.", file=sys.stderr)
         os._exit(130)  # now: no waiting for, or teardown noise from, a half-done torch import

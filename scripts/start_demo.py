@@ -14,7 +14,8 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m scripts.start_demo",
+                                description=__doc__.split("\n\n")[0])
     p.add_argument("--force", action="store_true", help="start even if runs already exist")
     args = p.parse_args(argv)
     from emotion_core import jobs, store, words

@@ -1,6 +1,7 @@
 """The real CLIs: train --dry-run end to end as a subprocess, evaluate, leaderboard, errors."""
 from __future__ import annotations
 
+import importlib
 import os
 import re
 import subprocess
@@ -89,3 +90,24 @@ def test_leaderboard_without_runs(capsys):
     assert leaderboard_cli.main([]) == 0
     assert "no runs yet" in capsys.readouterr().out
     assert leaderboard_cli.main(["--dataset", "x"]) == 2
+
+
+@pytest.mark.parametrize("name", ["bundle", "cross_eval", "evaluate", "explain", "export",
+                                  "fetch_weights", "get_data", "leaderboard", "predict",
+                                  "prepare_data", "reference", "start_demo", "train"])
+def test_every_script_names_itself_as_it_is_run_in_its_usage(name, capsys):
+    module = importlib.import_module(f"scripts.{name}")
+    with pytest.raises(SystemExit) as stop:
+        module.main(["--help"])
+    assert stop.value.code == 0
+    assert capsys.readouterr().out.startswith(f"usage: python -m scripts.{name} ")
+
+
+def test_run_app_help_says_whose_options_follow(capsys):
+    from scripts import run_app
+
+    with pytest.raises(SystemExit) as stop:
+        run_app.main(["--help"])
+    out = capsys.readouterr().out
+    assert stop.value.code == 0 and out.startswith("Usage: python -m scripts.run_app [OPTIONS]")
+    assert "Usage: streamlit run [OPTIONS]" in out and "scripts.streamlit" not in out

@@ -78,7 +78,7 @@ def test_the_server_threads_missing_session_warning_is_muted_and_no_other(monkey
 def test_ctrl_c_before_the_server_is_up_exits_130_with_one_line(monkeypatch, capsys) -> None:
     from streamlit.web import cli
 
-    def interrupted() -> int:
+    def interrupted(**_: object) -> int:
         raise KeyboardInterrupt
 
     def exit_now(code: int) -> None:
