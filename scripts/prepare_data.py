@@ -17,6 +17,15 @@ from pathlib import Path
 from emotion_core import store
 from emotion_core.data import prepare_dataset
 from emotion_core.data.eda import save_eda
+from scripts import flags
+
+# Numbers the split and cleaning cannot use, refused in the flag's words
+NUMBER_RULES: tuple[flags.Rule, ...] = (
+    ("val_fraction", "--val-fraction", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("test_fraction", "--test-fraction", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("min_side", "--min-side", lambda v: v >= 1, "at least 1 (pixels)"),
+    ("seed", "--seed", lambda v: v >= 0, ">= 0"),
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -74,14 +83,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.drop_no_face and not args.detect_faces:
         print("error: --drop-no-face needs --detect-faces", file=sys.stderr)
         return 2
-    for flag, value, ok, wanted in (  # in the flag's words, before the folder is read
-            ("--val-fraction", args.val_fraction, 0 <= args.val_fraction < 1, "in [0, 1)"),
-            ("--test-fraction", args.test_fraction, 0 <= args.test_fraction < 1, "in [0, 1)"),
-            ("--min-side", args.min_side, args.min_side >= 1, "at least 1 (pixels)"),
-            ("--seed", args.seed, args.seed >= 0, ">= 0")):
-        if not ok:
-            print(f"error: {flag} must be {wanted}; got {value:g}", file=sys.stderr)
-            return 2
+    problem = flags.range_error(args, NUMBER_RULES)  # before the folder is read
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     try:
         ds = prepare_dataset(args.data, args.name, detect_faces=args.detect_faces,
                              val_fraction=args.val_fraction, test_fraction=args.test_fraction,

@@ -53,8 +53,7 @@ def _join(thread: threading.Thread) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    asks_help = bool({"-h", "--help"} & set(args))
-    if asks_help:  # Streamlit's help follows: say whose options they are (and import nothing)
+    if {"-h", "--help"} & set(args):  # Streamlit's help follows: say whose options they are (and import nothing)
         print("Usage: python -m scripts.run_app [OPTIONS]: serves app.py with Streamlit; every "
               "option of `streamlit run` below is accepted (the app file is given for you).\n")
     else:

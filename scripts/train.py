@@ -54,6 +54,7 @@ from emotion_core.training.config import DRY_RUN_CHANGES, RECIPES, TrainConfig, 
 from emotion_core.training.distributed import DistInfo
 from emotion_core.training.progress import ENV_EVENTS, EventLog
 from emotion_core.views.tables import leaderboard_text
+from scripts import flags
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -233,7 +234,7 @@ def check_refit(args: argparse.Namespace, config: TrainConfig) -> None:
 
 # Numeric flags the loop cannot use, each with what it must be: refused before any data is
 # prepared (torch and numpy would refuse most of them only once training starts, or not at all).
-NUMBER_RULES = (
+NUMBER_RULES: tuple[flags.Rule, ...] = (
     ("lr", "--lr", lambda v: v > 0, "> 0, e.g. 0.001"),
     ("finetune_lr", "--finetune-lr", lambda v: v > 0, "> 0, e.g. 0.0002"),
     ("label_smoothing", "--label-smoothing", lambda v: 0 <= v < 1, "in [0, 1), e.g. 0.1"),
@@ -244,14 +245,6 @@ NUMBER_RULES = (
     ("budget_tflop", "--budget-tflop", lambda v: v >= 0, ">= 0 (0: no budget)"),
     ("seed", "--seed", lambda v: 0 <= v < 2**32, "in [0, 2**32)"),
 )
-
-
-def check_numbers(args: argparse.Namespace) -> None:
-    """Refuse a numeric flag outside what it means, naming the flag."""
-    for attr, flag, ok, wanted in NUMBER_RULES:
-        value = getattr(args, attr)
-        if value is not None and not ok(value):
-            raise ValueError(f"{flag} must be {wanted}; got {value:g}")
 
 
 def check_augment(config: TrainConfig) -> None:
@@ -303,7 +296,9 @@ def train_all(args: argparse.Namespace, info: DistInfo, events: EventLog,
     """Train every asked-for model, then the ensemble; fills run_ids/failures; the exit code."""
     progress = not args.quiet
     try:
-        check_numbers(args)
+        problem = flags.range_error(args, NUMBER_RULES)
+        if problem:
+            raise ValueError(problem)
         config = config_from_args(args)
         if config.epochs < 1:
             raise ValueError(f"--epochs must be at least 1, got {config.epochs}")
