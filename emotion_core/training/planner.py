@@ -12,6 +12,7 @@ The cost model, per image at the training size, with F the forward FLOPs (torch'
     training step     TRAIN_STEP x F   forward + backward (the backward costs about two forwards)
     head-only step    HEAD_STEP x F    the frozen backbone runs forward only; the head is tiny
     validation pass   EVAL_PASS x F    every epoch scores the val subset
+Sharpness-aware steps (--sam) run each training step's passes twice (sam.PASSES).
 
 Rather than stopping when the budget runs out (which would cut the schedule at a high learning
 rate), the plan has only as many epochs as fit, so warm-up and cosine decay complete.
@@ -26,6 +27,7 @@ from typing import Any
 from torch import nn
 
 from emotion_core.evaluation import cost
+from emotion_core.training import sam
 from emotion_core.training.config import TrainConfig
 
 TRAIN_STEP = 3.0  # FLOPs of a training step per image, in forward passes
@@ -99,14 +101,16 @@ def forward_flops(model: nn.Module, image_size: int) -> int:
     return cost.count_flops(model, image_size)
 
 
-def plan_cost(plan: Plan, forward: float, n_train: int, n_val: int, pretrained: bool) -> float:
-    """FLOPs of `plan` by the cost model: head epochs, full epochs, a validation pass each."""
+def plan_cost(plan: Plan, forward: float, n_train: int, n_val: int, pretrained: bool,
+              passes: int = 1) -> float:
+    """FLOPs of `plan` by the cost model: head epochs, full epochs, a validation pass each;
+    `passes` per training step (2 with --sam)."""
     head = plan.head_epochs if pretrained and plan.head_epochs < plan.epochs else 0
     if pretrained and plan.head_epochs >= plan.epochs:
         head = plan.epochs  # a linear probe: every epoch is head-only
     full = plan.epochs - head
     val = EVAL_PASS * n_val * plan.epochs
-    return forward * (HEAD_STEP * n_train * head + TRAIN_STEP * n_train * full + val)
+    return forward * (passes * (HEAD_STEP * n_train * head + TRAIN_STEP * n_train * full) + val)
 
 
 def plan_schedule(config: TrainConfig, *, forward: int | None, n_train: int, n_val: int,
@@ -120,15 +124,16 @@ def plan_schedule(config: TrainConfig, *, forward: int | None, n_train: int, n_v
     """
     if not pretrained:  # from scratch there is no head-only phase (plan_phases)
         config = config.override(head_epochs=0)
+    passes = sam.passes(config.sam)
     base = Plan(config.epochs, config.head_epochs, config.max_batches, forward)
     if config.max_batches:  # only this many batches of every epoch are trained
         n_train = min(n_train, config.max_batches * config.batch_size * world_size)
     if not config.budget_tflop or forward is None:
-        return _costed(base, forward, n_train, n_val, pretrained)
+        return _costed(base, forward, n_train, n_val, pretrained, passes)
     budget = config.budget_tflop * 1e12
 
     def fits(plan: Plan) -> bool:
-        return plan_cost(plan, forward, n_train, n_val, pretrained) <= budget
+        return plan_cost(plan, forward, n_train, n_val, pretrained, passes) <= budget
 
     for epochs in range(config.epochs, 0, -1):
         head = config.head_epochs if epochs == config.epochs else min(config.head_epochs, epochs // 3)
@@ -136,22 +141,23 @@ def plan_schedule(config: TrainConfig, *, forward: int | None, n_train: int, n_v
         if fits(cut):
             if pretrained and config.head_epochs and head == 0 and epochs < config.epochs:
                 break  # too short to fine-tune well from a head trained in no time: probe instead
-            return _costed(cut, forward, n_train, n_val, pretrained)
+            return _costed(cut, forward, n_train, n_val, pretrained, passes)
     if pretrained and config.head_epochs:
-        per_epoch = forward * (HEAD_STEP * n_train + EVAL_PASS * n_val)
+        per_epoch = forward * (passes * HEAD_STEP * n_train + EVAL_PASS * n_val)
         n = max(1, min(config.epochs, int(budget // per_epoch)))
         return _costed(Plan(n, n, config.max_batches, forward, budget), forward, n_train, n_val,
-                       pretrained)
-    per_batch = forward * TRAIN_STEP * config.batch_size * world_size
+                       pretrained, passes)
+    per_batch = forward * passes * TRAIN_STEP * config.batch_size * world_size
     room = int((budget - forward * EVAL_PASS * n_val) // per_batch)
     batches = max(1, min(room, config.max_batches or room))
     part = Plan(1, 0, batches, forward, budget)
     n_part = min(n_train, batches * config.batch_size * world_size)
-    return _costed(part, forward, n_part, n_val, pretrained)
+    return _costed(part, forward, n_part, n_val, pretrained, passes)
 
 
-def _costed(plan: Plan, forward: int | None, n_train: int, n_val: int, pretrained: bool) -> Plan:
+def _costed(plan: Plan, forward: int | None, n_train: int, n_val: int, pretrained: bool,
+            passes: int = 1) -> Plan:
     if forward is None:
         return plan
-    spent = plan_cost(plan, forward, n_train, n_val, pretrained)
+    spent = plan_cost(plan, forward, n_train, n_val, pretrained, passes)
     return Plan(plan.epochs, plan.head_epochs, plan.max_batches, forward, plan.budget_flops, spent)

@@ -60,6 +60,7 @@ class RunContext:
         p, c = self.plan, self.config
         return {"name": c.recipe, "label_smoothing": c.label_smoothing,
                 "layer_decay": c.layer_decay, "ema": c.ema, "mixup": c.mixup,
+                **({"sam": c.sam} if c.sam else {}),
                 **({"distill": c.distill, "distill_weight": c.distill_weight,
                     "distill_temperature": c.distill_temperature} if c.distill else {}),
                 "tta_flip": c.tta_flip, "crop_faces": c.crop_faces,

@@ -42,6 +42,8 @@ def training_command(manifest: dict[str, Any]) -> str:
         args.append(f"--ema {c['ema']}")
     if c.get("mixup"):
         args.append(f"--mixup {c['mixup']}")
+    if c.get("sam"):
+        args.append(f"--sam {c['sam']}")
     if c.get("distill"):
         args.append(f"--distill {c['distill']} --distill-weight {c.get('distill_weight')} "
                     f"--distill-temperature {c.get('distill_temperature')}")
@@ -123,6 +125,7 @@ def model_card(run_id: str, *, note: str = "") -> str:
         + f"label smoothing {recipe.get('label_smoothing')}, layer decay {recipe.get('layer_decay')}"
         + (f", weights averaged per step (EMA decay {recipe['ema']})" if recipe.get("ema") else "")
         + (f", mixup (alpha {recipe['mixup']})" if recipe.get("mixup") else "")
+        + (f", sharpness-aware steps (SAM, radius {recipe['sam']})" if recipe.get("sam") else "")
         + (f", distilled from {recipe['distill']} (weight {recipe.get('distill_weight')}, "
            f"temperature {recipe.get('distill_temperature')})" if recipe.get("distill") else ""),
         f"- trained on {m.get('timings', {}).get('device')}{_threads(m)} in "
