@@ -81,9 +81,10 @@ def test_bundled_recipe_becomes_a_train_command_the_cli_accepts():
     manifest = store.load_run("realfaces-mobilenet_v2", tables=False).manifest
     folders = {"affectnet3": "/d/affectnet3", "webfaces3": "/d/webfaces3"}
     cmd = carves.train_args(manifest, folders)
-    assert cmd[1:3] == ["-m", "scripts.train"] and cmd[-3:] == ["--quiet", "--ensemble", "none"]
+    assert cmd[1:3] == ["-m", "scripts.train"] and cmd[-4:-1] == ["--quiet", "--ensemble", "none"]
     args = train_cli.parse_args(cmd[3:])
     assert args.data == ["/d/affectnet3", "/d/webfaces3"] and args.refit
+    assert args.resume  # a bench cut off mid-run goes on where it stopped
     assert args.epochs == manifest["config"]["epochs"] and args.models == manifest["model"]
     with pytest.raises(SystemExit, match="affectnet3"):
         carves.train_args(manifest, {"webfaces3": "/d/webfaces3"})

