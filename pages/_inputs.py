@@ -77,7 +77,11 @@ def pick_image(key: str, dataset: str | None, handed: Picture | None = None) -> 
     """Image source widget: a held-out dataset sample, an upload, or the face `handed` over from
     Predict; None (with a note) when there is no usable picture yet. `key` prefixes the widget
     keys."""
-    options = ([HANDED] if handed is not None else []) + ["dataset sample", "upload"]
+    # no sample to offer where the dataset's folder is not here (a fresh clone with only the
+    # bundled models): the uploader comes first instead of a dead end
+    here = dataset is not None and tables.dataset_root(dataset) is not None
+    options = ([HANDED] if handed is not None else []) + (["dataset sample"] if here else []) \
+        + ["upload"]
     if st.session_state.get(f"{key}_src") not in options:
         st.session_state.pop(f"{key}_src", None)
     source = st.radio("Image", options, horizontal=True, key=f"{key}_src")
@@ -85,10 +89,10 @@ def pick_image(key: str, dataset: str | None, handed: Picture | None = None) -> 
         st.image(handed.rgb, caption=handed.caption, width=160)
         return handed
     if source == "upload":
+        if not here:
+            st.caption("No dataset samples to pick from: this dataset's image folder is not on "
+                       "this machine.")
         return _upload(key)
-    if dataset is None or tables.dataset_root(dataset) is None:
-        st.info("The dataset folder is not available here: upload a picture instead.")
-        return None
     try:
         choices = _cache.sample_choices(dataset)
     except FileNotFoundError as exc:

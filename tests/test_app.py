@@ -1076,6 +1076,12 @@ def test_home_offers_the_demo_and_points_to_the_bundled_models(monkeypatch, tmp_
     assert [r.endswith("· bundled") for r in board.value["run"]] == [True]
     _open(at, "predict")
     assert at.multiselect(key="pr_runs").value == [BUNDLED_ID]
+    # Explain has no dataset folder to draw samples from: the uploader at once, not a dead end
+    _open(at, "explain")
+    assert at.radio(key="ex_src").options == ["upload"]
+    assert at.file_uploader(key="ex_upload") is not None
+    assert any("image folder is not on this machine" in c.value for c in at.caption)
+    assert not any("upload a picture instead" in i.value for i in at.info)
 
 
 def test_a_fresh_clones_warm_up_loads_the_bundled_model_before_the_first_photo(
