@@ -68,7 +68,12 @@ def home() -> None:
     c2.metric("Data source", kind)
     c3.metric("Runs shown", f"{len(shown)} of {len(on_disk)}",
               help="The runs of this dataset ticked in the sidebar, of all its runs on disk.")
-    st.caption(f"Images from `{where}`." if where else "")
+    if where:
+        st.caption(f"Images from `{where}`.")
+    elif kind == tables.NOT_PREPARED:
+        st.caption("This store holds runs of this dataset (bundled models, reference tables) but "
+                   "not its images: `python -m scripts.prepare_data --data DIR` for each set "
+                   "brings its samples and class balance to Data and Explain.")
     if broken:
         st.warning("Broken runs (listed, not loaded; the others work): " + "; ".join(
             f"`{k}`: {v}" for k, v in broken.items()))

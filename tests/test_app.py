@@ -1074,6 +1074,8 @@ def test_home_offers_the_demo_and_points_to_the_bundled_models(monkeypatch, tmp_
     # the bundled model's dataset is picked: its runs are listed, not hidden by the empty state
     (board,) = at.dataframe
     assert [r.endswith("· bundled") for r in board.value["run"]] == [True]
+    assert {m.label: m.value for m in at.metric}["Data source"] == "not prepared here"
+    assert any("scripts.prepare_data" in c.value for c in at.caption)
     _open(at, "predict")
     assert at.multiselect(key="pr_runs").value == [BUNDLED_ID]
     # Explain has no dataset folder to draw samples from: the uploader at once, not a dead end

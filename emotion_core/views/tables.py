@@ -196,12 +196,16 @@ def training_folders(name: str) -> list[Path]:
     return folders if folders and len(folders) == len(roots) and all(f.is_dir() for f in folders) else []
 
 
+NOT_PREPARED = "not prepared here"  # a dataset known only from its runs (bundled, reference)
+
+
 def data_source(name: str) -> tuple[str, str]:
-    """("synthetic demo" | "HES (Kaggle)" | "local folder", where), for the Home page."""
+    """("synthetic demo" | "HES (Kaggle)" | "local folder", where) for the Home page, or
+    (NOT_PREPARED, "") for a dataset this store has runs of but no prepared report."""
     try:
         root = str(store.load_report(name).get("root", ""))
     except (OSError, ValueError):
-        return "unknown", "no report.json (run scripts.prepare_data)"
+        return NOT_PREPARED, ""
     low = root.lower()
     if (Path(root) / synthetic.METADATA_FILE).exists() or Path(root) == store.paths.generated_data_dir(synthetic.DEMO_DATASET):
         return "synthetic demo", root
