@@ -95,8 +95,9 @@ def live_section(runs: list[store.RunRecord], labels: dict[str, str]) -> np.ndar
         else:
             st.caption("Press START under the video and allow the camera.")
         if st.button("Freeze: analyse this frame below", key="live_freeze",
-                     help="All chosen runs side by side on the current frame, with the why-maps"):
-            frame = session.last_frame()
+                     help="All chosen runs side by side, with the why-maps, on the newest frame "
+                          f"in which a face was found (up to {live_video.FREEZE_HOLD_S:g} s back)"):
+            frame = session.freeze_frame()
             if frame is None:
                 st.warning("No frame yet: press START first.")
             else:

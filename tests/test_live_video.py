@@ -225,6 +225,35 @@ def test_last_frame_is_a_copy_of_the_newest_raw_frame() -> None:
     np.testing.assert_array_equal(s.last_frame(), FRAME)
 
 
+def test_freeze_holds_the_newest_frame_with_a_face_for_a_short_while() -> None:
+    found = []  # what the fake detector returns for the next frame
+
+    def detect(rgb: np.ndarray) -> list[FaceBox]:
+        return list(found)
+    clock = _Clock()
+    s = lv.LiveSession(detect=detect, clock=clock)
+    s.configure([_model("r1", _Switch())], detect_every=1)
+    assert s.freeze_frame() is None
+    face, blurred, later = (np.full_like(FRAME, v) for v in (50, 60, 70))
+    s.process(FRAME)  # no face yet: the newest frame
+    np.testing.assert_array_equal(s.freeze_frame(), FRAME)
+    found.append(BOX)
+    s.process(face)
+    found.clear()
+    clock.t += lv.FREEZE_HOLD_S / 2
+    s.process(blurred)  # the detector misses the face on the newest frame
+    np.testing.assert_array_equal(s.last_frame(), blurred)
+    held = s.freeze_frame()
+    np.testing.assert_array_equal(held, face)
+    held[:] = 0  # a copy
+    np.testing.assert_array_equal(s.freeze_frame(), face)
+    clock.t += lv.FREEZE_HOLD_S  # the face frame is now too old: the newest frame again
+    s.process(later)
+    np.testing.assert_array_equal(s.freeze_frame(), later)
+    s.restart()
+    assert s.freeze_frame() is None
+
+
 def test_drawing_boxes_labels_and_header() -> None:
     s = lv.LiveSession(detect=_fixed_detector([BOX])[0])
     s.configure([_model("r1", _Switch()), _model("r2", _Switch(), "tiny #2")], window=1)

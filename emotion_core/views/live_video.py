@@ -2,7 +2,7 @@
 
 Streamlit-free: the page hands each decoded video frame (RGB uint8) to `LiveSession.process`
 from streamlit-webrtc's worker thread, gets the labelled frame back, and shows
-`LiveSession.stats()` beside the video; `last_frame()` is what the "freeze" button analyses.
+`LiveSession.stats()` beside the video; `freeze_frame()` is what the "freeze" button analyses.
 
 - Detection: `faces.detect_faces` on every `detect_every`-th frame; in between, the boxes of
   the last detection are held (a face moves little in a tenth of a second) and only the
@@ -12,6 +12,10 @@ from streamlit-webrtc's worker thread, gets the labelled frame back, and shows
 - Smoothing: per track and run, an exponential moving average (EMA) of the class
   probabilities with alpha = 2 / (window + 1): window 5 gives alpha 1/3, so the newest frame
   counts 1/3 and frames older than the last 5 together about 13%. Window 1 turns it off.
+- Freeze: the newest frame in which the detector found a face, if that is at most
+  `FREEZE_HOLD_S` older than the newest frame; else the newest frame. A frame the detector
+  misses (motion blur, or WebRTC sending a smaller, blurrier picture on a busy machine) would
+  otherwise freeze as "no face" while the face was on screen the moment before.
 - FPS: frames processed in the last `FPS_WINDOW_S` seconds over the time they spanned;
   latency: mean wall time of `process` (detection, crops, every run's forward, drawing) over
   the last `LATENCY_FRAMES` frames.
@@ -42,6 +46,7 @@ MAX_MISSED = 3  # detections in a row a track may miss before it is dropped
 MAX_FACES = 3  # faces labelled per frame (the largest)
 FPS_WINDOW_S = 2.0  # FPS is measured over the frames of the last two seconds
 LATENCY_FRAMES = 30  # per-frame latency is the mean over this many frames
+FREEZE_HOLD_S = 2.0  # freeze goes back at most this far for a frame with a face found
 DEFAULT_WINDOW = 5  # smoothing window in frames (EMA alpha = 2 / (window + 1))
 DEFAULT_DETECT_EVERY = 2  # detect faces on every 2nd frame, hold the boxes in between
 # intra-op threads of the thread that processes frames: on 2 shared cores, 2 threads per forward
@@ -240,6 +245,8 @@ class LiveSession:
         self._count = 0
         self._meter = FpsMeter()
         self._last: np.ndarray | None = None
+        self._last_time = 0.0
+        self._last_face: tuple[np.ndarray, float] | None = None  # newest frame with a face found
         self._detect_ms = 0.0
         self._classify_ms: dict[str, float] = {}
         self._error = ""
@@ -260,8 +267,17 @@ class LiveSession:
             self._reset()
 
     def last_frame(self) -> np.ndarray | None:
-        """A copy of the newest raw frame (what "freeze" analyses), None before the first."""
+        """A copy of the newest raw frame, None before the first."""
         with self._lock:
+            return None if self._last is None else self._last.copy()
+
+    def freeze_frame(self) -> np.ndarray | None:
+        """A copy of the frame "freeze" analyses: the newest raw frame in which the detector
+        found a face when it is at most FREEZE_HOLD_S older than the newest frame, else the
+        newest frame; None before the first."""
+        with self._lock:
+            if self._last_face is not None and self._last_time - self._last_face[1] <= FREEZE_HOLD_S:
+                return self._last_face[0].copy()
             return None if self._last is None else self._last.copy()
 
     def stats(self) -> LiveStats:
@@ -278,7 +294,7 @@ class LiveSession:
             set_threads(self.torch_threads)
         frame = np.ascontiguousarray(rgb, dtype=np.uint8)
         with self._lock:
-            self._last = frame
+            self._last, self._last_time = frame, t0
             try:
                 self._step(frame)
                 self._error = ""
@@ -298,6 +314,8 @@ class LiveSession:
             t = self._clock()
             boxes = self._detect(frame)[: self.max_faces]
             self._detect_ms = (self._clock() - t) * 1000.0
+            if boxes:
+                self._last_face = (frame, self._last_time)
             self._tracks, self._next_id = update_tracks(self._tracks, boxes, self._next_id)
         self._count += 1
         shown = [t for t in self._tracks if t.missed == 0]
