@@ -32,6 +32,11 @@ def _session() -> live_video.LiveSession:
     return st.session_state[SESSION_KEY]
 
 
+def streaming() -> bool:
+    """Whether this viewer's live stream is delivering frames now (its worker uses a core)."""
+    return SESSION_KEY in st.session_state and _session().streaming()
+
+
 def _callback(session: live_video.LiveSession) -> Callable[[Any], Any]:
     """The frame callback: runs in streamlit-webrtc's worker thread, never touches st.*."""
     import av

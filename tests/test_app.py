@@ -566,8 +566,12 @@ def test_predict_page_live_mode(at_store, monkeypatch) -> None:
     assert float(metrics["Frames per second"]) > 0 and metrics["Latency per frame"].endswith(" ms")
     assert any("4 frames processed · 1 face ·" in c.value for c in at.caption)
     assert any(m.value.startswith(f"**{MODELS[0]}** on the video") for m in at.markdown)
+    from emotion_core.evaluation import inference
+    shared = []  # what the page told share_cores: the live worker streaming holds a core
+    monkeypatch.setattr(inference, "share_cores", shared.append)
     at.button(key="live_freeze").click().run()  # the frozen frame: every run side by side
     assert not at.exception, [e.value for e in at.exception]
+    assert shared == [True]
     assert {"Frozen frame", "Face 1"} <= {h.value for h in at.subheader}
     assert len(at.dataframe[0].value) == len(ids) + 1  # each run, the stored and the live mean
     assert any(" · Grad-CAM" in c for img in at.image for c in img.captions)

@@ -254,6 +254,19 @@ def test_freeze_holds_the_newest_frame_with_a_face_for_a_short_while() -> None:
     assert s.freeze_frame() is None
 
 
+def test_streaming_while_frames_arrive_within_the_fps_window() -> None:
+    clock = _Clock()
+    s = lv.LiveSession(detect=_fixed_detector([])[0], clock=clock)
+    s.configure([])
+    assert not s.streaming()
+    for _ in range(2):
+        clock.t += 0.1
+        s.process(FRAME)
+    assert s.streaming()
+    clock.t += lv.FPS_WINDOW_S + 0.1  # the stream stopped
+    assert not s.streaming()
+
+
 def test_drawing_boxes_labels_and_header() -> None:
     s = lv.LiveSession(detect=_fixed_detector([BOX])[0])
     s.configure([_model("r1", _Switch()), _model("r2", _Switch(), "tiny #2")], window=1)

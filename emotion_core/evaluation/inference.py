@@ -28,12 +28,15 @@ def set_threads(n: int) -> int:
 
 def share_cores(busy: bool) -> int:
     """The calling thread's torch threads for interactive inference: one while another job
-    (training) holds the cores, else torch's default; returns the number set.
+    (training, or the live webcam's frame worker) holds the cores, else torch's default;
+    returns the number set.
 
     Why: with a training job on both of the 2 cores, face detection plus a MobileNetV2 answer
     took 94 ms median with one thread and 153 ms with two (which wait on each other's busy
-    core); idle, 77 ms vs 69 ms (20 interleaved pairs, webfaces3 photo). Each app script run
-    sets it before it predicts."""
+    core); idle, 77 ms vs 69 ms (20 interleaved pairs, webfaces3 photo). Beside the live
+    webcam's worker, a frozen frame took 134-138 ms median with one thread and 308-673 ms with
+    two (`scripts.bench.live --beside 15`, docs/app.md). Each app script run sets it before it
+    predicts."""
     return set_threads(1 if busy else _DEFAULT_THREADS)
 
 

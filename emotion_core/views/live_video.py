@@ -280,6 +280,12 @@ class LiveSession:
                 return self._last_face[0].copy()
             return None if self._last is None else self._last.copy()
 
+    def streaming(self) -> bool:
+        """Whether frames are arriving (two or more processed within the FPS window): the worker
+        then shares the cores with whatever else the page computes."""
+        with self._lock:
+            return self._meter.fps(self._clock()) > 0
+
     def stats(self) -> LiveStats:
         with self._lock:
             return LiveStats(self._meter.frames, self._meter.fps(self._clock()),

@@ -9,6 +9,11 @@ and drawing) on a 640x480 frame with one synthetic face, in this process, no bro
 Models are the registry's, built at `--size` with random weights (speed does not depend on
 them), or stored runs given with `--run`. Prints one line per setting: FPS over all frames after
 5 warm-up frames, mean and p90 per-frame latency, mean detection time.
+
+`--beside N` measures instead what a frozen frame costs while the stream goes on: a worker
+thread runs `LiveSession.process` back to back (one torch thread, as in the app) while this
+thread detects the face and classifies its crop with every model, N times with one torch
+thread and N times with torch's default, interleaved; prints the median of each and the ratio.
 """
 from __future__ import annotations
 
@@ -60,6 +65,48 @@ def measure(models, frame, every: int, n_frames: int) -> dict[str, float]:
             "faces": s.stats().faces}
 
 
+def measure_beside(models, frame, pairs: int) -> dict[int, list[float]]:
+    """Frozen-frame analysis times (ms) per torch thread count, beside a streaming worker."""
+    import threading
+
+    import torch
+
+    from emotion_core.data import faces
+    from emotion_core.evaluation.inference import set_threads
+    from emotion_core.views.live import FaceCrops
+    from emotion_core.views.live_video import LiveSession, classify
+
+    def analyse() -> float:
+        t = time.perf_counter()
+        for box in faces.find_faces(frame).boxes:
+            for m in models:
+                classify(m.model, m.manifest, [FaceCrops(frame, box).for_run(m.manifest)])
+        return (time.perf_counter() - t) * 1000
+
+    default = torch.get_num_threads()
+    stop = threading.Event()
+    session = LiveSession()  # one torch thread in its worker, as in the app
+    session.configure(models)
+
+    def stream() -> None:
+        while not stop.is_set():
+            session.process(frame)
+
+    worker = threading.Thread(target=stream, daemon=True)
+    worker.start()
+    times: dict[int, list[float]] = {1: [], default: []}
+    try:
+        analyse()  # warm-up
+        for i in range(pairs):
+            for n in (1, default) if i % 2 else (default, 1):
+                set_threads(n)
+                times[n].append(analyse())
+    finally:
+        stop.set()
+        worker.join()
+    return times
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models", default="mobilenet_v2,efficientnet_lite0",
@@ -69,6 +116,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", default="1,2", help="torch intra-op threads to try")
     p.add_argument("--every", default="1,2,3", help="detect faces every N frames, N to try")
     p.add_argument("--run", action="append", default=[], help="a stored run to measure instead")
+    p.add_argument("--beside", type=int, default=0, metavar="N",
+                   help="measure a frozen frame's analysis beside a streaming worker instead "
+                        "(N interleaved pairs: one torch thread against torch's default)")
     args = p.parse_args(argv)
     import torch
 
@@ -79,6 +129,16 @@ def main(argv: list[str] | None = None) -> int:
     setups = [[m] for m in _models(names, args.size, args.run)]
     print(f"frame {frame.shape[1]}x{frame.shape[0]}, {os.cpu_count()} CPUs, "
           f"load average {os.getloadavg()[0]:.1f}")
+    if args.beside:
+        models = [m for ms in setups for m in ms]
+        times = measure_beside(models, frame, args.beside)
+        med = {n: statistics.median(v) for n, v in times.items()}
+        for n, v in times.items():
+            print(f"frozen frame ({', '.join(m.name for m in models)}) beside the stream, "
+                  f"threads {n}: median {med[n]:.0f} ms, min {min(v):.0f}, max {max(v):.0f} "
+                  f"(n={len(v)})")
+        print(f"ratio {max(med)} threads / one: {med[max(med)] / med[1]:.2f}")
+        return 0
     for threads in (int(t) for t in args.threads.split(",")):
         torch.set_num_threads(threads)
         for models in setups:
