@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from emotion_core import jobs, words
+from emotion_core import jobs, store, words
 from emotion_core.views import display, tables
 from pages import _cache, _charts, _entry, _sidebar, _warmup
 
@@ -78,11 +78,35 @@ def home() -> None:
         st.warning("Broken runs (listed, not loaded; the others work): " + "; ".join(
             f"`{k}`: {v}" for k, v in broken.items()))
     table = tables.comparison_table(shown)
+    names = dict(zip(table["run_id"], table["label"], strict=True))
+    bundled_section(shown, names)
     st.subheader("Leaderboard (best validation macro-F1 first)")
+    if any(store.runs.is_refit(r.manifest) for r in shown):
+        st.caption("Refits (the bundled models among them) trained on their validation split "
+                   "too, so they have no validation score and come last: their test columns are "
+                   "theirs to compare.")
     _charts.run_table(table, HOME_COLUMNS)
     _charts.score_bars(table, "val_macro_f1", display.chance_level(shown), key="home_bars")
     st.caption("Pages: Data (EDA and cleaning), Compare, Confusion, Feature maps, Explain, "
                "Predict (photo, snapshot or live webcam), Train (background jobs).")
+
+
+def bundled_section(shown: list[store.RunRecord], names: dict[str, str]) -> None:
+    """The ready models first: the bundled ones beside the peers, on every set's test split."""
+    table = tables.bundled_vs_peers(shown, names)
+    if table.empty:
+        return
+    st.subheader("Bundled models beside the peers")
+    st.caption("Test accuracy on each set's own test split (carved from its training images "
+               "where the set ships none), which chose no epoch and no model; rows in a fixed "
+               "order, not ranked. The peers are models trained elsewhere, used as they ship. "
+               "CPU: one image, batch 1. Model cards on Predict.")
+    # the label already ends with "bundled" or "external reference": no role column
+    shown_table = table.drop(columns="role").rename(
+        columns={**display.HEADINGS, "test_accuracy": "all test splits"})
+    st.dataframe(display.styled(shown_table), hide_index=True, width="stretch",
+                 placeholder=display.MISSING,
+                 column_config={display.heading("label"): st.column_config.Column(width=430)})
 
 
 def first_run(broken: dict[str, str]) -> None:

@@ -1076,7 +1076,11 @@ def test_home_offers_the_demo_and_points_to_the_bundled_models(monkeypatch, tmp_
     assert at.button(key="start_demo").label == "Start the quick demo job"
     assert any("1 bundled real-face model is ready" in s.value for s in at.success)
     # the bundled model's dataset is picked: its runs are listed, not hidden by the empty state
-    (board,) = at.dataframe
+    ready, board = at.dataframe  # the bundled models first (beside any peer), then all runs
+    assert "Bundled models beside the peers" in {h.value for h in at.subheader}
+    assert [r.endswith("· bundled") for r in ready.value["run"]] == [True]
+    assert ready.value["all test splits"].iloc[0] == pytest.approx(
+        store.load_run(BUNDLED_ID, tables=False).manifest["headline"]["test_accuracy"])
     assert [r.endswith("· bundled") for r in board.value["run"]] == [True]
     assert {m.label: m.value for m in at.metric}["Data source"] == "not prepared here"
     assert any("scripts.prepare_data" in c.value for c in at.caption)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from emotion_core.store import RunRecord
@@ -108,3 +109,26 @@ def test_stored_faithfulness_of_a_finer_cam_layer_comes_from_the_sweep() -> None
     assert "best possible" not in rows[0][2]  # an older sweep without the ceiling
     assert explorer.stored_faithfulness(metrics, "gradcam", "features.3") == []  # not swept
     assert explorer.stored_faithfulness(metrics, "gradcam")[0][1] == 0.1  # the default layer
+
+
+def test_home_lists_the_bundled_models_then_the_peers_with_each_sets_test_score() -> None:
+    from emotion_core.store import paths
+
+    def run(run_id: str, kind: str, scores: dict[str, float], where: Path | None = None,
+            model: str = "mobilenet_v2") -> RunRecord:
+        headline = {"test_accuracy": sum(scores.values()) / len(scores), "latency_ms": 5.0,
+                    "test_accuracy_by_source": scores}
+        return RunRecord(run_id, (where or Path("runs")) / run_id,
+                         {"model": model, "kind": kind, "headline": headline}, {})
+
+    bundled = run("rel-mnv2", "model", {"seta": 0.9, "setb": 0.8}, paths.bundled_dir())
+    peer = run("fer", "reference", {"seta": 0.7}, model="fer_mini_xception")
+    mine = run("mine", "model", {"seta": 0.95, "setb": 0.95})
+    assert explorer.bundled_vs_peers([mine, peer]).empty  # nothing bundled: no section
+    table = explorer.bundled_vs_peers([mine, peer, bundled], {"rel-mnv2": "A", "fer": "B"})
+    assert list(table["label"]) == ["A", "B"]  # bundled first, then peers; not the user's run
+    assert list(table["role"]) == ["bundled", "peer"]
+    assert list(table.columns) == ["label", "role", "test_accuracy", "seta test", "setb test",
+                                   "latency_ms"]
+    assert table["seta test"].tolist() == [0.9, 0.7]
+    assert table["setb test"].iloc[0] == 0.8 and pd.isna(table["setb test"].iloc[1])

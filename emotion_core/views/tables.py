@@ -104,6 +104,33 @@ def comparison_table(records: list[store.RunRecord], dataset: str | None = None)
     return df.sort_values("val_macro_f1", ascending=False, na_position="last").reset_index(drop=True)
 
 
+def bundled_vs_peers(records: list[store.RunRecord],
+                     labels: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """The bundled release models, then the external reference models (the peers), one row each:
+    `label`, `role` ("bundled" or "peer"), test accuracy overall and on each source set's own
+    test split (`<set> test` columns), and CPU latency. Empty without a bundled run.
+    Rows keep that order: no ranking by a test score. `labels`: the names the page gives them."""
+    bundled = [r for r in records if r.bundled]
+    if not bundled:
+        return pd.DataFrame()
+    chosen = bundled + [r for r in records if r.is_reference]
+    labels = labels or run_labels(chosen)
+    heads = {r.run_id: r.manifest.get("headline") or {} for r in chosen}
+    sets = sorted({s for h in heads.values() for s in (h.get("test_accuracy_by_source") or {})})
+    rows = []
+    for r in chosen:
+        h = heads[r.run_id]
+        by_set = h.get("test_accuracy_by_source") or {}
+        rows.append({"label": labels[r.run_id], "role": "bundled" if r.bundled else "peer",
+                     "test_accuracy": h.get("test_accuracy"),
+                     **{f"{s} test": by_set.get(s) for s in sets},
+                     "latency_ms": h.get("latency_ms")})
+    out = pd.DataFrame(rows)
+    score_columns = [c for c in out.columns if c.endswith("test") or c == "test_accuracy"]
+    out[score_columns] = out[score_columns].apply(pd.to_numeric, errors="coerce")
+    return out
+
+
 def study_table(ours: pd.DataFrame | None = None) -> pd.DataFrame:
     """The study's reported accuracy per model (VGG-16: none) beside our best validation accuracy."""
     names = [*REGISTRY, study_ensemble_name()]
