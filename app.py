@@ -72,8 +72,7 @@ def home() -> None:
         st.caption(f"Images from `{where}`.")
     elif kind == tables.NOT_PREPARED:
         st.caption("This store holds runs of this dataset (bundled models, reference tables) but "
-                   "not its images: `python -m scripts.prepare_data --data DIR` for each set "
-                   "brings its samples and class balance to Data and Explain.")
+                   "not its images. " + tables.bring_images(ds, on_disk))
     if broken:
         st.warning("Broken runs (listed, not loaded; the others work): " + "; ".join(
             f"`{k}`: {v}" for k, v in broken.items()))

@@ -16,8 +16,13 @@ _entry.require_app("pages/data.py")
 st.title("Data")
 ds = _sidebar.current_dataset()
 if ds is None or ds not in store.list_datasets():
-    st.info("No prepared dataset yet: run `python -m scripts.prepare_data --data DIR` or start the "
-            "quick demo from Home.")
+    if ds is not None:  # known only from its runs: a fresh clone's bundled models, reference tables
+        st.info(f"**{ds}** is known here only from its runs (bundled models, reference tables): "
+                "its images are not on this machine, so there is nothing to count or show. "
+                + tables.bring_images(ds, _sidebar.dataset_runs()))
+    else:
+        st.info("No prepared dataset yet: run `python -m scripts.prepare_data --data DIR` or start "
+                "the quick demo from Home.")
     st.stop()
 kind, where = tables.data_source(ds)
 st.caption(f"Dataset **{ds}** · source: {kind} · `{where}`")

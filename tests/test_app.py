@@ -1092,6 +1092,9 @@ def test_home_offers_the_demo_and_points_to_the_bundled_models(monkeypatch, tmp_
     assert at.file_uploader(key="ex_upload") is not None
     assert any("image folder is not on this machine" in c.value for c in at.caption)
     assert not any("upload a picture instead" in i.value for i in at.info)
+    _open(at, "data")  # names the set the sidebar picked and why it has nothing to show
+    (info,) = [i.value for i in at.info if "**seta+setb** is known here only from its runs" in i.value]
+    assert "for each of its sets (seta, setb)" in info and "scripts.train --data" in info
 
 
 def test_a_fresh_clones_warm_up_loads_the_bundled_model_before_the_first_photo(

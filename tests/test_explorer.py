@@ -132,3 +132,14 @@ def test_home_lists_the_bundled_models_then_the_peers_with_each_sets_test_score(
                                    "latency_ms"]
     assert table["seta test"].tolist() == [0.9, 0.7]
     assert table["setb test"].iloc[0] == 0.8 and pd.isna(table["setb test"].iloc[1])
+
+
+def test_how_to_bring_a_datasets_images_depends_on_how_many_sets_it_has() -> None:
+    def run(dataset: str, sources: list[str]) -> RunRecord:
+        return RunRecord(dataset, Path(dataset), {"dataset": dataset, "sources": sources}, {})
+
+    runs = [run("a+b", ["b", "a"]), run("c", ["c"]), run("x+y", ["x", "y"])]
+    combined = explorer.bring_images("a+b", runs)
+    assert "each of its sets (a, b)" in combined and "scripts.train --data" in combined
+    single = explorer.bring_images("c", runs)
+    assert "prepare_data --data DIR` on its folder" in single and "scripts.train" not in single

@@ -241,6 +241,21 @@ def data_source(name: str) -> tuple[str, str]:
     return "local folder", root
 
 
+def bring_images(name: str, records: list[store.RunRecord]) -> str:
+    """How to bring the images of a dataset known only from its runs (NOT_PREPARED) to this
+    machine: one folder is prepared as is; a set of several trained together (its runs name
+    their `sources`) is prepared set by set, and appears itself once a run trains on them."""
+    sources = sorted({str(s) for r in records if r.manifest.get("dataset") == name
+                      for s in r.manifest.get("sources") or []})
+    if len(sources) > 1:
+        return (f"`python -m scripts.prepare_data --data DIR` for each of its sets "
+                f"({', '.join(sources)}) gives each its own Data page; **{name}** itself appears "
+                f"once a run trains on them together (`python -m scripts.train --data DIR "
+                f"--data DIR ...`).")
+    return ("`python -m scripts.prepare_data --data DIR` on its folder brings its samples and "
+            "class balance here.")
+
+
 SOURCE_STAGE = "as found in the folders"
 FINAL_STAGE = "after cleaning and carving (what models train and are tested on)"
 
