@@ -126,8 +126,8 @@ def bundled_vs_peers(records: list[store.RunRecord],
                      **{f"{s} test": by_set.get(s) for s in sets},
                      "latency_ms": h.get("latency_ms")})
     out = pd.DataFrame(rows)
-    score_columns = [c for c in out.columns if c.endswith("test") or c == "test_accuracy"]
-    out[score_columns] = out[score_columns].apply(pd.to_numeric, errors="coerce")
+    scores = ["test_accuracy", *(f"{s} test" for s in sets)]  # None where a run lacks one
+    out[scores] = out[scores].apply(pd.to_numeric, errors="coerce")
     return out
 
 
