@@ -3,11 +3,15 @@
     python -m scripts.leaderboard [--dataset NAME] [--csv]
     python -m scripts.leaderboard --intervals [--dataset NAME]
     python -m scripts.leaderboard --versus RUN_A RUN_B
+    python -m scripts.leaderboard --agreement --dataset NAME [--subset test] [--show 20]
 
 Rebuilds artifacts/leaderboard.csv from the run manifests; broken runs are listed, not hidden.
 `--intervals` prints each run's validation and test accuracy with its image count and 95%
 Wilson interval (per set for a run on several); `--versus` pairs two runs on the images both
-were scored on (both right, only A, only B, both wrong, exact McNemar p-value).
+were scored on (both right, only A, only B, both wrong, exact McNemar p-value). `--agreement`
+lets every run on a dataset (yours, the bundled ones, the reference sets'; ensembles left out)
+vote on the split's images all of them answered: per set, the best run's accuracy, the share
+right by most runs and by any, the images missed by every run; then the most missed images.
 """
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ import argparse
 import sys
 
 from emotion_core import store
+from emotion_core.store import reference
 from emotion_core.views import tables
 
 VIEW = ["dataset", "model", "kind", "weights_source", "profile", "epochs_run", "val_accuracy",
@@ -30,9 +35,18 @@ def main(argv: list[str] | None = None) -> int:
                    help="accuracy with its 95%% Wilson interval per run, subset and set")
     p.add_argument("--versus", nargs=2, metavar=("RUN_A", "RUN_B"),
                    help="two runs on their shared images: exact McNemar test per subset and set")
+    p.add_argument("--agreement", action="store_true",
+                   help="every run on --dataset voting on the images of --subset (ensembles "
+                        "left out): what all of them miss, what most get right")
+    p.add_argument("--subset", default="test", choices=["test", "val"],
+                   help="the split --agreement reads (default: test)")
+    p.add_argument("--show", type=int, default=20, metavar="N",
+                   help="how many of the most missed images --agreement lists (default: 20)")
     args = p.parse_args(argv)
     if args.versus:
         return _versus(*args.versus)
+    if args.agreement:
+        return _agreement(args.dataset, args.subset, args.show)
 
     df = store.write_leaderboard()
     _, broken = store.list_runs()
@@ -69,6 +83,29 @@ def _versus(run_a: str, run_b: str) -> int:
         return 2
     print(f"A = {run_a}\nB = {run_b}")
     print(tables.format_table(pair))
+    return 0
+
+
+def _agreement(dataset: str | None, subset: str, show: int) -> int:
+    if dataset is None:
+        print("error: --agreement needs --dataset NAME", file=sys.stderr)
+        return 2
+    good, _ = store.list_runs()
+    records = [store.load_run(r.run_id) for r in good if r.manifest.get("dataset") == dataset]
+    here = {r.run_id for r in records}
+    records += [r for r in reference.all_reference_runs()
+                if r.manifest.get("dataset") == dataset and r.run_id not in here]
+    voters = [r for r in records if r.manifest.get("kind", "model") != "ensemble"]
+    try:
+        summary, hard = tables.agreement_tables(voters, subset)
+    except ValueError as exc:
+        print(f"error: dataset '{dataset}', {subset} split: {exc}", file=sys.stderr)
+        return 2
+    print(f"{len(tables.agreement_candidates(voters, subset))} runs on dataset '{dataset}', "
+          f"{subset} split (the images all of them answered):")
+    print(tables.format_table(summary))
+    print(f"\nthe {show} most missed:")
+    print(tables.format_table(hard.drop(columns=["subset", "item"]).head(show)))
     return 0
 
 

@@ -178,6 +178,34 @@ def test_confusion_page_cell_drilldown(at_store) -> None:
     assert len(at.image) >= 1  # the images behind the cell, with probabilities in captions
 
 
+def test_confusion_page_shows_the_images_most_runs_miss(at_store) -> None:
+    at, ids = at_store
+    _open(at, "confusion")
+    picker = at.multiselect(key="agree_runs")
+    models = [ids[m] for m in MODELS]
+    assert sorted(picker.value) == sorted(models), "ensembles are left out at first"
+    assert any(o.startswith("ensemble(") for o in picker.options)
+    split = at.radio(key="agree_subset").value
+    summary, hard = explorer.agreement_tables([store.load_run(r) for r in models], split)
+    shown = next(d.value for d in at.dataframe if "missed by every run" in d.value.columns)
+    assert shown["images"].tolist() == summary["images"].tolist()
+    assert shown["missed by every run"].tolist() == summary["missed_by_all"].tolist()
+    assert shown["right by most runs"].tolist() == pytest.approx(summary["majority_right"].tolist())
+    missed = hard[hard["missed"] > 0]
+    assert len(missed), "two tiny runs miss some image"
+    captions = [c for img in at.image for c in img.captions if "missed by" in c]
+    assert len(captions) == min(len(missed), 16)
+    top = missed.iloc[0]
+    assert f"missed by {top['missed']} of 2" in captions[0] and top["rel"] in captions[0]
+
+    picker.set_value([*models, ids["ensemble"]]).run()
+    assert not at.exception, [e.value for e in at.exception]
+    shown = next(d.value for d in at.dataframe if "missed by every run" in d.value.columns)
+    assert set(shown["runs"]) == {3}
+    picker.set_value(models[:1]).run()
+    assert any("at least two runs" in w.value for w in at.warning)
+
+
 def test_confusion_cell_lists_names_when_the_images_are_not_here(at_store, monkeypatch) -> None:
     """A bundled or reference run whose pictures are on another machine: one line and a table of
     names and probabilities, not a caption per missing image."""
@@ -194,7 +222,7 @@ def test_confusion_cell_lists_names_when_the_images_are_not_here(at_store, monke
     at.selectbox(key="cm_pred").set_value(row["pred"]).run()
     assert not at.exception, [e.value for e in at.exception]
     assert any("are not on this machine" in x.value for x in at.info)
-    table = at.dataframe[-1].value
+    table = at.dataframe[0].value  # the cell's; the most-missed images follow
     assert "rel" in table.columns and row["rel"] in set(table["rel"]) and len(at.image) == 0
 
 

@@ -12,7 +12,7 @@ from emotion_core import store
 from emotion_core.evaluation import significance as sig
 from emotion_core.views import tables
 from scripts import leaderboard as leaderboard_cli
-from tests.fixtures_runs import MODELS, tiny_store
+from tests.fixtures_runs import DATASET, MODELS, tiny_store
 
 
 @pytest.mark.parametrize("correct,n", [(62, 70), (0, 12), (12, 12), (1098, 1336), (1, 3)])
@@ -115,6 +115,18 @@ def test_stored_runs_pair_in_the_views_and_the_cli(tmp_path_factory, monkeypatch
     out = capsys.readouterr().out
     assert "ci_low" in out and all(rid in out for rid in ids.values())
 
+    # every run on the dataset votes on its images; the ensemble repeats its members: left out
+    assert leaderboard_cli.main(["--agreement", "--dataset", DATASET, "--subset", "val"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"2 runs on dataset '{DATASET}', val split")
+    summary, hard = tables.agreement_tables([store.load_run(ids[m]) for m in MODELS], "val")
+    assert f" {summary['missed_by_all'].iloc[0]}\n" in out.split("most missed")[0]
+    assert hard["rel"].iloc[0] in out.split("most missed")[1]
+    assert leaderboard_cli.main(["--agreement"]) == 2
+    assert "needs --dataset" in capsys.readouterr().err
+    assert leaderboard_cli.main(["--agreement", "--dataset", "nothing-here"]) == 2
+    assert "at least two runs" in capsys.readouterr().err
+
 
 def test_a_run_is_offered_for_pairing_with_every_run_scored_on_one_of_its_sets(tmp_path):
     def run(run_id, dataset, sources=None, **extra):
@@ -124,6 +136,9 @@ def test_a_run_is_offered_for_pairing_with_every_run_scored_on_one_of_its_sets(t
     mine = run("mine", "a+b", ["a", "b"])
     on_b, on_c = run("peer-b", "b"), run("other-c", "c")
     gpu = run("gpu-a", "a", origin=store.runs.REFERENCE_ORIGIN + "a")  # tables only
-    offered = tables.pairing_candidates([mine], [mine, on_b, on_c, gpu])
-    assert [r.run_id for r in offered] == ["mine", "peer-b"]
+    answered = run("gpu-b", "b", origin=store.runs.REFERENCE_ORIGIN + "b")
+    answered.predictions = pd.DataFrame({"rel": ["1.jpg"], "subset": ["test"], "label": ["sad"],
+                                         "pred": ["sad"]})  # its per-image answers came back
+    offered = tables.pairing_candidates([mine], [mine, on_b, on_c, gpu, answered])
+    assert [r.run_id for r in offered] == ["mine", "peer-b", "gpu-b"]
     assert tables.pairing_candidates([], [mine, on_b]) == []

@@ -2,6 +2,7 @@
 
     metrics        accuracy, loss, macro-F1, per-class P/R/F1, top-2, ECE, confusion, tables
     significance   95% Wilson intervals for accuracy; two runs paired on the same images (McNemar)
+    agreement      many runs voting on the same images: what all miss, what a majority scores
     inference      the one function that turns inputs into probabilities (+ over loaders, images)
     loading        a stored run's checkpoint back into a model (refuses mismatches)
     cost           parameters, FLOPs, CPU latency

@@ -30,7 +30,9 @@ HEADINGS = {
     "kind": "kind", "ci_low": "95% interval from", "ci_high": "95% interval to",
     "a_accuracy": "A accuracy", "b_accuracy": "B accuracy", "both_right": "both right",
     "only_a": "only A right", "only_b": "only B right", "both_wrong": "both wrong",
-    "p_value": "p (McNemar)",
+    "p_value": "p (McNemar)", "best_run_accuracy": "best run's accuracy",
+    "majority_right": "right by most runs", "any_right": "right by any run",
+    "missed_by_all": "missed by every run", "missed": "missed by", "said_instead": "most said",
 }
 FORMATS = {  # by column name, applied after `view` converted units
     **{c: "{:.3f}" for c in (*SCORES, "val_ece")},

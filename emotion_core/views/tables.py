@@ -16,7 +16,7 @@ import pandas as pd
 
 from emotion_core import store, words
 from emotion_core.data import eda, synthetic
-from emotion_core.evaluation import significance
+from emotion_core.evaluation import agreement, significance
 from emotion_core.models import REGISTRY, STUDY_ENSEMBLE, STUDY_ENSEMBLE_ACCURACY, ModelSpec
 from emotion_core.views.labels import created_stamp, run_labels, weights_label
 
@@ -611,10 +611,11 @@ def pairing_candidates(selected: list[store.RunRecord], everything: list[store.R
                        ) -> list[store.RunRecord]:
     """The selected runs, then every other run scored on one of their sets (a bundled model on
     several sets, the peer on one), so a run is paired with what it competes with on any set.
-    Reference runs are left out: only their tables came back, no per-image answers."""
+    Reference runs come too when their per-image answers came back with their tables."""
     sets = set().union(*(run_sources(r.manifest) for r in selected)) if selected else set()
     chosen = {r.run_id for r in selected}
-    others = [r for r in everything if r.run_id not in chosen and not r.tables_only
+    others = [r for r in everything if r.run_id not in chosen
+              and (not r.tables_only or r.predictions is not None)
               and run_sources(r.manifest) & sets]
     return [*selected, *others]
 
@@ -628,6 +629,23 @@ def paired_table(a: store.RunRecord, b: store.RunRecord) -> pd.DataFrame:
             raise ValueError(f"run '{rec.run_id}' has no per-image answers (predictions.csv)")
     return significance.paired(significance.keyed(a.predictions, str(a.manifest.get("dataset"))),
                                significance.keyed(b.predictions, str(b.manifest.get("dataset"))))
+
+
+def agreement_candidates(records: list[store.RunRecord], subset: str) -> list[store.RunRecord]:
+    """The runs with per-image answers on `subset`, the ones that can vote on its images."""
+    return [r for r in records if subset in subsets_of(r)]
+
+
+def agreement_tables(records: list[store.RunRecord], subset: str
+                     ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(per-set summary, images most missed first) of these runs on the `subset` images that all
+    of them answered (`evaluation.agreement`). ValueError for fewer than two runs with per-image
+    answers, or runs that label an image differently."""
+    voters = agreement_candidates(records, subset)
+    preds = {r.run_id: r.predictions for r in voters if r.predictions is not None}
+    table = agreement.answers(preds, {r.run_id: str(r.manifest.get("dataset")) for r in voters},
+                              subset)
+    return agreement.summary(table, list(preds)), agreement.hardest(table, list(preds))
 
 
 def reference_notes(records: list[store.RunRecord]) -> dict[str, tuple[str, str]]:
