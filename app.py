@@ -13,7 +13,7 @@ from emotion_core.views import display, tables
 from pages import _cache, _charts, _entry, _sidebar, _warmup
 
 HOME_COLUMNS = ["label", "val_accuracy", "val_macro_f1", "test_accuracy", "test_macro_f1",
-                "latency_ms"]  # run ids: on Compare
+                "latency_ms", "timed_on"]  # run ids: on Compare
 
 
 def main() -> None:
@@ -84,7 +84,7 @@ def home() -> None:
         st.caption("Refits (the bundled models among them) trained on their validation split "
                    "too, so they have no validation score and come last: their test columns are "
                    "theirs to compare.")
-    _charts.run_table(table, HOME_COLUMNS)
+    _charts.run_table(table, HOME_COLUMNS, {"label": 330, "timed_on": 190})
     _charts.score_bars(table, "val_macro_f1", display.chance_level(shown), key="home_bars")
     st.caption("Pages: Data (EDA and cleaning), Compare, Confusion, Feature maps, Explain, "
                "Predict (photo, snapshot or live webcam), Train (background jobs).")
@@ -99,13 +99,16 @@ def bundled_section(shown: list[store.RunRecord], names: dict[str, str]) -> None
     st.caption("Test accuracy on each set's own test split (carved from its training images "
                "where the set ships none), which chose no epoch and no model; rows in a fixed "
                "order, not ranked. The peers are models trained elsewhere, used as they ship. "
-               "CPU: one image, batch 1. Model cards on Predict.")
+               "CPU: one image's forward pass, batch 1, on the CPU named beside it (Predict's "
+               "whole path per face, with the crop and the mirror image: the README's "
+               "targets). Model cards on Predict.")
     # the label already ends with "bundled" or "external reference": no role column
     shown_table = table.drop(columns="role").rename(
         columns={**display.HEADINGS, "test_accuracy": "all test splits"})
     st.dataframe(display.styled(shown_table), hide_index=True, width="stretch",
                  placeholder=display.MISSING,
-                 column_config={display.heading("label"): st.column_config.Column(width=430)})
+                 column_config={display.heading("label"): st.column_config.Column(width=360),
+                                display.heading("timed_on"): st.column_config.Column(width=190)})
 
 
 def first_run(broken: dict[str, str]) -> None:

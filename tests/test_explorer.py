@@ -129,9 +129,23 @@ def test_home_lists_the_bundled_models_then_the_peers_with_each_sets_test_score(
     assert list(table["label"]) == ["A", "B"]  # bundled first, then peers; not the user's run
     assert list(table["role"]) == ["bundled", "peer"]
     assert list(table.columns) == ["label", "role", "test_accuracy", "seta test", "setb test",
-                                   "latency_ms"]
+                                   "latency_ms", "timed_on"]
     assert table["seta test"].tolist() == [0.9, 0.7]
     assert table["setb test"].iloc[0] == 0.8 and pd.isna(table["setb test"].iloc[1])
+
+
+def test_a_latency_names_the_cpu_it_was_timed_on() -> None:
+    record = {"ms": 13.9, "threads": 3, "cores": 16, "comparable": True}
+    gpu_host = {"headline": {"latency_ms": 13.9}, "latency": record}
+    assert explorer.timed_on(gpu_host) == "3 threads, 16-core CPU"
+    assert explorer.timed_on({"headline": {"latency_ms": None}, "latency": record}) is None
+    assert explorer.timed_on({"headline": {"latency_ms": 3.0}}) is None  # how: not recorded
+    ensemble = {"kind": "ensemble", "headline": {"latency_ms": 30.0}}
+    assert explorer.timed_on(ensemble) == "sum of its members"
+    table = explorer.comparison_table([RunRecord("g", Path("g"), gpu_host, {}),
+                                       RunRecord("e", Path("e"), ensemble, {})])
+    assert table.set_index("run_id")["timed_on"].to_dict() == {
+        "g": "3 threads, 16-core CPU", "e": "sum of its members"}
 
 
 def test_how_to_bring_a_datasets_images_depends_on_how_many_sets_it_has() -> None:

@@ -206,6 +206,28 @@ def test_evaluate_reference_writes_a_complete_run(tmp_path: Path, fake_fer: Path
     assert "FER-2013" in tables.run_role({"kind": "ensemble", "member_models": ["resnet34", NAME]})
 
 
+@pytest.mark.parametrize("quiet", [True, False])
+def test_a_references_latency_keeps_how_it_was_timed_and_shows_only_when_quiet(
+        tmp_path: Path, fake_fer: Path, monkeypatch: pytest.MonkeyPatch, quiet: bool) -> None:
+    from emotion_core.evaluation import cost
+    from emotion_core.evaluation.reference import evaluate_reference
+    from emotion_core.views import tables
+    from tests.tiny_shapes import make_folder, prepared
+
+    record = {"ms": 3.2, "threads": 2, "batch": 1, "image_size": 64, "cores": 2,
+              "load_avg": 0.4, "other_cpu": 0.1 if quiet else 1.5,
+              "measured_at": "2026-12-01T22:40:00", "comparable": quiet, "rule": "test"}
+    sizes = []
+    monkeypatch.setattr(cost, "measure_latency_record",
+                        lambda model, size, **k: sizes.append(size) or dict(record))
+    ds = prepared(make_folder(tmp_path / "imgs", per_class={"train": 1, "valid": 2, "test": 1}))
+    rec = store.load_run(evaluate_reference(NAME, ds, progress=False))
+    assert sizes == [64]
+    assert rec.manifest["latency"] == record and rec.metrics["cost"]["latency"] == record
+    assert rec.manifest["headline"]["latency_ms"] == (3.2 if quiet else None)
+    assert tables.timed_on(rec.manifest) == ("2 threads, 2-core CPU" if quiet else None)
+
+
 def test_the_reference_on_several_sets_reports_each_sets_test(tmp_path: Path, fake_fer: Path,
                                                               capsys) -> None:
     """`scripts.reference --data A --data B` scores the combination as `scripts.train` trains on

@@ -33,6 +33,7 @@ HEADINGS = {
     "p_value": "p (McNemar)", "best_run_accuracy": "best run's accuracy",
     "majority_right": "right by most runs", "any_right": "right by any run",
     "missed_by_all": "missed by every run", "missed": "missed by", "said_instead": "most said",
+    "timed_on": "timed on",
 }
 FORMATS = {  # by column name, applied after `view` converted units
     **{c: "{:.3f}" for c in (*SCORES, "val_ece")},
@@ -46,7 +47,11 @@ HELP = {
     "test_accuracy": "share of test images classified correctly (empty: no test split)",
     "test_macro_f1": "macro-F1 on the test split (empty: no test split)",
     "val_ece": "expected calibration error on validation: 0 = confidences match accuracy",
-    "latency_ms": "one image, batch 1, on this machine's CPU, measured after training",
+    "latency_ms": "one image's forward pass at the run's input size, batch 1, on the CPU named "
+                  "under 'timed on' (a reference run's: the machine it trained on); compare "
+                  "times taken on the same kind of CPU",
+    "timed_on": "the torch threads, the CPU's cores and the day the latency was measured, on a "
+                "quiet machine",
     "params": "trainable and frozen parameters, in millions",
     "flops": "floating-point operations for one image at the run's input size, in billions",
     "train_seconds": "wall time of training, evaluation excluded",

@@ -96,19 +96,36 @@ def comparison_table(records: list[store.RunRecord], dataset: str | None = None)
                "dataset": m.get("dataset"),
                "profile": m.get("profile")}
         row.update({k: v for k, v in (m.get("headline") or {}).items() if k in TABLE_COLUMNS})
+        row["timed_on"] = timed_on(m)
         row["label"] = labels[rec.run_id]
         row["created"] = created_stamp(m.get("created"))
         row["study_val_accuracy"] = study_accuracy(str(m.get("model")))
         rows.append(row)
-    df = pd.DataFrame(rows, columns=[*TABLE_COLUMNS, "label", "created", "study_val_accuracy"])
+    df = pd.DataFrame(rows, columns=[*TABLE_COLUMNS, "timed_on", "label", "created",
+                                     "study_val_accuracy"])
     return df.sort_values("val_macro_f1", ascending=False, na_position="last").reset_index(drop=True)
+
+
+def timed_on(manifest: Mapping[str, Any]) -> str | None:
+    """Where a run's CPU latency was timed: "2 threads, 2-core CPU" (a reference run's is the
+    machine it trained on), "sum of its members" for an ensemble; None when the run shows no
+    latency or did not record how it was timed."""
+    if (manifest.get("headline") or {}).get("latency_ms") is None:
+        return None
+    record = manifest.get("latency") or {}
+    if manifest.get("kind") == "ensemble" and not record:
+        return "sum of its members"
+    if not record.get("threads") or not record.get("cores"):
+        return None
+    return f"{record['threads']} threads, {record['cores']}-core CPU"
 
 
 def bundled_vs_peers(records: list[store.RunRecord],
                      labels: Mapping[str, str] | None = None) -> pd.DataFrame:
     """The bundled release models, then the external reference models (the peers), one row each:
     `label`, `role` ("bundled" or "peer"), test accuracy overall and on each source set's own
-    test split (`<set> test` columns), and CPU latency. Empty without a bundled run.
+    test split (`<set> test` columns), and CPU latency with where it was timed. Empty without
+    a bundled run.
     Rows keep that order: no ranking by a test score. `labels`: the names the page gives them."""
     bundled = [r for r in records if r.bundled]
     if not bundled:
@@ -124,7 +141,7 @@ def bundled_vs_peers(records: list[store.RunRecord],
         rows.append({"label": labels[r.run_id], "role": "bundled" if r.bundled else "peer",
                      "test_accuracy": h.get("test_accuracy"),
                      **{f"{s} test": by_set.get(s) for s in sets},
-                     "latency_ms": h.get("latency_ms")})
+                     "latency_ms": h.get("latency_ms"), "timed_on": timed_on(r.manifest)})
     out = pd.DataFrame(rows)
     scores = ["test_accuracy", *(f"{s} test" for s in sets)]  # None where a run lacks one
     out[scores] = out[scores].apply(pd.to_numeric, errors="coerce")
