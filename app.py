@@ -84,7 +84,7 @@ def home() -> None:
         st.caption("Refits (the bundled models among them) trained on their validation split "
                    "too, so they have no validation score and come last: their test columns are "
                    "theirs to compare.")
-    _charts.run_table(table, HOME_COLUMNS, {"label": 330, "timed_on": 190})
+    _charts.run_table(table, HOME_COLUMNS, {"label": 310, "timed_on": 215})
     _charts.score_bars(table, "val_macro_f1", display.chance_level(shown), key="home_bars")
     st.caption("Pages: Data (EDA and cleaning), Compare, Confusion, Feature maps, Explain, "
                "Predict (photo, snapshot or live webcam), Train (background jobs).")
@@ -107,8 +107,8 @@ def bundled_section(shown: list[store.RunRecord], names: dict[str, str]) -> None
         columns={**display.HEADINGS, "test_accuracy": "all test splits"})
     st.dataframe(display.styled(shown_table), hide_index=True, width="stretch",
                  placeholder=display.MISSING,
-                 column_config={display.heading("label"): st.column_config.Column(width=360),
-                                display.heading("timed_on"): st.column_config.Column(width=190)})
+                 column_config={display.heading("label"): st.column_config.Column(width=340),
+                                display.heading("timed_on"): st.column_config.Column(width=215)})
 
 
 def first_run(broken: dict[str, str]) -> None:

@@ -51,10 +51,9 @@ st.caption("Best validation macro-F1 first. Each row is one run: model · the we
            "see Provenance).")
 _charts.run_table(table, SCORE_COLUMNS, {"label": 425})  # fits beside five numbers
 for name, (kind, note) in tables.reference_notes(runs).items():
-    st.caption(f"{kind} set `{name}`: {note}. Tables only (no weights came back): shown "
-               "here and on Confusion, not on the pages that run a model.")
+    st.caption(tables.reference_caption(name, kind, note))
 st.subheader("Cost")
-_charts.run_table(table, COST_COLUMNS, {"label": 330, "timed_on": 190})  # fits 1400 px
+_charts.run_table(table, COST_COLUMNS, {"label": 310, "timed_on": 215})  # fits 1400 px
 st.subheader("Provenance")
 st.caption("Where each model learned: trained here, a bundled release model (model card on "
            "Predict), a GPU or CPU reference run (tables only) or an external reference model.")

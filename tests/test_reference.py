@@ -225,7 +225,7 @@ def test_a_references_latency_keeps_how_it_was_timed_and_shows_only_when_quiet(
     assert sizes == [64]
     assert rec.manifest["latency"] == record and rec.metrics["cost"]["latency"] == record
     assert rec.manifest["headline"]["latency_ms"] == (3.2 if quiet else None)
-    assert tables.timed_on(rec.manifest) == ("2 threads, 2-core CPU" if quiet else None)
+    assert tables.timed_on(rec.manifest) == ("2 of 2 cores, 12-01" if quiet else None)
 
 
 def test_the_reference_on_several_sets_reports_each_sets_test(tmp_path: Path, fake_fer: Path,

@@ -50,8 +50,9 @@ HELP = {
     "latency_ms": "one image's forward pass at the run's input size, batch 1, on the CPU named "
                   "under 'timed on' (a reference run's: the machine it trained on); compare "
                   "times taken on the same kind of CPU",
-    "timed_on": "the torch threads, the CPU's cores and the day the latency was measured, on a "
-                "quiet machine",
+    "timed_on": "the torch threads used of the CPU's cores, and the day (month-day) the latency "
+                "was measured, on a quiet machine; shared machines run the same model up to 3x "
+                "slower on some days, so compare times taken together",
     "params": "trainable and frozen parameters, in millions",
     "flops": "floating-point operations for one image at the run's input size, in billions",
     "train_seconds": "wall time of training, evaluation excluded",

@@ -107,8 +107,9 @@ def comparison_table(records: list[store.RunRecord], dataset: str | None = None)
 
 
 def timed_on(manifest: Mapping[str, Any]) -> str | None:
-    """Where a run's CPU latency was timed: "2 threads, 2-core CPU" (a reference run's is the
-    machine it trained on), "sum of its members" for an ensemble; None when the run shows no
+    """Where and when a run's CPU latency was timed: "2 of 2 cores, 12-01" (torch threads of the
+    CPU's cores; a
+    reference run's is the machine it trained on), "sum of its members" for an ensemble; None when the run shows no
     latency or did not record how it was timed."""
     if (manifest.get("headline") or {}).get("latency_ms") is None:
         return None
@@ -117,7 +118,8 @@ def timed_on(manifest: Mapping[str, Any]) -> str | None:
         return "sum of its members"
     if not record.get("threads") or not record.get("cores"):
         return None
-    return f"{record['threads']} threads, {record['cores']}-core CPU"
+    day = created_stamp(record.get("measured_at"))[:5]  # these machines differ by day too
+    return f"{record['threads']} of {record['cores']} cores" + (f", {day}" if day else "")
 
 
 def bundled_vs_peers(records: list[store.RunRecord],
@@ -681,3 +683,13 @@ def reference_notes(records: list[store.RunRecord]) -> dict[str, tuple[str, str]
         kind = kinds[name].pop() if len(kinds[name]) == 1 else "reference"
         out[name] = (kind[:1].upper() + kind[1:], note)  # it starts the page's sentence
     return out
+
+
+def reference_caption(name: str, kind: str, note: str) -> str:
+    """What Compare says under its tables about one reference set (`reference_notes`). A run
+    made elsewhere left its weights there; an external model's weights come from its package,
+    as its note says, and Predict and Explain run it where that package is installed."""
+    if kind.startswith("External"):
+        return f"{kind} set `{name}`: {note}."
+    return (f"{kind} set `{name}`: {note}. Tables only (no weights came back): shown here and "
+            "on Confusion, not on the pages that run a model.")
