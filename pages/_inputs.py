@@ -55,6 +55,7 @@ def for_run(run_id: str, pic: Picture) -> tuple[Picture, str]:
 
 HANDOFF = "explain_handoff"  # session key: the face and run Predict handed to Explain
 HANDED = "face from Predict"  # the image source that shows it
+SAMPLE_PHOTO = "sample photo"  # the real face committed with the code (samples.sample_photo)
 
 
 def hand_to_explain(rgb: np.ndarray, caption: str, run_id: str) -> None:
@@ -77,17 +78,21 @@ def pick_image(key: str, dataset: str | None, handed: Picture | None = None) -> 
     """Image source widget: a held-out dataset sample, an upload, or the face `handed` over from
     Predict; None (with a note) when there is no usable picture yet. `key` prefixes the widget
     keys."""
-    # no sample to offer where the dataset's folder is not here (a fresh clone with only the
-    # bundled models): the uploader comes first instead of a dead end
+    # no dataset sample to offer where the dataset's folder is not here (a fresh clone with
+    # only the bundled models): the committed sample photo comes first, so the page shows maps
+    # at once, and the uploader is one click away
     here = dataset is not None and tables.dataset_root(dataset) is not None
     options = ([HANDED] if handed is not None else []) + (["dataset sample"] if here else []) \
-        + ["upload"]
+        + [SAMPLE_PHOTO, "upload"]
     if st.session_state.get(f"{key}_src") not in options:
         st.session_state.pop(f"{key}_src", None)
     source = st.radio("Image", options, horizontal=True, key=f"{key}_src")
     if source == HANDED and handed is not None:
         st.image(handed.rgb, caption=handed.caption, width=160)
         return handed
+    if source == SAMPLE_PHOTO:
+        st.caption(samples.SAMPLE_PHOTO_NAME)
+        return Picture.of(samples.sample_photo(), None, samples.SAMPLE_PHOTO_NAME)
     if source == "upload":
         if not here:
             st.caption("No dataset samples to pick from: this dataset's image folder is not on "

@@ -12,7 +12,7 @@ import streamlit as st
 
 from emotion_core import words
 from emotion_core.models import REGISTRY
-from emotion_core.views import display, live
+from emotion_core.views import display, live, samples
 from pages import _cache, _charts, _entry, _inputs, _jobs, _live, _maps, _sidebar
 
 SOURCES = ["Upload a photo", "Webcam snapshot", "Live webcam"]
@@ -104,6 +104,10 @@ if source == SOURCES[0]:
     up = st.file_uploader("Photo", key="pr_upload")
     if up is not None:
         data, name = up.getvalue(), up.name
+    elif st.checkbox("No photo at hand: use the sample photo", key="pr_sample",
+                     help="A NASA portrait of astronaut Eileen Collins (public domain), committed "
+                          "with the code; an upload takes its place."):
+        rgb, name = samples.sample_photo(), samples.SAMPLE_PHOTO_NAME
 elif source == SOURCES[1]:
     snap = st.camera_input("Take a snapshot", key="pr_camera")
     if snap is not None:
@@ -113,7 +117,7 @@ else:
     name = "frozen webcam frame"
     if rgb is not None:
         st.subheader("Frozen frame")
-if rgb is None and name and source != SOURCES[2]:
+if rgb is None and name and source != SOURCES[2]:  # an upload or a snapshot: bytes to decode
     try:
         rgb = live.decode_picture(data)
     except live.UploadError as exc:

@@ -16,6 +16,7 @@ from PIL import Image
 from emotion_core import store
 from emotion_core.jobs import status
 from emotion_core.views import labels as run_names
+from emotion_core.views import samples
 from emotion_core.views import tables as explorer
 from tests.fixtures_runs import DATASET, MODELS, copy_run, copy_store, photo_640x480, tiny_store
 from tests.polling import wait_until
@@ -1116,9 +1117,18 @@ def test_home_offers_the_demo_and_points_to_the_bundled_models(monkeypatch, tmp_
     assert any("scripts.prepare_data" in c.value for c in at.caption)
     _open(at, "predict")
     assert at.multiselect(key="pr_runs").value == [BUNDLED_ID]
-    # Explain has no dataset folder to draw samples from: the uploader at once, not a dead end
+    at.checkbox(key="pr_sample").check().run()  # no photo at hand: the committed real face
+    assert not at.exception, [e.value for e in at.exception]
+    assert any(c.value.startswith(f"{samples.SAMPLE_PHOTO_NAME}: 1 face found")
+               for c in at.caption)
+    assert [n.endswith("· bundled") for n in at.dataframe[0].value["run"]] == [True]
+    # Explain has no dataset folder to draw samples from: the sample photo's maps at once, the
+    # uploader one click away, not a dead end
     _open(at, "explain")
-    assert at.radio(key="ex_src").options == ["upload"]
+    assert at.radio(key="ex_src").options == ["sample photo", "upload"]
+    assert any(c.value == samples.SAMPLE_PHOTO_NAME for c in at.caption)
+    assert len(at.image) >= 1, "the bundled model's maps of the sample's face"
+    at.radio(key="ex_src").set_value("upload").run()
     assert at.file_uploader(key="ex_upload") is not None
     assert any("image folder is not on this machine" in c.value for c in at.caption)
     assert not any("upload a picture instead" in i.value for i in at.info)

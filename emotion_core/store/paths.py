@@ -189,6 +189,15 @@ REFERENCE_MANIFESTS = "manifests.json"  # a reference set: {note, runs: {run_id:
 REFERENCE_METRICS = "metrics.json"  # a reference set: {run_id: metrics}
 
 
+SAMPLE_PHOTO = "astronaut-eileen-collins.jpg"  # a public-domain portrait (samples/README.md)
+
+
+def sample_photo() -> Path:
+    """The real face photo committed with the code, for a first try of Predict and Explain
+    without a photo at hand; like bundled/, not under $EMOTION_ARTIFACTS."""
+    return REPO_ROOT / "artifacts" / "samples" / SAMPLE_PHOTO
+
+
 def reference_dir() -> Path:
     """Committed evaluation tables of runs made elsewhere; like bundled/, not under
     $EMOTION_ARTIFACTS."""

@@ -19,6 +19,13 @@ SAMPLE_LIMIT = 200  # choices offered in a sample picker
 
 
 GRID_ORDER = ("train", "val", "test")  # sample grids shown in this order
+SAMPLE_PHOTO_NAME = "sample photo (astronaut Eileen Collins, NASA portrait, public domain)"
+
+
+def sample_photo() -> np.ndarray:
+    """The committed real face photo as RGB (`store.paths.sample_photo`): something to try the
+    bundled models on before a photo of one's own is at hand."""
+    return images.load_rgb(store.paths.sample_photo())
 
 
 def eda_gallery(name: str) -> list[tuple[Path, str]]:
