@@ -108,16 +108,16 @@ def comparison_table(records: list[store.RunRecord], dataset: str | None = None)
 
 def timed_on(manifest: Mapping[str, Any]) -> str | None:
     """Where and when a run's CPU latency was timed: "2 of 2 cores, 12-01" (torch threads of the
-    CPU's cores; a
-    reference run's is the machine it trained on), "sum of its members" for an ensemble; None when the run shows no
-    latency or did not record how it was timed."""
+    CPU's cores; a reference run's is the machine it trained on), "sum of its members" for an
+    ensemble, "not recorded" for a run timed before runs kept how; None when it shows no
+    latency."""
     if (manifest.get("headline") or {}).get("latency_ms") is None:
         return None
     record = manifest.get("latency") or {}
     if manifest.get("kind") == "ensemble" and not record:
         return "sum of its members"
     if not record.get("threads") or not record.get("cores"):
-        return None
+        return "not recorded"  # timed before runs kept how
     day = created_stamp(record.get("measured_at"))[:5]  # these machines differ by day too
     return f"{record['threads']} of {record['cores']} cores" + (f", {day}" if day else "")
 
