@@ -13,7 +13,7 @@ from emotion_core.views import display, tables
 from pages import _cache, _charts, _entry, _sidebar, _warmup
 
 HOME_COLUMNS = ["label", "val_accuracy", "val_macro_f1", "test_accuracy", "test_macro_f1",
-                "latency_ms", "timed_on"]  # run ids: on Compare
+                "latency_ms"]  # run ids and where each latency was timed: on Compare
 
 
 def main() -> None:
@@ -84,7 +84,9 @@ def home() -> None:
         st.caption("Refits (the bundled models among them) trained on their validation split "
                    "too, so they have no validation score and come last: their test columns are "
                    "theirs to compare.")
-    _charts.run_table(table, HOME_COLUMNS, {"label": 310, "timed_on": 215})
+    _charts.run_table(table, HOME_COLUMNS)
+    if (note := tables.timing_note(table)) is not None:
+        st.caption(note)
     _charts.score_bars(table, "val_macro_f1", display.chance_level(shown), key="home_bars")
     st.caption("Pages: Data (EDA and cleaning), Compare, Confusion, Feature maps, Explain, "
                "Predict (photo, snapshot or live webcam), Train (background jobs).")
@@ -103,12 +105,19 @@ def bundled_section(shown: list[store.RunRecord], names: dict[str, str]) -> None
                "whole path per face, with the crop and the mirror image: the README's "
                "targets). Model cards on Predict.")
     # the label already ends with "bundled" or "external reference": no role column
+    # short headings, so the labels fit whole at 1400 px (their tooltips say the rest)
     shown_table = table.drop(columns="role").rename(
-        columns={**display.HEADINGS, "test_accuracy": "all test splits"})
-    st.dataframe(display.styled(shown_table), hide_index=True, width="stretch",
-                 placeholder=display.MISSING,
-                 column_config={display.heading("label"): st.column_config.Column(width=340),
-                                display.heading("timed_on"): st.column_config.Column(width=215)})
+        columns={**display.HEADINGS, "test_accuracy": "all sets", "latency_ms": "CPU ms"})
+    st.dataframe(display.styled(shown_table).format("{:.1f}", subset=["CPU ms"],
+                                                               na_rep=display.MISSING),
+                 hide_index=True, width="stretch", placeholder=display.MISSING,
+                 column_config={display.heading("label"): st.column_config.Column(width=445),
+                                "all sets": st.column_config.Column(
+                                    help="test accuracy on every set's test split together"),
+                                "CPU ms": st.column_config.Column(
+                                    width=70, help=display.HELP["latency_ms"]),
+                                display.heading("timed_on"): st.column_config.Column(
+                                    width=150, help=display.HELP["timed_on"])})
 
 
 def first_run(broken: dict[str, str]) -> None:

@@ -53,7 +53,7 @@ _charts.run_table(table, SCORE_COLUMNS, {"label": 425})  # fits beside five numb
 for name, (kind, note) in tables.reference_notes(runs).items():
     st.caption(tables.reference_caption(name, kind, note))
 st.subheader("Cost")
-_charts.run_table(table, COST_COLUMNS, {"label": 310, "timed_on": 215})  # fits 1400 px
+_charts.run_table(table, COST_COLUMNS, {"label": 260, "timed_on": 180})  # fits 1400 px
 st.subheader("Provenance")
 st.caption("Where each model learned: trained here, a bundled release model (model card on "
            "Predict), a GPU or CPU reference run (tables only) or an external reference model.")

@@ -85,9 +85,7 @@ def test_home_shows_dataset_source_and_leaderboard_with_weights(at_store) -> Non
     assert metrics["Runs shown"] == f"{len(ids)} of {len(ids)}"
     board = at.dataframe[0].value
     assert list(board.columns) == ["run", "val accuracy", "val macro-F1", "test accuracy",
-                                   "test macro-F1", "CPU ms per image", "timed on"]
-    timed = board["CPU ms per image"].notna()  # a time is shown with where it was taken
-    assert board.loc[timed, "timed on"].str.contains(" cores, |sum of its members").all()
+                                   "test macro-F1", "CPU ms per image"]
     assert board["run"].is_unique
     parts = [run.split(" · ") for run in board["run"]]
     assert sorted(p[0] for p in parts) == sorted([*MODELS, f"ensemble({MODELS[0]}+{MODELS[1]})"])
@@ -1110,7 +1108,7 @@ def test_home_offers_the_demo_and_points_to_the_bundled_models(monkeypatch, tmp_
     ready, board = at.dataframe  # the bundled models first (beside any peer), then all runs
     assert "Bundled models beside the peers" in {h.value for h in at.subheader}
     assert [r.endswith("· bundled") for r in ready.value["run"]] == [True]
-    assert ready.value["all test splits"].iloc[0] == pytest.approx(
+    assert ready.value["all sets"].iloc[0] == pytest.approx(
         store.load_run(BUNDLED_ID, tables=False).manifest["headline"]["test_accuracy"])
     assert [r.endswith("· bundled") for r in board.value["run"]] == [True]
     assert {m.label: m.value for m in at.metric}["Data source"] == "not prepared here"

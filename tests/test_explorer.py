@@ -148,6 +148,11 @@ def test_a_latency_names_the_cpu_it_was_timed_on() -> None:
                                        RunRecord("e", Path("e"), ensemble, {})])
     assert table.set_index("run_id")["timed_on"].to_dict() == {
         "g": "3 of 16 cores, 11-30", "e": "sum of its members"}
+    assert explorer.timing_note(table) is None  # one CPU
+    here = {"headline": {"latency_ms": 20.0}, "latency": dict(record, threads=2, cores=2)}
+    both = explorer.comparison_table([RunRecord("g", Path("g"), gpu_host, {}),
+                                      RunRecord("h", Path("h"), here, {})])
+    assert "(CPUs of 2 and 16 cores)" in explorer.timing_note(both)
 
 
 def test_how_to_bring_a_datasets_images_depends_on_how_many_sets_it_has() -> None:

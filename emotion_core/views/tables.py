@@ -7,6 +7,7 @@ the runs in one table are distinct (`labels.run_labels`), so no two runs merge i
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -120,6 +121,18 @@ def timed_on(manifest: Mapping[str, Any]) -> str | None:
         return "not recorded"  # timed before runs kept how
     day = created_stamp(record.get("measured_at"))[:5]  # these machines differ by day too
     return f"{record['threads']} of {record['cores']} cores" + (f", {day}" if day else "")
+
+
+def timing_note(table: pd.DataFrame) -> str | None:
+    """A sentence for a table whose CPU latencies were timed on CPUs of different sizes (a
+    comparison table's `timed_on`), None when they share one: a GPU host's 16 cores are not 2."""
+    cores = sorted({int(m.group(1)) for t in table.get("timed_on", pd.Series(dtype=object)).dropna()
+                    if (m := re.search(r" of (\d+) cores", str(t)))})
+    if len(cores) < 2:
+        return None
+    sizes = ", ".join(map(str, cores[:-1])) + f" and {cores[-1]}"
+    return (f"CPU ms per image come from different machines here (CPUs of {sizes} cores): "
+            "Compare's Cost table says where each run was timed.")
 
 
 def bundled_vs_peers(records: list[store.RunRecord],
