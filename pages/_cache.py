@@ -23,11 +23,8 @@ MODEL_CACHE_ENTRIES = 12  # models kept in memory at once (quick-profile models 
 @st.cache_data(show_spinner=False, max_entries=32)
 def _runs(fingerprint: str) -> tuple[list[store.RunRecord], dict[str, str]]:
     good, broken = store.list_runs()
-    here = {r.run_id for r in good}
     try:
-        # a reference set made from runs still in this store (on its author's machine) names
-        # them again: the run here, with its weights, is the one listed
-        good += [r for r in reference.all_reference_runs() if r.run_id not in here]
+        good += reference.beside(good)
     except (OSError, ValueError) as exc:  # a damaged reference set hides itself, not the app
         broken["reference runs"] = str(exc)
     return good, broken

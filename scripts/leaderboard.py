@@ -92,9 +92,7 @@ def _agreement(dataset: str | None, subset: str, show: int) -> int:
         return 2
     good, _ = store.list_runs()
     records = [store.load_run(r.run_id) for r in good if r.manifest.get("dataset") == dataset]
-    here = {r.run_id for r in records}
-    records += [r for r in reference.all_reference_runs()
-                if r.manifest.get("dataset") == dataset and r.run_id not in here]
+    records += [r for r in reference.beside(good) if r.manifest.get("dataset") == dataset]
     voters = [r for r in records if r.manifest.get("kind", "model") != "ensemble"]
     try:
         summary, hard = tables.agreement_tables(voters, subset)

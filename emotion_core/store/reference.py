@@ -76,3 +76,11 @@ def reference_manifest(run_id: str) -> dict | None:
 
 def all_reference_runs() -> list[RunRecord]:
     return [rec for name in list_reference_sets() for rec in load_reference_runs(name)]
+
+
+def beside(runs: list[RunRecord]) -> list[RunRecord]:
+    """The reference sets' runs to list beside `runs`: a set made from runs still in this store
+    (on its author's machine) names them again, and the run here, with its weights, is the one
+    listed."""
+    here = {r.run_id for r in runs}
+    return [r for r in all_reference_runs() if r.run_id not in here]

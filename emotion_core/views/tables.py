@@ -7,7 +7,6 @@ the runs in one table are distinct (`labels.run_labels`), so no two runs merge i
 """
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -123,11 +122,12 @@ def timed_on(manifest: Mapping[str, Any]) -> str | None:
     return f"{record['threads']} of {record['cores']} cores" + (f", {day}" if day else "")
 
 
-def timing_note(table: pd.DataFrame) -> str | None:
-    """A sentence for a table whose CPU latencies were timed on CPUs of different sizes (a
-    comparison table's `timed_on`), None when they share one: a GPU host's 16 cores are not 2."""
-    cores = sorted({int(m.group(1)) for t in table.get("timed_on", pd.Series(dtype=object)).dropna()
-                    if (m := re.search(r" of (\d+) cores", str(t)))})
+def timing_note(records: list[store.RunRecord]) -> str | None:
+    """A sentence for runs whose shown CPU latencies were timed on CPUs of different sizes,
+    None when they share one: a GPU host's 16 cores are not 2."""
+    cores = sorted({int(r.manifest["latency"]["cores"]) for r in records
+                    if (r.manifest.get("headline") or {}).get("latency_ms") is not None
+                    and (r.manifest.get("latency") or {}).get("cores")})
     if len(cores) < 2:
         return None
     sizes = ", ".join(map(str, cores[:-1])) + f" and {cores[-1]}"
