@@ -49,7 +49,7 @@ def batch(n: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
 def test_registry_covers_the_issue_and_is_consistent() -> None:
     assert set(TRAINABLE) == {"resnet34", "efficientnet_b4", "vgg16", "vit_scratch", "vit_hf",
                               "mobilenet_v2", "efficientnet_lite0", "dinov2_small",
-                              "mini_xception", "faceapi_net"}
+                              "mini_xception", "faceapi_net", "faceres_mobilenet"}
     assert set(NAMES) - set(TRAINABLE) == {"fer_mini_xception", "faceapi_expression"}  # external
     for spec in M.REGISTRY.values():
         assert spec.family in {"cnn", "vit"}

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from emotion_core.models import faceapi_net
+from emotion_core.models import faceapi_net, faceres_net
 from emotion_core.models.mini_xception import INPUT_SIZE, MiniXception
 from emotion_core.models.vit import ViT, ViTConfig
 
@@ -185,3 +185,9 @@ def faceapi_net_model(num_classes: int, image_size: int, tiny: bool) -> nn.Modul
     """The same network as `faceapi_expression` with a new head for any classes, to fine-tune;
     it sees every input at its native 112 px."""
     return faceapi_net.FaceExpressionNet(num_classes, resize_to=faceapi_net.INPUT_SIZE)
+
+
+def faceres_mobilenet(num_classes: int, image_size: int, tiny: bool) -> nn.Module:
+    """HSE-FaceRes's MobileNet v1 (face-pretrained) with a new head; fully convolutional, so it
+    takes the profile's image size (its weights learned at 224 px)."""
+    return faceres_net.FaceResNet(num_classes)

@@ -290,9 +290,12 @@ def read_keras_mini_xception(path: Path, classes: Sequence[str] = ("angry", "hap
 
 
 def read_tfjs_weights(manifest: Path) -> dict[str, np.ndarray]:
-    """Every tensor of a TF.js weights manifest, dequantised (uint8/uint16: q * scale + min)
-    to float32, read from the shard files named beside it."""
+    """Every tensor of a TF.js weights manifest, dequantised (uint8/uint16: q * scale + min;
+    float16: cast) to float32, read from the shard files named beside it. `manifest` is a
+    layers model's weights manifest or a graph model's `model.json`, which carries its own."""
     groups = json.loads(Path(manifest).read_text())
+    if isinstance(groups, dict):  # a graph model: topology and manifest in one file
+        groups = groups["weightsManifest"]
     out: dict[str, np.ndarray] = {}
     for group in groups:
         data = b"".join((Path(manifest).parent / p).read_bytes() for p in group["paths"])
@@ -305,7 +308,7 @@ def read_tfjs_weights(manifest: Path) -> dict[str, np.ndarray]:
                 raise ValueError(f"{manifest}: its shards end inside tensor {w['name']}")
             a = np.frombuffer(data, dtype, n, offset).astype(np.float32)
             offset += n * dtype.itemsize
-            if q:
+            if q and "scale" in q:  # uint8/uint16 affine quantisation; float16 is cast above
                 a = a * np.float32(q["scale"]) + np.float32(q["min"])
             out[w["name"]] = a.reshape(w["shape"])
         if offset != len(data):
@@ -348,4 +351,42 @@ def read_faceapi_expression(manifest: Path, classes: Sequence[str] = ("angry", "
     keep = [EXPRESSIONS.index(c) for c in classes]
     sd["classifier.weight"] = _t(w["fc/weights"][:, keep].T)
     sd["classifier.bias"] = _t(w["fc/bias"][keep])
+    return sd
+
+
+# ---------------------------------------------------------------------------------------------
+# Human's `faceres` (HSE-FaceRes, a TF.js graph model) -> FaceResNet
+
+
+def read_faceres(model_json: Path) -> StateDict:
+    """The MobileNet v1 body of Human's `faceres.json` (+ its float16 shard) as a FaceResNet
+    state dict without a classifier (its age and gender heads are not ours). The batch norms
+    are folded already: a conv's `merged_input` holds its scale, `batchnorm_1/sub` its shift; a
+    depthwise conv's scale is a separate `batchnorm_1/mul`, multiplied in here. The first conv's
+    input channels are reversed, so the port takes RGB where the original takes BGR."""
+    from emotion_core.models.faceres_net import BLOCKS
+
+    w = read_tfjs_weights(model_json)
+    pw = [f"conv_pw_{i}" for i in range(1, len(BLOCKS) + 1)]
+    dw = [f"conv_dw_{i}" for i in range(1, len(BLOCKS) + 1)]
+    expected = {"conv1/convolution/merged_input", "conv1_bn/batchnorm_1/sub"}
+    expected |= {f"{n}/convolution/merged_input" for n in pw} | {f"{n}_bn/batchnorm_1/sub" for n in pw}
+    expected |= {f"{n}/depthwise_kernel" for n in dw} | {f"{n}_bn/batchnorm_1/{p}" for n in dw
+                                                          for p in ("mul", "sub")}
+    missing = sorted(expected - set(w))
+    if missing:
+        raise ValueError(f"{model_json}: not Human's faceres MobileNet (missing {missing[:3]})")
+    sd: StateDict = {
+        "stem.conv.weight": _t(w["conv1/convolution/merged_input"][:, :, ::-1, :].transpose(3, 2, 0, 1)),
+        "stem.conv.bias": _t(w["conv1_bn/batchnorm_1/sub"]),
+    }
+    for i, (d, p) in enumerate(zip(dw, pw, strict=True)):
+        scale = w[f"{d}_bn/batchnorm_1/mul"]  # (C,): per-channel, applied after the conv
+        kernel = w[f"{d}/depthwise_kernel"]  # (3, 3, C, 1)
+        sd[f"blocks.{i}.depthwise.conv.weight"] = _t((kernel * scale[None, None, :, None])
+                                                      .transpose(2, 3, 0, 1))
+        sd[f"blocks.{i}.depthwise.conv.bias"] = _t(w[f"{d}_bn/batchnorm_1/sub"])
+        sd[f"blocks.{i}.pointwise.conv.weight"] = _t(w[f"{p}/convolution/merged_input"]
+                                                     .transpose(3, 2, 0, 1))
+        sd[f"blocks.{i}.pointwise.conv.bias"] = _t(w[f"{p}_bn/batchnorm_1/sub"])
     return sd

