@@ -11,10 +11,12 @@ import torch
 
 from emotion_core import models as M
 from emotion_core import store
+from emotion_core.data.transforms import normalize_batch
 from emotion_core.models import converters as C
 from emotion_core.models import weights as W
-from emotion_core.models.faceres_net import MEAN, STD, FaceResNet
+from emotion_core.models.faceres_net import MEAN, STD
 from emotion_core.models.registry import FACERES_FILES
+from emotion_core.training.probe import head_inputs
 from tests.tfjs_graph_reference import make_faceres_graph, run_graph
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -23,25 +25,25 @@ REAL_DIR = store.paths.REPO_ROOT / "artifacts" / "weights"  # where `make setup`
 CAFFE_BGR = np.array([103.939, 116.779, 123.68])  # what the original subtracts, in its order
 
 
-def features(model: FaceResNet, rgb_uint8: np.ndarray) -> np.ndarray:
+def port(model_json: Path) -> tuple[torch.nn.Module, list[str]]:
+    """The registry's network with the reader's tensors: (model, the keys it still lacks)."""
+    model, _ = M.build_model("faceres_mobilenet", 3, pretrained=False, image_size=32)
+    missing = model.load_state_dict(C.read_faceres(model_json), strict=False)
+    assert not missing.unexpected_keys
+    return model.eval(), missing.missing_keys
+
+
+def features(model: torch.nn.Module, rgb_uint8: np.ndarray) -> np.ndarray:
     """The 1024 features the classifier reads, from our loaders' (x / 255 - mean) / std."""
     x = torch.from_numpy(rgb_uint8).permute(0, 3, 1, 2).float() / 255
-    x = (x - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
-    seen: list[torch.Tensor] = []
-    handle = model.classifier.register_forward_pre_hook(lambda m, a: seen.append(a[0]))
-    with torch.no_grad():
-        model(x)
-    handle.remove()
-    return seen[0].double().numpy()
+    return head_inputs(model, normalize_batch(x, MEAN, STD)).double().numpy()
 
 
 @pytest.mark.parametrize("size", [32, 33])  # even sides pad after, odd sides pad both ways
 def test_reader_on_a_random_graph_matches_the_graph_itself(tmp_path: Path, size: int) -> None:
     model_json, tensors = make_faceres_graph(tmp_path)
-    model = FaceResNet(3).eval()
-    missing = model.load_state_dict(C.read_faceres(model_json), strict=False)
-    assert set(missing.missing_keys) == {"classifier.weight", "classifier.bias"}
-    assert not missing.unexpected_keys
+    model, missing = port(model_json)
+    assert set(missing) == {"classifier.weight", "classifier.bias"}
     rgb = np.random.default_rng(1).integers(0, 256, (2, size, size, 3), dtype=np.uint8)
     # the original's input: BGR, 0-255, minus the caffe means
     bgr = rgb[..., ::-1].astype(np.float64) - CAFFE_BGR
@@ -87,8 +89,7 @@ def test_real_weights_give_humans_own_features(monkeypatch: pytest.MonkeyPatch) 
     if SOURCE.file() is None:
         pytest.skip(f"Human's faceres not unpacked in {REAL_DIR} "
                     "(python -m scripts.fetch_weights --npm; needs npm)")
-    model = FaceResNet(3).eval()
-    model.load_state_dict(C.read_faceres(SOURCE.file()), strict=False)
+    model, _ = port(SOURCE.file())
     rgb = np.random.default_rng(0).integers(0, 256, (2, 224, 224, 3)).astype(np.uint8)
     got = features(model, rgb)[:, HUMAN_JS_INDEX]
     np.testing.assert_allclose(got, HUMAN_JS_FEATURES, atol=2e-5)
