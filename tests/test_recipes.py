@@ -109,6 +109,19 @@ def test_flip_tta_averages_the_picture_and_its_mirror():
     torch.testing.assert_close(probabilities(model, x.flip(-1), tta_flip=True), both)
 
 
+def test_flip_tta_of_one_picture_is_one_forward_of_it_and_its_mirror():
+    model, _ = models.build_model("mobilenet_v2", 3, pretrained=False, image_size=32)
+    model.eval()
+    batches: list[int] = []
+    model.register_forward_pre_hook(lambda _m, args: batches.append(args[0].shape[0]))
+    x = torch.randn(1, 3, 32, 32)
+    both = probabilities(model, x, tta_flip=True)
+    assert batches == [2]  # the picture and its mirror went through together
+    mean = (probabilities(model, x) + probabilities(model, x.flip(-1))) / 2
+    torch.testing.assert_close(both, mean)
+    assert both.shape == (1, 3)
+
+
 def test_cli_trains_on_two_sets_and_reports_each_test_split(tmp_path: Path, capsys):
     a = tiny_shapes.make_folder(tmp_path / "sets" / "aset", seed=1)
     b = tiny_shapes.make_folder(tmp_path / "sets" / "bset", seed=2)
