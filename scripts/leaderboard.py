@@ -4,6 +4,7 @@
     python -m scripts.leaderboard --intervals [--dataset NAME]
     python -m scripts.leaderboard --versus RUN_A RUN_B
     python -m scripts.leaderboard --agreement --dataset NAME [--subset test] [--show 20]
+    python -m scripts.leaderboard --mean RUN RUN [RUN ...]
 
 Rebuilds artifacts/leaderboard.csv from the run manifests; broken runs are listed, not hidden.
 `--intervals` prints each run's validation and test accuracy with its image count and 95%
@@ -12,6 +13,8 @@ were scored on (both right, only A, only B, both wrong, exact McNemar p-value). 
 lets every run on a dataset (yours, the bundled ones, the reference sets'; ensembles left out)
 vote on the split's images all of them answered: per set, the best run's accuracy, the share
 right by most runs and by any, the images missed by every run; then the most missed images.
+`--mean` scores the equal-weight mean of stored runs' answers (what Predict shows under its
+models' answers) on val and test, per set, without storing an ensemble run.
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ import argparse
 import sys
 
 from emotion_core import store
+from emotion_core.evaluation import ensemble
 from emotion_core.store import reference
 from emotion_core.views import tables
 
@@ -42,7 +46,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="the split --agreement reads (default: test)")
     p.add_argument("--show", type=int, default=20, metavar="N",
                    help="how many of the most missed images --agreement lists (default: 20)")
+    p.add_argument("--mean", nargs="+", metavar="RUN",
+                   help="score the equal-weight mean of these runs on val and test, per set")
     args = p.parse_args(argv)
+    if args.mean:
+        return _mean(args.mean)
     if args.versus:
         return _versus(*args.versus)
     if args.agreement:
@@ -83,6 +91,20 @@ def _versus(run_a: str, run_b: str) -> int:
         return 2
     print(f"A = {run_a}\nB = {run_b}")
     print(tables.format_table(pair))
+    return 0
+
+
+def _mean(run_ids: list[str]) -> int:
+    if len(run_ids) < 2:
+        print("error: --mean needs at least two runs", file=sys.stderr)
+        return 2
+    try:
+        scores = ensemble.mean_scores(run_ids)
+    except (store.BrokenRunError, ensemble.EnsembleError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print("equal-weight mean of " + ", ".join(run_ids))
+    print(tables.format_table(scores.round({"accuracy": 4, "macro_f1": 4})))
     return 0
 
 

@@ -107,3 +107,21 @@ def test_default_members_pick_the_study_pair():
     assert ensemble.default_members("d") == ["r", "e"]
     with pytest.raises(ensemble.EnsembleError, match="no stored run"):
         ensemble.default_members("elsewhere")
+
+
+def test_mean_scores_counts_the_means_right_answers_per_subset_and_set_without_storing(capsys):
+    sources = ["x", "x", "y", "y", "x", "y"]
+    _store("a", A_VAL, [[.1, .8, .1], [.1, .1, .8]], sources=sources)
+    _store("b", B_VAL, [[.1, .3, .6], [.9, .05, .05]], sources=sources, model="efficientnet_b4")
+    before = {r.run_id for r in store.list_runs()[0]}
+    scores = ensemble.mean_scores(["a", "b"]).set_index(["subset", "set"])
+    # val: the mean gets all 4 right (as the stored ensemble above); test: x's right, y's wrong
+    assert scores.loc[("val", "all sets"), "right"] == 4 and scores.loc[("val", "x"), "images"] == 2
+    assert scores.loc[("test", "x"), "right"] == 1 and scores.loc[("test", "y"), "right"] == 0
+    assert scores.loc[("test", "all sets"), "accuracy"] == 0.5
+    assert {r.run_id for r in store.list_runs()[0]} == before  # nothing stored
+    from scripts import leaderboard
+    assert leaderboard.main(["--mean", "a", "b"]) == 0
+    assert "all sets" in capsys.readouterr().out
+    assert leaderboard.main(["--mean", "a"]) == 2
+    assert leaderboard.main(["--mean", "a", "nosuch"]) == 2

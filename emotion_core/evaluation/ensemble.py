@@ -118,6 +118,36 @@ def greedy_subset(run_ids: Sequence[str], *, metric: str = "macro_f1",
     return [records[i].run_id for i in chosen]
 
 
+def mean_scores(run_ids: Sequence[str]) -> pd.DataFrame:
+    """How the equal-weight mean of stored runs (what Predict computes) scores, without storing
+    it: one row per subset (val, then test) and set, each subset's all-sets row first
+    (images, right, accuracy, macro-F1)."""
+    records = load_members(run_ids)
+    classes, _ = check_compatible(records)
+    frame, tables = aligned_probs(records, classes)
+    probs = average_probs(tables)
+    index = {c: i for i, c in enumerate(classes)}
+    y = frame["label"].map(index).to_numpy(dtype=np.int64)
+    sources = frame["source"] if "source" in frame.columns else None
+    rows = []
+    for subset in ("val", "test"):
+        sel = (frame["subset"] == subset).to_numpy()
+        parts = [("all sets" if sources is not None else "", sel)]
+        if sources is not None:
+            parts += [(str(src), sel & (sources == src).to_numpy())
+                      for src in sorted(sources[sel].unique())]
+        for name, part in parts:
+            if part.any():
+                m = ev.compute_metrics(y[part], probs[part], classes)
+                right = int((probs[part].argmax(1) == y[part]).sum())
+                rows.append({"subset": subset, "set": name, "images": int(part.sum()),
+                             "right": right, "accuracy": m["accuracy"],
+                             "macro_f1": m["macro_f1"]})
+    if not rows:
+        raise EnsembleError("the runs' predictions hold no val or test images")
+    return pd.DataFrame(rows)
+
+
 def default_members(dataset: str, *, models: Sequence[str] = STUDY_ENSEMBLE) -> list[str]:
     """The newest run of each of `models` on `dataset` (the study's pair by default)."""
     runs, _ = store.list_runs()
