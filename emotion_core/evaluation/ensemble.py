@@ -82,14 +82,18 @@ def aligned_probs(records: Sequence[store.RunRecord],
     return base[cols], tables
 
 
+def _label_indices(frame: pd.DataFrame, classes: Sequence[str]) -> np.ndarray:
+    index = {c: i for i, c in enumerate(classes)}
+    return frame["label"].map(index).to_numpy(dtype=np.int64)
+
+
 def _subset_score(frame: pd.DataFrame, probs: np.ndarray, classes: Sequence[str],
                   subset: str, metric: str) -> float:
     sel = (frame["subset"] == subset).to_numpy()
     if not sel.any():
         why = " (a refit trained on val and keeps no val answers)" if subset == "val" else ""
         raise EnsembleError(f"member predictions have no '{subset}' rows to score on{why}")
-    index = {c: i for i, c in enumerate(classes)}
-    y = frame.loc[sel, "label"].map(index).to_numpy(dtype=np.int64)
+    y = _label_indices(frame, classes)[sel]
     return float(ev.compute_metrics(y, probs[sel], classes)[metric])
 
 
@@ -126,8 +130,7 @@ def mean_scores(run_ids: Sequence[str]) -> pd.DataFrame:
     classes, _ = check_compatible(records)
     frame, tables = aligned_probs(records, classes)
     probs = average_probs(tables)
-    index = {c: i for i, c in enumerate(classes)}
-    y = frame["label"].map(index).to_numpy(dtype=np.int64)
+    y = _label_indices(frame, classes)
     sources = frame["source"] if "source" in frame.columns else None
     rows = []
     for subset in ("val", "test"):
@@ -176,8 +179,7 @@ def build_ensemble(run_ids: Sequence[str], *, weights: Sequence[float] | str | N
             raise EnsembleError(f"unknown weighting '{weights}'; use 'val_f1' or numbers")
         weights = [_subset_score(frame, t, classes, "val", "macro_f1") for t in tables]
     probs = average_probs(tables, weights)
-    index = {c: i for i, c in enumerate(classes)}
-    y = frame["label"].map(index).to_numpy(dtype=np.int64)
+    y = _label_indices(frame, classes)
     preds = ev.predictions_table(frame["rel"], frame["subset"], y, probs, classes)
     metrics: dict[str, Any] = {"classes": classes}
     conf_parts = []

@@ -25,11 +25,11 @@ from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
-
 
 def _photos(folder: Path, limit: int) -> list[Path]:
-    photos = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    from emotion_core.data.layout import is_image_file
+
+    photos = sorted(p for p in folder.rglob("*") if p.is_file() and is_image_file(p))
     if not photos:
         raise SystemExit(f"--images {folder}: no photos found")
     return photos[:limit]
