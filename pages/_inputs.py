@@ -74,16 +74,19 @@ def take_handoff() -> tuple[Picture | None, str | None]:
     return pic, handed["run"] if fresh else None
 
 
-def pick_image(key: str, dataset: str | None, handed: Picture | None = None) -> Picture | None:
+def pick_image(key: str, dataset: str | None, handed: Picture | None = None, *,
+               photo_first: bool = False) -> Picture | None:
     """Image source widget: a held-out dataset sample, an upload, or the face `handed` over from
     Predict; None (with a note) when there is no usable picture yet. `key` prefixes the widget
-    keys."""
+    keys; `photo_first` offers the committed sample photo before the dataset's samples (and so
+    shows it until the user picks another source)."""
     # no dataset sample to offer where the dataset's folder is not here (a fresh clone with
     # only the bundled models): the committed sample photo comes first, so the page shows maps
     # at once, and the uploader is one click away
     here = dataset is not None and tables.dataset_root(dataset) is not None
-    options = ([HANDED] if handed is not None else []) + (["dataset sample"] if here else []) \
-        + [SAMPLE_PHOTO, "upload"]
+    sources = ["dataset sample", SAMPLE_PHOTO] if here else [SAMPLE_PHOTO]
+    options = ([HANDED] if handed is not None else []) \
+        + (sources[::-1] if photo_first else sources) + ["upload"]
     if st.session_state.get(f"{key}_src") not in options:
         st.session_state.pop(f"{key}_src", None)
     source = st.radio("Image", options, horizontal=True, key=f"{key}_src")

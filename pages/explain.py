@@ -53,7 +53,9 @@ finer = c2.select_slider("CAM layer", options=list(range(5)), value=0, key="ex_f
                          format_func=lambda k: "last (default)" if k == 0 else f"{k} finer",
                          help="Earlier layers have finer feature grids (sharper maps) but less "
                               "class-specific features; each column's caption names the layer.")
-pic = _inputs.pick_image("ex", _sidebar.current_dataset(), handed)
+dataset = _sidebar.current_dataset()
+pic = _inputs.pick_image("ex", dataset, handed, photo_first=tables.real_photo_first(
+    [r for r in runs if r.run_id in chosen], dataset))
 if pic is None:
     st.stop()
 score = st.checkbox("Score every map on this picture (deletion/insertion AUC: about 20 extra "

@@ -1003,6 +1003,16 @@ def test_predict_and_explain_default_to_bundled_models_on_a_synthetic_dataset(at
     at.switch_page("pages/explain.py").run()
     assert not at.exception, [e.value for e in at.exception]
     assert at.multiselect(key="ex_runs").value == [bundled]
+    # real-face models open on the real sample photo, not on one of the demo's cartoons
+    src = at.radio(key="ex_src")
+    assert src.options == ["sample photo", "dataset sample", "upload"]
+    assert src.value == "sample photo"
+    assert any(c.value == samples.SAMPLE_PHOTO_NAME for c in at.caption)
+    # a cartoon-trained run ticked beside them: the dataset's samples come first again, and
+    # the source already shown is kept
+    at.multiselect(key="ex_runs").set_value([bundled, ids[MODELS[0]]]).run()
+    assert at.radio(key="ex_src").options == ["dataset sample", "sample photo", "upload"]
+    assert at.radio(key="ex_src").value == "sample photo"
 
 
 def test_explain_and_feature_maps_cut_the_face_for_a_run_trained_on_face_crops(
@@ -1093,6 +1103,10 @@ def test_predict_prefers_the_datasets_runs_once_they_learned_real_faces(at_store
     chosen = at.multiselect(key="pr_runs").value
     assert bundled not in chosen and set(chosen) == set(ids.values())
     assert any("Also offered" in c.value for c in at.caption)
+    at.switch_page("pages/explain.py").run()  # the dataset's own photos come first
+    assert at.radio(key="ex_src").value == "dataset sample"
+    at.multiselect(key="ex_runs").set_value([bundled]).run()  # photos of its own: still them
+    assert at.radio(key="ex_src").options[0] == "dataset sample"
 
 
 def test_home_offers_the_demo_and_points_to_the_bundled_models(monkeypatch, tmp_path,

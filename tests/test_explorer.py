@@ -64,6 +64,30 @@ def test_explain_shows_the_best_run_of_each_model_best_first() -> None:
                                          "mnv2-refit"]
 
 
+def test_explain_opens_on_the_real_photo_only_for_real_face_runs_on_a_drawn_set(
+        tmp_path, monkeypatch) -> None:
+    from emotion_core.data import synthetic
+    from emotion_core.store import paths
+
+    drawn, photos = tmp_path / "drawn", tmp_path / "photos"
+    drawn.mkdir()
+    photos.mkdir()
+    (drawn / synthetic.METADATA_FILE).write_text("{}")
+    monkeypatch.setattr(explorer, "dataset_root", {"cartoons": drawn, "faces": photos}.get)
+    bundled = RunRecord("rel", paths.bundled_dir() / "rel", {"model": "mobilenet_v2"}, {})
+    cartoon = RunRecord("toon", Path("toon"), {"model": "resnet34", "dataset": "cartoons",
+                                               "dataset_root": str(drawn)}, {})
+    mine = RunRecord("mine", Path("mine"), {"model": "resnet34", "dataset": "faces",
+                                            "dataset_root": str(photos)}, {})
+    assert explorer.real_photo_first([bundled], "cartoons")
+    assert explorer.real_photo_first([bundled], synthetic.DEMO_DATASET)  # by name, folder gone
+    assert not explorer.real_photo_first([bundled, cartoon], "cartoons")  # its own cartoons
+    assert not explorer.real_photo_first([bundled], "faces")  # the set's own photos
+    assert not explorer.real_photo_first([mine], "faces")
+    assert not explorer.real_photo_first([], "cartoons")
+    assert not explorer.real_photo_first([bundled], None)
+
+
 def test_an_external_model_scored_several_times_answers_once_with_its_newest_run() -> None:
     def scored(run_id: str, model: str, created: str) -> RunRecord:
         return RunRecord(run_id, Path(run_id), {"model": model, "created": created}, {})

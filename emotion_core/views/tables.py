@@ -417,10 +417,25 @@ def learned_real_faces(rec: store.RunRecord) -> bool:
     if rec.bundled or rec.is_reference:
         return True
     m = rec.manifest
-    if m.get("dataset") == synthetic.DEMO_DATASET:
+    return not _generated(m.get("dataset"), m.get("dataset_root"))
+
+
+def _generated(dataset: object, root: object) -> bool:
+    """Whether a set's pictures are drawn, not photographed: the synthetic demo, or any set
+    whose folder holds the generator's metadata file."""
+    if dataset == synthetic.DEMO_DATASET:
+        return True
+    return bool(root) and (Path(str(root)) / synthetic.METADATA_FILE).is_file()
+
+
+def real_photo_first(records: list[store.RunRecord], dataset: str | None) -> bool:
+    """Whether a page that explains `records` should open on the committed real photo rather
+    than one of the dataset's own pictures: every run learned real faces and the dataset's
+    pictures are drawn (the bundled models on the synthetic demo), so its cartoons would show
+    models read faces unlike any they learned from."""
+    if not records or not all(learned_real_faces(r) for r in records):
         return False
-    root = m.get("dataset_root")
-    return not (root and (Path(str(root)) / synthetic.METADATA_FILE).is_file())
+    return dataset is not None and _generated(dataset, dataset_root(dataset))
 
 
 def peer_runs(records: list[store.RunRecord]) -> list[store.RunRecord]:
