@@ -1,6 +1,7 @@
 """A new user's first answer: a fresh store (nothing trained), the app, a real photo on Predict.
 
     python -m scripts.bench.first_answer --image PHOTO [--think 0 5] [--repeats 3] [--demo-job]
+        [--no-bytecode]
 
 For each think time, starts the app's server as `make app` does (`scripts.run_app`) on an empty
 artifacts folder (as right after a fresh clone: the bundled models under artifacts/bundled/ are
@@ -11,8 +12,11 @@ times the seconds until every ticked model's answer line (`<model> -> <class> (.
 screen. The first session of each server is the server's first page: it pays the imports, and
 the answer waits for the background warm-up (face detector, bundled models) unless the think
 time covered it. `--demo-job` also starts the quick demo job in that store first, as `make run`
-does (it trains at niceness 10 on the same cores). Prints the load average beside the numbers:
-without `--demo-job`, take them on an otherwise idle machine.
+does (it trains at niceness 10 on the same cores). The server writes and reads byte code under
+.venv/pycache as under `make` (the Makefile); `--no-bytecode` starts it as on a machine that sets
+PYTHONDONTWRITEBYTECODE=1 outside `make`, where every start compiles its imports from source.
+Prints the load average beside the numbers: without `--demo-job`, take them on an otherwise
+idle machine.
 """
 from __future__ import annotations
 
@@ -33,6 +37,21 @@ CHROMIUM = Path("/usr/bin/chromium")
 ANSWER = re.compile(r"→ \w+ \(\d\.\d\d\) · [\d.]+ ms")  # one answer line of Predict
 
 
+PYCACHE = REPO / ".venv" / "pycache"  # where `make` keeps byte code (PYTHONPYCACHEPREFIX)
+
+
+def bytecode_env(env: dict[str, str], on: bool) -> dict[str, str]:
+    """`env` with byte code written and read under PYCACHE as `make` does, or (off) never written."""
+    env = dict(env)
+    if on:
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env["PYTHONPYCACHEPREFIX"] = str(PYCACHE)
+    else:
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
+        env.pop("PYTHONPYCACHEPREFIX", None)
+    return env
+
+
 @dataclass
 class Upload:
     page_s: float  # from opening Predict until the uploader was on screen
@@ -48,14 +67,17 @@ def _demo_job(env: dict[str, str], action: str) -> None:
 
 
 def measure(image: Path, repeats: int, think: float, demo_job: bool = False,
-            preload: bool = True) -> list[Upload]:
+            preload: bool = True, bytecode: bool = True) -> tuple[float, list[Upload]]:
+    """(seconds from the server's start until it answered its health check, the uploads)."""
     from playwright.sync_api import sync_playwright
 
     store_dir = tempfile.mkdtemp(prefix="first_answer_")
-    env = {**os.environ, "EMOTION_ARTIFACTS": store_dir, "HF_HUB_OFFLINE": "1"}
+    env = bytecode_env({**os.environ, "EMOTION_ARTIFACTS": store_dir, "HF_HUB_OFFLINE": "1"},
+                       bytecode)
     if demo_job:
         _demo_job(env, "start")
     port = appserver.free_port()
+    t_start = time.perf_counter()
     proc = subprocess.Popen(
         appserver.command(port) if preload else
         [sys.executable, "-m", "streamlit", "run", str(REPO / "app.py"), *appserver.flags(port)],
@@ -64,6 +86,7 @@ def measure(image: Path, repeats: int, think: float, demo_job: bool = False,
     uploads = []
     try:
         appserver.wait_healthy(url, proc, timeout=120)
+        healthy_s = time.perf_counter() - t_start
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
             for _ in range(repeats):
@@ -93,7 +116,7 @@ def measure(image: Path, repeats: int, think: float, demo_job: bool = False,
         proc.wait(timeout=20)
         if demo_job:
             _demo_job(env, "cancel")
-    return uploads
+    return healthy_s, uploads
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -108,6 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-preload", dest="preload", action="store_false",
                     help="plain `streamlit run app.py` instead of scripts.run_app (whose import "
                          "preload this measures)")
+    ap.add_argument("--no-bytecode", dest="bytecode", action="store_false",
+                    help="the server never writes byte code (PYTHONDONTWRITEBYTECODE=1, as some "
+                         "machines set it outside `make`): every start compiles from source")
     args = ap.parse_args(argv)
     if not args.image.is_file():
         ap.error(f"{args.image} is not a file")
@@ -115,11 +141,14 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--repeats must be at least 1 and --think at least 0")
     print(f"first answer on Predict, fresh store, bundled models, {args.image.name}"
           + (", the quick demo job training" if args.demo_job else "")
-          + ("" if args.preload else ", no import preload"))
+          + ("" if args.preload else ", no import preload")
+          + ("" if args.bytecode else ", no byte code"))
     for think in args.think:
         load = os.getloadavg()[0]
-        ups = measure(args.image, args.repeats, think, args.demo_job, args.preload)
-        print(f"think {think:g} s: answers after " + ", ".join(f"{u.answer_s:.2f}" for u in ups)
+        healthy_s, ups = measure(args.image, args.repeats, think, args.demo_job, args.preload,
+                                 args.bytecode)
+        print(f"think {think:g} s: server up after {healthy_s:.1f} s; answers after "
+              + ", ".join(f"{u.answer_s:.2f}" for u in ups)
               + " s (uploader shown after " + ", ".join(f"{u.page_s:.1f}" for u in ups)
               + f" s; the first is the server's first page); load average {load:.1f} -> "
               f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
