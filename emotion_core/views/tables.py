@@ -431,8 +431,8 @@ def _generated(dataset: object, root: object) -> bool:
 def real_photo_first(records: list[store.RunRecord], dataset: str | None) -> bool:
     """Whether a page that explains `records` should open on the committed real photo rather
     than one of the dataset's own pictures: every run learned real faces and the dataset's
-    pictures are drawn (the bundled models on the synthetic demo), so its cartoons would show
-    models read faces unlike any they learned from."""
+    pictures are drawn (the bundled models on the synthetic demo): its cartoons would show how
+    the models read faces unlike any they learned from."""
     if not records or not all(learned_real_faces(r) for r in records):
         return False
     return dataset is not None and _generated(dataset, dataset_root(dataset))
