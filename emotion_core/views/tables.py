@@ -266,7 +266,7 @@ def data_source(name: str) -> tuple[str, str]:
     except (OSError, ValueError):
         return NOT_PREPARED, ""
     low = root.lower()
-    if (Path(root) / synthetic.METADATA_FILE).exists() or Path(root) == store.paths.generated_data_dir(synthetic.DEMO_DATASET):
+    if _generated(None, root) or Path(root) == store.paths.generated_data_dir(synthetic.DEMO_DATASET):
         return "synthetic demo", root
     if "human-emotions" in low or "kagglehub" in low or "hes" == Path(root).name.lower():
         return "HES (Kaggle)", root
