@@ -1,4 +1,5 @@
-"""A Streamlit server for browser checks (the browser tests, scripts.bench.first_answer)."""
+"""A Streamlit server for browser checks (the browser tests, scripts.bench.first_answer and
+server_load)."""
 from __future__ import annotations
 
 import socket
@@ -6,6 +7,9 @@ import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def flags(port: int) -> list[str]:
@@ -38,3 +42,11 @@ def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 90.0) -> Non
         except OSError:
             time.sleep(0.5)
     raise TimeoutError(f"streamlit did not answer on {url} within {timeout:.0f} s")
+
+
+def demo_job(env: dict[str, str], action: str) -> None:
+    """Start the quick demo job in the store of `env` (as `make run`), or ("cancel") cancel it."""
+    code = ("from emotion_core import jobs; jobs.start_demo()" if action == "start" else
+            "from emotion_core import jobs; jobs.cancel_job()")
+    subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, check=True,
+                   stdout=subprocess.DEVNULL)

@@ -32,7 +32,7 @@ from pathlib import Path
 
 from scripts.bench import appserver
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = appserver.REPO
 CHROMIUM = Path("/usr/bin/chromium")
 ANSWER = re.compile(r"→ \w+ \(\d\.\d\d\) · [\d.]+ ms")  # one answer line of Predict
 
@@ -58,14 +58,6 @@ class Upload:
     answer_s: float  # from handing over the photo until every ticked model's answer showed
 
 
-def _demo_job(env: dict[str, str], action: str) -> None:
-    """Start the quick demo job in the store of `env` (as `make run`), or cancel it."""
-    code = ("from emotion_core import jobs; jobs.start_demo()" if action == "start" else
-            "from emotion_core import jobs; jobs.cancel_job()")
-    subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, check=True,
-                   stdout=subprocess.DEVNULL)
-
-
 def measure(image: Path, repeats: int, think: float, demo_job: bool = False,
             preload: bool = True, bytecode: bool = True) -> tuple[float, list[Upload]]:
     """(seconds from the server's start until it answered its health check, the uploads)."""
@@ -75,7 +67,7 @@ def measure(image: Path, repeats: int, think: float, demo_job: bool = False,
     env = bytecode_env({**os.environ, "EMOTION_ARTIFACTS": store_dir, "HF_HUB_OFFLINE": "1"},
                        bytecode)
     if demo_job:
-        _demo_job(env, "start")
+        appserver.demo_job(env, "start")
     port = appserver.free_port()
     t_start = time.perf_counter()
     proc = subprocess.Popen(
@@ -115,7 +107,7 @@ def measure(image: Path, repeats: int, think: float, demo_job: bool = False,
         proc.terminate()
         proc.wait(timeout=20)
         if demo_job:
-            _demo_job(env, "cancel")
+            appserver.demo_job(env, "cancel")
     return healthy_s, uploads
 
 
