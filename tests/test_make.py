@@ -28,7 +28,7 @@ def test_byte_code_is_written_under_the_venv_even_where_the_machine_forbids_it(t
     assert dont_write == "False"
     assert Path(prefix) == REPO / ".venv" / "pycache"  # not beside the sources
     # the first-answer benchmark starts its server the same way, or (off) as without make
-    from scripts.bench.first_answer import bytecode_env
+    from scripts.bench.appserver import bytecode_env
 
     on = bytecode_env({"PYTHONDONTWRITEBYTECODE": "1"}, True)
     assert "PYTHONDONTWRITEBYTECODE" not in on and Path(on["PYTHONPYCACHEPREFIX"]) == Path(prefix)

@@ -2,14 +2,38 @@
 server_load)."""
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+PYCACHE = REPO / ".venv" / "pycache"  # where `make` keeps byte code (PYTHONPYCACHEPREFIX)
+
+
+def bytecode_env(env: dict[str, str], on: bool) -> dict[str, str]:
+    """`env` with byte code written and read under PYCACHE as `make` does, or (off) never written."""
+    env = dict(env)
+    if on:
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env["PYTHONPYCACHEPREFIX"] = str(PYCACHE)
+    else:
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
+        env.pop("PYTHONPYCACHEPREFIX", None)
+    return env
+
+
+def store_env(prefix: str, bytecode: bool = True) -> dict[str, str]:
+    """This process's environment for a server on a fresh, empty store (a new temporary folder
+    named `prefix`...: as right after a clone), offline, with byte code as `make` keeps it
+    (`bytecode_env`)."""
+    store_dir = tempfile.mkdtemp(prefix=prefix)
+    return bytecode_env({**os.environ, "EMOTION_ARTIFACTS": store_dir, "HF_HUB_OFFLINE": "1"},
+                        bytecode)
 
 
 def flags(port: int) -> list[str]:
@@ -50,3 +74,11 @@ def demo_job(env: dict[str, str], action: str) -> None:
             "from emotion_core import jobs; jobs.cancel_job()")
     subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, check=True,
                    stdout=subprocess.DEVNULL)
+
+
+def stop(proc: subprocess.Popen, env: dict[str, str], demo: bool) -> None:
+    """End the server `proc` and (`demo`) cancel the demo job started in its store."""
+    proc.terminate()
+    proc.wait(timeout=20)
+    if demo:
+        demo_job(env, "cancel")

@@ -25,7 +25,6 @@ import os
 import re
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,21 +34,6 @@ from scripts.bench import appserver
 REPO = appserver.REPO
 CHROMIUM = Path("/usr/bin/chromium")
 ANSWER = re.compile(r"→ \w+ \(\d\.\d\d\) · [\d.]+ ms")  # one answer line of Predict
-
-
-PYCACHE = REPO / ".venv" / "pycache"  # where `make` keeps byte code (PYTHONPYCACHEPREFIX)
-
-
-def bytecode_env(env: dict[str, str], on: bool) -> dict[str, str]:
-    """`env` with byte code written and read under PYCACHE as `make` does, or (off) never written."""
-    env = dict(env)
-    if on:
-        env.pop("PYTHONDONTWRITEBYTECODE", None)
-        env["PYTHONPYCACHEPREFIX"] = str(PYCACHE)
-    else:
-        env["PYTHONDONTWRITEBYTECODE"] = "1"
-        env.pop("PYTHONPYCACHEPREFIX", None)
-    return env
 
 
 @dataclass
@@ -63,9 +47,7 @@ def measure(image: Path, repeats: int, think: float, demo_job: bool = False,
     """(seconds from the server's start until it answered its health check, the uploads)."""
     from playwright.sync_api import sync_playwright
 
-    store_dir = tempfile.mkdtemp(prefix="first_answer_")
-    env = bytecode_env({**os.environ, "EMOTION_ARTIFACTS": store_dir, "HF_HUB_OFFLINE": "1"},
-                       bytecode)
+    env = appserver.store_env("first_answer_", bytecode)
     if demo_job:
         appserver.demo_job(env, "start")
     port = appserver.free_port()
@@ -104,10 +86,7 @@ def measure(image: Path, repeats: int, think: float, demo_job: bool = False,
                 page.close()
             browser.close()
     finally:
-        proc.terminate()
-        proc.wait(timeout=20)
-        if demo_job:
-            appserver.demo_job(env, "cancel")
+        appserver.stop(proc, env, demo_job)
     return healthy_s, uploads
 
 

@@ -19,13 +19,12 @@ import argparse
 import os
 import statistics
 import subprocess
-import tempfile
 import time
 import urllib.request
 from dataclasses import dataclass
 
 from scripts.bench import appserver
-from scripts.bench.first_answer import CHROMIUM, REPO, bytecode_env
+from scripts.bench.first_answer import CHROMIUM
 
 PROBE_EVERY_S = 0.05
 STALL_MS = 200.0
@@ -55,13 +54,11 @@ def _cpu_seconds(pid: int) -> float:
 def measure(seconds: float, settle: float, page_path: str = "", job: bool = True) -> Load:
     from playwright.sync_api import sync_playwright
 
-    store_dir = tempfile.mkdtemp(prefix="server_load_")
-    env = bytecode_env({**os.environ, "EMOTION_ARTIFACTS": store_dir, "HF_HUB_OFFLINE": "1"},
-                       True)
+    env = appserver.store_env("server_load_")
     if job:
         appserver.demo_job(env, "start")
     port = appserver.free_port()
-    proc = subprocess.Popen(appserver.command(port), cwd=REPO, env=env,
+    proc = subprocess.Popen(appserver.command(port), cwd=appserver.REPO, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -83,10 +80,7 @@ def measure(seconds: float, settle: float, page_path: str = "", job: bool = True
             shown = "Cancel job" in page.locator('[data-testid="stSidebar"]').inner_text()
             browser.close()
     finally:
-        proc.terminate()
-        proc.wait(timeout=20)
-        if job:
-            appserver.demo_job(env, "cancel")
+        appserver.stop(proc, env, job)
     return Load(trips, cpu, shown)
 
 
