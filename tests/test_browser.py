@@ -26,7 +26,7 @@ from emotion_core import store
 from scripts.bench import appserver
 from tests.fixtures_runs import MODELS, face_image, photo_640x480, tiny_store
 
-CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM = appserver.CHROMIUM
 REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / "test-output"
 PAGES = {"data": "Data", "compare": "Compare", "confusion": "Confusion",

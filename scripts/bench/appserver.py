@@ -12,6 +12,7 @@ import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+CHROMIUM = Path("/usr/bin/chromium")  # the headless browser the checks drive (apt-get install chromium)
 PYCACHE = REPO / ".venv" / "pycache"  # where `make` keeps byte code (PYTHONPYCACHEPREFIX)
 
 

@@ -32,7 +32,6 @@ from pathlib import Path
 from scripts.bench import appserver
 
 REPO = appserver.REPO
-CHROMIUM = Path("/usr/bin/chromium")
 ANSWER = re.compile(r"→ \w+ \(\d\.\d\d\) · [\d.]+ ms")  # one answer line of Predict
 
 
@@ -62,7 +61,7 @@ def measure(image: Path, repeats: int, think: float, demo_job: bool = False,
         appserver.wait_healthy(url, proc, timeout=120)
         healthy_s = time.perf_counter() - t_start
         with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+            browser = pw.chromium.launch(executable_path=str(appserver.CHROMIUM), args=["--no-sandbox"])
             for _ in range(repeats):
                 page = browser.new_page(viewport={"width": 1400, "height": 1000})  # a new session
                 page.set_default_timeout(180_000)

@@ -24,7 +24,6 @@ import urllib.request
 from dataclasses import dataclass
 
 from scripts.bench import appserver
-from scripts.bench.first_answer import CHROMIUM
 
 PROBE_EVERY_S = 0.05
 STALL_MS = 200.0
@@ -64,7 +63,7 @@ def measure(seconds: float, settle: float, page_path: str = "", job: bool = True
     try:
         appserver.wait_healthy(url, proc, timeout=120)
         with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+            browser = pw.chromium.launch(executable_path=str(appserver.CHROMIUM), args=["--no-sandbox"])
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.goto(f"{url}/{page_path}")
             page.wait_for_timeout(settle * 1000)
