@@ -252,7 +252,6 @@ def server_start() -> list[str]:
     runs, _ = store.list_runs()
     bundled = [r.run_id for r in runs if r.bundled and r.has_weights]
     bundled = bundled[:_cache.MODEL_CACHE_ENTRIES]
-    settle_heap()  # the preload's imports, before the first page's runs collect
     _prime()
     loaded = [rid for rid in bundled if _load_and_prime(rid)]
     if loaded:
