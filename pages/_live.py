@@ -76,7 +76,7 @@ def live_section(runs: list[store.RunRecord], labels: dict[str, str]) -> np.ndar
     models = []
     for rid in chosen:
         try:
-            model, manifest = _cache.load_model(rid)
+            model, manifest = _cache.load_predictor(rid)
         except Exception as exc:  # a broken run is named, the others still run
             st.warning(f"{labels[rid]} cannot be loaded: {exc}")
             continue

@@ -26,6 +26,8 @@ import importlib
 import importlib._bootstrap  # noqa: F401  (the import locks, read by _waited_on_by_others)
 import logging
 import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -34,6 +36,7 @@ from typing import Any
 import streamlit as st
 
 from emotion_core import words
+from emotion_core.store import paths as store_paths
 from emotion_core.views import stamps, tables
 from pages import _cache, _charts, _sidebar
 
@@ -107,23 +110,30 @@ class _WarmUp(threading.Thread):
 def _prime(*run_ids: str) -> None:
     """The face detector's first search (no run given), or a loaded run's first forward, on a
     blank picture (views.live.prime), here rather than on a user's first photo; once per
-    process and artifacts root (the server-start warm-up and a page's warm-up share them)."""
+    process and artifacts root (the server-start warm-up and a page's warm-up share them).
+    Both models of a run with an export answer once: the ONNX session Predict asks, and the
+    PyTorch model its why-maps and Explain use."""
     from emotion_core.views import live  # imports torch: in the thread, not the page
 
-    key = (stamps.root(), tuple(_cache.model_key(rid) for rid in run_ids))  # a retrained run anew
+    key = (stamps.root(), tuple((*_cache.model_key(rid), stamps.export_stamp(rid))
+                                for rid in run_ids))  # a retrained or newly exported run anew
     if key in _primed:
         return
     try:
-        live.prime(run_ids, loader=_cache.load_model)
+        live.prime(run_ids, loader=_cache.load_predictor)
+        if any(_cache.load_predictor(rid)[0] is not _cache.load_model(rid)[0] for rid in run_ids):
+            live.prime(run_ids, loader=_cache.load_model)
     except Exception:  # a detector or run that cannot answer is reported by the page
         return
     _primed.add(key)
 
 
 def _load_and_prime(run_id: str) -> bool:
-    """Load a run into the model cache and prime it; False when it cannot load (a broken run
-    is reported by the page that opens it)."""
+    """Load a run's models into the model caches (the ONNX session that answers Predict where
+    the run has an export, first, then the PyTorch model) and prime them; False when it cannot
+    load (a broken run is reported by the page that opens it)."""
     try:
+        _cache.load_predictor(run_id)
         _cache.load_model(run_id)
     except Exception:
         return False
@@ -240,8 +250,8 @@ def _import_slow_libraries() -> None:
 def server_start() -> list[str]:
     """What every fresh store's Predict needs, before any browser connects (scripts.run_app
     calls this in its preload thread): the face detector, the bundled models with a first
-    forward each, and Predict's chart; the page warm-up then finds them in the process-wide
-    caches. Without it a photo that arrives with the server's first page waited for that
+    forward each, and Predict's chart, then their ONNX exports where this store lacks them
+    (`_export_bundled`); the page warm-up then finds them in the process-wide caches. Without it a photo that arrives with the server's first page waited for that
     page's warm-up. Returns the bundled run ids loaded; nothing when the warm-up is off."""
     if threading.current_thread().name != SCRIPT_THREAD:  # never mute a page's own warnings
         _SESSIONLESS.add(threading.current_thread().name)
@@ -257,7 +267,42 @@ def server_start() -> list[str]:
     if loaded:
         _prime_chart()
     settle_heap()
+    _export_bundled(loaded)
     return loaded
+
+
+# What makes the bundled models' missing ONNX exports: a child process, so its tracing never
+# holds this server's interpreter lock, below the app's priority (`--background`).
+EXPORT_COMMAND = ("-m", "scripts.export", "--bundled", "--background")
+
+
+def _export_bundled(run_ids: list[str]) -> None:
+    """Predict answers through the bundled models' ONNX exports, which are made on this machine
+    from their committed fp16 weights (derived files stay out of git): the first server start of
+    a store makes the missing ones (about 10 s on 2 cores, while the PyTorch models answer),
+    then loads and primes them. Later starts find them up to date."""
+    from emotion_core.evaluation import onnx_model
+
+    if not onnx_model.onnxruntime_available():
+        return
+    missing = [rid for rid in run_ids if onnx_model.usable_export(rid)[0] is None]
+    if not missing:
+        return
+    try:
+        _run_export()
+    except (OSError, subprocess.SubprocessError):  # Predict keeps answering through PyTorch
+        return
+    for rid in missing:
+        if _STOP.is_set():
+            return
+        _load_and_prime(rid)
+    settle_heap()
+
+
+def _run_export() -> None:
+    subprocess.run([sys.executable, *EXPORT_COMMAND], cwd=str(store_paths.REPO_ROOT),
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                   timeout=600, check=False)
 
 
 def settle_heap() -> None:

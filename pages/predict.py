@@ -88,6 +88,10 @@ def answers_block(i: int, face: live.FacePrediction) -> None:
                      "prediction": st.column_config.Column("prediction", width="small"),
                      "confidence": st.column_config.NumberColumn("confidence", format="%.3f"),
                      "latency_ms": st.column_config.NumberColumn("ms", format="%.1f"),
+                     "engine": st.column_config.Column(
+                         "engine", help="onnx: the run's ONNX export through ONNX Runtime (the app "
+                         "makes the bundled models'; scripts.export makes one for your runs); "
+                         "torch: the PyTorch model"),
                      "error": st.column_config.Column("error", width="small")})
 
 
@@ -132,7 +136,7 @@ whole = st.checkbox("Use the whole image when no face is found", key="pr_whole")
 busy = _jobs.training_now()  # one job-status read for the thread choice and the caption
 # the live worker streaming beside a frozen frame holds a core too: one thread was 2-5x faster
 _jobs.share_cores(busy or (source == SOURCES[2] and _live.streaming()))
-result = live.predict_faces(rgb, chosen, loader=_cache.load_model, whole_image=whole)
+result = live.predict_faces(rgb, chosen, loader=_cache.load_predictor, whole_image=whole)
 shown = display.fit_image(result.image)
 scaled = "" if shown.shape == result.image.shape else \
     f" · {rgb.shape[1]}x{rgb.shape[0]} px, shown scaled to fit"

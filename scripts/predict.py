@@ -5,6 +5,8 @@
 
 Finds the faces (MTCNN), cuts each the way each run was trained, and prints every run's answer
 and, with two runs or more, the mean of their probabilities (Predict's "mean computed now").
+Like Predict, a run with a usable ONNX export (the app's first start makes the bundled models') answers through
+ONNX Runtime, any other through PyTorch (docs/export.md).
 By default the bundled real-face models answer; `--run` picks stored runs instead (repeat it;
 `--list` shows the ids), `--peers` adds the external reference models whose weights are here.
 Folders are searched recursively for images. `--csv` also writes one row per face and run
@@ -23,13 +25,13 @@ from typing import Any
 
 from emotion_core import store, words
 from emotion_core.data.layout import is_image_file
-from emotion_core.evaluation import load_model
+from emotion_core.evaluation.onnx_model import load_predictor
 from emotion_core.store import reference
 from emotion_core.views import labels as run_names
 from emotion_core.views import live, tables
 
 CSV_FIELDS = ["path", "face", "x", "y", "w", "h", "run_id", "run", "prediction", "confidence",
-              "note"]
+              "engine", "note"]  # engine: onnx (the run's export) or torch, as on Predict
 
 
 def offered_runs() -> tuple[list[store.RunRecord], list[store.RunRecord], list[store.RunRecord]]:
@@ -73,6 +75,7 @@ def _rows(path: Path, result: live.LiveResult, labels: dict[str, str]) -> Iterab
             row = {"path": str(path), "face": k, **where, "run_id": p.run_id,
                    "run": live.entry_label(p, labels), "prediction": p.predicted or "",
                    "confidence": "" if p.confidence is None else round(p.confidence, 4),
+                   "engine": p.engine if p.probs is not None else "",
                    "note": p.error or (result.note if k == 1 else "")}
             if p.probs is not None:
                 row.update({f"p_{c}": round(float(v), 4) for c, v in zip(p.classes, p.probs, strict=True)})
@@ -145,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
 
     rows: list[dict[str, Any]] = []
     failed = 0
-    loader = functools.cache(load_model)  # each run built once, not once per picture
+    # each run built once, not once per picture; through its ONNX export where it has one
+    loader = functools.cache(load_predictor)
     for path in paths:
         try:
             rgb = live.decode_picture(path)

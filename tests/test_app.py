@@ -945,7 +945,8 @@ BUNDLED_ID = "realfaces-mobilenet_v2"
 
 
 def _bundle_real_face_model(ids: dict[str, str]) -> str:
-    """The tiny CNN run bundled as if it had learned on two real-face sets."""
+    """The tiny CNN run bundled as if it had learned on two real-face sets, with its export."""
+    from emotion_core.evaluation.export import export_run
     from emotion_core.store import bundle
 
     path = bundle.bundle_run(ids["mobilenet_v2"], "# realfaces card\nresearch-only data",
@@ -953,6 +954,7 @@ def _bundle_real_face_model(ids: dict[str, str]) -> str:
     manifest = store.read_json(path / store.paths.MANIFEST)
     manifest.update(dataset="seta+setb", sources=["seta", "setb"], dataset_root="/nowhere")
     store.write_json(path / store.paths.MANIFEST, manifest)
+    export_run(BUNDLED_ID)  # as the server's start exports every bundled model
     return BUNDLED_ID
 
 
@@ -1000,6 +1002,7 @@ def test_predict_and_explain_default_to_bundled_models_on_a_synthetic_dataset(at
     assert not at.exception, [e.value for e in at.exception]
     names = list(at.dataframe[0].value["run"])
     assert len(names) == 1 and "bundled" in names[0]
+    assert list(at.dataframe[0].value["engine"]) == ["onnx"]  # through the export it ships
     at.switch_page("pages/explain.py").run()
     assert not at.exception, [e.value for e in at.exception]
     assert at.multiselect(key="ex_runs").value == [bundled]
@@ -1257,6 +1260,8 @@ def test_predict_offers_the_external_references_whose_weights_are_here(at_store,
     names = list(at.dataframe[0].value["run"])
     assert any(n.startswith("faceapi_expression") and n.endswith("external reference") for n in names)
     assert "bundled" in names[0] and len(names) == 3  # and the mean of the two, computed now
+    # the bundled model through its export, the peer (no export: rebuilt from its weights) not
+    assert list(at.dataframe[0].value["engine"]) == ["onnx", "torch", "onnx+torch"]
     at.switch_page("pages/explain.py").run()  # Explain offers it too, and draws its maps
     at.multiselect(key="ex_runs").set_value([peer]).run()
     at.radio(key="ex_src").set_value("upload").run()

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from emotion_core import evaluation, models, store
+from emotion_core.evaluation import onnx_model
 from emotion_core.store import bundle
 
 CLASSES = ["angry", "happy", "sad"]
@@ -157,3 +158,31 @@ def test_make_runs_demo_job_starts_beside_bundled_models_but_not_beside_the_user
     _run("mine")
     assert start_demo.main([]) == 0 and started == [True]  # the user's own run: no second demo
     assert "1 run already exists" in capsys.readouterr().out
+
+
+
+@pytest.mark.parametrize("run_id", sorted(
+    p.name for p in (store.paths.REPO_ROOT / "artifacts" / "bundled").iterdir() if p.is_dir()))
+def test_every_committed_bundled_model_exports_once_and_answers_like_its_weights(run_id,
+                                                                                 monkeypatch,
+                                                                                 capsys):
+    """What the server's start runs on a store without the exports (derived files, not in git):
+    each committed bundle exports, agrees with its fp16 weights, and is not exported again."""
+    from scripts import export as export_cli
+
+    monkeypatch.setenv(store.paths.ENV_BUNDLED, str(store.paths.REPO_ROOT / "artifacts" / "bundled"))
+    assert onnx_model.load_export(run_id) is None
+    assert export_cli.main(["--bundled"]) == 0
+    meta, why = onnx_model.usable_export(run_id)
+    assert why == "", why
+    exported, manifest = onnx_model.load_predictor(run_id)
+    assert exported.engine == "onnx" and meta["run"]["run_id"] == run_id
+    torch_model, _ = evaluation.load_model(run_id)
+    size = manifest["image_size"]
+    x = torch.randn(3, 3, size, size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(exported(x).softmax(1), torch_model(x).softmax(1),
+                                   atol=1e-4, rtol=0)
+    capsys.readouterr()
+    assert export_cli.main(["--bundled"]) == 0
+    assert f"run {run_id}: its export is up to date" in capsys.readouterr().out

@@ -217,6 +217,56 @@ def test_live_prediction_through_the_export_matches_pytorch() -> None:
         inference.predict_images(load_model("r")[0], pics, Preprocess.of(manifest)), atol=TOL)
 
 
+def test_export_takes_one_run_or_the_bundled_ones_and_out_only_with_one(tmp_path) -> None:
+    for argv in ([], ["--run", "r", "--bundled"], ["--bundled", "--out", str(tmp_path)]):
+        with pytest.raises(SystemExit) as exc:
+            export_cli.main(argv)
+        assert exc.value.code == 2
+
+
+def test_the_apps_predictor_follows_the_export_and_otherwise_shares_the_pytorch_model() -> None:
+    """Predict's loader: without an export, the very model the other pages cached (not a second
+    copy in memory); an export written while the app runs is used from the next call on; one
+    that stops matching (its .onnx replaced) is dropped again."""
+    from pages import _cache
+
+    store_tiny_run("r", "mobilenet_v2")
+    torch_model = _cache.load_model("r")[0]
+    assert _cache.load_predictor("r")[0] is torch_model
+    ex.export_run("r")
+    exported = _cache.load_predictor("r")[0]
+    assert isinstance(exported, OnnxModel) and exported.session.get_session_options() \
+        .intra_op_num_threads == _cache.PREDICTOR_THREADS
+    meta_path = store.paths.export_dir("r") / store.paths.ONNX_META
+    meta = store.read_json(meta_path)
+    store.write_json(meta_path, dict(meta, sha256="0" * 64))  # as a half-replaced export reads
+    assert _cache.load_predictor("r")[0] is torch_model
+
+
+def test_the_live_webcam_classifies_through_the_export_beside_a_held_explainer() -> None:
+    """An ONNX session has no hooks to guard: the webcam's frames go through it while another
+    session holds the run's PyTorch model for a Grad-CAM (`explaining`), and answer the same."""
+    import threading
+
+    from emotion_core.explain.base import explaining
+    from emotion_core.views import live_video
+
+    store_tiny_run("r", "mobilenet_v2")
+    ex.export_run("r")
+    onnx_model, manifest = load_predictor("r")
+    torch_model = load_model("r")[0]
+    crops = [face_image(160), photo_640x480()]
+    answered: list[np.ndarray] = []
+    with explaining(torch_model):  # held by this thread: a PyTorch classify elsewhere would wait
+        worker = threading.Thread(
+            target=lambda: answered.append(live_video.classify(onnx_model, manifest, crops)))
+        worker.start()
+        worker.join(timeout=30)
+        assert answered, "the ONNX model did not wait for the held PyTorch model"
+    np.testing.assert_allclose(answered[0], live_video.classify(torch_model, manifest, crops),
+                               atol=TOL)
+
+
 def test_adaptive_pools_the_tracer_cannot_export_are_exported_exactly() -> None:
     """torchvision's VGG-16 at 112 px pools a 3x3 map to 7x7, which the ONNX tracer refuses; the
     export writes that pool as averaging matrices (PoolAsMatmul) and leaves the model untouched."""

@@ -38,7 +38,16 @@ def _read(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+def _export_bundled(capsys) -> None:
+    """The exports the app's first server start makes (scripts.predict does not make them)."""
+    from scripts import export as export_cli
+
+    assert export_cli.main(["--bundled"]) == 0
+    capsys.readouterr()
+
+
 def test_a_folder_answered_by_the_bundled_models_and_their_mean(bundled, tmp_path, capsys) -> None:
+    _export_bundled(capsys)
     _pictures(tmp_path / "in")
     out = tmp_path / "answers.csv"
     assert predict.main([str(tmp_path / "in"), "--csv", str(out)]) == 1  # unreadable pictures
@@ -60,6 +69,7 @@ def test_a_folder_answered_by_the_bundled_models_and_their_mean(bundled, tmp_pat
         assert np.allclose(probs.sum(1), 1, atol=1e-3)
         assert np.allclose(probs[2], probs[:2].mean(0), atol=1e-3), "the mean of the two"
         assert answers[2]["run"] == "mean of the 2 runs above (computed now)"
+        assert [r["engine"] for r in answers] == ["onnx"] * 3  # through the exports they ship
         assert all(r["prediction"] == ("angry", "happy", "sad")[int(np.argmax(p))]
                    for r, p in zip(answers, probs, strict=True))
     (blank,) = [r for r in rows if Path(r["path"]).name == "blank.png"]
@@ -85,6 +95,7 @@ def test_peers_join_when_their_weights_are_here(bundled, tmp_path, capsys, monke
     if not peers:
         pytest.skip("no external reference model's weights on this machine")
     assert [r.run_id for r in default] == bundled
+    _export_bundled(capsys)
     assert predict.main(["--list"]) == 0
     listed = capsys.readouterr().out.splitlines()
     assert all(line.endswith("\tdefault") for line in listed if line.split("\t")[0] in bundled)
@@ -92,7 +103,10 @@ def test_peers_join_when_their_weights_are_here(bundled, tmp_path, capsys, monke
     Image.fromarray(photo_640x480(1)).save(tmp_path / "one.png")
     out = tmp_path / "p.csv"
     assert predict.main([str(tmp_path / "one.png"), "--peers", "--csv", str(out)]) == 0
-    assert [r["run_id"] for r in _read(out)][:-1] == [*bundled, *peers]
+    rows = _read(out)
+    assert [r["run_id"] for r in rows][:-1] == [*bundled, *peers]
+    # the bundled models through their exports, the peers (no export) through PyTorch
+    assert [r["engine"] for r in rows][:-1] == ["onnx"] * len(bundled) + ["torch"] * len(peers)
 
 
 @pytest.mark.parametrize("argv, says", [

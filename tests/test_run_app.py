@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+from scripts import export as export_cli
 from scripts import run_app
 
 
@@ -49,16 +50,27 @@ def test_server_start_loads_and_primes_the_bundled_models_before_any_page(monkey
     loads, primed = [], []
     real = evaluate.load_model
     monkeypatch.setattr(evaluate, "load_model", lambda rid, **kw: loads.append(rid) or real(rid, **kw))
-    monkeypatch.setattr(live, "prime", lambda run_ids, loader: primed.append(tuple(run_ids)))
+    monkeypatch.setattr(live, "prime",
+                        lambda run_ids, loader: primed.append((tuple(run_ids), loader)))
+    exports: list[int] = []  # the child process's work, done here (no lower priority for pytest)
+    monkeypatch.setattr(_warmup, "_run_export",
+                        lambda: exports.append(export_cli.main(["--bundled"])))
     _cache._model.clear()
+    _cache._exported.clear()
     assert _warmup.server_start() == [], "off while $EMOTION_APP_WARMUP is 0 (the tests' default)"
     monkeypatch.setenv(_warmup.WARM_UP_ENV, "1")
     assert run_app.preload((), warm=True) == []
-    assert loads == bundled and primed[0] == () and set(primed[1:]) == {(r,) for r in bundled}
-    _warmup.server_start()  # as a page's warm-up after it: nothing is primed twice
-    assert len(primed) == 1 + len(bundled)
-    for rid in bundled:
-        _cache.load_model(rid)  # what a page's first photo calls
+    # this store had no exports: they were made once; each bundled model then answers once
+    # through its ONNX export (Predict's answers) and once through PyTorch (why-maps, Explain),
+    # after a first answer through PyTorch before its export existed
+    assert exports == [0] and loads == bundled and primed[0] == ((), _cache.load_predictor)
+    assert set(primed[1:]) == {((r,), loader) for r in bundled
+                               for loader in (_cache.load_predictor, _cache.load_model)}
+    _warmup.server_start()  # as a page's warm-up after it: nothing is primed or exported twice
+    assert len(primed) == 1 + 3 * len(bundled) and exports == [0]
+    for rid in bundled:  # what a page's first photo calls
+        assert _cache.load_predictor(rid)[0].engine == "onnx"
+        _cache.load_model(rid)
     assert loads == bundled, "the pages find the models already loaded"
 
 
@@ -74,6 +86,7 @@ def test_the_server_start_takes_libraries_and_models_out_of_later_collections(mo
 
     monkeypatch.setenv(store.paths.ENV_BUNDLED, str(store.paths.REPO_ROOT / "artifacts" / "bundled"))
     monkeypatch.setenv(_warmup.WARM_UP_ENV, "1")
+    monkeypatch.setattr(_warmup, "_run_export", lambda: None)  # the child's work is not the point
     gc.unfreeze()
     try:
         scanned = len(gc.get_objects())  # torch and the app's modules are imported by now

@@ -2,7 +2,8 @@
 
     usable_export(run_id)    (meta, "") when the run has an export that matches it, else (None, why)
     OnnxModel                an ONNX Runtime session behind the interface `inference` uses
-    load_predictor(run_id)   (OnnxModel, manifest) when the export is usable, else load_model(run_id)
+    load_export(run_id)      (OnnxModel, manifest) when the export is usable, else None
+    load_predictor(run_id)   load_export(run_id), or else load_model(run_id)
 
 Optional by construction: without onnxruntime, without an export, or with an export that no
 longer matches the run (retrained, replaced, corrupted, half-written), `load_predictor` is
@@ -112,6 +113,25 @@ def usable_export(run_id: str, manifest: dict[str, Any] | None = None
     return meta, ""
 
 
+def load_export(run_id: str, *, threads: int | None = None
+                ) -> tuple[OnnxModel, dict[str, Any]] | None:
+    """(OnnxModel, manifest) when `usable_export` allows, else None (also for a run that is not
+    in the store, such as an external reference's: `load_model` rebuilds those)."""
+    if not (store.paths.export_dir(run_id) / store.paths.ONNX_META).is_file():
+        return None  # most runs: nothing more to read
+    try:
+        manifest = store.load_run(run_id, tables=False).manifest
+    except store.BrokenRunError:
+        return None
+    if manifest.get("kind") == "ensemble":
+        return None
+    meta, _ = usable_export(run_id, manifest)
+    if meta is None:
+        return None
+    path = store.paths.export_dir(run_id) / store.paths.ONNX_MODEL
+    return OnnxModel(path, meta, threads=threads), manifest
+
+
 def load_predictor(run_id: str, *, prefer_onnx: bool = True, threads: int | None = None
                    ) -> tuple[Any, dict[str, Any]]:
     """(model, manifest) for prediction: the ONNX export when `usable_export` allows, else the
@@ -120,10 +140,5 @@ def load_predictor(run_id: str, *, prefer_onnx: bool = True, threads: int | None
     The ONNX model answers `inference.probabilities` and `predict_images` only: explanations
     need hooks and gradients, so they keep using `load_model`.
     """
-    manifest = store.load_run(run_id, tables=False).manifest
-    if prefer_onnx and manifest.get("kind") != "ensemble":
-        meta, _ = usable_export(run_id, manifest)
-        if meta is not None:
-            path = store.paths.export_dir(run_id) / store.paths.ONNX_MODEL
-            return OnnxModel(path, meta, threads=threads), manifest
-    return load_model(run_id)
+    exported = load_export(run_id, threads=threads) if prefer_onnx else None
+    return exported if exported is not None else load_model(run_id)

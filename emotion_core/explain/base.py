@@ -29,7 +29,12 @@ _LOCKS_GUARD = threading.Lock()
 
 @contextmanager
 def explaining(model: nn.Module) -> Iterator[None]:
-    """Serialise explanations of one (possibly shared) model; eval mode inside, restored after."""
+    """Serialise explanations of one (possibly shared) model; eval mode inside, restored after.
+    A model that is not a torch module (an ONNX Runtime session: no hooks, no modes, safe to
+    call from several threads at once) goes straight through."""
+    if not isinstance(model, nn.Module):
+        yield
+        return
     with _LOCKS_GUARD:
         lock = _LOCKS.setdefault(model, threading.RLock())
     with lock:

@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
-from torch import nn
 
 from emotion_core import store
 from emotion_core.data import faces, images
@@ -209,7 +207,7 @@ def _forward(model: Any, manifest: dict[str, Any], crop: np.ndarray) -> np.ndarr
     shared torch model is held like an explainer holds it (another session's Grad-CAM hooks
     must not see this forward, nor the warm-up's first call see theirs)."""
     x, _ = Preprocess.of(manifest)(crop)
-    with explaining(model) if isinstance(model, nn.Module) else nullcontext():
+    with explaining(model):
         probs = probabilities(model, x, tta_flip=run_flips(manifest))
     return probs[0].cpu().numpy().astype(np.float64)
 
