@@ -37,3 +37,16 @@ def test_beside_times_both_thread_counts_while_the_worker_streams() -> None:
     assert all(len(v) == (2 if before > 1 else 4) and min(v) > 0 for v in times.values())
     # the frozen frame's face was classified each time (a warm-up and 4 timed); the worker streamed
     assert net.calls["timed"] == 5 and net.calls["worker"] >= 1
+
+
+def test_stored_runs_answer_as_in_the_app_or_through_pytorch_when_asked() -> None:
+    """`--run` models: the run's export (as the app's webcam) and, asked for, its PyTorch model."""
+    from emotion_core.evaluation.export import export_run
+    from tests.test_export import store_tiny_run
+
+    store_tiny_run("r", "mobilenet_v2")
+    assert [m.name for m in bench._models([], 32, ["r"])] == ["r [torch]"]  # no export yet
+    export_run("r")
+    models = bench._models([], 32, ["r"], ("predict", "torch"))
+    assert [m.name for m in models] == ["r [onnx]", "r [torch]"]
+    assert getattr(models[0].model, "engine", "") == "onnx"

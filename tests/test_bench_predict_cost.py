@@ -46,6 +46,27 @@ def test_times_every_run_on_every_face_and_the_sum_per_face() -> None:
     assert firsts == {"a", "b", "c"}
 
 
+def test_two_engines_are_timed_face_by_face_in_one_rotation() -> None:
+    """With two loaders (Predict's and PyTorch's) every run goes through each on every face, the
+    order rotating over all of them, and each engine's sum per face is its own."""
+    log_a: list[str] = []
+    log_b: list[str] = []
+    crops = [np.full((40, 40, 3), v, dtype=np.uint8) for v in (10, 120, 240, 60)]
+    times = bench.measure(["a", "b"], crops, passes=1,
+                          engines={"predict": _loader(log_a), "torch": _loader(log_b)})
+    assert set(times) == {"a [predict]", "b [predict]", "a [torch]", "b [torch]",
+                          "all [predict]", "all [torch]"}
+    assert sorted(log_a) == sorted(log_b) == sorted(["a", "b"] * 2 * len(crops))
+    for j, total in enumerate(times["all [torch]"]):
+        assert total == pytest.approx(times["a [torch]"][j] + times["b [torch]"][j])
+
+
+def test_an_unknown_engine_is_a_usage_error(tmp_path, capsys) -> None:
+    with pytest.raises(SystemExit) as exc:
+        bench.main(["--runs", "r", "--images", str(tmp_path), "--engines", "predict,tensorrt"])
+    assert exc.value.code == 2 and "--engines" in capsys.readouterr().err
+
+
 def test_a_run_that_fails_stops_the_benchmark_naming_it() -> None:
     def broken(rid: str):
         raise FileNotFoundError("no weights")

@@ -7,8 +7,10 @@ Runs `LiveSession.process` (detection every Nth frame, crops, every run's forwar
 and drawing) on a 640x480 frame with one synthetic face, in this process, no browser or WebRTC
 (decoding and re-encoding the video costs extra; see the browser test's figure in docs/app.md).
 Models are the registry's, built at `--size` with random weights (speed does not depend on
-them), or stored runs given with `--run`. Prints one line per setting: FPS over all frames after
-5 warm-up frames, mean and p90 per-frame latency, mean detection time.
+them), or stored runs given with `--run`, answering as in the app (their ONNX export where they
+have one) or, with `--engines torch` or `predict,torch`, through PyTorch. Prints one line per
+setting: FPS over all frames after 5 warm-up frames, mean and p90 per-frame latency, mean
+detection time.
 
 `--beside N` measures instead what a frozen frame costs while the stream goes on: a worker
 thread runs `LiveSession.process` back to back (one torch thread, as in the app) while this
@@ -25,15 +27,18 @@ import time
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-def _models(names: list[str], size: int, run_ids: list[str]):
-    from emotion_core.evaluation import load_model
+def _models(names: list[str], size: int, run_ids: list[str], engines: tuple[str, ...] = ("predict",)):
     from emotion_core.models import REGISTRY, build_model
     from emotion_core.views.live_video import LiveModel
+    from scripts.bench.predict_cost import engine_loaders
 
     out = []
-    for rid in run_ids:
-        model, manifest = load_model(rid)
-        out.append(LiveModel(rid, manifest["model"], model, manifest))
+    loaders = engine_loaders(engines, run_ids, threads=1) if run_ids else {}
+    for loader in loaders.values():
+        for rid in run_ids:
+            model, manifest = loader(rid)
+            name = f"{rid} [{getattr(model, 'engine', 'torch')}]"
+            out.append(LiveModel(rid, name, model, manifest))
     for name in names:
         spec = REGISTRY[name]
         model, _ = build_model(name, 3, pretrained=False, image_size=size)
@@ -116,6 +121,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", default="1,2", help="torch intra-op threads to try")
     p.add_argument("--every", default="1,2,3", help="detect faces every N frames, N to try")
     p.add_argument("--run", action="append", default=[], help="a stored run to measure instead")
+    p.add_argument("--engines", default="predict",
+                   help="for --run: predict (as the app: the run's ONNX export through ONNX "
+                        "Runtime, one thread, where it has one), torch, or both, one after "
+                        "the other per setting")
     p.add_argument("--beside", type=int, default=0, metavar="N",
                    help="measure a frozen frame's analysis beside a streaming worker instead "
                         "(N interleaved pairs: one torch thread against torch's default)")
@@ -126,7 +135,10 @@ def main(argv: list[str] | None = None) -> int:
 
     frame = photo(None)
     names = [n for n in args.models.split(",") if n] if not args.run else []
-    setups = [[m] for m in _models(names, args.size, args.run)]
+    engines = tuple(dict.fromkeys(e.strip() for e in args.engines.split(",") if e.strip()))
+    if not engines or set(engines) - {"predict", "torch"}:
+        p.error(f"--engines {args.engines}: give predict, torch or both")
+    setups = [[m] for m in _models(names, args.size, args.run, engines)]
     print(f"frame {frame.shape[1]}x{frame.shape[0]}, {os.cpu_count()} CPUs, "
           f"load average {os.getloadavg()[0]:.1f}")
     if args.beside:
@@ -144,7 +156,8 @@ def main(argv: list[str] | None = None) -> int:
         for models in setups:
             for every in (int(e) for e in args.every.split(",")):
                 r = measure(models, frame, every, args.frames)
-                print(f"{models[0].name:18s} {args.size}px threads {threads} detect every {every}: "
+                print(f"{models[0].name:18s} {models[0].manifest['image_size']}px threads {threads} "
+                      f"detect every {every}: "
                       f"{r['fps']:5.1f} FPS, {r['mean_ms']:5.1f} ms/frame (p90 {r['p90_ms']:.1f}), "
                       f"detection {r['detect_ms']:.1f} ms, faces {r['faces']}", flush=True)
     return 0
