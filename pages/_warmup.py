@@ -251,7 +251,8 @@ def server_start() -> list[str]:
     """What every fresh store's Predict needs, before any browser connects (scripts.run_app
     calls this in its preload thread): the face detector, the bundled models with a first
     forward each, and Predict's chart, then their ONNX exports where this store lacks them
-    (`_export_bundled`); the page warm-up then finds them in the process-wide caches. Without it a photo that arrives with the server's first page waited for that
+    (`_export_bundled`); the page warm-up then finds them in the process-wide caches. Without
+    it a photo that arrives with the server's first page waited for that
     page's warm-up. Returns the bundled run ids loaded; nothing when the warm-up is off."""
     if threading.current_thread().name != SCRIPT_THREAD:  # never mute a page's own warnings
         _SESSIONLESS.add(threading.current_thread().name)
@@ -279,7 +280,7 @@ EXPORT_COMMAND = ("-m", "scripts.export", "--bundled", "--background")
 def _export_bundled(run_ids: list[str]) -> None:
     """Predict answers through the bundled models' ONNX exports, which are made on this machine
     from their committed fp16 weights (derived files stay out of git): the first server start of
-    a store makes the missing ones (about 10 s on 2 cores, while the PyTorch models answer),
+    a store makes the missing ones (6-10 s on 2 cores, while the PyTorch models answer),
     then loads and primes them. Later starts find them up to date."""
     from emotion_core.evaluation import onnx_model
 
