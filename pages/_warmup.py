@@ -294,6 +294,7 @@ def _export_bundled(run_ids: list[str]) -> None:
     except (OSError, subprocess.SubprocessError):  # Predict keeps answering through PyTorch
         return
     for rid in missing:
+        _pages_quiet()  # loading a session beside a person's photo slowed its answer past 1 s
         if _STOP.is_set():
             return
         _load_and_prime(rid)

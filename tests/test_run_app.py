@@ -53,6 +53,7 @@ def test_server_start_loads_and_primes_the_bundled_models_before_any_page(monkey
     monkeypatch.setattr(live, "prime",
                         lambda run_ids, loader: primed.append((tuple(run_ids), loader)))
     exports: list[int] = []  # the child process's work, done here (no lower priority for pytest)
+    monkeypatch.setattr(_warmup, "_pages_quiet", lambda: None)  # no page runs in this test
     monkeypatch.setattr(_warmup, "_run_export",
                         lambda: exports.append(export_cli.main(["--bundled"])))
     _cache._model.clear()
