@@ -1,0 +1,81 @@
+"""The GPU scripts a lent machine runs next (docs/gpu.md), run here end to end with SMOKE=1.
+
+A lent GPU comes with 15 minutes of device time: a script that stops at a renamed option or a
+changed store API wastes the call. These run each script as that machine would (bash, `python3`
+on the PATH, a pack made by pack_remote), then install what it sends back with install_results.
+"""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from emotion_core import evaluation, store
+from emotion_core.store.reference import load_reference_runs
+from scripts.gpu import install_results, pack_remote
+from tests import tiny_shapes
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def pack(tmp_path_factory) -> Path:
+    """A pack of tiny face crops, as `pack_remote --crop-faces` makes it for the real sets."""
+    base = tmp_path_factory.mktemp("pack")
+    data = tiny_shapes.make_folder(base / "tiny")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(store.paths.ENV_ROOT, str(base / "artifacts"))
+        assert pack_remote.main(["--data", str(data), "--out", str(base / "pack"), "--size", "32",
+                                 "--crop-faces"]) == 0
+    return base / "pack"
+
+
+def _run_script(name: str, pack: Path, tmp_path: Path) -> tuple[Path, str]:
+    """bash scripts/gpu/NAME PACK OUT with SMOKE=1; returns OUT and the script's train.log."""
+    out = tmp_path / "out"
+    env = {**os.environ, "SMOKE": "1", "RF": str(tmp_path / "rf"),
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    proc = subprocess.run(["bash", f"scripts/gpu/{name}", str(pack), str(out)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+    log = (out / "train.log").read_text() if (out / "train.log").exists() else ""
+    assert proc.returncode == 0, proc.stdout + proc.stderr + log
+    return out, log
+
+
+def _finished(log: str) -> list[str]:
+    """The runs whose line in train.log says they ended well: `[NAME: MODEL options -> exit 0 ...]`."""
+    return sorted(re.findall(r"^\[([\w-]+): \w+ .*-> exit 0 in", log, flags=re.MULTILINE))
+
+
+def _reference_models(name: str) -> list[str]:
+    return sorted(r.manifest["model"] for r in load_reference_runs(name))
+
+
+def test_converge_trains_the_four_unconverged_architectures_and_sends_their_tables(pack, tmp_path):
+    out, log = _run_script("converge.sh", pack, tmp_path)
+    assert _finished(log) == ["efficientnet_b4", "vgg16", "vit_hf", "vit_scratch"], log
+    assert sorted(p.name for p in out.iterdir()) == ["runs.tar.gz", "train.log"]  # no weights
+    assert install_results.main(["--from", str(out), "--reference", "gpu-converge"]) == 0
+    assert _reference_models("gpu-converge") == ["efficientnet_b4", "vgg16", "vit_hf", "vit_scratch"]
+
+
+def test_faceres_compares_both_bodies_over_two_seeds_and_sends_a_loadable_candidate(pack, tmp_path):
+    out, log = _run_script("faceres.sh", pack, tmp_path)
+    assert _finished(log) == ["faceres-0", "faceres-1", "mobilenet-0", "mobilenet-1"], log
+    assert (out / "realfaces-faceres_mobilenet-gpu.safetensors").is_file()
+    assert install_results.main(["--from", str(out), "--reference", "gpu-faceres"]) == 0
+    assert _reference_models("gpu-faceres") == ["faceres_mobilenet"] * 2 + ["mobilenet_v2"] * 2
+    runs = load_reference_runs("gpu-faceres")
+    assert sorted(r.manifest["config"]["seed"] for r in runs) == [0, 0, 1, 1]
+    assert all(r.manifest["config"]["sam"] == 0.05 for r in runs)  # the bundled recipe's flags
+    (bundled,) = [r for r in store.list_runs()[0] if r.bundled]
+    assert bundled.run_id == "realfaces-faceres_mobilenet-gpu"
+    model, _ = evaluation.load_model(bundled.run_id)
+    size = bundled.manifest["image_size"]
+    with torch.no_grad():
+        assert model(torch.zeros(1, 3, size, size)).shape == (1, 3)
