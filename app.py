@@ -9,7 +9,7 @@ from __future__ import annotations
 import streamlit as st
 
 from emotion_core import jobs, store, words
-from emotion_core.views import display, tables
+from emotion_core.views import dataset_tables, display, tables
 from pages import _cache, _charts, _entry, _sidebar, _warmup
 
 HOME_COLUMNS = ["label", "val_accuracy", "val_macro_f1", "test_accuracy", "test_macro_f1",
@@ -61,7 +61,7 @@ def home() -> None:
             return
         # the dataset picked has runs all the same (bundled ones, reference tables): list them
     ds = _sidebar.current_dataset()
-    kind, where = tables.data_source(ds) if ds else ("unknown", "")
+    kind, where = dataset_tables.data_source(ds) if ds else ("unknown", "")
     shown = _sidebar.selected_runs()
     c1, c2, c3 = st.columns(3)
     c1.metric("Dataset", ds or "none")
@@ -70,9 +70,9 @@ def home() -> None:
               help="The runs of this dataset ticked in the sidebar, of all its runs on disk.")
     if where:
         st.caption(f"Images from `{where}`.")
-    elif kind == tables.NOT_PREPARED:
+    elif kind == dataset_tables.NOT_PREPARED:
         st.caption("This store holds runs of this dataset (bundled models, reference tables) but "
-                   "not its images. " + tables.bring_images(ds, on_disk))
+                   "not its images. " + dataset_tables.bring_images(ds, on_disk))
     if broken:
         st.warning("Broken runs (listed, not loaded; the others work): " + "; ".join(
             f"`{k}`: {v}" for k, v in broken.items()))
@@ -122,7 +122,7 @@ def bundled_section(shown: list[store.RunRecord], names: dict[str, str]) -> None
 
 def first_run(broken: dict[str, str]) -> None:
     """The empty state: say what is missing and offer to start the quick demo job."""
-    missing = tables.missing_pieces()
+    missing = dataset_tables.missing_pieces()
     st.info("Nothing trained yet. This is what is missing:" if missing else
             "Nothing of yours trained yet.")
     for item in missing:

@@ -51,11 +51,11 @@ def all_runs() -> tuple[list[store.RunRecord], dict[str, str]]:
 
 
 def peer_runs() -> list[store.RunRecord]:
-    """The external reference models whose weights are on this machine (`tables.peer_runs`).
+    """The external reference models whose weights are on this machine (`run_choice.peer_runs`).
     Not memoised: a few file checks, and weights fetched while the app runs count at once."""
-    from emotion_core.views import tables
+    from emotion_core.views import run_choice
 
-    return tables.peer_runs(all_runs()[0])
+    return run_choice.peer_runs(all_runs()[0])
 
 
 @st.cache_data(show_spinner=False, max_entries=64)

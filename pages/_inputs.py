@@ -14,7 +14,7 @@ import numpy as np
 import streamlit as st
 
 from emotion_core.data import faces, images
-from emotion_core.views import framing, live, samples, tables
+from emotion_core.views import dataset_tables, framing, live, samples
 from pages import _cache
 
 
@@ -83,7 +83,7 @@ def pick_image(key: str, dataset: str | None, handed: Picture | None = None, *,
     # no dataset sample to offer where the dataset's folder is not here (a fresh clone with
     # only the bundled models): the committed sample photo comes first, so the page shows maps
     # at once, and the uploader is one click away
-    here = dataset is not None and tables.dataset_root(dataset) is not None
+    here = dataset is not None and dataset_tables.dataset_root(dataset) is not None
     sources = ["dataset sample", SAMPLE_PHOTO] if here else [SAMPLE_PHOTO]
     options = ([HANDED] if handed is not None else []) \
         + (sources[::-1] if photo_first else sources) + ["upload"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import streamlit as st
 
 from emotion_core import jobs
-from emotion_core.views import stamps, tables, train_form
+from emotion_core.views import dataset_tables, stamps, train_form
 
 JOB_REFRESH_S = 2.0  # how often a running job's panel redraws itself
 LOG_LINES = 200  # log lines shown in the Train page's expander
@@ -22,7 +22,7 @@ STATE_TEXT = {"running": "Training job running", "succeeded": "Last job finished
 def train_form_widgets(datasets: list[str], current: str | None = None) -> None:
     """Choose datasets (the sidebar's `current` one first ticked), models, profile, epochs and
     recipe; start a background job."""
-    sources = {n: [str(f) for f in tables.training_folders(n)] for n in datasets}
+    sources = {n: [str(f) for f in dataset_tables.training_folders(n)] for n in datasets}
     sources = {n: folders for n, folders in sources.items() if folders}
     if not sources:
         st.info("No dataset folder to train on yet: start the quick demo from Home.")

@@ -13,7 +13,7 @@ import streamlit as st
 from emotion_core import store, words
 from emotion_core.store import bundle
 from emotion_core.views import labels as run_names
-from emotion_core.views import tables
+from emotion_core.views import run_choice
 from pages import _cache, _jobs
 
 
@@ -66,9 +66,9 @@ def runs_or_stop(empty_message: str, *, models_only: bool = False, tables_only_o
 def photo_choice(*, models_only: bool = False) -> tuple[list[store.RunRecord], list[str]]:
     """(runs offered for a picture of the user's own, the ids ticked at first): the selected
     runs of the current dataset plus the bundled real-face models, then the external reference
-    models whose weights are here (`tables.peer_runs`, never ticked at first); ticked: the
+    models whose weights are here (`run_choice.peer_runs`, never ticked at first); ticked: the
     bundled models when none of the dataset's runs learned from real faces (the synthetic
-    demo), else the best of the dataset's runs of each model (`tables.best_per_model`). Both
+    demo), else the best of the dataset's runs of each model (`run_choice.best_per_model`). Both
     empty when there is nothing to offer."""
     runs, _ = _cache.all_runs()
     mine = [r for r in selected_runs() if not r.tables_only]
@@ -77,10 +77,10 @@ def photo_choice(*, models_only: bool = False) -> tuple[list[store.RunRecord], l
     mine_models = {r.manifest.get("model") for r in mine if r.is_reference}
     peers = [r for r in _cache.peer_runs() if r.manifest.get("model") not in mine_models]
     offered = [r for r in [*mine, *bundled] if r.has_weights or not models_only] + peers
-    real = [r.run_id for r in tables.best_per_model(  # an external model scored here: offered
-        [r for r in offered if r.run_id in own and tables.learned_real_faces(r) and not r.is_reference])]
+    real = [r.run_id for r in run_choice.best_per_model(  # an external model scored here: offered
+        [r for r in offered if r.run_id in own and run_choice.learned_real_faces(r) and not r.is_reference])]
     default = (real or [r.run_id for r in offered if r.bundled]
-               or [r.run_id for r in tables.best_per_model([r for r in offered if r not in peers])])
+               or [r.run_id for r in run_choice.best_per_model([r for r in offered if r not in peers])])
     return offered, default
 
 

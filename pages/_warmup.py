@@ -37,7 +37,7 @@ import streamlit as st
 
 from emotion_core import words
 from emotion_core.store import paths as store_paths
-from emotion_core.views import stamps, tables
+from emotion_core.views import run_choice, stamps
 from pages import _cache, _charts, _sidebar
 
 WARM_UP_ENV = "EMOTION_APP_WARMUP"  # "0" turns the background model warm-up off (the tests do)
@@ -338,7 +338,7 @@ def start() -> threading.Thread | None:
     _, ticked = _sidebar.photo_choice(models_only=True)
     own = {r.run_id for r in mine}
     bundled_first = [rid for rid in ticked if rid not in own]
-    order = list(dict.fromkeys([*bundled_first, *tables.warm_up_order(mine)]))
+    order = list(dict.fromkeys([*bundled_first, *run_choice.warm_up_order(mine)]))
     order = order[:_cache.MODEL_CACHE_ENTRIES]
     return _started(stamps.root(), tuple(order)) if order else None
 

@@ -8,7 +8,7 @@ import streamlit as st
 
 from emotion_core import store, words
 from emotion_core.data import images
-from emotion_core.views import display, samples, tables
+from emotion_core.views import display, run_choice, samples, tables
 from pages import _cache, _entry, _sidebar
 
 _entry.require_app("pages/confusion.py")
@@ -19,7 +19,7 @@ AGREEMENT_SHOWN = 16  # images most missed, shown as pictures
 
 def one_run() -> None:
     """One run's matrix on a split, then the pictures behind a cell of it."""
-    rid = st.selectbox("Run", tables.best_first(runs), format_func=labels.get, key="cm_run",
+    rid = st.selectbox("Run", run_choice.best_first(runs), format_func=labels.get, key="cm_run",
                        help="Best validation macro-F1 first, as on Compare.")
     try:
         rec = _cache.run_record(rid)

@@ -6,7 +6,7 @@ import streamlit as st
 
 from emotion_core import store
 from emotion_core.data import images
-from emotion_core.views import display, samples, tables
+from emotion_core.views import dataset_tables, display, samples
 from pages import _cache, _entry, _sidebar
 
 STRIP_MAX_PX = 720  # a mean-face strip wider than this is fitted to the page width
@@ -19,12 +19,12 @@ if ds is None or ds not in store.list_datasets():
     if ds is not None:  # known only from its runs: a fresh clone's bundled models, reference tables
         st.info(f"**{ds}** is known here only from its runs (bundled models, reference tables): "
                 "its images are not on this machine, so there is nothing to count or show. "
-                + tables.bring_images(ds, _sidebar.dataset_runs()))
+                + dataset_tables.bring_images(ds, _sidebar.dataset_runs()))
     else:
         st.info("No prepared dataset yet: run `python -m scripts.prepare_data --data DIR` or start "
                 "the quick demo from Home.")
     st.stop()
-kind, where = tables.data_source(ds)
+kind, where = dataset_tables.data_source(ds)
 st.caption(f"Dataset **{ds}** · source: {kind} · `{where}`")
 
 
@@ -44,7 +44,7 @@ def combined(name: str, sources: list[str]) -> None:
         col.button(f"Show {source}", key=f"data_show_{source}", on_click=_show, args=(source,),
                    disabled=source not in known, width="stretch")
     st.subheader("Class distribution per set")
-    counts = tables.counts_by_source(name)
+    counts = dataset_tables.counts_by_source(name)
     fig = px.bar(counts, x="split", y="n", color="class", barmode="group", facet_col="source",
                  height=340, labels={"n": "images", "split": ""})
     fig.update_yaxes(matches=None, showticklabels=True)  # a small set next to a large one
@@ -53,7 +53,7 @@ def combined(name: str, sources: list[str]) -> None:
     st.plotly_chart(fig, width="stretch", key="data_counts_sources")
     st.caption("The subsets the models train and are tested on, after each set's cleaning and "
                "carving and the check across sets (each set on its own scale).")
-    for source, (line, warnings) in tables.source_split_notes(sources).items():
+    for source, (line, warnings) in dataset_tables.source_split_notes(sources).items():
         st.caption(f"{source}: {line}" if line else source)
         for warning in warnings:
             st.warning(f"{source}: {warning}")
@@ -68,18 +68,18 @@ def combined(name: str, sources: list[str]) -> None:
         st.dataframe(across, hide_index=True, width="stretch", placeholder=display.MISSING)
 
 
-sources = tables.dataset_sources(ds)
+sources = dataset_tables.dataset_sources(ds)
 if sources:
     combined(ds, sources)
     st.stop()
 
 st.subheader("Class distribution")
-counts = tables.class_counts(ds)
+counts = dataset_tables.class_counts(ds)
 if counts.empty:
     st.info("The dataset report holds no class counts.")
 else:
     top = float(counts["n"].max()) * 1.1
-    for col, stage in zip(st.columns(2), (tables.SOURCE_STAGE, tables.FINAL_STAGE), strict=True):
+    for col, stage in zip(st.columns(2), (dataset_tables.SOURCE_STAGE, dataset_tables.FINAL_STAGE), strict=True):
         part = counts[counts["stage"] == stage]
         with col:
             st.markdown(f"**{stage[0].upper() + stage[1:]}**")
@@ -93,7 +93,7 @@ else:
     st.caption("Left: readable images per split folder of the source. Right: the subsets after "
                "cleaning (duplicates, unreadable and mislabelled files dropped) and carving "
                "validation and test out of train where the source has none.")
-split_line, split_warnings = tables.split_notes(ds)
+split_line, split_warnings = dataset_tables.split_notes(ds)
 if split_line:
     st.caption(split_line)
 for warning in split_warnings:
@@ -118,13 +118,13 @@ if not gallery:
 
 st.subheader("Image size and mode")
 try:
-    st.dataframe(tables.image_stats(ds), hide_index=True, width="stretch",
+    st.dataframe(dataset_tables.image_stats(ds), hide_index=True, width="stretch",
                  placeholder=display.MISSING)
 except FileNotFoundError as exc:
     st.info(str(exc))
 
 st.subheader("Cleaning report")
-issues = tables.issue_counts(ds)
+issues = dataset_tables.issue_counts(ds)
 if len(issues):
     st.plotly_chart(px.bar(issues, x="issue", y="files", labels={"files": "files"}),
                     width="stretch")
@@ -142,7 +142,7 @@ kinds = sorted(cleaning["issue"].astype(str).unique())
 pick = st.multiselect("Issue kinds", kinds, default=kinds, key="data_issue_kinds")
 shown = cleaning[cleaning["issue"].astype(str).isin(pick)]
 st.dataframe(shown, hide_index=True, width="stretch", placeholder=display.MISSING)
-if tables.dataset_root(ds) is not None and len(shown):
+if dataset_tables.dataset_root(ds) is not None and len(shown):
     f = st.selectbox("View an offending image", list(shown["file"].astype(str))[:500],
                      key="data_offending")
     row = shown[shown["file"].astype(str) == f].iloc[0]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import streamlit as st
 
 from emotion_core import explain as ex
-from emotion_core.views import display, probe, tables
+from emotion_core.views import display, probe, run_choice, tables
 from pages import _cache, _entry, _inputs, _maps, _sidebar, _warmup
 
 OVERLAY_PX = 224  # every map is shown at this size, whatever the model's input size
@@ -36,7 +36,7 @@ runs, labels, first = _sidebar.photo_runs("No trained model runs for this datase
                                           models_only=True)
 metrics = {r.run_id: r.metrics for r in runs}
 handed, handed_run = _inputs.take_handoff()
-vits = tables.vit_runs(runs)
+vits = run_choice.vit_runs(runs)
 if handed_run in labels:  # just arrived from Predict's "why" link: that face, that run
     st.session_state["ex_src"] = _inputs.HANDED
     st.session_state["ex_runs"] = [handed_run]
@@ -45,7 +45,7 @@ if handed_run in labels:  # just arrived from Predict's "why" link: that face, t
 
 chosen = st.multiselect("Runs", list(labels), format_func=labels.get, key="ex_runs",
                         **({} if "ex_runs" in st.session_state
-                           else {"default": tables.explain_defaults(runs, first)}))
+                           else {"default": run_choice.explain_defaults(runs, first)}))
 _sidebar.bundled_note(runs, chosen)
 c1, c2 = st.columns(2)
 method = c1.selectbox("Method", list(ex.CAM_METHODS), key="ex_method")
@@ -54,7 +54,7 @@ finer = c2.select_slider("CAM layer", options=list(range(5)), value=0, key="ex_f
                          help="Earlier layers have finer feature grids (sharper maps) but less "
                               "class-specific features; each column's caption names the layer.")
 dataset = _sidebar.current_dataset()
-pic = _inputs.pick_image("ex", dataset, handed, photo_first=tables.real_photo_first(
+pic = _inputs.pick_image("ex", dataset, handed, photo_first=run_choice.real_photo_first(
     [r for r in runs if r.run_id in chosen], dataset))
 if pic is None:
     st.stop()

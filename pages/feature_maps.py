@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from emotion_core.views import display, probe, tables
+from emotion_core.views import display, probe, run_choice
 from pages import _cache, _entry, _inputs, _maps, _sidebar, _warmup
 
 INPUT_PX = 224  # the model-input picture beside the channel grid, at one size
@@ -14,7 +14,7 @@ _entry.require_app("pages/feature_maps.py")
 st.title("Feature maps")
 runs, labels = _sidebar.runs_or_stop("No trained model runs for this dataset yet.", models_only=True)
 ids = list(labels)
-rid = st.selectbox("Run", ids, index=ids.index(tables.feature_map_default(runs)),
+rid = st.selectbox("Run", ids, index=ids.index(run_choice.feature_map_default(runs)),
                    format_func=labels.get, key="fm_run")
 _warmup.wait_for([rid], "the feature maps")
 try:

@@ -28,7 +28,7 @@ from emotion_core.data.layout import is_image_file
 from emotion_core.evaluation.onnx_model import load_predictor
 from emotion_core.store import reference
 from emotion_core.views import labels as run_names
-from emotion_core.views import live, tables
+from emotion_core.views import live, run_choice
 
 CSV_FIELDS = ["path", "face", "x", "y", "w", "h", "run_id", "run", "prediction", "confidence",
               "engine", "note"]  # engine: onnx (the run's export) or torch, as on Predict
@@ -42,13 +42,13 @@ def offered_runs() -> tuple[list[store.RunRecord], list[store.RunRecord], list[s
     own = [r for r in runs if not r.tables_only and (r.has_weights or r.manifest.get("kind") == "ensemble")]
     here = {r.run_id for r in own}
     try:
-        peers = [r for r in tables.peer_runs(reference.all_reference_runs())
+        peers = [r for r in run_choice.peer_runs(reference.all_reference_runs())
                  if r.run_id not in here]  # its author's store has them
     except (OSError, ValueError):  # a damaged reference set: no peers, the rest still works
         peers = []
     offered = [*own, *peers]
     default = [r for r in own if r.bundled and r.has_weights]
-    return offered, default, tables.newest_per_model([r for r in offered if r.is_reference])
+    return offered, default, run_choice.newest_per_model([r for r in offered if r.is_reference])
 
 
 def image_paths(inputs: Sequence[str]) -> list[Path]:

@@ -15,8 +15,8 @@ from PIL import Image
 
 from emotion_core import store
 from emotion_core.jobs import status
+from emotion_core.views import dataset_tables, run_choice, samples
 from emotion_core.views import labels as run_names
-from emotion_core.views import samples
 from emotion_core.views import tables as explorer
 from tests.fixtures_runs import DATASET, MODELS, copy_run, copy_store, photo_640x480, tiny_store
 from tests.polling import wait_until
@@ -698,7 +698,7 @@ def test_predict_ticks_one_run_per_model_of_a_real_face_dataset(at_twins, monkey
     """Answering with every run ever trained was slow and repeated one architecture (30 runs
     ticked on an experiment store): the best run of each model is ticked, the rest offered."""
     at, cnns, labels = at_twins
-    monkeypatch.setattr(explorer, "learned_real_faces", lambda rec: True)  # as if real photos
+    monkeypatch.setattr(run_choice, "learned_real_faces", lambda rec: True)  # as if real photos
     path = store.paths.run_file(cnns[2], store.paths.MANIFEST)  # an external model scored here,
     manifest = store.read_json(path)  # the best on validation of its model's runs
     store.write_json(path, {**manifest, "kind": "reference", "trained_on": "X",
@@ -822,7 +822,7 @@ def test_train_form_starts_the_real_face_recipe_when_chosen(at_store, monkeypatc
     assert len(started) == 2, started
     plain, real = started
     assert "--crop-faces" not in plain and "--epochs" not in plain
-    assert plain[:4] == ["--data", str(explorer.dataset_root(DATASET)), "--name", DATASET]
+    assert plain[:4] == ["--data", str(dataset_tables.dataset_root(DATASET)), "--name", DATASET]
     assert real[real.index("--models") + 1] == "mini_xception,mobilenet_v2"
     assert all(flag in real for flag in train_form.REAL_FACE_FLAGS)
     assert real[-2:] == ["--epochs", str(train_form.REAL_FACE_EPOCHS)]
@@ -841,7 +841,7 @@ def test_train_form_trains_several_sets_together(built_store, monkeypatch, tmp_p
     started: list[list[str]] = []
     monkeypatch.setattr(jobs, "start_job", lambda args: started.append(args) or status.JobInfo(
         job_id="job-1", state="running", pid=None, started=0.0))
-    combine([open_folder(explorer.dataset_root(DATASET), DATASET, progress=False),
+    combine([open_folder(dataset_tables.dataset_root(DATASET), DATASET, progress=False),
              open_folder(other, "shapes", progress=False)])  # as a two-set training run does
     for current in (DATASET, "shapes"):  # the sidebar's dataset comes ticked
         at = AppTest.from_file(APP, default_timeout=TIMEOUT)
@@ -849,7 +849,7 @@ def test_train_form_trains_several_sets_together(built_store, monkeypatch, tmp_p
         picker = _open(at, "train").multiselect(key="train_datasets")
         assert set(picker.options) == {DATASET, "shapes", f"{DATASET}+shapes"}
         assert picker.value == [current]
-    mine = [str(explorer.dataset_root(DATASET)), str(other)]
+    mine = [str(dataset_tables.dataset_root(DATASET)), str(other)]
     for chosen in ([DATASET, "shapes"], [f"{DATASET}+shapes"], [f"{DATASET}+shapes", "shapes"]):
         at.multiselect(key="train_datasets").set_value(chosen).run()
         at.button(key="train_start").click().run()
@@ -874,11 +874,11 @@ def test_data_page_of_sets_trained_together_shows_each_set_and_links_to_it(
     root = copy_store(built_store[0], tmp_path / "store")
     monkeypatch.setenv(store.paths.ENV_ROOT, str(root))
     other = tiny_shapes.make_folder(tmp_path / "shapes")
-    mine = open_folder(explorer.dataset_root(DATASET), DATASET, progress=False)
+    mine = open_folder(dataset_tables.dataset_root(DATASET), DATASET, progress=False)
     first = sorted(p for p in (Path(mine.root) / "test").rglob("*") if is_image_file(p))[0]
     shutil.copy(first, other / "train" / first.parent.name / "copied.png")  # in both sets
     both = combine([mine, open_folder(other, "shapes", progress=False)])
-    counts = explorer.counts_by_source(both.name)
+    counts = dataset_tables.counts_by_source(both.name)
     assert list(dict.fromkeys(counts["source"])) == [DATASET, "shapes"]
     for source, part in counts.groupby("source"):
         assert part["n"].sum() == (both.split["source"] == source).sum()
@@ -1100,8 +1100,8 @@ def test_predict_prefers_the_datasets_runs_once_they_learned_real_faces(at_store
     at, ids = at_store
     bundled = _bundle_real_face_model(ids)
     # the same runs, as if their dataset were photos: no generator metadata at its root
-    monkeypatch.setattr(explorer.synthetic, "METADATA_FILE", "no-such-file.json")
-    monkeypatch.setattr(explorer.synthetic, "DEMO_DATASET", "no-such-dataset")
+    monkeypatch.setattr(dataset_tables.synthetic, "METADATA_FILE", "no-such-file.json")
+    monkeypatch.setattr(dataset_tables.synthetic, "DEMO_DATASET", "no-such-dataset")
     _open(at, "predict")
     chosen = at.multiselect(key="pr_runs").value
     assert bundled not in chosen and set(chosen) == set(ids.values())

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from emotion_core.store import RunRecord
+from emotion_core.views import dataset_tables, run_choice
 from emotion_core.views import tables as explorer
 
 
@@ -20,23 +21,23 @@ RUNS = [_rec("ens", "ensemble", kind="ensemble"), _rec("r34", "resnet34"), _rec(
 
 
 def test_feature_maps_default_to_vgg16_else_the_first_model_run() -> None:
-    assert explorer.feature_map_default(RUNS) == "vgg"
+    assert run_choice.feature_map_default(RUNS) == "vgg"
     no_vgg = [r for r in RUNS if r.run_id != "vgg"]
-    assert explorer.feature_map_default(no_vgg) == "r34"  # the ensemble has no weights to show
-    assert explorer.feature_map_default(RUNS[:1]) is None
+    assert run_choice.feature_map_default(no_vgg) == "r34"  # the ensemble has no weights to show
+    assert run_choice.feature_map_default(RUNS[:1]) is None
     # without VGG-16: the best CNN, not a ViT whose one conv layer is its patch embedding
     scored = [_scored("dino", "dinov2_small", 0.9), _scored("mx", "mini_xception", 0.8),
               _scored("mnv2", "mobilenet_v2", 0.85)]
-    assert explorer.feature_map_default(scored) == "mnv2"
-    assert explorer.feature_map_default(scored[:1]) == "dino"
+    assert run_choice.feature_map_default(scored) == "mnv2"
+    assert run_choice.feature_map_default(scored[:1]) == "dino"
 
 
 def test_warm_up_follows_the_pages_first_needs_without_repeats() -> None:
-    order = explorer.warm_up_order(RUNS)
+    order = run_choice.warm_up_order(RUNS)
     # Feature maps' VGG-16, Explain's first three model runs, its first ViT, then the rest
     assert order == ["vgg", "r34", "mnv2", "vit", "dino"]
-    assert explorer.explain_defaults(RUNS) == ["r34", "mnv2", "vit"]
-    assert explorer.vit_runs(RUNS) == ["vit", "dino"]
+    assert run_choice.explain_defaults(RUNS) == ["r34", "mnv2", "vit"]
+    assert run_choice.vit_runs(RUNS) == ["vit", "dino"]
 
 
 def _scored(run_id: str, model: str, val: float | None) -> RunRecord:
@@ -49,18 +50,18 @@ def test_explain_shows_the_best_run_of_each_model_best_first() -> None:
             _scored("dino-c", "dinov2_small", 0.81), _scored("mnv2-a", "mobilenet_v2", 0.85),
             _scored("mnv2-refit", "mobilenet_v2", None), _scored("mx", "mini_xception", 0.84),
             _scored("r34", "resnet34", 0.70)]
-    assert explorer.explain_defaults(runs) == ["mnv2-a", "mx", "dino-b"]
+    assert run_choice.explain_defaults(runs) == ["mnv2-a", "mx", "dino-b"]
     # Predict's ticks: one run per model, in the models' order (a bundled one apart)
     from emotion_core.store import paths
 
     bundled = RunRecord("rel-mnv2", paths.bundled_dir() / "rel-mnv2",
                         {"model": "mobilenet_v2", "kind": "model"}, {})
     assert bundled.bundled
-    assert [r.run_id for r in explorer.best_per_model([*runs, bundled])] == [
+    assert [r.run_id for r in run_choice.best_per_model([*runs, bundled])] == [
         "dino-b", "mnv2-a", "mx", "r34", "rel-mnv2"]
-    assert explorer.explain_defaults(runs, first=["r34", "dino-a"]) == ["dino-a", "r34"]
+    assert run_choice.explain_defaults(runs, first=["r34", "dino-a"]) == ["dino-a", "r34"]
     # Confusion's run list: every run, best first, those without a val score last in order
-    assert explorer.best_first(runs) == ["mnv2-a", "mx", "dino-b", "dino-c", "dino-a", "r34",
+    assert run_choice.best_first(runs) == ["mnv2-a", "mx", "dino-b", "dino-c", "dino-a", "r34",
                                          "mnv2-refit"]
 
 
@@ -73,19 +74,19 @@ def test_explain_opens_on_the_real_photo_only_for_real_face_runs_on_a_drawn_set(
     drawn.mkdir()
     photos.mkdir()
     (drawn / synthetic.METADATA_FILE).write_text("{}")
-    monkeypatch.setattr(explorer, "dataset_root", {"cartoons": drawn, "faces": photos}.get)
+    monkeypatch.setattr(dataset_tables, "dataset_root", {"cartoons": drawn, "faces": photos}.get)
     bundled = RunRecord("rel", paths.bundled_dir() / "rel", {"model": "mobilenet_v2"}, {})
     cartoon = RunRecord("toon", Path("toon"), {"model": "resnet34", "dataset": "cartoons",
                                                "dataset_root": str(drawn)}, {})
     mine = RunRecord("mine", Path("mine"), {"model": "resnet34", "dataset": "faces",
                                             "dataset_root": str(photos)}, {})
-    assert explorer.real_photo_first([bundled], "cartoons")
-    assert explorer.real_photo_first([bundled], synthetic.DEMO_DATASET)  # by name, folder gone
-    assert not explorer.real_photo_first([bundled, cartoon], "cartoons")  # its own cartoons
-    assert not explorer.real_photo_first([bundled], "faces")  # the set's own photos
-    assert not explorer.real_photo_first([mine], "faces")
-    assert not explorer.real_photo_first([], "cartoons")
-    assert not explorer.real_photo_first([bundled], None)
+    assert run_choice.real_photo_first([bundled], "cartoons")
+    assert run_choice.real_photo_first([bundled], synthetic.DEMO_DATASET)  # by name, folder gone
+    assert not run_choice.real_photo_first([bundled, cartoon], "cartoons")  # its own cartoons
+    assert not run_choice.real_photo_first([bundled], "faces")  # the set's own photos
+    assert not run_choice.real_photo_first([mine], "faces")
+    assert not run_choice.real_photo_first([], "cartoons")
+    assert not run_choice.real_photo_first([bundled], None)
 
 
 def test_an_external_model_scored_several_times_answers_once_with_its_newest_run() -> None:
@@ -96,7 +97,7 @@ def test_an_external_model_scored_several_times_answers_once_with_its_newest_run
             scored("faceapi", "faceapi_expression", "2026-11-30T19:11:11"),
             scored("fer-new", "fer_mini_xception", "2026-11-30T13:19:51"),
             scored("fer-mid", "fer_mini_xception", "2026-11-30T13:19:05")]
-    assert [r.run_id for r in explorer.newest_per_model(runs)] == ["fer-new", "faceapi"]
+    assert [r.run_id for r in run_choice.newest_per_model(runs)] == ["fer-new", "faceapi"]
 
 
 def test_stored_faithfulness_rows_for_each_kind_of_score() -> None:
@@ -183,9 +184,9 @@ def test_how_to_bring_a_datasets_images_depends_on_how_many_sets_it_has() -> Non
         return RunRecord(dataset, Path(dataset), {"dataset": dataset, "sources": sources}, {})
 
     runs = [run("a+b", ["b", "a"]), run("c", ["c"]), run("x+y", ["x", "y"])]
-    combined = explorer.bring_images("a+b", runs)
+    combined = dataset_tables.bring_images("a+b", runs)
     assert "each of its sets (a, b)" in combined and "scripts.train --data" in combined
-    single = explorer.bring_images("c", runs)
+    single = dataset_tables.bring_images("c", runs)
     assert "prepare_data --data DIR` on its folder" in single and "scripts.train" not in single
 
 

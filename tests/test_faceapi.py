@@ -213,7 +213,7 @@ def test_a_reference_sets_peer_run_is_rebuilt_from_the_weights_here() -> None:
 
 def test_only_external_references_with_weights_here_are_peers() -> None:
     from emotion_core.store import reference
-    from emotion_core.views import tables
+    from emotion_core.views import run_choice
 
     make_faceapi_manifest(SOURCE.folder() / "model")
     manifest = _peer_set()
@@ -222,9 +222,9 @@ def test_only_external_references_with_weights_here_are_peers() -> None:
                      {"note": "t", "runs": {manifest["run_id"]: manifest, "gpu-run": other}})
     runs = reference.all_reference_runs()
     assert all(r.tables_only and not r.has_weights for r in runs)
-    assert [r.run_id for r in tables.peer_runs(runs)] == [manifest["run_id"]]
+    assert [r.run_id for r in run_choice.peer_runs(runs)] == [manifest["run_id"]]
     (SOURCE.folder() / "model" / "face_expression_model.bin").unlink()
-    assert tables.peer_runs(runs) == [], "no weights here: nothing to answer with"
+    assert run_choice.peer_runs(runs) == [], "no weights here: nothing to answer with"
 
 
 def test_a_scored_reference_exported_as_tables_answers_like_its_stored_predictions(tmp_path: Path) -> None:

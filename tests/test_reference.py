@@ -157,7 +157,7 @@ def test_evaluate_reference_writes_a_complete_run(tmp_path: Path, fake_fer: Path
     from emotion_core.evaluation import cross_dataset, load_model
     from emotion_core.evaluation.cross_dataset import run_probs
     from emotion_core.evaluation.reference import evaluate_reference
-    from emotion_core.views import tables
+    from emotion_core.views import run_choice, tables
     from tests.tiny_shapes import make_folder, prepared
 
     ds = prepared(make_folder(tmp_path / "imgs", per_class={"train": 1, "valid": 3, "test": 2}))
@@ -201,7 +201,7 @@ def test_evaluate_reference_writes_a_complete_run(tmp_path: Path, fake_fer: Path
     assert board.set_index("run_id").loc[rid, "kind"] == "reference"
     table = tables.comparison_table(store.list_runs()[0])
     assert table.set_index("run_id").loc[rid, "role"] == "external reference (FER-2013)"
-    assert tables.model_runs([rec]) == [rec]
+    assert run_choice.model_runs([rec]) == [rec]
     assert tables.run_role({"kind": "model"}) == "trained here"
     assert "FER-2013" in tables.run_role({"kind": "ensemble", "member_models": ["resnet34", NAME]})
 

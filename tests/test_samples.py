@@ -6,7 +6,7 @@ import pytest
 
 from emotion_core import store
 from emotion_core.data import images
-from emotion_core.views import samples, tables
+from emotion_core.views import dataset_tables, samples
 from tests.fixtures_runs import DATASET, tiny_store
 
 
@@ -29,7 +29,7 @@ def test_eda_gallery_lists_the_saved_pictures_with_captions(tiny) -> None:
 
 
 def test_issue_counts_follow_the_report(tiny) -> None:
-    counts = tables.issue_counts(DATASET)
+    counts = dataset_tables.issue_counts(DATASET)
     assert list(counts.columns) == ["issue", "files"]
     assert dict(zip(counts["issue"], counts["files"], strict=True)) == {
         k: int(v) for k, v in (store.load_report(DATASET).get("issues") or {}).items() if int(v)}
@@ -65,7 +65,7 @@ def test_mean_face_strips_get_a_width_per_face(tiny) -> None:
 
 def test_a_runs_images_come_from_its_recorded_folder_when_its_dataset_is_not_prepared_here(
         tiny, tmp_path) -> None:
-    prepared = tables.dataset_root(DATASET)
+    prepared = dataset_tables.dataset_root(DATASET)
     assert samples.run_images_root({"dataset": DATASET}) == prepared
     elsewhere = tmp_path / "photos"
     elsewhere.mkdir()

@@ -126,15 +126,15 @@ def test_adding_face_boxes_later_keeps_the_chosen_split(tmp_path):
 
 
 def test_the_data_page_says_how_the_split_was_made(tmp_path):
-    from emotion_core.views import tables
+    from emotion_core.views import dataset_tables
 
     root = _people(tmp_path / "shown", people=6, split="train")
     _people(root, people=2, split="valid", first=5)
     data.prepare_dataset(root, "shown", progress=False, seed=4, subject_pattern=PATTERN)
-    line, warnings = tables.split_notes("shown")
+    line, warnings = dataset_tables.split_notes("shown")
     assert line.startswith("Test: carved from train (15%, seed 4) · Validation: the dataset's own")
     assert "carved by person: 7 people read from 72 file names" in line
     assert any("P05" in w for w in warnings)
     data.prepare_dataset(root, "plain", progress=False)
-    line, warnings = tables.split_notes("plain")
+    line, warnings = dataset_tables.split_notes("plain")
     assert "person" not in line and warnings == []

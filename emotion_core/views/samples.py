@@ -12,7 +12,7 @@ import numpy as np
 
 from emotion_core import store, words
 from emotion_core.data import images
-from emotion_core.views.tables import dataset_root
+from emotion_core.views.dataset_tables import dataset_root
 
 SAMPLE_SUBSETS = ("val", "test")  # the pages probe held-out images only
 SAMPLE_LIMIT = 200  # choices offered in a sample picker

@@ -82,7 +82,7 @@ def model_help() -> str:
 def job_args(sets: dict[str, list[str]], chosen: list[str], profile: str, epochs: int,
              recipe: str = "profile") -> list[str]:
     """`scripts.train` arguments of a job started from the Train page: `sets` maps each chosen
-    dataset's name to its image folders (`tables.training_folders`: one, or a combination's
+    dataset's name to its image folders (`dataset_tables.training_folders`: one, or a combination's
     sources). Several folders train together, as one set named 'a+b'; epochs 0 keeps the
     profile's or the recipe's own."""
     if recipe not in RECIPES:
