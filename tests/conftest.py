@@ -80,3 +80,23 @@ def register_toy(monkeypatch: pytest.MonkeyPatch):
         model.registry_name = name
         return model
     return register
+
+
+@pytest.fixture(scope="session")
+def built_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
+    """Dataset + two tiny trained runs + their ensemble, built once a session with the real code;
+    (store root, {model: run id})."""
+    from tests.fixtures_runs import tiny_store
+
+    return tiny_store(tmp_path_factory)
+
+
+@pytest.fixture
+def at_store(built_store, monkeypatch: pytest.MonkeyPatch):
+    """An AppTest of app.py on the tiny store, and its run ids."""
+    pytest.importorskip("streamlit.testing.v1")
+    from tests.apptest_helpers import new_app
+
+    root, ids = built_store
+    monkeypatch.setenv(store.paths.ENV_ROOT, str(root))
+    return new_app(), ids
