@@ -63,7 +63,7 @@ def test_the_loss_is_the_weighted_sum_of_the_hard_loss_and_the_tempered_kl():
     teacher = d.teacher(d.teacher_inputs(x))
     p_t = F.softmax(teacher / 2.0, dim=1)
     kl = (p_t * (p_t.log() - F.log_softmax(logits / 2.0, dim=1))).sum(1).mean()
-    assert d.loss(hard, logits, x).item() == pytest.approx(0.7 * 0.9 + 0.3 * 4.0 * kl.item(), rel=1e-5)
+    assert d.loss(hard, logits, d.soft_targets(x)).item() == pytest.approx(0.7 * 0.9 + 0.3 * 4.0 * kl.item(), rel=1e-5)
 
 
 def test_learning_only_the_soft_term_reaches_the_teachers_answers():
@@ -73,7 +73,7 @@ def test_learning_only_the_soft_term_reaches_the_teachers_answers():
     opt = torch.optim.Adam([logits], lr=0.1)
     for _ in range(400):
         opt.zero_grad()
-        d.loss(torch.tensor(0.0), logits, x).backward()
+        d.loss(torch.tensor(0.0), logits, d.soft_targets(x)).backward()
         opt.step()
     assert torch.allclose(F.softmax(logits / 3.0, dim=1), d.soft_targets(x), atol=1e-3)
 
@@ -94,11 +94,27 @@ def test_an_epoch_distils_on_the_batch_the_student_sees_after_mixup():
     assert torch.allclose(d.teacher.seen[0], d.teacher_inputs(mixed))  # the mixture, not x
     with torch.no_grad():
         logits = student(mixed)
-        want = d.loss(mix.loss(ce, logits, y), logits, mixed)
+        want = d.loss(mix.loss(ce, logits, y), logits, d.soft_targets(mixed))
     assert sums["loss_sum"] / 6 == pytest.approx(want.item(), rel=1e-5)
     plain = train.train_one_epoch(student, ce, opt, [(x, y)], torch.device("cpu"), sched,
                                   show=False, mixer=mixup.Mixer(0.4, seed=5, epoch=1))
     assert plain["loss_sum"] != pytest.approx(sums["loss_sum"], rel=1e-3)
+
+
+def test_a_sam_step_asks_the_teacher_once_a_batch():
+    torch.manual_seed(0)
+    student = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 3))
+    d, ce = distiller(weight=0.4), nn.CrossEntropyLoss()
+    batches = [(torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 0])) for _ in range(3)]
+    opt = torch.optim.SGD(student.parameters(), lr=0.0)  # nothing moves: the loss can be recomputed
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    sums = train.train_one_epoch(student, ce, opt, batches, torch.device("cpu"), sched,
+                                 show=False, distiller=d, sam_rho=0.05)
+    assert len(d.teacher.seen) == 3  # the worst-weights pass reuses the batch's answers
+    with torch.no_grad():
+        want = sum(d.loss(ce(student(x), y), student(x), d.soft_targets(x)).item() * len(y)
+                   for x, y in batches)
+    assert sums["loss_sum"] == pytest.approx(want, rel=1e-5)
 
 
 def test_refusals(tmp_path: Path):

@@ -116,8 +116,10 @@ class Distiller:
         """The teacher's probabilities at the temperature, for the batch the student sees."""
         return F.softmax(self.teacher(self.teacher_inputs(x)).float() / self.temperature, dim=1)
 
-    def loss(self, hard: torch.Tensor, logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    def loss(self, hard: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The batch's loss, given its hard loss and the teacher's `soft_targets` for it (taken
+        once a batch: a --sam step evaluates the loss twice on the same pictures)."""
         t = self.temperature
-        soft = F.kl_div(F.log_softmax(logits.float() / t, dim=1), self.soft_targets(x),
+        soft = F.kl_div(F.log_softmax(logits.float() / t, dim=1), targets,
                         reduction="batchmean") * (t * t)
         return (1.0 - self.weight) * hard + self.weight * soft

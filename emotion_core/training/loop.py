@@ -119,15 +119,19 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.opt
             x = mix.inputs(x)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
+        taught = None  # the teacher's answers, once a batch (a --sam step computes the loss twice)
+        if distiller is not None:
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                taught = distiller.soft_targets(x)
 
-        def forward(x: torch.Tensor = x, y: torch.Tensor = y,
-                    mix: mixup.Mix | None = mix) -> tuple[torch.Tensor, torch.Tensor]:
+        def forward(x: torch.Tensor = x, y: torch.Tensor = y, mix: mixup.Mix | None = mix,
+                    taught: torch.Tensor | None = taught) -> tuple[torch.Tensor, torch.Tensor]:
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                 logits = model(x)
                 loss = (criterion(logits.float(), y) if mix is None
                         else mix.loss(criterion, logits.float(), y))
-                if distiller is not None:
-                    loss = distiller.loss(loss, logits, x)
+                if distiller is not None and taught is not None:
+                    loss = distiller.loss(loss, logits, taught)
             return logits, loss
 
         logits, loss = forward()
