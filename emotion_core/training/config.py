@@ -30,6 +30,7 @@ class TrainConfig:
     ema: float = 0.0  # per-step decay of a moving average of the weights that validation, early stopping and the run keep (0 = off; training/ema.py)
     mixup: float = 0.0  # Beta(alpha, alpha) of mixup: each training batch mixed with a shuffled copy of itself, labels too (0 = off; training/mixup.py)
     sam: float = 0.0  # radius of sharpness-aware minimisation: each step takes the gradient at the worst weights within it (0 = off; training/sam.py)
+    forget_rate: float = 0.0  # share of each training batch, highest loss first, left out of the label loss from epoch 2 (0 = off; training/small_loss.py)
     distill: str = ""  # teacher whose soft answers the loss also learns: an external reference model or a stored run id ("" = off; training/distill.py)
     distill_weight: float = 0.3  # with distill: the soft term's share of the loss
     distill_temperature: float = 2.0  # with distill: softmax temperature of both teacher and student

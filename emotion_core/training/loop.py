@@ -39,6 +39,7 @@ from emotion_core.training import (
     planner,
     sam,
     sampling,
+    small_loss,
 )
 from emotion_core.training.config import TrainConfig
 from emotion_core.training.planner import Phase
@@ -97,15 +98,18 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.opt
                     on_step: Callable[[], None] | None = None,
                     mixer: mixup.Mixer | None = None,
                     distiller: distill.Distiller | None = None,
-                    sam_rho: float = 0.0) -> dict[str, float]:
+                    sam_rho: float = 0.0, forget_rate: float = 0.0) -> dict[str, float]:
     """One pass over `loader`, stepping the scheduler per batch; returns loss/correct sums.
     `on_step()` runs after each optimizer step (the weights' moving average), `on_batch(n)`
     after the n-th batch (progress events). With a `mixer` (--mixup) each batch is mixed with a
     shuffled copy of itself, and its loss and right answers count both labels. With a
     `distiller` (--distill) the loss also learns the teacher's soft answers on the same batch.
     With `sam_rho` (--sam) the step takes the gradient at the worst nearby weights (sam.py);
-    the loss and right answers reported are those at the weights themselves."""
+    the loss and right answers reported are those at the weights themselves. With
+    `forget_rate` (--forget-rate) the label loss covers only the batch's lowest-loss pictures
+    (small_loss.py), the same ones in both --sam passes."""
     model.train()
+    selector = small_loss.Selector(criterion, forget_rate) if forget_rate else None
     params = [p for p in model.parameters() if p.requires_grad]
     loss_sum, correct, n = 0.0, 0.0, 0
     total = min(len(loader), max_batches) if max_batches else len(loader)
@@ -125,23 +129,26 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.opt
                 taught = distiller.soft_targets(x)
 
         def forward(x: torch.Tensor = x, y: torch.Tensor = y, mix: mixup.Mix | None = mix,
-                    taught: torch.Tensor | None = taught) -> tuple[torch.Tensor, torch.Tensor]:
+                    taught: torch.Tensor | None = taught, rows: torch.Tensor | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                 logits = model(x)
-                loss = (criterion(logits.float(), y) if mix is None
-                        else mix.loss(criterion, logits.float(), y))
+                scores = logits.float()
+                if selector is not None and rows is None:
+                    rows = selector.rows(scores, y, mix)
+                loss = small_loss.label_loss(criterion, scores, y, mix, rows)
                 if distiller is not None and taught is not None:
                     loss = distiller.loss(loss, logits, taught)
-            return logits, loss
+            return logits, loss, rows
 
-        logits, loss = forward()
+        logits, loss, rows = forward()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if sam_rho:
             moves = sam.ascend(params, sam_rho)
             optimizer.zero_grad(set_to_none=True)
             with sam.norm_stats_frozen(model):
-                forward()[1].backward()
+                forward(rows=rows)[1].backward()
             sam.descend(params, moves)
         if grad_clip:
             nn.utils.clip_grad_norm_(params, grad_clip)
@@ -202,6 +209,7 @@ def run_epoch(setup: Setup, net: nn.Module, optimizer: torch.optim.Optimizer, sc
                            show=rt.show, on_batch=setup.reporter.on_batch(epoch, steps),
                            on_step=on_step, mixer=mixer, distiller=setup.distiller,
                            sam_rho=config.sam,
+                           forget_rate=small_loss.rate_at(config.forget_rate, epoch),
                            desc=f"{setup.name} {phase.name} epoch {epoch}/{config.epochs}")
     loss_sum, correct, n = distributed.all_reduce_sums(
         [sums["loss_sum"], sums["correct"], sums["n"]], rt.info, rt.device)
@@ -336,6 +344,7 @@ def fit(model_name: str, ds: PreparedDataset, config: TrainConfig, *, run_id: st
     averaged = ema.make_ema(model, config.ema, config.recipe)
     mixup.check(config.mixup, config.recipe)
     sam.check(config.sam, config.recipe)
+    small_loss.check(config.forget_rate, config.recipe)
     distiller = make_distiller(config, split, rt)
     kind = f"{model_name}-refit" if config.refit else model_name  # a refit is its own run
     work = store.paths.work_dir(f"{ds.name}-{kind}-{config.profile}")

@@ -35,8 +35,14 @@ class Mix:
     def inputs(self, x: torch.Tensor) -> torch.Tensor:
         return x.mul(self.lam).add_(x[self.perm], alpha=1.0 - self.lam)
 
-    def loss(self, criterion: nn.Module, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return self.lam * criterion(logits, y) + (1.0 - self.lam) * criterion(logits, y[self.perm])
+    def loss(self, criterion: nn.Module, logits: torch.Tensor, y: torch.Tensor,
+             rows: torch.Tensor | None = None) -> torch.Tensor:
+        """lam * the first label's loss + (1 - lam) * the partner's; over `rows` only when given
+        (--forget-rate), each row keeping its own partner."""
+        partner = y[self.perm]
+        if rows is not None:
+            logits, y, partner = logits[rows], y[rows], partner[rows]
+        return self.lam * criterion(logits, y) + (1.0 - self.lam) * criterion(logits, partner)
 
     def correct(self, pred: torch.Tensor, y: torch.Tensor) -> float:
         """Right answers counted against both labels with the mixing weights."""

@@ -61,6 +61,7 @@ class RunContext:
         return {"name": c.recipe, "label_smoothing": c.label_smoothing,
                 "layer_decay": c.layer_decay, "ema": c.ema, "mixup": c.mixup,
                 **({"sam": c.sam} if c.sam else {}),
+                **({"forget_rate": c.forget_rate} if c.forget_rate else {}),
                 **({"distill": c.distill, "distill_weight": c.distill_weight,
                     "distill_temperature": c.distill_temperature} if c.distill else {}),
                 "tta_flip": c.tta_flip, "crop_faces": c.crop_faces,

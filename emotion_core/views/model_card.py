@@ -44,6 +44,8 @@ def training_command(manifest: dict[str, Any]) -> str:
         args.append(f"--mixup {c['mixup']}")
     if c.get("sam"):
         args.append(f"--sam {c['sam']}")
+    if c.get("forget_rate"):
+        args.append(f"--forget-rate {c['forget_rate']}")
     if c.get("distill"):
         args.append(f"--distill {c['distill']} --distill-weight {c.get('distill_weight')} "
                     f"--distill-temperature {c.get('distill_temperature')}")
@@ -126,6 +128,8 @@ def model_card(run_id: str, *, note: str = "") -> str:
         + (f", weights averaged per step (EMA decay {recipe['ema']})" if recipe.get("ema") else "")
         + (f", mixup (alpha {recipe['mixup']})" if recipe.get("mixup") else "")
         + (f", sharpness-aware steps (SAM, radius {recipe['sam']})" if recipe.get("sam") else "")
+        + (f", each batch's highest-loss {recipe['forget_rate']:.0%} left out from epoch 2 "
+           f"(small-loss selection)" if recipe.get("forget_rate") else "")
         + (f", distilled from {recipe['distill']} (weight {recipe.get('distill_weight')}, "
            f"temperature {recipe.get('distill_temperature')})" if recipe.get("distill") else ""),
         f"- trained on {m.get('timings', {}).get('device')}{_threads(m)} in "
