@@ -13,8 +13,9 @@ were scored on (both right, only A, only B, both wrong, exact McNemar p-value). 
 lets every run on a dataset (yours, the bundled ones, the reference sets'; ensembles left out)
 vote on the split's images all of them answered: per set, the best run's accuracy, the share
 right by most runs and by any, the images missed by every run; then the most missed images.
-`--mean` scores the equal-weight mean of stored runs' answers (what Predict shows under its
-models' answers) on val and test, per set, without storing an ensemble run.
+`--mean` scores the equal-weight mean of runs' stored answers (what Predict shows under its
+models' answers) on val and test, per set, without storing an ensemble run; a run may be yours,
+a bundled one or a reference set's (e.g. GPU runs whose weights never came back).
 """
 from __future__ import annotations
 
@@ -47,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--show", type=int, default=20, metavar="N",
                    help="how many of the most missed images --agreement lists (default: 20)")
     p.add_argument("--mean", nargs="+", metavar="RUN",
-                   help="score the equal-weight mean of these runs on val and test, per set")
+                   help="score the equal-weight mean of these runs (yours, bundled or a reference "
+                        "set's) on val and test, per set")
     args = p.parse_args(argv)
     if args.mean:
         return _mean(args.mean)

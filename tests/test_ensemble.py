@@ -125,3 +125,24 @@ def test_mean_scores_counts_the_means_right_answers_per_subset_and_set_without_s
     assert "all sets" in capsys.readouterr().out
     assert leaderboard.main(["--mean", "a"]) == 2
     assert leaderboard.main(["--mean", "a", "nosuch"]) == 2
+
+
+def test_mean_scores_reads_a_reference_sets_runs_but_a_stored_ensemble_refuses_them():
+    # b's answers exist only in a reference set (tables of a GPU run whose weights stayed there)
+    sources = ["x", "x", "y", "y", "x", "y"]
+    _store("a", A_VAL, [[.1, .8, .1], [.1, .1, .8]], sources=sources)
+    _store("b", B_VAL, [[.1, .3, .6], [.9, .05, .05]], sources=sources, model="efficientnet_b4")
+    local = ensemble.mean_scores(["a", "b"])
+    b = store.load_run("b")
+    folder = store.paths.reference_dir() / "gpuset"
+    folder.mkdir(parents=True)
+    store.write_json(folder / store.paths.REFERENCE_MANIFESTS,
+                     {"note": "made elsewhere", "runs": {"ref-b": dict(b.manifest, run_id="ref-b")}})
+    store.write_csv(folder / "predictions.csv", b.predictions.assign(run_id="ref-b"))
+    store.delete_run("b")
+    pd.testing.assert_frame_equal(ensemble.mean_scores(["a", "ref-b"]), local)
+    with pytest.raises(store.BrokenRunError, match="ref-b"):
+        ensemble.build_ensemble(["a", "ref-b"])
+    from scripts import leaderboard
+    assert leaderboard.main(["--mean", "a", "ref-b"]) == 0
+    assert leaderboard.main(["--mean", "a", "nosuch"]) == 2

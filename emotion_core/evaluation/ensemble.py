@@ -17,6 +17,7 @@ import pandas as pd
 from emotion_core import store
 from emotion_core.evaluation import metrics as ev
 from emotion_core.models import STUDY_ENSEMBLE
+from emotion_core.store import reference
 
 KEY = ["subset", "rel"]
 
@@ -54,10 +55,21 @@ def check_compatible(records: Sequence[store.RunRecord]) -> tuple[list[str], str
     return list(ref["classes"]), str(ref.get("split_hash"))
 
 
-def load_members(run_ids: Sequence[str]) -> list[store.RunRecord]:
+def _load_member(run_id: str, references: bool) -> store.RunRecord:
+    if references and not store.paths.run_dir(run_id).is_dir():
+        rec = reference.find_reference_run(run_id)
+        if rec is not None:
+            return rec
+    return store.load_run(run_id)
+
+
+def load_members(run_ids: Sequence[str], *, references: bool = False) -> list[store.RunRecord]:
+    """The member runs, loaded; with `references`, a run not in this store may be a reference
+    set's (tables only: fine for scoring answers, never for a stored ensemble, whose members
+    Predict loads with their weights)."""
     if len(set(run_ids)) != len(run_ids):
         raise EnsembleError(f"duplicate member runs in {list(run_ids)}")
-    records = [store.load_run(r) for r in run_ids]
+    records = [_load_member(r, references) for r in run_ids]
     for rec in records:
         if rec.is_ensemble:
             raise EnsembleError(f"run '{rec.run_id}' is itself an ensemble; list its members instead")
@@ -125,8 +137,9 @@ def greedy_subset(run_ids: Sequence[str], *, metric: str = "macro_f1",
 def mean_scores(run_ids: Sequence[str]) -> pd.DataFrame:
     """How the equal-weight mean of stored runs (what Predict computes) scores, without storing
     it: one row per subset (val, then test) and set, each subset's all-sets row first
-    (images, right, accuracy, macro-F1)."""
-    records = load_members(run_ids)
+    (images, right, accuracy, macro-F1). Members may be reference-set runs (their stored answers
+    are all the mean needs)."""
+    records = load_members(run_ids, references=True)
     classes, _ = check_compatible(records)
     frame, tables = aligned_probs(records, classes)
     probs = average_probs(tables)

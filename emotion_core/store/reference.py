@@ -74,6 +74,15 @@ def reference_manifest(run_id: str) -> dict | None:
     return None
 
 
+def find_reference_run(run_id: str) -> RunRecord | None:
+    """Reference-set run `run_id` with its tables (the first set naming it), or None."""
+    for name in list_reference_sets():
+        runs = read_json(paths.reference_dir() / name / paths.REFERENCE_MANIFESTS).get("runs") or {}
+        if isinstance(runs.get(run_id), dict):
+            return next((r for r in load_reference_runs(name) if r.run_id == run_id), None)
+    return None
+
+
 def all_reference_runs() -> list[RunRecord]:
     return [rec for name in list_reference_sets() for rec in load_reference_runs(name)]
 
