@@ -87,6 +87,10 @@ def answers_block(i: int, face: live.FacePrediction) -> None:
                      "run": st.column_config.Column("run", width="large"),
                      "prediction": st.column_config.Column("prediction", width="small"),
                      "confidence": st.column_config.NumberColumn("confidence", format="%.3f"),
+                     "temperature": st.column_config.NumberColumn(
+                         "T", format="%.2f", help="the run's calibration temperature, fitted on "
+                         "validation answers (scripts.calibrate): its percentages are softmax(log "
+                         "p / T) of the plain answer p, which changes no choice; 1: as trained"),
                      "latency_ms": st.column_config.NumberColumn("ms", format="%.1f"),
                      "engine": st.column_config.Column(
                          "engine", help="onnx: the run's ONNX export through ONNX Runtime (the app "

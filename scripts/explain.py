@@ -23,7 +23,7 @@ from emotion_core import explain, store
 from emotion_core.data import faces, images
 from emotion_core.data.transforms import Preprocess
 from emotion_core.evaluation import CheckpointMismatchError, load_model
-from emotion_core.evaluation.inference import run_flips
+from emotion_core.evaluation.inference import run_flips, run_temperature
 from emotion_core.explain import ALL_METHODS as METHODS
 from emotion_core.explain import NotApplicableError, evaluate_maps
 
@@ -105,7 +105,8 @@ def run_image(args: argparse.Namespace) -> int:
     res = explain.explain_image(model, x, view, args.method, layer=layer, head=args.head,
                                 target=target, discard_ratio=args.discard_ratio,
                                 head_fusion=args.head_fusion, top_k=args.top_k, alpha=args.alpha,
-                                tta_flip=run_flips(manifest))
+                                tta_flip=run_flips(manifest),
+                                temperature=run_temperature(manifest))
     image = res.image
     if res.heat is not None and image.shape[0] < 224:  # small inputs: enlarge for viewing
         k = -(-224 // image.shape[0])

@@ -31,7 +31,8 @@ from emotion_core.views import labels as run_names
 from emotion_core.views import live, run_choice
 
 CSV_FIELDS = ["path", "face", "x", "y", "w", "h", "run_id", "run", "prediction", "confidence",
-              "engine", "note"]  # engine: onnx (the run's export) or torch, as on Predict
+              "temperature", "engine", "note"]  # temperature: the run's calibration (1: none);
+# engine: onnx (the run's export) or torch, as on Predict
 
 
 def offered_runs() -> tuple[list[store.RunRecord], list[store.RunRecord], list[store.RunRecord]]:
@@ -75,6 +76,7 @@ def _rows(path: Path, result: live.LiveResult, labels: dict[str, str]) -> Iterab
             row = {"path": str(path), "face": k, **where, "run_id": p.run_id,
                    "run": live.entry_label(p, labels), "prediction": p.predicted or "",
                    "confidence": "" if p.confidence is None else round(p.confidence, 4),
+                   "temperature": "" if p.temperature is None else p.temperature,
                    "engine": p.engine if p.probs is not None else "",
                    "note": p.error or (result.note if k == 1 else "")}
             if p.probs is not None:

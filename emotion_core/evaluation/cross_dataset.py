@@ -15,7 +15,7 @@ import pandas as pd
 from emotion_core import store
 from emotion_core.data import CachedLoader, PreparedDataset, build_cache, faces, open_folder
 from emotion_core.evaluation.ensemble import average_probs
-from emotion_core.evaluation.inference import collect_probs, run_flips
+from emotion_core.evaluation.inference import collect_probs, run_flips, run_temperature
 from emotion_core.evaluation.loading import load_model, run_manifest
 from emotion_core.evaluation.metrics import compute_metrics, metrics_by_subset, predictions_table
 
@@ -45,7 +45,8 @@ def run_probs(run_id: str, ds: PreparedDataset, rows: np.ndarray, *,
                         progress=progress)
     loader = CachedLoader(cache, rows, 64, shuffle=False, aug=None, mean=manifest["mean"],
                           std=manifest["std"])
-    probs, _ = collect_probs(model, loader, tta_flip=run_flips(manifest))
+    probs, _ = collect_probs(model, loader, tta_flip=run_flips(manifest),
+                             temperature=run_temperature(manifest))
     return probs
 
 

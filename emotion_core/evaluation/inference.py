@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from emotion_core.data.transforms import Preprocess
+from emotion_core.evaluation import calibration
 
 _DEFAULT_THREADS = torch.get_num_threads()  # torch's choice at import (the cores it may use)
 
@@ -49,9 +50,14 @@ def device_of(model: nn.Module) -> torch.device:
 
 
 def probabilities(model: nn.Module, x: torch.Tensor, *, amp: bool = False,
-                  tta_flip: bool = False) -> torch.Tensor:
+                  tta_flip: bool = False, temperature: float = 1.0) -> torch.Tensor:
     """Softmax class probabilities (float32, on the model's device) for a normalised batch;
-    with `tta_flip`, the mean of the picture's and its mirror image's (a run's `tta_flip`)."""
+    with `tta_flip`, the mean of the picture's and its mirror image's (a run's `tta_flip`);
+    then scaled by the run's calibration `temperature` (`calibration.scale`; 1: unchanged)."""
+    return calibration.scale(_probabilities(model, x, amp=amp, tta_flip=tta_flip), temperature)
+
+
+def _probabilities(model: nn.Module, x: torch.Tensor, *, amp: bool, tta_flip: bool) -> torch.Tensor:
     device = device_of(model)
     with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16,
                                                  enabled=amp and device.type == "cuda"):
@@ -73,9 +79,16 @@ def run_flips(manifest: dict) -> bool:
     return bool(manifest.get("tta_flip") or (manifest.get("config") or {}).get("tta_flip"))
 
 
+def run_temperature(manifest: dict) -> float:
+    """The temperature a run's answers are scaled by (`scripts.calibrate`; 1 when none)."""
+    t = (manifest.get("calibration") or {}).get("temperature", 1.0)
+    calibration.check(t)
+    return float(t)
+
+
 def collect_probs(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], *,
                   amp: bool = False, channels_last: bool = False, max_batches: int = 0,
-                  tta_flip: bool = False) -> tuple[np.ndarray, np.ndarray]:
+                  tta_flip: bool = False, temperature: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """Probabilities and labels over an iterable of (images, labels) batches, in eval mode."""
     model.eval()
     all_p, all_y = [], []
@@ -84,7 +97,8 @@ def collect_probs(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.
             break
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        all_p.append(probabilities(model, x, amp=amp, tta_flip=tta_flip).cpu().numpy())
+        all_p.append(probabilities(model, x, amp=amp, tta_flip=tta_flip,
+                                   temperature=temperature).cpu().numpy())
         all_y.append(y.numpy())
     if not all_p:
         return np.zeros((0, 0)), np.zeros(0, dtype=np.int64)
@@ -92,13 +106,15 @@ def collect_probs(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.
 
 
 def predict_images(model: nn.Module, images_rgb: Sequence[np.ndarray], preprocess: Preprocess,
-                   batch_size: int = 32, *, tta_flip: bool = False) -> np.ndarray:
+                   batch_size: int = 32, *, tta_flip: bool = False,
+                   temperature: float = 1.0) -> np.ndarray:
     """Class probabilities (float64, N x classes) for RGB uint8 pictures, preprocessed exactly
     like the training cache."""
     model.eval()
     out = []
     for i in range(0, len(images_rgb), batch_size):
         xb = torch.cat([preprocess(im)[0] for im in images_rgb[i:i + batch_size]])
-        out.append(probabilities(model, xb, tta_flip=tta_flip).cpu().numpy().astype(np.float64))
+        out.append(probabilities(model, xb, tta_flip=tta_flip, temperature=temperature)
+                   .cpu().numpy().astype(np.float64))
     n_classes = int(getattr(model, "num_classes", 0) or 0)
     return np.concatenate(out) if out else np.zeros((0, n_classes))

@@ -55,11 +55,13 @@ class Explanation:
 def explain_image(model: nn.Module, x: torch.Tensor, view: np.ndarray, method: str, *,
                   layer: str | int | None = None, head: int | None = None, target: int | None = None,
                   discard_ratio: float = 0.9, head_fusion: str = "mean", top_k: int = 16,
-                  alpha: float = 0.5, tta_flip: bool = False) -> Explanation:
+                  alpha: float = 0.5, tta_flip: bool = False,
+                  temperature: float = 1.0) -> Explanation:
     """Compute `method` for image x[0] and render it over `view` (its uint8 RGB at input size).
 
     `tta_flip`: the class probabilities (and so the default target) are the mean over the
-    picture and its mirror, as a run trained with flip test-time augmentation answers.
+    picture and its mirror, as a run trained with flip test-time augmentation answers;
+    `temperature`: the run's calibration (`inference.run_temperature`), as Predict answers.
 
     `layer`: a conv layer name for featuremap, a module name for CAMs (default: the registry's
     target), a block index for attention (default: last).
@@ -75,7 +77,7 @@ def explain_image(model: nn.Module, x: torch.Tensor, view: np.ndarray, method: s
                                  f"(it supports {', '.join(methods_for(spec))})")
     x = to_model_device(model, batch_of(x)[:1])
     with explaining(model):
-        probs = probabilities(model, x, tta_flip=tta_flip)[0].cpu().numpy()
+        probs = probabilities(model, x, tta_flip=tta_flip, temperature=temperature)[0].cpu().numpy()
     if target is not None and not 0 <= int(target) < probs.shape[0]:
         raise ValueError(f"class index {target} out of range: the model has {probs.shape[0]} classes")
     cls = int(probs.argmax()) if target is None else int(target)

@@ -13,10 +13,12 @@ from pathlib import Path
 
 from emotion_core.store import paths
 from emotion_core.store.files import (
+    atomic_path,
     file_sha256,
     make_temp_dir,
     mode_for_file,
     publish_dir,
+    read_json,
     write_json,
 )
 from emotion_core.store.runs import BrokenRunError, load_run
@@ -55,6 +57,24 @@ def bundle_run(run_id: str, card: str, *, bundle_id: str | None = None) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return final
+
+
+def update_bundled(bundle_id: str, changes: dict, card: str | None = None) -> None:
+    """A release step on a bundled model that leaves its weights alone: replace top-level keys
+    of its manifest (None removes one) and, with `card`, its MODEL_CARD.md."""
+    folder = paths.bundled_dir() / paths.checked("run id", bundle_id)
+    if not (folder / paths.MANIFEST).is_file():
+        raise BrokenRunError(f"no bundled model '{bundle_id}' under {paths.bundled_dir()}")
+    manifest = read_json(folder / paths.MANIFEST)
+    for key, value in changes.items():
+        if value is None:
+            manifest.pop(key, None)
+        else:
+            manifest[key] = value
+    write_json(folder / paths.MANIFEST, manifest)
+    if card is not None:
+        with atomic_path(folder / paths.MODEL_CARD) as tmp:
+            tmp.write_text(card)
 
 
 def model_card(run_id: str) -> str:

@@ -12,7 +12,7 @@ import itertools
 import os
 import shutil
 import subprocess
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
@@ -227,12 +227,16 @@ def update_run_metrics(run_id: str, extra: Mapping[str, Any]) -> None:
     write_json(path, metrics)
 
 
-def update_run_manifest(run_id: str, changes: Mapping[str, Any]) -> None:
-    """Replace top-level keys of a run's manifest.json (e.g. a latency measured again later)."""
+def update_run_manifest(run_id: str, changes: Mapping[str, Any], *,
+                        remove: Sequence[str] = ()) -> None:
+    """Replace top-level keys of a run's manifest.json (e.g. a latency measured again later)
+    and drop those in `remove`."""
     _writable(run_id)
     path = paths.run_file(run_id, paths.MANIFEST)
     manifest = read_json(path)
     manifest.update(changes)
+    for key in remove:
+        manifest.pop(key, None)
     write_json(path, manifest)
 
 

@@ -24,7 +24,7 @@ from emotion_core import store
 from emotion_core.data import faces, images
 from emotion_core.data.transforms import Preprocess
 from emotion_core.evaluation.ensemble import average_probs
-from emotion_core.evaluation.inference import probabilities, run_flips
+from emotion_core.evaluation.inference import probabilities, run_flips, run_temperature
 from emotion_core.evaluation.loading import load_model
 from emotion_core.explain.base import explaining
 from emotion_core.views.labels import SEP
@@ -57,6 +57,7 @@ class RunPrediction:
     latency_ms: float = 0.0
     error: str | None = None
     engine: str = "torch"  # "onnx" when the loader gave an exported model (onnx_model.load_predictor)
+    temperature: float | None = None  # the run's calibration (scripts.calibrate); None for a mean
     kind: str = "model"  # "model", "ensemble" (a stored ensemble run) or "mean" (computed now)
     note: str = ""  # a stored ensemble: its members and weights, in words
 
@@ -199,7 +200,8 @@ def _predict_one(loader: Loader, run_id: str, crop: Crop,
     ms = (time.perf_counter() - t0) * 1000.0
     return RunPrediction(run_id, manifest["model"], manifest.get("weights_source", "?"),
                          list(manifest["classes"]), np.asarray(probs, dtype=np.float64), ms,
-                         engine=getattr(model, "engine", "torch"))
+                         engine=getattr(model, "engine", "torch"),
+                         temperature=run_temperature(manifest))
 
 
 def _forward(model: Any, manifest: dict[str, Any], crop: np.ndarray) -> np.ndarray:
@@ -208,7 +210,8 @@ def _forward(model: Any, manifest: dict[str, Any], crop: np.ndarray) -> np.ndarr
     must not see this forward, nor the warm-up's first call see theirs)."""
     x, _ = Preprocess.of(manifest)(crop)
     with explaining(model):
-        probs = probabilities(model, x, tta_flip=run_flips(manifest))
+        probs = probabilities(model, x, tta_flip=run_flips(manifest),
+                              temperature=run_temperature(manifest))
     return probs[0].cpu().numpy().astype(np.float64)
 
 
@@ -414,7 +417,9 @@ def probability_table(pred: FacePrediction, labels: Mapping[str, str] | None = N
 
 def summary_table(pred: FacePrediction, labels: Mapping[str, str] | None = None
                   ) -> list[dict[str, Any]]:
-    """One row per answer: run label, prediction, confidence, latency, engine, error (if any)."""
+    """One row per answer: run label, prediction, confidence, the run's calibration temperature,
+    latency, engine, error (if any)."""
     return [{"run": entry_label(p, labels), "prediction": p.predicted, "confidence": p.confidence,
-             "latency_ms": p.latency_ms, "engine": p.engine, "error": p.error or ""}
+             "temperature": p.temperature, "latency_ms": p.latency_ms, "engine": p.engine,
+             "error": p.error or ""}
             for p in answers(pred)]

@@ -37,7 +37,7 @@ import numpy as np
 from emotion_core import store
 from emotion_core.data import faces
 from emotion_core.data.transforms import Preprocess
-from emotion_core.evaluation.inference import probabilities, set_threads
+from emotion_core.evaluation.inference import probabilities, run_temperature, set_threads
 from emotion_core.explain.base import explaining
 from emotion_core.views.live import FaceCrops
 
@@ -220,7 +220,8 @@ def classify(model: Any, manifest: dict[str, Any], crops: Sequence[np.ndarray]) 
     pre = Preprocess.of(manifest)
     x = torch.cat([pre(c)[0] for c in crops])
     with explaining(model):
-        return probabilities(model, x).cpu().numpy().astype(np.float64)
+        return probabilities(model, x, temperature=run_temperature(manifest)).cpu().numpy() \
+            .astype(np.float64)
 
 
 class LiveSession:

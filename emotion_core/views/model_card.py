@@ -89,6 +89,33 @@ def _metric_rows(metrics: dict[str, Any], dataset: str) -> list[str]:
     return rows
 
 
+def _calibration(cal: dict[str, Any] | None) -> list[str]:
+    """The card's calibration section (`scripts.calibrate`), or nothing."""
+    if not cal:
+        return []
+    fit = cal["before"], cal["after"]
+    lines = [
+        "", "## Calibration", "",
+        f"Answers are scaled by a temperature T = {cal['temperature']:g}: each answer p becomes "
+        f"softmax(log p / T), which changes the percentages, never the chosen class. T was fitted "
+        f"by least negative log-likelihood on the {cal.get('subset', 'val')} answers of run "
+        f"`{cal['fitted_on']}` ({fit[0]['images']} images): there the expected calibration error "
+        f"went from {fit[0]['ece']:.3f} to {fit[1]['ece']:.3f} and the mean top probability from "
+        f"{fit[0]['mean_top_probability']:.3f} to {fit[1]['mean_top_probability']:.3f}, against "
+        f"an accuracy of {fit[0]['accuracy']:.3f}. The metrics above are the answers before "
+        f"scaling."]
+    if cal.get("test"):
+        lines += ["", "On the test splits (read afterwards; they chose nothing):", "",
+                  "| set | images | accuracy | mean top probability | ECE | NLL |",
+                  "|---|---|---|---|---|---|"]
+        for name, part in cal["test"].items():
+            b, a = part["before"], part["after"]
+            lines.append(f"| {name} | {b['images']} | {b['accuracy']:.3f} | "
+                         f"{b['mean_top_probability']:.3f} → {a['mean_top_probability']:.3f} | "
+                         f"{b['ece']:.3f} → {a['ece']:.3f} | {b['nll']:.3f} → {a['nll']:.3f} |")
+    return lines
+
+
 def _row(name: str, subset: str, m: dict[str, Any]) -> str:
     def num(key: str) -> str:
         v = m.get(key)
@@ -142,6 +169,7 @@ def model_card(run_id: str, *, note: str = "") -> str:
         selection_note(m), "",
         "| set | split | images | accuracy | macro-F1 | ECE |", "|---|---|---|---|---|---|",
         *_metric_rows(rec.metrics, str(m.get("dataset"))),
+        *_calibration(m.get("calibration")),
         "", "## Terms", "", DATA_TERMS,
     ]
     if note:
