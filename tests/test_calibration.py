@@ -147,3 +147,17 @@ def test_calibrating_a_bundled_model_rewrites_its_manifest_and_card_never_its_we
     assert calibrate_cli.main(["--run", "realfaces-x", "--clear"]) == 0
     assert "## Calibration" not in bundle.model_card("realfaces-x")
     assert "calibration" not in store.load_run("realfaces-x", tables=False).manifest
+
+
+def test_the_mean_of_runs_scores_their_scaled_answers_as_predict_averages_them():
+    from emotion_core.evaluation import ensemble
+
+    p_a, y = _true_scaled_labels(300, 0.5, seed=5)
+    p_b = np.roll(p_a, 1, axis=1) * 0.5 + p_a * 0.5  # a second opinion, often another class
+    _tiny_run("a", _answers(p_a, y, "val", ["a"] * 300))
+    _tiny_run("b", _answers(p_b, y, "val", ["a"] * 300))
+    store.runs.update_run_manifest("a", {"calibration": {"temperature": 0.25}})
+    right = int(ensemble.mean_scores(["a", "b"]).set_index("set").loc["all sets", "right"])
+    mean = (calibration.scale(p_a, 0.25) + p_b) / 2
+    assert right == int((mean.argmax(1) == y).sum())
+    assert right != int((((p_a + p_b) / 2).argmax(1) == y).sum())  # the scaling mattered here

@@ -15,7 +15,9 @@ import numpy as np
 import pandas as pd
 
 from emotion_core import store
+from emotion_core.evaluation import calibration
 from emotion_core.evaluation import metrics as ev
+from emotion_core.evaluation.inference import run_temperature
 from emotion_core.models import STUDY_ENSEMBLE
 from emotion_core.store import reference
 
@@ -138,11 +140,13 @@ def mean_scores(run_ids: Sequence[str]) -> pd.DataFrame:
     """How the equal-weight mean of stored runs (what Predict computes) scores, without storing
     it: one row per subset (val, then test) and set, each subset's all-sets row first
     (images, right, accuracy, macro-F1). Members may be reference-set runs (their stored answers
-    are all the mean needs)."""
+    are all the mean needs); a calibrated member's answers are scaled by its temperature first,
+    as Predict's are."""
     records = load_members(run_ids, references=True)
     classes, _ = check_compatible(records)
     frame, tables = aligned_probs(records, classes)
-    probs = average_probs(tables)
+    probs = average_probs([calibration.scale(t, run_temperature(r.manifest))
+                           for r, t in zip(records, tables, strict=True)])
     y = _label_indices(frame, classes)
     sources = frame["source"] if "source" in frame.columns else None
     rows = []
