@@ -139,6 +139,11 @@ def test_the_committed_bundled_models_reproduce_their_cards_test_scores(monkeypa
         # the card's numbers are the float32 run's; the committed copy is float16: one answer
         # may differ, not more
         assert abs(got["accuracy"] - want["accuracy"]) <= 1.01 / want["n"], rec.run_id
+        cal = rec.manifest.get("calibration")
+        if cal:  # the committed temperature is applied: the card's scaled calibration error
+            card = cal["test"]["webfaces3"]
+            assert abs(got["ece"] - card["after"]["ece"]) < 0.005, rec.run_id
+            assert abs(got["ece"] - card["before"]["ece"]) > 0.01, rec.run_id
 
 
 def test_make_runs_demo_job_starts_beside_bundled_models_but_not_beside_the_users_runs(
