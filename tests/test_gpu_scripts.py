@@ -35,10 +35,10 @@ def pack(tmp_path_factory) -> Path:
     return base / "pack"
 
 
-def _run_script(name: str, pack: Path, tmp_path: Path) -> tuple[Path, str]:
+def _run_script(name: str, pack: Path, tmp_path: Path, **env_vars: str) -> tuple[Path, str]:
     """bash scripts/gpu/NAME PACK OUT with SMOKE=1; returns OUT and the script's train.log."""
     out = tmp_path / "out"
-    env = {**os.environ, "SMOKE": "1", "RF": str(tmp_path / "rf"),
+    env = {**os.environ, **env_vars, "SMOKE": "1", "RF": str(tmp_path / "rf"),
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     proc = subprocess.run(["bash", f"scripts/gpu/{name}", str(pack), str(out)], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=600)
@@ -62,6 +62,14 @@ def test_converge_trains_the_four_unconverged_architectures_and_sends_their_tabl
     assert sorted(p.name for p in out.iterdir()) == ["runs.tar.gz", "train.log"]  # no weights
     assert install_results.main(["--from", str(out), "--reference", "gpu-converge"]) == 0
     assert _reference_models("gpu-converge") == ["efficientnet_b4", "vgg16", "vit_hf", "vit_scratch"]
+
+
+def test_converges_second_round_trains_only_the_two_still_gaining(pack, tmp_path):
+    out, log = _run_script("converge.sh", pack, tmp_path, ROUND="2")
+    assert _finished(log) == ["efficientnet_b4", "vgg16"], log
+    assert "--epochs 28" in log and "--epochs 22" in log
+    assert install_results.main(["--from", str(out), "--reference", "gpu-converge-2"]) == 0
+    assert _reference_models("gpu-converge-2") == ["efficientnet_b4", "vgg16"]
 
 
 def test_faceres_compares_both_bodies_over_two_seeds_and_sends_a_loadable_candidate(pack, tmp_path):
