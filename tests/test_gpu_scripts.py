@@ -72,6 +72,15 @@ def test_converges_second_round_trains_only_the_two_still_gaining(pack, tmp_path
     assert _reference_models("gpu-converge-2") == ["efficientnet_b4", "vgg16"]
 
 
+def test_converges_third_round_trains_vgg16_at_a_lower_rate_with_two_seeds(pack, tmp_path):
+    out, log = _run_script("converge.sh", pack, tmp_path, ROUND="3")
+    assert _finished(log) == ["vgg16-s0", "vgg16-s1"], log
+    assert install_results.main(["--from", str(out), "--reference", "gpu-converge-3"]) == 0
+    runs = load_reference_runs("gpu-converge-3")
+    assert sorted(r.manifest["config"]["seed"] for r in runs) == [0, 1]
+    assert {r.manifest["config"]["lr"] for r in runs} == {2e-4}
+
+
 def test_faceres_compares_both_bodies_over_two_seeds_and_sends_a_loadable_candidate(pack, tmp_path):
     out, log = _run_script("faceres.sh", pack, tmp_path)
     assert _finished(log) == ["faceres-0", "faceres-1", "mobilenet-0", "mobilenet-1"], log

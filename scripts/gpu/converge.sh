@@ -14,6 +14,11 @@
 # per epoch with four runs sharing (19.8 and 26.7) fell by 1.67x when two of four finished in
 # faceres.sh's wave of the same day, so about 12 and 16 s are expected; the counts still fit
 # DEADLINE=500 at 1.4x (14 and 19 s), the margin for a run lost whole.
+# ROUND=3: VGG-16 again, after round 2's 28-epoch run never left chance (training loss at ln 3
+# from epoch 1; round 1's, same seed and rate, left it at epoch 2, 2026-11-30's at epoch 1): a
+# plain VGG without batch norm from scratch at 5e-4 starts on a knife edge. Round 3 tries a peak
+# rate of 2e-4 with two seeds, 28 epochs each, so that both leaving chance shows the start is no
+# longer luck (about 10 s an epoch with two sharing, as round 2's VGG-16: DEADLINE=420 suffices).
 # SMOKE=1 runs the same stages with tiny models for a local check of the script.
 set -uo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -24,7 +29,10 @@ DEADLINE=${DEADLINE:-540}  # seconds into the call by which the wave has ended
 decode_cache "$size"  # once, before the runs of the wave that all read it
 
 ref="--lr 5e-4 --patience 6"  # 2026-11-30's options, patience 4 -> 6 for the longer schedules
-if [ "${ROUND:-1}" = 2 ]; then
+if [ "${ROUND:-1}" = 3 ]; then
+  launch vgg16-s0 vgg16 --epochs 28 --lr 2e-4 --patience 6 --seed 0
+  launch vgg16-s1 vgg16 --epochs 28 --lr 2e-4 --patience 6 --seed 1
+elif [ "${ROUND:-1}" = 2 ]; then
   launch efficientnet_b4 efficientnet_b4 --epochs 22 $ref
   launch vgg16 vgg16 --epochs 28 $ref
 else
