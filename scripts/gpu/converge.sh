@@ -28,22 +28,22 @@ DEADLINE=${DEADLINE:-540}  # seconds into the call by which the wave has ended
 
 decode_cache "$size"  # once, before the runs of the wave that all read it
 
-ref="--lr 5e-4 --patience 6"  # 2026-11-30's options, patience 4 -> 6 for the longer schedules
-if [ "${ROUND:-1}" = 3 ]; then
-  launch vgg16-s0 vgg16 --epochs 28 --lr 2e-4 --patience 6 --seed 0
-  launch vgg16-s1 vgg16 --epochs 28 --lr 2e-4 --patience 6 --seed 1
-elif [ "${ROUND:-1}" = 2 ]; then
-  launch efficientnet_b4 efficientnet_b4 --epochs 22 $ref
-  launch vgg16 vgg16 --epochs 28 $ref
-else
-  launch efficientnet_b4 efficientnet_b4 --epochs 13 $ref
-  launch vit_hf vit_hf --epochs 13 $ref
-  launch vgg16 vgg16 --epochs 16 $ref
-  launch vit_scratch vit_scratch --epochs 32 $ref
-fi
+round=${ROUND:-1}
+patience="--patience 6"  # 2026-11-30's was 4: these schedules are longer
+ref="--lr 5e-4 $patience"  # 2026-11-30's rate
+case $round in
+  3) launch vgg16-s0 vgg16 --epochs 28 --lr 2e-4 $patience --seed 0
+     launch vgg16-s1 vgg16 --epochs 28 --lr 2e-4 $patience --seed 1 ;;
+  2) launch efficientnet_b4 efficientnet_b4 --epochs 22 $ref
+     launch vgg16 vgg16 --epochs 28 $ref ;;
+  *) launch efficientnet_b4 efficientnet_b4 --epochs 13 $ref
+     launch vit_hf vit_hf --epochs 13 $ref
+     launch vgg16 vgg16 --epochs 16 $ref
+     launch vit_scratch vit_scratch --epochs 32 $ref ;;
+esac
 wave_to_deadline
 
 pack_tables "full profile from scratch, face crops of affectnet3+webfaces3 at 224 px (as the pack \
 cut them: see each run's framing) (192 px WebP q75), flip TTA, label smoothing 0.1; the runs of the wave \
-trained side by side (round ${ROUND:-1}), so their seconds and CPU latencies were taken under load"
+trained side by side (round $round), so their seconds and CPU latencies were taken under load"
 ls -la "$out" | tee -a "$log"
