@@ -99,6 +99,8 @@ def _job_body(job_id: str, compact: bool, was_running: bool) -> None:
         jobs.cancel_job()
         st.rerun()
     if not compact:
+        for model, text in now.warnings.items():
+            st.warning(f"**{model}**: {text}")
         with st.expander("Log", expanded=False):
             lines = jobs.read_log(now.job_id).splitlines()
             st.code("\n".join(lines[-LOG_LINES:]) or "(no output yet)", language=None)

@@ -6,7 +6,8 @@
     python -m scripts.leaderboard --agreement --dataset NAME [--subset test] [--show 20]
     python -m scripts.leaderboard --mean RUN RUN [RUN ...]
 
-Rebuilds artifacts/leaderboard.csv from the run manifests; broken runs are listed, not hidden.
+Rebuilds artifacts/leaderboard.csv from the run manifests; broken runs are listed, not hidden,
+and so are runs whose model gives one class to every validation image (a collapsed training).
 `--intervals` prints each run's validation and test accuracy with its image count and 95%
 Wilson interval (per set for a run on several); `--versus` pairs two runs on the images both
 were scored on (both right, only A, only B, both wrong, exact McNemar p-value). `--agreement`
@@ -76,6 +77,10 @@ def main(argv: list[str] | None = None) -> int:
         print(df.to_csv(index=False), end="")
     else:
         print(tables.format_table(df[VIEW]))
+    if not df.empty and not args.csv:
+        records = [store.load_run(r, tables=False) for r in df["run_id"]]
+        for rid, what in tables.constant_answers(records, {r: r for r in df["run_id"]}).items():
+            print(f"note: {rid} {what}")
     for rid, why in broken.items():
         print(f"broken run {rid}: {why}", file=sys.stderr)
     return 0

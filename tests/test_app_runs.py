@@ -261,14 +261,16 @@ def test_train_page_shows_the_jobs_status_line_and_keeps_the_log_in_an_expander(
         built_store, monkeypatch, tmp_path) -> None:
     root = copy_store(built_store[0], tmp_path / "store")
     monkeypatch.setenv(store.paths.ENV_ROOT, str(root))
-    job = status.start_steps([[sys.executable, "-c", "print('hello from the job')"]],
-                             models=["mobilenet_v2"])
+    step = ("from emotion_core.store.events import EventLog; print('hello from the job'); "
+            "EventLog.from_env().bind(model='vgg16').emit('warning', text='constant', epoch=None)")
+    job = status.start_steps([[sys.executable, "-c", step]], models=["vgg16"])
     wait_until(lambda: not status.job_status(job.job_id).running, timeout=10, every=0.1)
     at = open_page(AppTest.from_file(APP, default_timeout=TIMEOUT), "train")
     assert any(job.job_id in c.value for c in at.caption)
     (log,) = [e for e in at.expander if e.label == "Log"]
     assert "hello from the job" in log.code[0].value
-    assert not at.sidebar.code  # the sidebar shows state and progress only
+    assert "**vgg16**: constant" in [w.value for w in at.main.warning]  # the training's warning
+    assert not at.sidebar.code and not at.sidebar.warning  # the sidebar: state and progress only
 
 
 def test_explain_keeps_the_cam_layer_when_the_picture_source_changes(at_store) -> None:
@@ -295,3 +297,34 @@ def test_feature_maps_slider_and_maps_stay_on_one_layer_after_switching_to_uploa
     assert not at.exception
     assert at.select_slider(key="fm_layer").value == last
     assert any(c.startswith(f"{last}: channels") for img in at.image for c in img.captions)
+
+
+# ---------------------------------------------------------------------------------------------
+# A run whose model answers one class for every image
+
+
+def test_compare_and_the_leaderboard_say_which_run_collapsed(built_store, monkeypatch, tmp_path,
+                                                             capsys) -> None:
+    from scripts import leaderboard as leaderboard_cli
+
+    root = copy_store(built_store[0], tmp_path / "store")
+    monkeypatch.setenv(store.paths.ENV_ROOT, str(root))
+    cnn = built_store[1][MODELS[1]]
+    collapsed = copy_run(root, cnn, cnn[:-2] + ("58" if cnn.endswith("59") else "59"))
+    path = store.paths.run_file(collapsed, store.paths.METRICS)
+    scores = store.read_json(path)
+    n = len(scores["classes"])  # 10 images of each class, all answered with the first class
+    scores["val"]["confusion"] = [[10] + [0] * (n - 1) for _ in range(n)]
+    scores["val"].update(n=10 * n, accuracy=1 / n)
+    store.write_json(path, scores)
+    label = run_names.run_labels(store.list_runs()[0])[collapsed]
+
+    at = open_page(AppTest.from_file(APP, default_timeout=TIMEOUT), "compare")
+    warnings = [w.value for w in at.warning]
+    first = scores["classes"][0]
+    what = (f"answers '{first}' for every val image: its scores are a constant guess's, not "
+            f"what {MODELS[1]} can learn (its training collapsed or never started)")
+    assert warnings == [f"**{label}** {what}."]
+    assert leaderboard_cli.main([]) == 0
+    notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith("note:")]
+    assert notes == [f"note: {collapsed} {what}"]

@@ -49,6 +49,16 @@ def test_bad_shapes_are_refused():
         ev.compute_metrics(np.array([0, 1]), np.ones((2, 2)) / 2, CLASSES)
 
 
+def test_constant_answer_names_the_one_class_a_collapsed_model_gives():
+    classes = ["angry", "happy", "sad"]
+    assert metrics.constant_answer([[0, 15, 0], [0, 7, 0], [0, 8, 0]], classes) == "happy"
+    assert metrics.constant_answer([[0, 14, 0], [1, 6, 0], [0, 9, 0]], classes) is None  # two answers
+    assert metrics.constant_answer([[0, 0, 0], [0, 30, 0], [0, 0, 0]], classes) is None  # one true class
+    assert metrics.constant_answer([[0, 15, 0], [0, 7, 0], [0, 7, 0]], classes) is None  # too few images
+    assert metrics.constant_answer([[30, 0], [20, 0]], classes) is None  # not this run's classes
+    assert metrics.constant_answer([], classes) is None
+
+
 def test_confusion_table_rows_are_true_classes():
     df = ev.confusion_table(np.array([0, 0, 2]), np.array([1, 0, 2]), CLASSES)
     assert list(df.columns) == ["true", *CLASSES]

@@ -178,6 +178,23 @@ def test_progress_and_status_line_come_from_events_only():
     assert p.message.endswith("training ended with exit code 1")
 
 
+def test_a_warning_stands_until_a_later_epoch_passes_without_one():
+    vgg = _model("vgg16", 1, of=1)
+    events = [_ev("train_started", models=["vgg16"], dataset="d", profile="full"),
+              _ev("run_started", **vgg, run_id="r", planned_epochs=9),
+              _ev("warning", **vgg, text="epoch 1: constant", epoch=1),
+              _ev("epoch_finished", **vgg, epoch=1, epochs=9, metrics={})]
+    assert progress.summarize(events).warnings == {"vgg16": "epoch 1: constant"}
+    events += [_ev("warning", **vgg, text="epoch 2: constant", epoch=2),
+               _ev("epoch_finished", **vgg, epoch=2, epochs=9, metrics={})]
+    assert progress.summarize(events).warnings == {"vgg16": "epoch 2: constant"}
+    recovered = events + [_ev("epoch_finished", **vgg, epoch=3, epochs=9, metrics={})]
+    assert progress.summarize(recovered).warnings == {}
+    written = events + [_ev("warning", **vgg, text="the run answers a constant", epoch=None),
+                        _ev("run_written", **vgg, run_id="r", headline={})]
+    assert progress.summarize(written).warnings == {"vgg16": "the run answers a constant"}
+
+
 def test_status_reads_a_running_jobs_events_not_its_log(tmp_path):
     """A step writes a misleading progress bar to the log and real events to $EMOTION_EVENTS:
     the status follows the events."""

@@ -101,6 +101,39 @@ def test_fit_writes_a_complete_run_that_loads_and_reproduces(tiny_ds):
     assert not any(store.paths.root().glob("work/*/*"))  # checkpoint cleared
 
 
+def test_a_model_with_dead_units_is_reported_as_collapsed(register_toy, tmp_path, capsys):
+    """Every ReLU dead from the start (VGG-16's failure mode from scratch): the output is the
+    last bias for every image, and training, its events and Compare's tables say so."""
+    from emotion_core.store.events import EventLog, read_events
+    from emotion_core.views import tables
+
+    folder = tiny_shapes.make_folder(tmp_path / "tiny", per_class={"train": 12, "valid": 10,
+                                                                     "test": 4})
+    ds = tiny_shapes.prepared(folder)  # 30 validation images: enough to tell
+
+    conv = nn.Conv2d(3, 4, 3)
+    nn.init.constant_(conv.bias, -1e3)  # no input reaches past the ReLU, so no gradient does
+    register_toy(nn.Sequential(conv, nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                               nn.Linear(4, 3)), cam_index=0, name="dead")
+    events = tmp_path / "events.jsonl"
+    run_id = train.fit("dead", ds, CFG.override(tiny=False), progress=False,
+                       events=EventLog(events))
+    warned = [e for e in read_events(events) if e["event"] == "warning"]
+    assert [e["epoch"] for e in warned] == [1, 2, None]  # each epoch, then the written run
+    assert "every validation image got" in warned[0]["text"] and "--lr" in warned[0]["text"]
+    assert f"run {run_id} gives every val image" in warned[-1]["text"]
+    assert "warning: epoch 1: every validation image got" in capsys.readouterr().out
+    rec = store.load_run(run_id)
+    answer = rec.predictions["pred"].iloc[0]
+    assert (rec.predictions["pred"] == answer).all()
+    flagged = tables.constant_answers([rec])
+    assert list(flagged.values()) == [f"answers '{answer}' for every val image: its scores "
+                                      "are a constant guess's, not what dead can learn (its "
+                                      "training collapsed or never started)"]
+    run_id = train.fit(MODEL, ds, CFG, progress=False)  # a model that learns: no word of it
+    assert tables.constant_answers([store.load_run(run_id)]) == {}
+
+
 def test_resume_continues_from_the_saved_epoch(tiny_ds, monkeypatch):
     cfg = CFG.override(epochs=3)
     reference = store.load_run(train.fit(MODEL, tiny_ds, cfg, progress=False)).history

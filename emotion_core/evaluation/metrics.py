@@ -1,4 +1,5 @@
-"""Metrics from probabilities: accuracy, loss, macro-F1, per-class P/R/F1, top-2, calibration.
+"""Metrics from probabilities: accuracy, loss, macro-F1, per-class P/R/F1, top-2, calibration,
+and whether a model answers one class for every image (a collapsed model).
 
 Every score in a run's metrics.json and every leaderboard column comes from `compute_metrics`,
 so training, ensembles, cross-dataset evaluation and the reference models are scored identically.
@@ -48,6 +49,22 @@ def confusion_table(y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[st
     df = pd.DataFrame(m, columns=list(classes))
     df.insert(0, "true", list(classes))
     return df
+
+
+CONSTANT_MIN_IMAGES = 30  # fewer images cannot tell a collapsed model from a weak one
+
+
+def constant_answer(confusion: Sequence[Sequence[int]], classes: Sequence[str]) -> str | None:
+    """The class a model gives every image of a subset when it never gives another, on at least
+    CONSTANT_MIN_IMAGES images of at least two true classes: a model whose training collapsed
+    to a constant output (from scratch at too high a rate, a plain VGG's dead start) or never
+    started, whose scores are a fixed guess's. None when it answers two classes or more, or
+    the subset cannot tell."""
+    m = np.asarray(confusion, dtype=np.int64)
+    if m.ndim != 2 or m.shape != (len(classes), len(classes)) or m.sum() < CONSTANT_MIN_IMAGES:
+        return None
+    answered, present = np.flatnonzero(m.sum(axis=0)), np.flatnonzero(m.sum(axis=1))
+    return classes[int(answered[0])] if len(answered) == 1 and len(present) >= 2 else None
 
 
 def compute_metrics(y_true: np.ndarray, probs: np.ndarray, classes: Sequence[str]) -> dict[str, Any]:

@@ -25,6 +25,7 @@ class JobProgress:
     epochs: int | None = None  # its planned epochs
     finished: dict[str, Any] | None = None  # the train_finished event, once there is one
     step: dict[str, Any] | None = None  # the runner's last step_started event
+    warnings: dict[str, str] = field(default_factory=dict)  # model -> its standing warning
 
 
 def summarize(events: list[dict[str, Any]], models: list[str] | None = None) -> JobProgress:
@@ -32,6 +33,7 @@ def summarize(events: list[dict[str, Any]], models: list[str] | None = None) -> 
     event does yet (the job's spec)."""
     p = JobProgress(models=list(models or []))
     within = 0.0  # fraction of the current model done
+    warned_at: dict[str, int] = {}  # model -> the epoch its standing warning is about
     for e in events:
         kind = e.get("event")
         if kind == "step_started":
@@ -48,6 +50,8 @@ def summarize(events: list[dict[str, Any]], models: list[str] | None = None) -> 
         elif kind == "batches_done" and e.get("model") == p.current and p.epochs:
             within = (int(e["epoch"]) - 1 + int(e["done"]) / max(1, int(e["batches"]))) / p.epochs
         elif kind == "epoch_finished" and e.get("model") == p.current and p.epochs:
+            if int(e["epoch"]) > warned_at.get(str(p.current), int(e["epoch"])):
+                del p.warnings[str(p.current)], warned_at[str(p.current)]  # a later epoch without one
             within = int(e["epoch"]) / p.epochs
             p.epoch = int(e["epoch"]) + 1  # the next one, if early stopping does not end it
         elif kind in ("run_written", "model_failed"):
@@ -57,6 +61,13 @@ def summarize(events: list[dict[str, Any]], models: list[str] | None = None) -> 
             else:
                 p.failed[name] = str(e.get("error", ""))
             p.current, p.epoch, p.epochs, within = None, None, None, 0.0
+        elif kind == "warning":
+            who = str(e.get("model") or "training")
+            p.warnings[who] = str(e.get("text", ""))
+            if e.get("epoch") is None:
+                warned_at.pop(who, None)  # about the written run: it stands
+            else:
+                warned_at[who] = int(e["epoch"])
         elif kind == "train_finished":
             p.finished = e
     n = max(1, len(p.models))

@@ -70,6 +70,7 @@ class JobInfo:
     progress: float = 0.0  # 0..1, from the job's events
     message: str = ""  # one line: what it is doing now (or how it ended)
     processes: list[int] = field(default_factory=list)  # live pids of the job's process group
+    warnings: dict[str, str] = field(default_factory=dict)  # model -> its latest warning
 
     @property
     def running(self) -> bool:
@@ -239,7 +240,7 @@ def job_status(job_id: str | None = None) -> JobInfo | None:
                    steps=spec.get("steps", []), log_path=jdir / LOG_NAME,
                    returncode=result.get("returncode"), finished=result.get("finished"),
                    progress=1.0 if state == "succeeded" else progress.fraction, message=message,
-                   processes=processes)
+                   processes=processes, warnings=dict(progress.warnings))
 
 
 def _read_result(jdir: Path) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from emotion_core import models, store
 from emotion_core.data.cache import CachedLoader, DecodedCache
 from emotion_core.data.prepare import PreparedDataset
 from emotion_core.data.transforms import AugmentConfig
+from emotion_core.evaluation import metrics as ev
 from emotion_core.training import (
     checkpoint,
     distill,
@@ -166,12 +167,13 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.opt
     return {"loss_sum": loss_sum, "correct": correct, "n": float(n)}
 
 
-def validate(setup: Setup) -> tuple[float, float, float]:
-    """(val loss, accuracy, macro-F1): rank 0 evaluates, every rank gets its numbers."""
+def validate(setup: Setup) -> tuple[float, float, float, str | None]:
+    """(val loss, accuracy, macro-F1, the class answered for every image if only one is):
+    rank 0 evaluates, every rank gets its numbers; the constant answer is rank 0's, who reports."""
     rt, split, config = setup.rt, setup.split, setup.config
-    vals = [0.0, 0.0, 0.0]
+    vals, constant = [0.0, 0.0, 0.0], None
     if len(split.val) == 0:  # a refit trains on val: nothing is left to validate on
-        return float("nan"), float("nan"), float("nan")
+        return float("nan"), float("nan"), float("nan"), None
     if rt.info.is_main:
         loader = CachedLoader(split.cache, split.val, config.eval_batch_size, shuffle=False,
                               aug=None, mean=split.mean, std=split.std, seed=config.seed,
@@ -179,8 +181,9 @@ def validate(setup: Setup) -> tuple[float, float, float]:
         vm, _, _ = evaluate_loader(setup.evaluated, loader, rt.device, split.classes, amp=rt.amp,
                                    channels_last=rt.channels_last, tta_flip=config.tta_flip)
         vals = [vm["loss"], vm["accuracy"], vm["macro_f1"]]
+        constant = ev.constant_answer(vm["confusion"], split.classes)
     loss, acc, f1 = distributed.broadcast_floats(vals, rt.info, rt.device)
-    return loss, acc, f1
+    return loss, acc, f1, constant
 
 
 def run_epoch(setup: Setup, net: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
@@ -213,11 +216,23 @@ def run_epoch(setup: Setup, net: nn.Module, optimizer: torch.optim.Optimizer, sc
                            desc=f"{setup.name} {phase.name} epoch {epoch}/{config.epochs}")
     loss_sum, correct, n = distributed.all_reduce_sums(
         [sums["loss_sum"], sums["correct"], sums["n"]], rt.info, rt.device)
-    val_loss, val_acc, val_f1 = validate(setup)
+    val_loss, val_acc, val_f1, constant = validate(setup)
+    if constant is not None:
+        setup.reporter.warn(collapse_warning(f"epoch {epoch}: every validation image got "
+                                            f"'{constant}'", phase.lr), epoch=epoch)
     return {"epoch": epoch, "phase": phase.name, "lr": optimizer.param_groups[0]["lr"],
             "train_loss": loss_sum / max(n, 1), "train_acc": correct / max(n, 1),
             "val_loss": val_loss, "val_acc": val_acc, "val_macro_f1": val_f1,
             "seconds": time.perf_counter() - t0}
+
+
+def collapse_warning(what: str, lr: float, *, final: bool = False) -> str:
+    """`what` (one answer for every image), what it means, and what to change."""
+    stuck = ("so its scores are a constant guess's, not what its architecture can learn" if final
+             else "if later epochs keep that, it has collapsed")
+    return (f"{what}: the model answers a constant, {stuck}. From scratch without "
+            f"batch norm (VGG-16) at too high a rate a start can collapse and never leave it: "
+            f"train again at a lower --lr (this phase's peak: {lr:g}) or another --seed")
 
 
 def set_trainable(model: nn.Module, phase: Phase) -> list[nn.Parameter]:
@@ -400,9 +415,15 @@ def train_and_write(setup: Setup, ctx: RunContext, phases: list[Phase], state: R
     if rt.info.is_main:
         final = best or setup.evaluated.state_dict()  # the average under --ema
         model.load_state_dict(final)
-        headline = write_run(ctx, model, setup.split.cache, state, final)
+        headline, metrics = write_run(ctx, model, setup.split.cache, state, final)
         reporter.events.emit("run_written", run_id=state.run_id, headline=headline)
         reporter.say(f"wrote run {state.run_id}: {headline_text(headline)}")
+        subset = "val" if "val" in metrics else "test"  # a refit has test only
+        constant = ev.constant_answer((metrics.get(subset) or {}).get("confusion", []),
+                                      setup.split.classes)
+        if constant is not None:
+            reporter.warn(collapse_warning(f"run {state.run_id} gives every {subset} image "
+                                          f"'{constant}'", phases[-1].lr, final=True))
         checkpoint.clear(setup.work)
     reporter.finish()
     distributed.barrier(rt.info)

@@ -209,7 +209,7 @@ def run_probe(setup: Setup, ctx: RunContext, state: RunState) -> str:
     ctx = dataclasses.replace(ctx, phases=[Phase("probe", 1, 0.0)], steps_per_epoch=0,
                               extra={"probe_C": fit.c, "probe_val_macro_f1_by_C": fit.val_scores,
                                      "probe_flip_features": True})
-    headline = write_run(ctx, model, split.cache, state, model.state_dict())
+    headline, _ = write_run(ctx, model, split.cache, state, model.state_dict())
     reporter.events.emit("run_written", run_id=state.run_id, headline=headline)
     reporter.say(f"wrote run {state.run_id}: probe C={fit.c:g}, val acc "
                  f"{headline['val_accuracy']:.4f} macro-F1 {headline['val_macro_f1']:.4f}")

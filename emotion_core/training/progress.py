@@ -13,6 +13,7 @@ Events (each has "event" and "time" in unix seconds; scripts.train binds model, 
     epoch_started     {epoch, epochs, phase, batches}                    (epochs: planned)
     batches_done      {epoch, done, batches}                             (about ten per epoch)
     epoch_finished    {epoch, epochs, phase, metrics, seconds, improved}
+    warning           {text, epoch}     (e.g. a collapsed model; epoch null: about the written run)
     run_written       {run_id, headline}
     model_failed      {error}
     ensemble_written  {run_id}
@@ -42,6 +43,12 @@ class Reporter:
     def say(self, text: str) -> None:
         if self.show:
             print(f"  {text}", flush=True)
+
+    def warn(self, text: str, epoch: int | None = None) -> None:
+        """Something the person training must know (printed even without progress output);
+        `epoch`: the epoch it is about, None when it is about the written run."""
+        self.events.emit("warning", text=text, epoch=epoch)
+        print(f"  warning: {text}", flush=True)
 
     def epoch_started(self, epoch: int, epochs: int, phase: str, batches: int) -> None:
         self.events.emit("epoch_started", epoch=epoch, epochs=epochs, phase=phase, batches=batches)

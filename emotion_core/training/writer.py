@@ -167,8 +167,9 @@ def build_manifest(ctx: RunContext, state: RunState, cache: DecodedCache, metric
 
 
 def write_run(ctx: RunContext, model: nn.Module, cache: DecodedCache, state: RunState,
-              weights: dict[str, torch.Tensor]) -> dict[str, Any]:
-    """Evaluate `model` (already holding the best weights), store the run; returns its headline.
+              weights: dict[str, torch.Tensor]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Evaluate `model` (already holding the best weights), store the run; returns its headline
+    and its metrics (per subset, as metrics.json).
     `model` is left on the CPU in fp32 after the cost measurement."""
     t0 = time.perf_counter()
     metrics, predictions, confusion = evaluate_subsets(model, cache, ctx)
@@ -179,4 +180,4 @@ def write_run(ctx: RunContext, model: nn.Module, cache: DecodedCache, state: Run
     history = pd.DataFrame(state.history, columns=store.HISTORY_COLUMNS)
     store.save_run(ctx.run_id, manifest=manifest, metrics=metrics, history=history,
                    confusion=confusion, predictions=predictions, state_dict=weights)
-    return manifest["headline"]
+    return manifest["headline"], metrics

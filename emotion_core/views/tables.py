@@ -17,6 +17,7 @@ import pandas as pd
 
 from emotion_core import store
 from emotion_core.evaluation import agreement, significance
+from emotion_core.evaluation.metrics import constant_answer
 from emotion_core.models import REGISTRY, STUDY_ENSEMBLE, STUDY_ENSEMBLE_ACCURACY
 from emotion_core.views.labels import created_stamp, run_labels, weights_label
 
@@ -104,6 +105,30 @@ def comparison_table(records: list[store.RunRecord], dataset: str | None = None)
     df = pd.DataFrame(rows, columns=[*TABLE_COLUMNS, "timed_on", "label", "created",
                                      "study_val_accuracy"])
     return df.sort_values("val_macro_f1", ascending=False, na_position="last").reset_index(drop=True)
+
+
+def constant_answers(records: list[store.RunRecord],
+                     labels: Mapping[str, str] | None = None) -> dict[str, str]:
+    """{label: a sentence} for each run whose stored model gives one class to every image of
+    its validation split (its test split for a refit, which has none; `constant_answer`): a
+    collapsed training, whose row must not read as what its architecture can do. From
+    metrics.json's confusion, so reference sets made before runs were checked are flagged too."""
+    labels = labels or run_labels(records)
+    out = {}
+    for rec in records:
+        scores = rec.metrics or {}
+        for subset in ("val", "test"):
+            confusion = (scores.get(subset) or {}).get("confusion")
+            if confusion is None:
+                continue
+            answer = constant_answer(confusion, scores.get("classes") or [])
+            if answer is not None:
+                out[labels[rec.run_id]] = (
+                    f"answers '{answer}' for every {subset} image: its scores are a constant "
+                    f"guess's, not what {rec.manifest.get('model')} can learn (its training "
+                    "collapsed or never started)")
+            break  # the first subset the run has decides
+    return out
 
 
 def timed_on(manifest: Mapping[str, Any]) -> str | None:
