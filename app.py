@@ -85,6 +85,7 @@ def home() -> None:
                    "too, so they have no validation score and come last: their test columns are "
                    "theirs to compare.")
     _charts.run_table(table, HOME_COLUMNS)
+    _charts.collapsed_warnings(shown, names)
     if (note := tables.timing_note(shown)) is not None:
         st.caption(note)
     _charts.score_bars(table, "val_macro_f1", display.chance_level(shown), key="home_bars")

@@ -1,5 +1,5 @@
-"""Run tables and score bars shared by Home and Compare (headings, formats, chance line), and
-Predict's probability bars.
+"""Run tables, score bars and the warnings for collapsed runs shared by Home and Compare
+(headings, formats, chance line), and Predict's probability bars.
 
 Numbers, headings and order come from emotion_core.views.display; these helpers only choose
 Streamlit widths and draw. A table's columns are sized to fit the main column at 1400 px with
@@ -11,7 +11,8 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from emotion_core.views import display
+from emotion_core import store
+from emotion_core.views import display, tables
 from emotion_core.views import labels as run_names
 
 # px: room for the longest registry name, weights label, run id; numbers size to their content.
@@ -43,6 +44,13 @@ def run_table(table: pd.DataFrame, columns: list[str], widths: dict[str, int] | 
         width=widths.get(c), help=helps.get(display.heading(c))) for c in columns}
     st.dataframe(display.styled(shown), hide_index=True, width="stretch",
                  placeholder=display.MISSING, column_config=config)
+
+
+def collapsed_warnings(runs: list[store.RunRecord], names: dict[str, str]) -> None:
+    """A warning under a table of runs for each whose model answers one class for every image
+    (`tables.constant_answers`), named as the table names it."""
+    for label, what in tables.constant_answers(runs, names).items():
+        st.warning(f"**{label}** {what}.")
 
 
 def score_bars(table: pd.DataFrame, metric: str, chance: float | None, *, key: str) -> None:

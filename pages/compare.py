@@ -50,8 +50,7 @@ st.caption("Best validation macro-F1 first. Each row is one run: model · the we
            "dataset has no test split of its own, val columns for a refit (it trained on val; "
            "see Provenance).")
 _charts.run_table(table, SCORE_COLUMNS, {"label": 425})  # fits beside five numbers
-for label, what in tables.constant_answers(runs, names).items():
-    st.warning(f"**{label}** {what}.")
+_charts.collapsed_warnings(runs, names)
 for name, (kind, note) in tables.reference_notes(runs).items():
     st.caption(tables.reference_caption(name, kind, note))
 st.subheader("Cost")
