@@ -47,10 +47,11 @@ def run_table(table: pd.DataFrame, columns: list[str], widths: dict[str, int] | 
 
 
 def collapsed_warnings(runs: list[store.RunRecord], names: dict[str, str]) -> None:
-    """A warning under a table of runs for each whose model answers one class for every image
-    (`tables.constant_answers`), named as the table names it."""
-    for label, what in tables.constant_answers(runs, names).items():
-        st.warning(f"**{label}** {what}.")
+    """One warning under a table of runs listing those whose model answers one class for every
+    image (`tables.constant_answers`), named as the table names them."""
+    found = tables.constant_answers(runs, names)
+    if found:
+        st.warning(tables.constant_answers_text(found))
 
 
 def score_bars(table: pd.DataFrame, metric: str, chance: float | None, *, key: str) -> None:

@@ -79,8 +79,9 @@ def main(argv: list[str] | None = None) -> int:
         print(tables.format_table(df[VIEW]))
     if not df.empty and not args.csv:
         records = [store.load_run(r, tables=False) for r in df["run_id"]]
-        for rid, what in tables.constant_answers(records, {r: r for r in df["run_id"]}).items():
-            print(f"note: {rid} {what}")
+        found = tables.constant_answers(records, {r: r for r in df["run_id"]})
+        if found:
+            print("\nnote: " + tables.constant_answers_text(found).replace("**", ""))
     for rid, why in broken.items():
         print(f"broken run {rid}: {why}", file=sys.stderr)
     return 0

@@ -120,18 +120,28 @@ def test_a_model_with_dead_units_is_reported_as_collapsed(register_toy, tmp_path
                        events=EventLog(events))
     warned = [e for e in read_events(events) if e["event"] == "warning"]
     assert [e["epoch"] for e in warned] == [1, 2, None]  # each epoch, then the written run
-    assert "every validation image got" in warned[0]["text"] and "--lr" in warned[0]["text"]
-    assert f"run {run_id} gives every val image" in warned[-1]["text"]
-    assert "warning: epoch 1: every validation image got" in capsys.readouterr().out
     rec = store.load_run(run_id)
+    steps = rec.manifest["recipe"]["steps_per_epoch"]
+    for e, after in zip(warned, (steps, 2 * steps, 2 * steps), strict=True):
+        assert f"the model answers a constant after {after} optimisation steps" in e["text"]
+    assert warned[0]["text"].startswith("epoch 1: every validation image got")
+    assert warned[-1]["text"].startswith(f"run {run_id} gives every val image")
+    assert "warning: epoch 1: every validation image got" in capsys.readouterr().out
     answer = rec.predictions["pred"].iloc[0]
     assert (rec.predictions["pred"] == answer).all()
     flagged = tables.constant_answers([rec])
-    assert list(flagged.values()) == [f"answers '{answer}' for every val image: its scores "
-                                      "are a constant guess's, not what dead can learn (its "
-                                      "training collapsed or never started)"]
+    assert list(flagged.values()) == [f"'{answer}' for every val image"]
     run_id = train.fit(MODEL, ds, CFG, progress=False)  # a model that learns: no word of it
     assert tables.constant_answers([store.load_run(run_id)]) == {}
+
+
+def test_the_collapse_warning_says_when_the_loss_is_a_uniform_guess():
+    def warning(loss: float) -> str:
+        return train.collapse_warning("x", steps=176, train_loss=loss, classes=3, lr=5e-4)
+
+    assert "(training loss 1.0990, at ln 3: a uniform guess's)" in warning(1.099)
+    assert "(training loss 4.5200)." in warning(4.52)
+    assert "lower --lr (this phase's peak: 0.0005)" in warning(4.52)
 
 
 def test_resume_continues_from_the_saved_epoch(tiny_ds, monkeypatch):

@@ -15,6 +15,7 @@ phase, its epochs, checkpoints) and `train_phases`; set-up before the first epoc
 """
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -217,22 +218,35 @@ def run_epoch(setup: Setup, net: nn.Module, optimizer: torch.optim.Optimizer, sc
     loss_sum, correct, n = distributed.all_reduce_sums(
         [sums["loss_sum"], sums["correct"], sums["n"]], rt.info, rt.device)
     val_loss, val_acc, val_f1, constant = validate(setup)
+    train_loss = loss_sum / max(n, 1)
     if constant is not None:
-        setup.reporter.warn(collapse_warning(f"epoch {epoch}: every validation image got "
-                                            f"'{constant}'", phase.lr), epoch=epoch)
+        setup.reporter.warn(collapse_warning(
+            f"epoch {epoch}: every validation image got '{constant}'", steps=epoch * steps,
+            train_loss=train_loss, classes=len(split.classes), lr=phase.lr), epoch=epoch)
     return {"epoch": epoch, "phase": phase.name, "lr": optimizer.param_groups[0]["lr"],
-            "train_loss": loss_sum / max(n, 1), "train_acc": correct / max(n, 1),
+            "train_loss": train_loss, "train_acc": correct / max(n, 1),
             "val_loss": val_loss, "val_acc": val_acc, "val_macro_f1": val_f1,
             "seconds": time.perf_counter() - t0}
 
 
-def collapse_warning(what: str, lr: float, *, final: bool = False) -> str:
-    """`what` (one answer for every image), what it means, and what to change."""
-    stuck = ("so its scores are a constant guess's, not what its architecture can learn" if final
-             else "if later epochs keep that, it has collapsed")
-    return (f"{what}: the model answers a constant, {stuck}. From scratch without "
-            f"batch norm (VGG-16) at too high a rate a start can collapse and never leave it: "
-            f"train again at a lower --lr (this phase's peak: {lr:g}) or another --seed")
+UNIFORM_LOSS_GAP = 0.01  # a training loss this close to ln(classes) is a uniform guess's
+
+
+def collapse_warning(what: str, *, steps: int, train_loss: float, classes: int,
+                     lr: float) -> str:
+    """`what` (one answer for every image), the numbers that tell its two causes apart, and what
+    to change for each: a model that has not learned yet (few steps: a small compute budget), or
+    a start that collapsed, whose class-weighted training loss stays at ln(classes), a uniform
+    guess's, epoch after epoch (a plain VGG from scratch at too high a rate)."""
+    uniform = math.log(classes)
+    at = (f", at ln {classes}: a uniform guess's" if abs(train_loss - uniform) < UNIFORM_LOSS_GAP
+          else "")
+    return (f"{what}: the model answers a constant after {steps} optimisation steps (training "
+            f"loss {train_loss:.4f}{at}). A model that has not learned yet does this: give it "
+            f"more --epochs or a larger --budget-tflop. So does a start that collapsed, whose "
+            f"loss then stays at ln {classes} = {uniform:.4f} epoch after epoch (a plain VGG-16 "
+            f"from scratch at too high a rate): train it again at a lower --lr (this phase's "
+            f"peak: {lr:g}) or another --seed")
 
 
 def set_trainable(model: nn.Module, phase: Phase) -> list[nn.Parameter]:
@@ -422,8 +436,11 @@ def train_and_write(setup: Setup, ctx: RunContext, phases: list[Phase], state: R
         constant = ev.constant_answer((metrics.get(subset) or {}).get("confusion", []),
                                       setup.split.classes)
         if constant is not None:
-            reporter.warn(collapse_warning(f"run {state.run_id} gives every {subset} image "
-                                          f"'{constant}'", phases[-1].lr, final=True))
+            reporter.warn(collapse_warning(
+                f"run {state.run_id} gives every {subset} image '{constant}'",
+                steps=len(state.history) * setup.steps_per_epoch(),
+                train_loss=float(state.history[-1]["train_loss"]),
+                classes=len(setup.split.classes), lr=phases[-1].lr))
         checkpoint.clear(setup.work)
     reporter.finish()
     distributed.barrier(rt.info)

@@ -109,10 +109,11 @@ def comparison_table(records: list[store.RunRecord], dataset: str | None = None)
 
 def constant_answers(records: list[store.RunRecord],
                      labels: Mapping[str, str] | None = None) -> dict[str, str]:
-    """{label: a sentence} for each run whose stored model gives one class to every image of
-    its validation split (its test split for a refit, which has none; `constant_answer`): a
-    collapsed training, whose row must not read as what its architecture can do. From
-    metrics.json's confusion, so reference sets made before runs were checked are flagged too."""
+    """{label: "'happy' for every val image"} for each run whose stored model gives one class to
+    every image of its validation split (its test split for a refit, which has none;
+    `constant_answer`): a training that collapsed or never started, whose row must not read as
+    what its architecture can do. From metrics.json's confusion, so reference sets made before
+    training checked for it are flagged too."""
     labels = labels or run_labels(records)
     out = {}
     for rec in records:
@@ -123,12 +124,17 @@ def constant_answers(records: list[store.RunRecord],
                 continue
             answer = constant_answer(confusion, scores.get("classes") or [])
             if answer is not None:
-                out[labels[rec.run_id]] = (
-                    f"answers '{answer}' for every {subset} image: its scores are a constant "
-                    f"guess's, not what {rec.manifest.get('model')} can learn (its training "
-                    "collapsed or never started)")
+                out[labels[rec.run_id]] = f"'{answer}' for every {subset} image"
             break  # the first subset the run has decides
     return out
+
+
+def constant_answers_text(found: Mapping[str, str]) -> str:
+    """One markdown warning for the runs `constant_answers` found."""
+    lines = [f"- **{label}**: {what}" for label, what in found.items()]
+    return ("These runs give one answer to every image they were scored on, so their scores are "
+            "a constant guess's, not what their architecture can learn: their training "
+            "collapsed or never started.\n" + "\n".join(lines))
 
 
 def timed_on(manifest: Mapping[str, Any]) -> str | None:
