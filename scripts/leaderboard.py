@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         return _agreement(args.dataset, args.subset, args.show)
 
     df = store.write_leaderboard()
-    _, broken = store.list_runs()
+    runs, broken = store.list_runs()
     if args.dataset is not None:
         if args.dataset not in set(df["dataset"]):
             known = ", ".join(sorted(set(df["dataset"].dropna()))) or "none"
@@ -68,18 +68,18 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
             return 2
         df = df[df["dataset"] == args.dataset]
+    by_id = {r.run_id: r for r in runs}  # the leaderboard's runs, loaded once
+    shown = [by_id[r] for r in df["run_id"]]  # in its order; manifests and metrics suffice
     if df.empty:
         print(f"no runs yet under {store.paths.runs_dir()}; train with `python -m scripts.train`")
     elif args.intervals:
-        records = [store.load_run(r, tables=False) for r in df["run_id"]]  # metrics suffice
-        print(tables.format_table(tables.accuracy_intervals(records)))
+        print(tables.format_table(tables.accuracy_intervals(shown)))
     elif args.csv:
         print(df.to_csv(index=False), end="")
     else:
         print(tables.format_table(df[VIEW]))
     if not df.empty and not args.csv:
-        records = [store.load_run(r, tables=False) for r in df["run_id"]]
-        found = tables.constant_answers(records, {r: r for r in df["run_id"]})
+        found = tables.constant_answers(shown, {r.run_id: r.run_id for r in shown})
         if found:
             print("\nnote: " + tables.constant_answers_text(found).replace("**", ""))
     for rid, why in broken.items():

@@ -67,6 +67,17 @@ def constant_answer(confusion: Sequence[Sequence[int]], classes: Sequence[str]) 
     return classes[int(answered[0])] if len(answered) == 1 and len(present) >= 2 else None
 
 
+def run_constant_answer(metrics: Mapping[str, Any]) -> tuple[str, str] | None:
+    """(subset, class) when a run's model gives that class to every image of its validation
+    split (its test split for a refit, which has none), from its metrics (metrics.json)."""
+    for subset in ("val", "test"):
+        confusion = (metrics.get(subset) or {}).get("confusion")
+        if confusion is not None:  # the first subset the run has decides
+            answer = constant_answer(confusion, metrics.get("classes") or [])
+            return None if answer is None else (subset, answer)
+    return None
+
+
 def compute_metrics(y_true: np.ndarray, probs: np.ndarray, classes: Sequence[str]) -> dict[str, Any]:
     """Accuracy, NLL loss, macro-F1, per-class P/R/F1, top-2 accuracy, ECE and the confusion."""
     y_true = np.asarray(y_true, dtype=np.int64)

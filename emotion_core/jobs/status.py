@@ -70,7 +70,7 @@ class JobInfo:
     progress: float = 0.0  # 0..1, from the job's events
     message: str = ""  # one line: what it is doing now (or how it ended)
     processes: list[int] = field(default_factory=list)  # live pids of the job's process group
-    warnings: dict[str, str] = field(default_factory=dict)  # model -> its latest warning
+    warnings: dict[str, str] = field(default_factory=dict)  # model -> its standing warning
 
     @property
     def running(self) -> bool:

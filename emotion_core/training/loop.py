@@ -432,12 +432,10 @@ def train_and_write(setup: Setup, ctx: RunContext, phases: list[Phase], state: R
         headline, metrics = write_run(ctx, model, setup.split.cache, state, final)
         reporter.events.emit("run_written", run_id=state.run_id, headline=headline)
         reporter.say(f"wrote run {state.run_id}: {headline_text(headline)}")
-        subset = "val" if "val" in metrics else "test"  # a refit has test only
-        constant = ev.constant_answer((metrics.get(subset) or {}).get("confusion", []),
-                                      setup.split.classes)
-        if constant is not None:
+        if (constant := ev.run_constant_answer(metrics)) is not None:
+            subset, answer = constant
             reporter.warn(collapse_warning(
-                f"run {state.run_id} gives every {subset} image '{constant}'",
+                f"run {state.run_id} gives every {subset} image '{answer}'",
                 steps=len(state.history) * setup.steps_per_epoch(),
                 train_loss=float(state.history[-1]["train_loss"]),
                 classes=len(setup.split.classes), lr=phases[-1].lr))

@@ -17,7 +17,7 @@ import pandas as pd
 
 from emotion_core import store
 from emotion_core.evaluation import agreement, significance
-from emotion_core.evaluation.metrics import constant_answer
+from emotion_core.evaluation.metrics import run_constant_answer
 from emotion_core.models import REGISTRY, STUDY_ENSEMBLE, STUDY_ENSEMBLE_ACCURACY
 from emotion_core.views.labels import created_stamp, run_labels, weights_label
 
@@ -111,21 +111,15 @@ def constant_answers(records: list[store.RunRecord],
                      labels: Mapping[str, str] | None = None) -> dict[str, str]:
     """{label: "'happy' for every val image"} for each run whose stored model gives one class to
     every image of its validation split (its test split for a refit, which has none;
-    `constant_answer`): a training that collapsed or never started, whose row must not read as
+    `metrics.run_constant_answer`): a training that collapsed or never started, whose row must not read as
     what its architecture can do. From metrics.json's confusion, so reference sets made before
     training checked for it are flagged too."""
     labels = labels or run_labels(records)
     out = {}
     for rec in records:
-        scores = rec.metrics or {}
-        for subset in ("val", "test"):
-            confusion = (scores.get(subset) or {}).get("confusion")
-            if confusion is None:
-                continue
-            answer = constant_answer(confusion, scores.get("classes") or [])
-            if answer is not None:
-                out[labels[rec.run_id]] = f"'{answer}' for every {subset} image"
-            break  # the first subset the run has decides
+        if (constant := run_constant_answer(rec.metrics or {})) is not None:
+            subset, answer = constant
+            out[labels[rec.run_id]] = f"'{answer}' for every {subset} image"
     return out
 
 
