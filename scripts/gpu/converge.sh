@@ -19,6 +19,9 @@
 # plain VGG without batch norm from scratch at 5e-4 starts on a knife edge. Round 3 tries a peak
 # rate of 2e-4 with two seeds, 28 epochs each, so that both leaving chance shows the start is no
 # longer luck (about 10 s an epoch with two sharing, as round 2's VGG-16: DEADLINE=420 suffices).
+# On 2 CPU cores at 64 px, the same sets and 165 steps an epoch, 2e-4 learnt from the first epoch
+# with seeds 0, 1 and 2, where 5e-4 stayed at ln 3 with seeds 0 and (after one epoch) 2
+# (docs/results.md, "Why a plain VGG-16 from scratch stays at a uniform guess").
 # SMOKE=1 runs the same stages with tiny models for a local check of the script.
 set -uo pipefail
 source "$(dirname "$0")/lib.sh"
