@@ -59,8 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.agreement:
         return _agreement(args.dataset, args.subset, args.show)
 
-    df = store.write_leaderboard()
     runs, broken = store.list_runs()
+    df = store.write_leaderboard(runs)
     if args.dataset is not None:
         if args.dataset not in set(df["dataset"]):
             known = ", ".join(sorted(set(df["dataset"].dropna()))) or "none"

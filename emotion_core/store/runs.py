@@ -360,9 +360,10 @@ LEADERBOARD_COLUMNS = [
 ]
 
 
-def write_leaderboard() -> pd.DataFrame:
-    """Rebuild artifacts/leaderboard.csv from every complete run's manifest headline."""
-    runs, _ = list_runs()
+def write_leaderboard(runs: list[RunRecord] | None = None) -> pd.DataFrame:
+    """Rebuild artifacts/leaderboard.csv from every complete run's manifest headline; `runs`:
+    `list_runs()`'s records where the caller holds them already (it reads every run's weights)."""
+    runs = list_runs()[0] if runs is None else runs
     rows = []
     for rec in runs:
         m = rec.manifest

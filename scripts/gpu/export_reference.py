@@ -20,8 +20,8 @@ from emotion_core import store
 
 def export_reference(out: Path, dataset: str | None = None, note: str | None = None) -> list[str]:
     """Write the combined tables for every complete run (of `dataset`, if given); return run ids."""
-    runs, broken = store.list_runs()
-    runs = [r for r in runs if not r.bundled
+    everything, broken = store.list_runs()
+    runs = [r for r in everything if not r.bundled
             and (dataset is None or r.manifest.get("dataset") == dataset)]
     if not runs:
         raise ValueError(f"no complete runs{' for dataset ' + dataset if dataset else ''} under "
@@ -35,7 +35,7 @@ def export_reference(out: Path, dataset: str | None = None, note: str | None = N
                               (predictions, full.predictions)):
             if table is not None and len(table):
                 frames.append(table.assign(run_id=rec.run_id))
-    board = store.write_leaderboard()
+    board = store.write_leaderboard(everything)
     board = board[board["run_id"].isin(metrics)]
     out.mkdir(parents=True, exist_ok=True)
     store.write_csv(out / "leaderboard.csv", board)
