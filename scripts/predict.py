@@ -1,9 +1,10 @@
 """Read the emotion of every face in photos, from the command line: what the Predict page does.
 
     python -m scripts.predict PHOTO_OR_FOLDER [...] [--run RUN_ID ...] [--peers] [--whole-image]
-                              [--csv FILE] [--list]
+                              [--max-faces N] [--csv FILE] [--list]
 
-Finds the faces (MTCNN), cuts each the way each run was trained, and prints every run's answer
+Finds the faces (MTCNN; every face, where Predict classifies the six largest of a picture, unless
+`--max-faces` sets a limit), cuts each the way each run was trained, and prints every run's answer
 and, with two runs or more, the mean of their probabilities (Predict's "mean computed now").
 Like Predict, a run with a usable ONNX export (the app's first start makes the bundled models') answers through
 ONNX Runtime, any other through PyTorch (docs/export.md).
@@ -112,6 +113,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="also the external reference models whose weights are on this machine")
     p.add_argument("--whole-image", action="store_true",
                    help="classify the whole picture when no face is found in it")
+    p.add_argument("--max-faces", type=int, default=None, metavar="N",
+                   help="classify only the N largest faces of each picture (default: every face "
+                        f"found; the Predict page classifies at most {live.MAX_FACES})")
     p.add_argument("--csv", default=None, metavar="FILE", help="also write the answers here")
     p.add_argument("--list", action="store_true", help="list the runs that can answer, then stop")
     args = p.parse_args(argv)
@@ -125,6 +129,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not args.inputs:
         p.error("name at least one picture or folder (or use --list)")
+    if args.max_faces is not None and args.max_faces < 1:
+        p.error(f"--max-faces must be 1 or more, e.g. 6; got {args.max_faces} "
+                "(leave it out to classify every face)")
     by_id = {r.run_id: r for r in offered}
     unknown = [rid for rid in args.run or [] if rid not in by_id]
     if unknown:
@@ -160,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{path}: skipped: {exc}", file=sys.stderr)
             rows.append({"path": str(path), "note": f"skipped: {exc}"})
             continue
-        result = live.predict_faces(rgb, chosen, loader=loader, whole_image=args.whole_image)
+        result = live.predict_faces(rgb, chosen, loader=loader, whole_image=args.whole_image,
+                                    max_faces=args.max_faces)
         _print(path, result, labels)
         rows += _rows(path, result, labels)
     if args.csv:

@@ -9,8 +9,9 @@ import pytest
 from PIL import Image
 
 from emotion_core import store
+from emotion_core.views import live
 from scripts import predict
-from tests.fixtures_runs import photo_640x480
+from tests.fixtures_runs import face_image, photo_640x480
 
 BUNDLED = store.paths.REPO_ROOT / "artifacts" / "bundled"
 
@@ -117,6 +118,7 @@ def test_peers_join_when_their_weights_are_here(bundled, tmp_path, capsys, monke
     ([], "name at least one picture or folder"),
     (["{tmp}", "--csv", "{tmp}"], "is a folder; name a file in it"),
     (["{tmp}", "--csv", "{tmp}/no/such/answers.csv"], "there is no folder"),
+    (["{tmp}", "--max-faces", "0"], "--max-faces must be 1 or more"),
 ])
 def test_usage_mistakes_exit_2_with_one_sentence(bundled, tmp_path, capsys, monkeypatch, argv,
                                                   says) -> None:
@@ -129,6 +131,33 @@ def test_usage_mistakes_exit_2_with_one_sentence(bundled, tmp_path, capsys, monk
         predict.main([a.replace("{empty}", str(tmp_path / "empty")).replace("{tmp}", str(tmp_path))
                       for a in argv])
     assert stop.value.code == 2 and says in capsys.readouterr().err
+
+
+def _group_photo(n: int) -> np.ndarray:
+    """`n` detectable faces of 160 px in rows of four on a textured background."""
+    rng = np.random.default_rng(2)
+    rows = -(-n // 4)
+    canvas = rng.normal(120, 20, (rows * 200 + 40, 4 * 200 + 40, 3)).clip(0, 255).astype(np.uint8)
+    for k in range(n):
+        y, x = 20 + (k // 4) * 200, 20 + (k % 4) * 200
+        canvas[y:y + 160, x:x + 160] = face_image(160, seed=k)
+    return canvas
+
+
+def test_every_face_unless_max_faces_says_otherwise(bundled, tmp_path, capsys) -> None:
+    """A group photo is answered whole from the command line: Predict's cap (the six largest
+    faces of a picture) does not apply unless --max-faces asks for one."""
+    n = live.MAX_FACES + 1
+    Image.fromarray(_group_photo(n)).save(tmp_path / "group.png")
+    out = tmp_path / "all.csv"
+    assert predict.main([str(tmp_path / "group.png"), "--run", bundled[0], "--csv", str(out)]) == 0
+    assert sorted(int(r["face"]) for r in _read(out)) == list(range(1, n + 1))
+    assert f"group.png: {n} faces found" in (said := capsys.readouterr().out)
+    assert "skipped" not in said
+    assert predict.main([str(tmp_path / "group.png"), "--run", bundled[0], "--max-faces", "2",
+                         "--csv", str(out)]) == 0
+    assert [r["face"] for r in _read(out)] == ["1", "2"]
+    assert f"the 2 largest were classified, the other {n - 2} skipped" in capsys.readouterr().out
 
 
 def test_a_csv_that_cannot_be_written_is_said_after_the_printed_answers(bundled, tmp_path,

@@ -313,10 +313,11 @@ def predict_crop(crop: Crop, run_ids: Sequence[str], *, loader: Loader | None = 
 
 
 def predict_faces(rgb: np.ndarray, run_ids: Sequence[str], *, loader: Loader | None = None,
-                  whole_image: bool = False, max_faces: int = MAX_FACES) -> LiveResult:
+                  whole_image: bool = False, max_faces: int | None = MAX_FACES) -> LiveResult:
     """Detect faces, crop each, and let every run (and the ensemble) classify every crop.
 
-    With no face found the result holds no predictions unless `whole_image` is set, in which
+    Only the `max_faces` largest faces are classified (None: every face found; the page's
+    default keeps its result readable and its answer quick). With no face found the result holds no predictions unless `whole_image` is set, in which
     case the whole picture is classified as one "face". Stored ensemble runs among `run_ids` are
     answered from their members' models.
     """
@@ -327,6 +328,8 @@ def predict_faces(rgb: np.ndarray, run_ids: Sequence[str], *, loader: Loader | N
     detect_ms = (time.perf_counter() - t0) * 1000.0
     kinds = _run_kinds(run_ids)
     targets: list[tuple[faces.FaceBox | None, Crop]] = []
+    if max_faces is None:
+        max_faces = len(boxes)
     skipped = max(0, len(boxes) - max_faces)
     if boxes:
         note = (f"{len(boxes)} faces found; the {max_faces} largest were classified, the other "
