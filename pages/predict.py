@@ -63,6 +63,8 @@ def answers_block(i: int, face: live.FacePrediction) -> None:
     """The crop with every answer beside it (text first: it shows before the chart's script has
     loaded), then the probability bars (short names, one row per answer) and the summary table."""
     st.subheader(f"Face {i}" if face.box is not None else "Whole image")
+    if face.small_note:
+        st.warning(face.small_note)
     c1, c2 = st.columns([1, 4])
     c1.image(face.crop, width=160, caption="crop fed to the models" if face.one_framing else
              "crop fed to the first run (the others frame this face their own way: margin, "

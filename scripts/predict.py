@@ -79,7 +79,8 @@ def _rows(path: Path, result: live.LiveResult, labels: dict[str, str]) -> Iterab
                    "confidence": "" if p.confidence is None else round(p.confidence, 4),
                    "temperature": "" if p.temperature is None else p.temperature,
                    "engine": p.engine if p.probs is not None else "",
-                   "note": p.error or (result.note if k == 1 else "")}
+                   "note": " ".join(filter(None, [p.error, result.note if k == 1 else "",
+                                                  pred.small_note]))}
             if p.probs is not None:
                 row.update({f"p_{c}": round(float(v), 4) for c, v in zip(p.classes, p.probs, strict=True)})
             yield row
@@ -95,6 +96,8 @@ def _print(path: Path, result: live.LiveResult, labels: dict[str, str]) -> None:
         box = pred.box
         where = f"at x={box.x} y={box.y}, {box.w}x{box.h} px" if box else "the whole image"
         print(f"  face {k} of {faces} {where}")
+        if pred.small_note:
+            print(f"  {pred.small_note}")
         for p in live.answers(pred):
             name = live.entry_label(p, labels)
             if p.probs is None:

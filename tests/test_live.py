@@ -180,6 +180,22 @@ def test_max_faces_limits_and_says_so() -> None:
     assert res.skipped == 0 and res.note == "" and res.detector in ("mtcnn", "haar")
 
 
+def test_faces_narrower_than_32_px_carry_a_warning() -> None:
+    import cv2
+
+    photo = photo_640x480(2)
+    small = cv2.resize(photo, (160, 120), interpolation=cv2.INTER_AREA)  # faces ~16-23 px wide
+    res = live.predict_faces(small, ["r0"], loader=_loader())
+    assert res.predictions and all(p.box.w < live.SMALL_FACE_PX for p in res.predictions)
+    for p in res.predictions:
+        assert p.small_note.startswith(f"This face is {p.box.w} px wide: below 32 px")
+    big = live.predict_faces(photo, ["r0"], loader=_loader()).predictions
+    assert big and all(p.small_note == "" for p in big)
+    whole = live.predict_faces(np.full((200, 300, 3), 90, np.uint8), ["r0"], loader=_loader(),
+                               whole_image=True).predictions[0]
+    assert whole.box is None and whole.small_note == ""
+
+
 def test_thin_uploads_are_refused_and_thin_arrays_are_not_searched() -> None:
     thin = np.full((40000, 20, 3), 128, np.uint8)
     with pytest.raises(live.UploadError, match="more elongated than 20:1") as err:

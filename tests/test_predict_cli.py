@@ -160,6 +160,18 @@ def test_every_face_unless_max_faces_says_otherwise(bundled, tmp_path, capsys) -
     assert f"the 2 largest were classified, the other {n - 2} skipped" in capsys.readouterr().out
 
 
+def test_a_small_face_is_answered_with_a_warning(bundled, tmp_path, capsys) -> None:
+    import cv2
+
+    small = cv2.resize(photo_640x480(2), (160, 120), interpolation=cv2.INTER_AREA)
+    Image.fromarray(small).save(tmp_path / "far.png")
+    out = tmp_path / "far.csv"
+    assert predict.main([str(tmp_path / "far.png"), "--csv", str(out)]) == 0
+    rows = _read(out)
+    assert rows and all("px wide: below 32 px too much detail is lost" in r["note"] for r in rows)
+    assert "px wide: below 32 px" in capsys.readouterr().out
+
+
 def test_a_csv_that_cannot_be_written_is_said_after_the_printed_answers(bundled, tmp_path,
                                                                          capsys, monkeypatch):
     Image.fromarray(photo_640x480(1)).save(tmp_path / "one.png")

@@ -33,6 +33,10 @@ LIVE_MEAN_ID = "ensemble"  # run id of the mean computed now (no stored run has 
 UPLOAD_MAX_PIXELS = 120_000_000  # phone photos reach 50-108 MP; beyond this: refused as a bomb
 UPLOAD_MAX_SIDE = 4096  # uploads are shrunk to this (JPEGs decoded at reduced scale): memory bound
 MAX_FACES = 6  # beyond this many faces only the largest are classified (said in the result)
+# Narrower faces lose accuracy: the bundled models' mean, on test photos given the detail of a
+# face this wide, 0.855 as they are, 0.829 at 32 px, 0.787 at 24, 0.613 at 16
+# (scripts.bench.face_size; docs/results.md#how-small-a-face-can-predict-read).
+SMALL_FACE_PX = 32
 
 Loader = Callable[[str], tuple[Any, dict[str, Any]]]
 
@@ -88,6 +92,15 @@ class FacePrediction:
     def one_framing(self) -> bool:
         """Whether every run read the crop shown."""
         return all(c is self.crop for c in self.run_crops.values())
+
+    @property
+    def small_note(self) -> str:
+        """A warning for a face narrower than SMALL_FACE_PX (empty for any other, and for the
+        whole image)."""
+        if self.box is None or self.box.w >= SMALL_FACE_PX:
+            return ""
+        return (f"This face is {self.box.w} px wide: below {SMALL_FACE_PX} px too much detail "
+                "is lost and answers are less reliable (a closer photo, or one of more pixels, helps).")
 
 
 @dataclass
