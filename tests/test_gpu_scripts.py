@@ -75,6 +75,9 @@ def test_converges_second_round_trains_only_the_two_still_gaining(pack, tmp_path
 def test_converges_third_round_trains_vgg16_at_a_lower_rate_with_two_seeds(pack, tmp_path):
     out, log = _run_script("converge.sh", pack, tmp_path, ROUND="3")
     assert _finished(log) == ["vgg16-s0", "vgg16-s1"], log
+    for name in ("vgg16-s0", "vgg16-s1"):  # every epoch in the log, kept for a run lost at the limit
+        assert re.search(rf"^  {name} epoch 1/1 train: train loss \d\.\d{{4}} .* val acc ", log,
+                         flags=re.MULTILINE), log
     assert install_results.main(["--from", str(out), "--reference", "gpu-converge-3"]) == 0
     runs = load_reference_runs("gpu-converge-3")
     assert sorted(r.manifest["config"]["seed"] for r in runs) == [0, 1]
@@ -96,3 +99,26 @@ def test_faceres_compares_both_bodies_over_two_seeds_and_sends_a_loadable_candid
     size = bundled.manifest["image_size"]
     with torch.no_grad():
         assert model(torch.zeros(1, 3, size, size)).shape == (1, 3)
+
+
+def test_a_run_lost_at_the_waves_limit_still_leaves_its_epochs_in_the_log(tmp_path):
+    """lib.sh's wave stops what runs past its seconds; the epochs such a run finished (its
+    events file, as scripts.train writes it) still reach train.log, which comes back."""
+    epoch = ('{"event": "epoch_finished", "time": 1, "epoch": 1, "epochs": 28, "phase": "train", '
+             '"metrics": {"train_loss": 1.0412, "train_acc": 0.45, "val_loss": 0.9, '
+             '"val_acc": 0.559, "val_macro_f1": 0.55}, "seconds": 10.2, "improved": true}')
+    script = f"""
+source scripts/gpu/lib.sh
+RF={tmp_path}/rf; out={tmp_path}/out; log=$out/train.log; smoke=0; mkdir -p $RF/logs $out
+( echo '{epoch}' >"$RF/logs/slow.events"; sleep 60 >"$RF/logs/slow.log" 2>&1 ) &
+names+=(slow)
+wave 2
+"""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    proc = subprocess.run(["bash", "-c", script], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    log = (tmp_path / "out" / "train.log").read_text()
+    assert "[slow: stopped at the wave's limit, run lost]" in log
+    assert ("  slow epoch 1/28 train: train loss 1.0412 acc 0.450 | val acc 0.559 macro-F1 0.550 "
+            "* (10.2 s)") in log

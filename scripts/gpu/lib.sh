@@ -30,7 +30,7 @@ launch() {  # launch NAME MODEL [options]: one training process in the backgroun
   ( t0=$SECONDS
     OMP_NUM_THREADS=3 python3 -m scripts.train --data "$data" --models "$model" \
       --profile full --crop-faces --tta-flip --label-smoothing 0.1 --ensemble none --quiet \
-      $extra "$@" >"$RF/logs/$name.log" 2>&1
+      --events "$RF/logs/$name.events" $extra "$@" >"$RF/logs/$name.log" 2>&1
     rc=$?
     [ $rc = 143 ] && rc="$rc (stopped at the wave's limit: run lost)"
     echo "[$name: $model $* -> exit $rc in $((SECONDS - t0)) s]" >>"$RF/logs/$name.log" ) &
@@ -44,11 +44,28 @@ wave() {  # wave SECONDS: wait for the launched runs, stopping any still running
   wait
   for name in "${names[@]}"; do
     grep -q "^\[$name:" "$RF/logs/$name.log" || echo "[$name: stopped at the wave's limit, run lost]" >>"$RF/logs/$name.log"
+    epoch_lines "$name" >>"$RF/logs/$name.log"  # a run lost at the limit still tells its epochs
     cat "$RF/logs/$name.log" >>"$log"
     grep "^\[$name:" "$RF/logs/$name.log"
   done
   echo "[wave ended $((SECONDS - t0)) s after it began, $SECONDS s into the call]" | tee -a "$log"
   names=()
+}
+
+epoch_lines() {  # epoch_lines NAME: one line per finished epoch of a run, from its events file
+  timeout 30 python3 - "$RF/logs/$1.events" "$1" <<'EOF'
+import json, sys
+from pathlib import Path
+
+events = Path(sys.argv[1])
+lines = events.read_text().splitlines() if events.exists() else []
+for e in map(json.loads, lines):
+    if e.get("event") == "epoch_finished":
+        m = e["metrics"]
+        print(f"  {sys.argv[2]} epoch {e['epoch']}/{e['epochs']} {e['phase']}: train loss "
+              f"{m['train_loss']:.4f} acc {m['train_acc']:.3f} | val acc {m['val_acc']:.3f} "
+              f"macro-F1 {m['val_macro_f1']:.3f}{' *' if e['improved'] else ''} ({e['seconds']:.1f} s)")
+EOF
 }
 
 wave_to_deadline() {  # the call's last wave: until $DEADLINE seconds into the call (30 s at least)
