@@ -279,6 +279,13 @@ def test_drawing_boxes_labels_and_header() -> None:
     assert out[:8].mean() < FRAME[:8].mean()  # the darkened FPS header band
 
 
+def test_a_small_face_is_labelled_less_reliable() -> None:
+    for width, title in ((lv.SMALL_FACE_PX - 1, "face 1 (small: less reliable)"),
+                         (lv.SMALL_FACE_PX, "face 1")):
+        box = FaceBox(10, 10, width, width)
+        assert lv.face_title(lv.Track(track_id=1, box=box)) == title
+
+
 def test_overlay_names_are_ascii_and_distinct() -> None:
     names = lv.overlay_names([("a", "mobilenet_v2"), ("b", "mobilenet_v2"), ("c", "vit·x")])
     assert names == {"a": "mobilenet_v2", "b": "mobilenet_v2 #2", "c": "vit?x"}

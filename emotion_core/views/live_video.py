@@ -39,7 +39,7 @@ from emotion_core.data import faces
 from emotion_core.data.transforms import Preprocess
 from emotion_core.evaluation.inference import probabilities, run_temperature, set_threads
 from emotion_core.explain.base import explaining
-from emotion_core.views.live import FaceCrops
+from emotion_core.views.live import SMALL_FACE_PX, FaceCrops
 
 MIN_IOU = 0.3  # a detection continues a track when their boxes overlap this much
 MAX_MISSED = 3  # detections in a row a track may miss before it is dropped
@@ -361,6 +361,13 @@ def track_lines(track: Track, models: Sequence[LiveModel]) -> list[tuple[str, tu
     return lines
 
 
+def face_title(track: Track) -> str:
+    """The first line of a face's label; a face narrower than SMALL_FACE_PX says its answers
+    are less reliable (docs/results.md#how-small-a-face-can-predict-read)."""
+    small = track.box.w < SMALL_FACE_PX
+    return f"face {track.track_id}" + (" (small: less reliable)" if small else "")
+
+
 def _text_block(img: np.ndarray, lines: Sequence[tuple[str, tuple[int, int, int]]], x: int, y: int,
                 scale: float, thick: int, *, above: bool) -> None:
     """Lines of text on a dark band whose top-left (or bottom-left, `above`) corner is (x, y)."""
@@ -396,7 +403,7 @@ def draw_frame(rgb: np.ndarray, tracks: Sequence[Track], models: Sequence[LiveMo
         colour = lines[0][1] if lines else OTHER_COLOUR
         b = t.box
         cv2.rectangle(out, (b.x, b.y), (b.x + b.w, b.y + b.h), colour, 2 * thick)
-        labelled = [(f"face {t.track_id}", (255, 255, 255)), *lines]
+        labelled = [(face_title(t), (255, 255, 255)), *lines]
         room_above = b.y > (len(labelled) * 30 * scale + 10)
         _text_block(out, labelled, b.x, b.y if room_above else b.y + b.h, scale, thick,
                     above=room_above)
