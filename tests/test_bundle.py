@@ -65,7 +65,8 @@ def test_a_damaged_bundled_weights_file_is_a_broken_run_not_a_crash():
                                         "shift_jitter": 0.08},
                                   {"face_margin": 0.5, "face_fit": "pad"},
                                   {"face_align": True}, {"ema": 0.998},
-                                  {"mixup": 0.2}, {"erase": 0.25}, {"sam": 0.05}])
+                                  {"mixup": 0.2}, {"erase": 0.25}, {"sam": 0.05},
+                                  {"lowres": 0.3}])
 def test_the_model_cards_command_reproduces_the_runs_training_config(more):
     import shlex
 

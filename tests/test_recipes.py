@@ -203,14 +203,15 @@ def test_cli_geometric_jitter_reaches_the_loaders_draws_and_the_manifest(tmp_pat
 
     monkeypatch.setattr(transforms, "sample_params", spy)
     assert train_cli.main([*args, "--scale-jitter", "0.1", "--shift-jitter", "0.05",
-                           "--erase", "0.5"]) == 0
+                           "--erase", "0.5", "--lowres", "0.25"]) == 0
     assert drawn and all(p.zoom is not None and p.shift is not None and p.erase is not None
-                         for p in drawn)
+                         and p.lowres is not None for p in drawn)
     assert all(float((p.zoom - 1).abs().max()) <= 0.1 and float(p.shift.abs().max()) <= 0.05
                for p in drawn)
     (rec,) = store.list_runs()[0]
     recipe = store.load_run(rec.run_id).manifest["recipe"]
-    assert (recipe["scale_jitter"], recipe["shift_jitter"], recipe["erase"]) == (0.1, 0.05, 0.5)
+    assert (recipe["scale_jitter"], recipe["shift_jitter"], recipe["erase"],
+            recipe["lowres"]) == (0.1, 0.05, 0.5, 0.25)
 
 
 def test_cli_face_framing_is_checked_used_for_the_cache_and_recorded(tmp_path: Path, capsys):
@@ -246,6 +247,7 @@ def test_cli_face_framing_is_checked_used_for_the_cache_and_recorded(tmp_path: P
     (["--scale-jitter", "-0.1"], "--scale-jitter must be >= 0"),  # each range names its flag
     (["--shift-jitter", "0.6"], "--shift-jitter must be at most 0.5"),
     (["--erase", "1.5"], "--erase is a probability"),
+    (["--lowres", "-0.2"], "--lowres must be >= 0"),
     (["--lr", "0"], "--lr must be > 0"),  # numbers torch refuses only once training starts,
     (["--finetune-lr", "-1"], "--finetune-lr must be > 0"),
     (["--label-smoothing", "1"], "--label-smoothing must be in [0, 1)"),

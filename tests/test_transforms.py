@@ -10,6 +10,7 @@ from torchvision.transforms.v2 import functional as TF
 from emotion_core.data.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
+    LOWRES_SIDE,
     AugmentConfig,
     AugmentParams,
     apply_augment,
@@ -181,6 +182,56 @@ def test_erasing_is_drawn_last_within_torchvision_ranges():
     with pytest.raises(ValueError, match="erase"):
         AugmentConfig(erase=-0.1)
     assert AugmentConfig(rotation_deg=0, brightness=0, contrast=0, hflip=False, erase=0.1).active
+
+
+def test_loss_of_detail_is_drawn_last_for_about_its_share_of_the_pictures():
+    base = AugmentConfig(scale=0.1, shift=0.05, erase=0.25)
+    a = sample_params(4000, base, torch.Generator().manual_seed(0))
+    b = sample_params(4000, AugmentConfig(scale=0.1, shift=0.05, erase=0.25, lowres=0.3),
+                      torch.Generator().manual_seed(0))
+    for name in ("angles_deg", "brightness", "contrast", "flip", "zoom", "shift", "erase"):
+        torch.testing.assert_close(getattr(a, name), getattr(b, name), atol=0, rtol=0)
+    assert a.lowres is None and a.shrunk(128, 128) == []
+    hit = b.lowres < 1
+    assert 0.27 < float(hit.double().mean()) < 0.33
+    assert LOWRES_SIDE[0] <= float(b.lowres[hit].min()) and float(b.lowres[hit].max()) <= LOWRES_SIDE[1]
+    assert len(b.shrunk(128, 128)) == int(hit.sum())
+    with pytest.raises(ValueError, match="lowres is a probability"):
+        AugmentConfig(lowres=1.5)
+    assert AugmentConfig(rotation_deg=0, brightness=0, contrast=0, hflip=False, lowres=0.1).active
+
+
+def test_both_kernels_shrink_a_picture_and_bring_it_back_alike():
+    """The shrunk pictures lose their fine detail and keep their size; the CPU kernel (OpenCV on
+    uint8) and the tensor kernel (exact area weights, bilinear) agree up to uint8 rounding; a
+    picture not drawn is what the same draw without the step gives."""
+    fine = (np.indices((32, 32)).sum(0) % 2 * 200 + 20).astype(np.uint8)
+    imgs = np.stack([np.repeat(fine[..., None], 3, axis=2)] * 2 + list(smooth_images(2, 32, 32)))
+    p = jittered_params(4)
+    plain = augment_normalize_hwc(imgs, p)
+    p.lowres = torch.tensor([0.25, 1.0, 0.4, 1.0])
+    assert p.shrunk(32, 32) == [(0, 8, 8), (2, 13, 13)]
+    cpu = augment_normalize_hwc(imgs, p)
+    np.testing.assert_array_equal(cpu[[1, 3]], plain[[1, 3]])
+    def detail(x):  # neighbouring pixels' difference inside the picture
+        return np.abs(np.diff(x[8:24, 8:24], axis=1)).mean()
+
+    assert detail(cpu[0]) < 0.2 * detail(plain[0])  # the one-pixel checkerboard averaged away
+    from emotion_core.data import transforms
+    tensor = transforms._augment_normalize(torch.from_numpy(imgs).permute(0, 3, 1, 2).float(), p,
+                                           1 / 255, IMAGENET_MEAN, IMAGENET_STD)
+    tensor = tensor.permute(0, 2, 3, 1).numpy()
+    assert tensor.shape == cpu.shape
+    assert np.abs(tensor - cpu).mean() * STD_LEVEL.mean() < 0.8
+
+
+def test_area_weights_are_opencvs_inter_area():
+    rng = np.random.default_rng(0)
+    img = rng.random((50, 37)).astype(np.float32)
+    from emotion_core.data.transforms import area_matrix
+    mine = area_matrix(50, 13) @ torch.from_numpy(img) @ area_matrix(37, 11).T
+    np.testing.assert_allclose(mine.numpy(), cv2.resize(img, (11, 13), interpolation=cv2.INTER_AREA),
+                               atol=1e-6)
 
 
 def test_both_kernels_erase_the_same_rectangle_to_the_mean_colour():

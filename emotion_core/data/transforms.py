@@ -5,6 +5,9 @@ resize), is shared by the cache, prediction and explanations (`model_input`), so
 the same pixels.
 
 Augmentation (the study's four, in this fixed order) then normalisation:
+  0. optional loss of detail (off by default, the study had none): with probability `lowres`,
+     the picture is shrunk to a share f ~ U(LOWRES_SIDE) of its side (area averaging) and
+     brought back to its size (bilinear), as a face a few dozen pixels wide reaches a model;
   1. rotation by an angle ~ U(-rotation_deg, +rotation_deg) about the centre, bilinear, black fill;
      with the optional geometric jitter (off by default, the study had none) the same warp also
      zooms by z ~ U(1 - scale, 1 + scale) and shifts by ~ U(-shift, +shift) of the side on each
@@ -47,6 +50,10 @@ _GRAY_WEIGHTS = (0.2989, 0.587, 0.114)  # torchvision's rgb_to_grayscale weights
 ERASE_AREA = (0.02, 0.33)  # torchvision RandomErasing's defaults: share of the area erased
 ERASE_ASPECT = (0.3, 3.3)  # and the rectangle's height / width, drawn log-uniformly
 MAX_SHIFT = 0.5  # a shift of half the side leaves half the picture in view
+# --lowres: the share of its side a picture is shrunk to. A 128 px crop of a face grown by a
+# quarter of its side on each side then holds a face 16-43 px wide: where Predict's answers
+# weaken (scripts.bench.face_size, docs/results.md#how-small-a-face-can-predict-read).
+LOWRES_SIDE = (0.1875, 0.5)
 
 
 def range_problem(name: str, value: float) -> str | None:
@@ -54,7 +61,7 @@ def range_problem(name: str, value: float) -> str | None:
     None; the CLI puts its flag's name in front, the dataclass its own."""
     if value < 0:
         return f"must be >= 0, got {value:g}"
-    if name == "erase" and value > 1:
+    if name in ("erase", "lowres") and value > 1:
         return f"is a probability (at most 1), got {value:g}"
     if name == "scale" and value >= 1:
         return f"must be below 1 (the smallest zoom, 1 minus it, must stay above 0), got {value:g}"
@@ -75,10 +82,11 @@ class AugmentConfig:
     scale: float = 0.0  # zoom half-range: content scaled by U(1 - scale, 1 + scale) (0 = off)
     shift: float = 0.0  # shift half-range per axis, as a fraction of the side (0 = off)
     erase: float = 0.0  # probability of erasing one random rectangle per image (0 = off)
+    lowres: float = 0.0  # probability of shrinking a picture and bringing it back (0 = off)
     enabled: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("rotation_deg", "brightness", "contrast", "scale", "shift", "erase"):
+        for name in ("rotation_deg", "brightness", "contrast", "scale", "shift", "erase", "lowres"):
             problem = range_problem(name, getattr(self, name))
             if problem:
                 raise ValueError(f"AugmentConfig.{name} {problem}")
@@ -87,7 +95,7 @@ class AugmentConfig:
     def active(self) -> bool:
         return self.enabled and (self.rotation_deg > 0 or self.brightness > 0
                                  or self.contrast > 0 or self.hflip or self.scale > 0
-                                 or self.shift > 0 or self.erase > 0)
+                                 or self.shift > 0 or self.erase > 0 or self.lowres > 0)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -134,6 +142,8 @@ class AugmentParams:
     shift: torch.Tensor | None = None  # (N, 2) x, y shift as a fraction of the side; None: 0
     erase: torch.Tensor | None = None  # (N, 4) top, left, height, width as fractions of the side;
     # a zero height or width (or None) erases nothing
+    lowres: torch.Tensor | None = None  # (N,) share of the side a picture is shrunk to; 1 (or
+    # None): left as it is
 
     @property
     def warps(self) -> bool:
@@ -147,6 +157,13 @@ class AugmentParams:
 
     def shifts(self) -> torch.Tensor:
         return torch.zeros(len(self.angles_deg), 2) if self.shift is None else self.shift
+
+    def shrunk(self, h: int, w: int) -> list[tuple[int, int, int]]:
+        """(image, height, width) a picture of h x w is shrunk to before it is brought back."""
+        if self.lowres is None:
+            return []
+        return [(i, max(1, round(h * f)), max(1, round(w * f)))
+                for i, f in enumerate(self.lowres.double().tolist()) if f < 1]
 
     def erased(self, h: int, w: int) -> list[tuple[int, int, int, int, int]]:
         """(image, y0, y1, x0, x1) pixel rectangles to set to 0 after normalisation."""
@@ -187,7 +204,39 @@ def sample_params(n: int, aug: AugmentConfig, generator: torch.Generator | None 
         eh = torch.sqrt(area * aspect).clamp(max=1.0) * hit
         ew = torch.sqrt(area / aspect).clamp(max=1.0) * hit
         p.erase = torch.stack([uniform(0, 1) * (1 - eh), uniform(0, 1) * (1 - ew), eh, ew], 1)
+    if aug.lowres > 0:  # drawn after erasing, so runs without it draw what they always drew
+        hit = torch.rand(n, generator=generator) < aug.lowres
+        p.lowres = torch.where(hit, uniform(*LOWRES_SIDE), torch.ones(n))
     return p
+
+
+def area_matrix(n_in: int, n_out: int, dtype: torch.dtype = torch.float32,
+                device: torch.device | str | None = None) -> torch.Tensor:
+    """(n_out, n_in) weights of shrinking n_in pixels to n_out by area averaging, as OpenCV's
+    INTER_AREA: each output pixel averages the input pixels under its footprint, the ones at its
+    edges by the share of them it covers."""
+    step = n_in / n_out
+    edges = torch.arange(n_out + 1, dtype=torch.float64) * step
+    lo, hi = edges[:-1, None], edges[1:, None]
+    pix = torch.arange(n_in, dtype=torch.float64)[None, :]
+    overlap = (torch.minimum(hi, pix + 1) - torch.maximum(lo, pix)).clamp(min=0)
+    return (overlap / step).to(dtype=dtype, device=device)
+
+
+def _lose_detail(x: torch.Tensor, p: AugmentParams) -> torch.Tensor:
+    """The tensor kernel's step 0: each picture `p.lowres` picks, shrunk (area averaging) and
+    brought back (bilinear, half-pixel centres, as cv2.INTER_LINEAR)."""
+    _, _, h, w = x.shape
+    shrunk = p.shrunk(h, w)
+    if not shrunk:
+        return x
+    x = x.clone()
+    for i, sh, sw in shrunk:
+        a_h = area_matrix(h, sh, x.dtype, x.device)
+        a_w = area_matrix(w, sw, x.dtype, x.device)
+        small = torch.einsum("yh,chw,xw->cyx", a_h, x[i], a_w)
+        x[i] = F.interpolate(small[None], size=(h, w), mode="bilinear", align_corners=False)[0]
+    return x
 
 
 def _rotation_grid(p: AugmentParams, shape: tuple[int, ...], device: torch.device,
@@ -231,6 +280,7 @@ def _augment_normalize(x: torch.Tensor, p: AugmentParams | None, unit: float,
     if p is None:
         return x.mul(unit / s).sub_(m / s)
     gain = p.brightness.to(dev, dt).view(n, 1, 1, 1) * unit
+    x = _lose_detail(x, p)
     if p.warps:
         grid = _rotation_grid(p, tuple(x.shape), dev, dt)
         x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
@@ -335,7 +385,8 @@ def augment_normalize_hwc(images: np.ndarray, p: AugmentParams | None, mean=IMAG
     value, so they become one 256-entry float lookup table per image and channel (cv2.LUT); the
     contrast mean comes from the rotated image's histogram. The only difference from the float
     kernel is that the rotated image is rounded to uint8 once (OpenCV interpolates with 1/32-px
-    fixed-point weights): about half a grey level on average.
+    fixed-point weights): about half a grey level on average; a picture that loses detail first
+    (`lowres`) is rounded twice more, shrunk and brought back.
     """
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[3] != 3:
         raise ValueError(f"expected uint8 NxHxWx3 images, got {images.dtype} {images.shape}")
@@ -353,8 +404,14 @@ def augment_normalize_hwc(images: np.ndarray, p: AugmentParams | None, mean=IMAG
     rotated: list[np.ndarray] = [images[i] for i in range(n)]
     hists = np.empty((n, 3, 256))
 
+    shrunk = {i: (sh, sw) for i, sh, sw in p.shrunk(h, w)}
+
     def geometry(i: int) -> None:
         img = images[i]
+        if i in shrunk:
+            sh, sw = shrunk[i]
+            small = cv2.resize(img, (sw, sh), interpolation=cv2.INTER_AREA)
+            img = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
         if angles[i] != 0 or zooms[i] != 1 or shifts[i].any():
             matrix = _cv2_rotation_matrix(angles[i], flips[i], h, w, zooms[i], tuple(shifts[i]))
             img = cv2.warpAffine(img, matrix, (w, h),

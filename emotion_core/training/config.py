@@ -46,6 +46,7 @@ class TrainConfig:
     scale_jitter: float = 0.0  # with augment: zoom the content by U(1 - s, 1 + s) (0 = off, the study's setting)
     shift_jitter: float = 0.0  # with augment: shift it by U(-s, s) of the side per axis (0 = off)
     erase: float = 0.0  # with augment: probability of erasing one random rectangle (0 = off; transforms.py)
+    lowres: float = 0.0  # with augment: probability of shrinking a picture and bringing it back (0 = off; transforms.py)
     crop_faces: bool = False  # train on face crops from the prepared face boxes
     face_margin: float = 0.25  # with crop_faces: the box grows by this fraction of its side on each side (faces.DEFAULT_MARGIN)
     face_align: bool = False  # with crop_faces: turn each face until its eyes are level before cutting it (faces.CropSpec)

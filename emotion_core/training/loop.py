@@ -197,7 +197,8 @@ def run_epoch(setup: Setup, net: nn.Module, optimizer: torch.optim.Optimizer, sc
     shard = distributed.shard_indices(rows, rt.info, epoch=epoch, seed=config.seed)
     loader = CachedLoader(split.cache, shard, config.batch_size, shuffle=not rt.info.enabled,
                           aug=AugmentConfig(enabled=config.augment, scale=config.scale_jitter,
-                                            shift=config.shift_jitter, erase=config.erase),
+                                            shift=config.shift_jitter, erase=config.erase,
+                                            lowres=config.lowres),
                           mean=split.mean,
                           std=split.std, seed=config.seed + 1000 * rt.info.rank,
                           drop_last=setup.drop_last, device=rt.aug_device)

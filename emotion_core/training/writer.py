@@ -70,6 +70,7 @@ class RunContext:
                 "face_align": c.face_align if c.crop_faces else None,
                 "set_sampling": c.set_sampling, "refit": c.refit, "scale_jitter": c.scale_jitter,
                 "shift_jitter": c.shift_jitter, "erase": c.erase,
+                **({"lowres": c.lowres} if c.lowres else {}),
                 **(self.extra or {}),
                 "phases": [{"name": ph.name, "epochs": ph.epochs, "lr": ph.lr} for ph in self.phases],
                 "epochs": p.epochs, "head_epochs": p.head_epochs, "max_batches": p.max_batches,

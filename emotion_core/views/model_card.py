@@ -51,8 +51,8 @@ def training_command(manifest: dict[str, Any]) -> str:
                     f"--distill-temperature {c.get('distill_temperature')}")
     if c.get("set_sampling", "proportional") != "proportional":
         args.append(f"--set-sampling {c['set_sampling']}")
-    args += [f"--{key.replace('_', '-')} {c[key]}" for key in ("scale_jitter", "shift_jitter", "erase")
-             if c.get(key)]
+    args += [f"--{key.replace('_', '-')} {c[key]}"
+             for key in ("scale_jitter", "shift_jitter", "erase", "lowres") if c.get(key)]
     args += [flag for key, flag in (("tta_flip", "--tta-flip"), ("crop_faces", "--crop-faces"))
              if c.get(key) or manifest.get(key)]
     crop = faces.crop_spec(manifest)
