@@ -71,3 +71,11 @@ def test_no_face_at_its_own_size_gives_no_rows() -> None:
     rows = bench.answer_sizes(np.zeros((50, 50, 3), np.uint8), "sad", ["a"], [16],
                               lambda *a, **k: _Result([]))
     assert rows == []
+
+
+def test_two_runs_of_one_model_get_their_whole_labels_as_headings() -> None:
+    labels = {"a": "mini_xception · FER-2013 · 12-04 22:55", "b": "mini_xception · FER-2013 · 12-04 23:04",
+              "c": "mobilenet_v2 · imagenet · 12-01 15:00"}
+    assert bench.short_labels(labels, ["a", "b", "c"]) == {
+        "a": labels["a"], "b": labels["b"], "c": "mobilenet_v2"}
+    assert bench.short_labels(labels, ["a", "c"]) == {"a": "mini_xception", "c": "mobilenet_v2"}

@@ -102,6 +102,14 @@ def summary(rows: Sequence[dict[str, Any]], runs: Sequence[str]) -> list[dict[st
     return out
 
 
+def short_labels(labels: dict[str, str], run_ids: Sequence[str]) -> dict[str, str]:
+    """Each run's model name (the label's first part), or its whole label where two runs of one
+    model would otherwise share a column heading."""
+    short = {rid: labels.get(rid, rid).split(" · ")[0] for rid in run_ids}
+    shared = {name for name in short.values() if list(short.values()).count(name) > 1}
+    return {rid: labels.get(rid, rid) if short[rid] in shared else short[rid] for rid in run_ids}
+
+
 def _print(title: str, table: list[dict[str, Any]], labels: dict[str, str]) -> None:
     print(title)
     runs = [k[:-6] for k in table[0] if k.endswith(" found")]
@@ -153,8 +161,8 @@ def main(argv: list[str] | None = None) -> int:
         run_ids = [r.run_id for r in records if r.bundled and r.has_weights]
     if not run_ids:
         ap.error("no runs to answer with: no bundled model here; pass --runs")
-    labels = run_names.run_labels([r for r in records if r.run_id in run_ids])
-    labels = {rid: labels.get(rid, rid).split(" · ")[0] for rid in run_ids}
+    labels = short_labels(run_names.run_labels([r for r in records if r.run_id in run_ids]),
+                          run_ids)
     loader = functools.cache(load_predictor)
     predict = functools.partial(live.predict_faces, loader=loader)
     sizes = sorted(set(args.sizes))
