@@ -8,6 +8,7 @@ from torch import nn
 
 from emotion_core.data.faces import FaceBox
 from emotion_core.views import live_video as lv
+from emotion_core.views.live import SMALL_FACE_PX
 from tests.fixtures_runs import photo_640x480
 
 CLASSES = ["angry", "happy", "sad"]
@@ -280,8 +281,8 @@ def test_drawing_boxes_labels_and_header() -> None:
 
 
 def test_a_small_face_is_labelled_less_reliable() -> None:
-    for width, title in ((lv.SMALL_FACE_PX - 1, "face 1 (small: less reliable)"),
-                         (lv.SMALL_FACE_PX, "face 1")):
+    for width, title in ((SMALL_FACE_PX - 1, "face 1 (small: less reliable)"),
+                         (SMALL_FACE_PX, "face 1")):
         box = FaceBox(10, 10, width, width)
         assert lv.face_title(lv.Track(track_id=1, box=box)) == title
 

@@ -38,6 +38,11 @@ MAX_FACES = 6  # beyond this many faces only the largest are classified (said in
 # (scripts.bench.face_size; docs/results.md#how-small-a-face-can-predict-read).
 SMALL_FACE_PX = 32
 
+
+def is_small_face(box: faces.FaceBox | None) -> bool:
+    """Whether a found face is narrower than SMALL_FACE_PX (the whole image never is)."""
+    return box is not None and box.w < SMALL_FACE_PX
+
 Loader = Callable[[str], tuple[Any, dict[str, Any]]]
 
 
@@ -97,7 +102,7 @@ class FacePrediction:
     def small_note(self) -> str:
         """A warning for a face narrower than SMALL_FACE_PX (empty for any other, and for the
         whole image)."""
-        if self.box is None or self.box.w >= SMALL_FACE_PX:
+        if not is_small_face(self.box):
             return ""
         return (f"This face is {self.box.w} px wide: below {SMALL_FACE_PX} px too much detail "
                 "is lost and answers are less reliable (a closer photo, or one of more pixels, helps).")
@@ -330,8 +335,9 @@ def predict_faces(rgb: np.ndarray, run_ids: Sequence[str], *, loader: Loader | N
     """Detect faces, crop each, and let every run (and the ensemble) classify every crop.
 
     Only the `max_faces` largest faces are classified (None: every face found; the page's
-    default keeps its result readable and its answer quick). With no face found the result holds no predictions unless `whole_image` is set, in which
-    case the whole picture is classified as one "face". Stored ensemble runs among `run_ids` are
+    default keeps its result readable and its answer quick). With no face found the result
+    holds no predictions unless `whole_image` is set, in which case the whole picture is
+    classified as one "face". Stored ensemble runs among `run_ids` are
     answered from their members' models.
     """
     t0 = time.perf_counter()

@@ -39,7 +39,7 @@ from emotion_core.data import faces
 from emotion_core.data.transforms import Preprocess
 from emotion_core.evaluation.inference import probabilities, run_temperature, set_threads
 from emotion_core.explain.base import explaining
-from emotion_core.views.live import SMALL_FACE_PX, FaceCrops
+from emotion_core.views.live import FaceCrops, is_small_face
 
 MIN_IOU = 0.3  # a detection continues a track when their boxes overlap this much
 MAX_MISSED = 3  # detections in a row a track may miss before it is dropped
@@ -364,8 +364,7 @@ def track_lines(track: Track, models: Sequence[LiveModel]) -> list[tuple[str, tu
 def face_title(track: Track) -> str:
     """The first line of a face's label; a face narrower than SMALL_FACE_PX says its answers
     are less reliable (docs/results.md#how-small-a-face-can-predict-read)."""
-    small = track.box.w < SMALL_FACE_PX
-    return f"face {track.track_id}" + (" (small: less reliable)" if small else "")
+    return f"face {track.track_id}" + (" (small: less reliable)" if is_small_face(track.box) else "")
 
 
 def _text_block(img: np.ndarray, lines: Sequence[tuple[str, tuple[int, int, int]]], x: int, y: int,
