@@ -43,6 +43,7 @@ def is_small_face(box: faces.FaceBox | None) -> bool:
     """Whether a found face is narrower than SMALL_FACE_PX (the whole image never is)."""
     return box is not None and box.w < SMALL_FACE_PX
 
+
 Loader = Callable[[str], tuple[Any, dict[str, Any]]]
 
 
