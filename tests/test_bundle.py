@@ -121,6 +121,21 @@ def test_the_bundle_cli_writes_a_card_of_the_fp16_copy_and_refuses_to_overwrite(
     assert not (store.paths.bundled_dir() / "other").exists()
 
 
+def test_the_card_lists_each_sets_score_once_and_other_sets_as_cross_dataset():
+    from emotion_core.views import model_card
+
+    def score(acc: float) -> dict:
+        return {"n": 10, "accuracy": acc, "macro_f1": acc, "ece": 0.1}
+
+    metrics = {"by_source": {"aset": {"test": score(0.8)}, "bset": {"val": score(0.7)}},
+               "cross_dataset": {"aset:test": score(0.8), "bset:test": score(0.6),
+                                 "cset:test": score(0.5)}}
+    rows = model_card._metric_rows(metrics, "aset+bset")
+    assert len(rows) == 4 and sum("| aset" in r for r in rows) == 1  # scored again: no copy
+    assert any(r.startswith("| bset (cross-dataset) | test") for r in rows)  # val only before
+    assert any(r.startswith("| cset (cross-dataset) | test | 10 | 0.500") for r in rows)
+
+
 def test_the_committed_bundled_models_reproduce_their_cards_test_scores(monkeypatch):
     """The weights in git, read through today's pipeline (its own face detection, crops and
     flip TTA, the split prepared afresh), score what their card says on a real test split."""

@@ -14,6 +14,7 @@ from emotion_core.store.events import EventLog, read_events
 from emotion_core.training import loop as train
 from emotion_core.training import planner, probe, sampling
 from emotion_core.training.config import PROFILES
+from emotion_core.views import model_card
 from scripts import train as train_cli
 from tests import tiny_shapes
 
@@ -212,6 +213,9 @@ def test_cli_geometric_jitter_reaches_the_loaders_draws_and_the_manifest(tmp_pat
     recipe = store.load_run(rec.run_id).manifest["recipe"]
     assert (recipe["scale_jitter"], recipe["shift_jitter"], recipe["erase"],
             recipe["lowres"]) == (0.1, 0.05, 0.5, 0.25)
+    card = model_card.model_card(rec.run_id)  # the card's recipe line names both
+    assert "random erasing (p 0.5)" in card
+    assert "25% of the training pictures shrunk to 19%-50% of their side" in card
 
 
 def test_cli_face_framing_is_checked_used_for_the_cache_and_recorded(tmp_path: Path, capsys):

@@ -6,6 +6,7 @@ from typing import Any
 
 from emotion_core import models, store
 from emotion_core.data import faces
+from emotion_core.data.transforms import LOWRES_SIDE
 from emotion_core.views import framing
 
 # The team's real sets state no licence (shared/data/README.md): research use only.
@@ -85,6 +86,8 @@ def _metric_rows(metrics: dict[str, Any], dataset: str) -> list[str]:
                 rows.append(_row(src, subset, m))
     for key, m in (metrics.get("cross_dataset") or {}).items():
         name, _, subset = key.rpartition(":")
+        if (by_source.get(name) or {}).get(subset):
+            continue  # a set it trained on, scored again by cross_eval: already a row above
         rows.append(_row(f"{name} (cross-dataset)", subset, m))
     return rows
 
@@ -155,6 +158,10 @@ def model_card(run_id: str, *, note: str = "") -> str:
         + (f", weights averaged per step (EMA decay {recipe['ema']})" if recipe.get("ema") else "")
         + (f", mixup (alpha {recipe['mixup']})" if recipe.get("mixup") else "")
         + (f", sharpness-aware steps (SAM, radius {recipe['sam']})" if recipe.get("sam") else "")
+        + (f", random erasing (p {recipe['erase']})" if recipe.get("erase") else "")
+        + (f", {recipe['lowres']:.0%} of the training pictures shrunk to "
+           f"{LOWRES_SIDE[0]:.0%}-{LOWRES_SIDE[1]:.0%} of their side and brought back (lost "
+           f"detail)" if recipe.get("lowres") else "")
         + (f", each batch's highest-loss {recipe['forget_rate']:.0%} left out from epoch 2 "
            f"(small-loss selection)" if recipe.get("forget_rate") else "")
         + (f", distilled from {recipe['distill']} (weight {recipe.get('distill_weight')}, "
