@@ -95,7 +95,8 @@ def test_the_real_face_recipe_is_the_bundled_mobilenets_and_epochs_replace_its_d
     config = train_cli.config_from_args(train_cli.parse_args(args))
     keys = ("image_size", "head_epochs", "lr", "finetune_lr", "label_smoothing", "budget_tflop",
             "mixup", "tta_flip", "crop_faces", "face_align", "face_margin", "face_fit",
-            "layer_decay", "ema", "sam", "recipe", "set_sampling", "profile", "batch_size")
+            "layer_decay", "ema", "sam", "lowres", "erase", "scale_jitter", "shift_jitter",
+            "recipe", "set_sampling", "profile", "batch_size")
     assert {k: getattr(config, k) for k in keys} == {k: made[k] for k in keys}
     assert not config.refit and config.epochs == train_form.REAL_FACE_EPOCHS and config.patience == 3
     assert args[:8] == ["--data", "/data/faces", "--name", "faces", "--models", "mobilenet_v2",

@@ -28,13 +28,14 @@ DEFAULT_MODELS = 2  # models ticked by default
 REAL_FACE_FLAGS = ("--image-size", "128", "--head-epochs", "1", "--lr", "0.001",
                    "--finetune-lr", "0.0002", "--patience", "3", "--label-smoothing", "0.1",
                    "--budget-tflop", "0", "--mixup", "0.2", "--tta-flip", "--crop-faces",
-                   "--align-faces", "--sam", "0.05")
-REAL_FACE_EPOCHS = 14  # the validated run's maximum (its best epoch was 13)
+                   "--align-faces", "--sam", "0.05", "--lowres", "0.5")
+REAL_FACE_EPOCHS = 14  # the validated run's maximum (its best epoch was the last, 14)
 RECIPES = {
     "profile": "Profile defaults (the study's setting: whole pictures)",
     "real-faces": "Real faces: the bundled MobileNetV2's recipe (face crops turned upright, "
-                  "mixup, sharpness-aware steps, flip TTA, 128 px; each step costs two passes: "
-                  "MobileNetV2 took 1-2 h for 13,000 photos on 2 CPU cores)",
+                  "mixup, sharpness-aware steps, half the pictures with detail taken away, "
+                  "flip TTA, 128 px; each step costs two passes: MobileNetV2 took 40 min to 2 h "
+                  "for 13,000 photos on 2 CPU cores)",
 }
 _PARAMS = re.compile(r"([\d.]+)\s*([kM]) parameters")
 
