@@ -34,7 +34,7 @@ UPLOAD_MAX_PIXELS = 120_000_000  # phone photos reach 50-108 MP; beyond this: re
 UPLOAD_MAX_SIDE = 4096  # uploads are shrunk to this (JPEGs decoded at reduced scale): memory bound
 MAX_FACES = 6  # beyond this many faces only the largest are classified (said in the result)
 # Narrower faces lose accuracy: the bundled models' mean, on test photos given the detail of a
-# face this wide, 0.860 as they are, 0.839 at 32 px, 0.814 at 24, 0.669 at 16
+# face this wide, 0.858 as they are, 0.841 at 32 px, 0.818 at 24, 0.738 at 16
 # (scripts.bench.face_size; docs/results.md#how-small-a-face-can-predict-read).
 SMALL_FACE_PX = 32
 
