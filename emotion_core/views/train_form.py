@@ -67,7 +67,8 @@ def model_order() -> list[str]:
 
 
 def default_models(n: int = DEFAULT_MODELS) -> list[str]:
-    return model_order()[:n]
+    """The first `n` of `model_order` that are not variants of another entry (one per body)."""
+    return [m for m in model_order() if not REGISTRY[m].variant_of][:n]
 
 
 def model_help() -> str:
